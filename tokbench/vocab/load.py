@@ -1,0 +1,110 @@
+"""Load a Vocabulary from any tokenizer file, model folder or asset name (format sniffed)."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from tokbench.errors import TokbenchError
+from tokbench.vocab.hf_json import load_tokenizer_json
+from tokbench.vocab.sentencepiece_model import load_sentencepiece
+from tokbench.vocab.specials import roles_by_name, roles_from_folder
+from tokbench.vocab.tiktoken_file import load_tiktoken
+from tokbench.vocab.vocabulary import Vocabulary
+
+_TIKTOKEN_LINE = re.compile(rb"^[A-Za-z0-9+/]+={0,2} \d+\r?$")
+_FIX = "pass a tokenizer.json, a SentencePiece .model, a .tiktoken rank file, a model folder, or an asset name"
+
+
+def _resolve(name_or_path: str | Path) -> Path:
+    p = Path(name_or_path).expanduser()
+    if p.exists():
+        return p
+    from tokbench.assets import resolve
+
+    return Path(resolve(str(name_or_path)))
+
+
+def _looks_like_tiktoken(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    first = head.split(b"\n", 1)[0]
+    return bool(_TIKTOKEN_LINE.match(first))
+
+
+def _from_vocab_merges(vocab_json: Path, merges_txt: Path) -> Vocabulary:
+    from tokenizers import Tokenizer, decoders, pre_tokenizers
+    from tokenizers.models import BPE
+
+    try:
+        tok = Tokenizer(BPE.from_file(str(vocab_json), str(merges_txt)))
+    except Exception as exc:  # tokenizers raises plain Exception subclasses
+        raise TokbenchError(f"vocab.json + merges.txt did not load ({exc})", path=vocab_json.parent,
+                            fix="check both files come from the same byte-level BPE tokenizer") from None
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    v = load_tokenizer_json(vocab_json.parent, json.loads(tok.to_str()))
+    v.format = "vocab.json+merges.txt"
+    return v
+
+
+def _from_vocab_txt(vocab_txt: Path) -> Vocabulary:
+    from tokenizers import Tokenizer, decoders
+    from tokenizers.models import WordPiece
+
+    tok = Tokenizer(WordPiece.from_file(str(vocab_txt), unk_token="[UNK]"))
+    tok.decoder = decoders.WordPiece()
+    v = load_tokenizer_json(vocab_txt, json.loads(tok.to_str()))
+    v.format = "vocab.txt"
+    return v
+
+
+def _load_file(path: Path, pattern: str | None) -> Vocabulary:
+    if path.suffix == ".json":
+        return load_tokenizer_json(path)
+    if path.suffix == ".tiktoken" or _looks_like_tiktoken(path):
+        return load_tiktoken(path, pattern=pattern)
+    if path.name == "vocab.txt":
+        return _from_vocab_txt(path)
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if head[:1] == b"\n":  # protobuf field 1 (pieces), length-delimited
+        return load_sentencepiece(path)
+    raise TokbenchError("unknown tokenizer format", path=path, fix=_FIX)
+
+
+def _load_folder(folder: Path, pattern: str | None) -> Vocabulary:
+    for name in ("tokenizer.json",):
+        if (folder / name).is_file():
+            return load_tokenizer_json(folder / name)
+    if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
+        return _from_vocab_merges(folder / "vocab.json", folder / "merges.txt")
+    for candidate in sorted(folder.glob("*.model*")) + sorted(folder.glob("*.tiktoken")):
+        if candidate.is_file():
+            return _load_file(candidate, pattern)
+    if (folder / "vocab.txt").is_file():
+        return _from_vocab_txt(folder / "vocab.txt")
+    raise TokbenchError("no tokenizer file in this folder", path=folder, fix=_FIX)
+
+
+def load_vocabulary(name_or_path: str | Path, pattern: str | None = None) -> Vocabulary:
+    """Load a tokenizer's vocabulary from a file, a Hugging Face model folder or an asset name.
+
+    pattern: split pattern for tiktoken rank files (built-in name or regex); known files
+    (GPT-2, Whisper multilingual, Llama 3) get theirs automatically.
+    """
+    path = _resolve(name_or_path)
+    if path.is_dir():
+        vocab = _load_folder(path, pattern)
+        folder = path
+    else:
+        vocab = _load_file(path, pattern)
+        folder = path.parent
+    contents = vocab.special_contents
+    roles = dict(vocab.specials)
+    for role, i in roles_from_folder(folder, contents).items():
+        roles.setdefault(role, i)
+    vocab.specials = {r: i for r, i in roles_by_name(contents, roles).items() if 0 <= i < len(vocab)}
+    if vocab.unk_id is not None:
+        vocab.specials.setdefault("unk", vocab.unk_id)
+    return vocab

@@ -1,0 +1,36 @@
+"""Build the Rust segmenter for a Vocabulary from its SegmenterSpec."""
+from __future__ import annotations
+
+from tokbench import _core
+from tokbench.errors import TokbenchError
+from tokbench.vocab.vocabulary import Kind, Vocabulary
+
+
+def segment_pieces(vocab: Vocabulary) -> list[bytes | None]:
+    """Bytes of the ids that segmentation may produce (normal tokens and byte fallbacks)."""
+    return [
+        b if k in (Kind.NORMAL, Kind.BYTE) else None
+        for b, k in zip(vocab.token_bytes, vocab.kinds)
+    ]
+
+
+def build_segmenter(vocab: Vocabulary) -> "_core.Segmenter":
+    spec = vocab.segmenter_spec
+    if spec is None:
+        raise TokbenchError("this vocabulary has no segmentation model", path=vocab.source,
+                            fix="load it from a tokenizer file that includes its model")
+    pieces = segment_pieces(vocab)
+    if spec.algorithm == "bpe_merges":
+        return _core.Segmenter.bpe_merges(pieces, spec.merges, spec.units, vocab.byte_fallback,
+                                          vocab.unk_id, spec.ignore_merges)
+    if spec.algorithm == "bpe_ranks":
+        return _core.Segmenter.bpe_ranks(pieces, spec.ranks, spec.units, vocab.byte_fallback,
+                                         vocab.unk_id)
+    if spec.algorithm == "unigram":
+        return _core.Segmenter.unigram(pieces, spec.scores, vocab.byte_fallback, vocab.unk_id)
+    if spec.algorithm == "wordpiece":
+        if vocab.unk_id is None:
+            raise TokbenchError("WordPiece vocabulary without an unk token", path=vocab.source,
+                                fix="set model.unk_token in the tokenizer file")
+        return _core.Segmenter.wordpiece(pieces, vocab.word_start, vocab.unk_id, spec.max_chars)
+    raise ValueError(f"unknown segmentation algorithm {spec.algorithm!r}")

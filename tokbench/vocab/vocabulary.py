@@ -1,0 +1,189 @@
+"""`Vocabulary`: every token of a tokenizer as the exact bytes it stands for.
+
+The token-string conventions of the tokenizer families (`Ġ` byte-level, `▁` metaspace, `##`
+WordPiece continuations, `<0xNN>` byte fallback) are normalised by the loaders in this package and
+nowhere else. What the rest of tokbench sees is, per id: bytes, kind, word-start flag.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from functools import cached_property
+from typing import Iterable, Sequence
+
+
+class Kind(str, Enum):
+    """What an id is. Values are stable strings (they appear in JSON output)."""
+
+    NORMAL = "normal"  # an ordinary piece of text
+    SPECIAL = "special"  # an added/special token matched as a whole (bos, eos, chat tokens, unk)
+    CONTROL = "control"  # sentencepiece control symbols (never produced from text)
+    BYTE = "byte"  # byte-fallback token <0xNN>
+    UNUSED = "unused"  # an id with no token (a hole) or a sentencepiece UNUSED piece
+
+
+class Style(str, Enum):
+    """How the tokenizer marks word starts in its token strings."""
+
+    BYTELEVEL = "bytelevel"  # GPT-2 byte-to-unicode map, word start = leading space (Ġ)
+    METASPACE = "metaspace"  # sentencepiece "▁", word start = leading space
+    WORDPIECE = "wordpiece"  # "##" marks continuations; word start = no "##"
+    RAW = "raw"  # token bytes given directly (tiktoken rank files); word start = leading space
+
+
+# Styles where a word start is a leading space inside the token's bytes.
+SPACE_PREFIX_STYLES = (Style.BYTELEVEL, Style.METASPACE, Style.RAW)
+
+
+@dataclass
+class SegmenterSpec:
+    """What the Rust segmenter needs to split bytes the way this tokenizer's model does."""
+
+    algorithm: str  # "bpe_merges" | "bpe_ranks" | "unigram" | "wordpiece"
+    units: str = "bytes"  # "bytes" | "chars" (BPE only)
+    merges: list[tuple[int, int]] | None = None
+    ranks: list[int] | None = None
+    scores: list[float] | None = None
+    ignore_merges: bool = False
+    max_chars: int = 100
+
+
+@dataclass
+class Vocabulary:
+    """A tokenizer's vocabulary with exact bytes per id.
+
+    Attributes:
+        source: file or folder it was loaded from.
+        family: the model type as loaded ("bpe", "unigram", "wordpiece").
+        format: the file format ("tokenizer.json", "sentencepiece", "tiktoken", "vocab.json+merges.txt").
+        style: word-start convention of its token strings.
+        tokens: the original token strings (specials as their content; None for holes).
+        token_bytes: exact bytes per id (None where the id stands for no text: specials, controls, holes).
+        kinds: Kind per id.
+        word_start: True where the token begins a word.
+        specials: role -> id for bos, eos, pad, unk (only roles the tokenizer has).
+        strip_leading_space: the tokenizer removes one leading space when decoding (dummy prefix).
+        pattern: pre-tokenizer split regex when known (tiktoken files, Split pre-tokenizers).
+    """
+
+    source: str
+    family: str
+    format: str
+    style: Style
+    tokens: list[str | None]
+    token_bytes: list[bytes | None]
+    kinds: list[Kind]
+    word_start: list[bool]
+    specials: dict[str, int] = field(default_factory=dict)
+    segmenter_spec: SegmenterSpec | None = None
+    byte_fallback: list[int] | None = None
+    unk_id: int | None = None
+    strip_leading_space: bool = False
+    pattern: str | None = None
+    normalizer: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.token_bytes)
+
+    @property
+    def size(self) -> int:
+        return len(self.token_bytes)
+
+    def ids_of_kind(self, kind: Kind) -> list[int]:
+        return [i for i, k in enumerate(self.kinds) if k == kind]
+
+    @cached_property
+    def kind_counts(self) -> dict[str, int]:
+        counts = {k.value: 0 for k in Kind}
+        for k in self.kinds:
+            counts[k.value] += 1
+        return counts
+
+    # --- keys used for alignment -------------------------------------------------------------
+    def key(self, i: int) -> tuple[bytes, bool] | None:
+        """Style-independent identity of a normal/byte token: (bytes without the word-start
+        space, word_start). None for ids that stand for no text."""
+        b = self.token_bytes[i]
+        if b is None or self.kinds[i] not in (Kind.NORMAL, Kind.BYTE):
+            return None
+        if self.kinds[i] == Kind.BYTE:
+            return (b, False)
+        return text_key(b, self.word_start[i], self.style)
+
+    @cached_property
+    def keys(self) -> dict[tuple[bytes, bool], int]:
+        """key -> lowest id with that key (normal tokens first, then byte-fallback tokens)."""
+        out: dict[tuple[bytes, bool], int] = {}
+        for kind in (Kind.NORMAL, Kind.BYTE):
+            for i, k in enumerate(self.kinds):
+                if k != kind:
+                    continue
+                key = self.key(i)
+                if key is not None and key not in out:
+                    out[key] = i
+        return out
+
+    def surface(self, key: tuple[bytes, bool]) -> tuple[bytes, bool]:
+        """Bytes this vocabulary would segment for a key, plus the word-start flag to pass."""
+        data, ws = key
+        if ws and self.style in SPACE_PREFIX_STYLES:
+            return b" " + data, True
+        return data, ws
+
+    @cached_property
+    def special_contents(self) -> dict[str, int]:
+        """content string -> id for specials and controls."""
+        return {
+            t: i
+            for i, (t, k) in enumerate(zip(self.tokens, self.kinds))
+            if t is not None and k in (Kind.SPECIAL, Kind.CONTROL)
+        }
+
+    # --- decoding ----------------------------------------------------------------------------
+    def join_bytes(self, ids: Iterable[int]) -> bytes:
+        """Concatenate the bytes of ids (ids without text are skipped), with the family's join
+        rule: WordPiece puts a space before each word-start piece but the first; tokenizers with
+        a dummy prefix drop one leading space."""
+        parts: list[bytes] = []
+        tb, ws = self.token_bytes, self.word_start
+        wordpiece = self.style == Style.WORDPIECE
+        for i in ids:
+            b = tb[i]
+            if b is None:
+                continue
+            if wordpiece and ws[i] and parts:
+                parts.append(b" ")
+            parts.append(b)
+        out = b"".join(parts)
+        if self.strip_leading_space and out.startswith(b" "):
+            out = out[1:]
+        return out
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self.join_bytes(ids).decode("utf-8", errors="replace")
+
+    # --- segmentation (Rust) -----------------------------------------------------------------
+    @cached_property
+    def segmenter(self):
+        """A tokbench._core.Segmenter splitting bytes into ids the way this tokenizer's model
+        does (no normalisation, no pre-tokenization)."""
+        from tokbench.vocab.segmenter import build_segmenter
+
+        return build_segmenter(self)
+
+    def segment(self, data: bytes, word_start: bool = True) -> list[int]:
+        return self.segmenter.segment(data, word_start)
+
+    def segment_batch(self, data: Sequence[bytes], word_start: Sequence[bool] | None = None,
+                      num_threads: int = 0) -> list[list[int]]:
+        return self.segmenter.segment_batch(list(data), None if word_start is None else list(word_start),
+                                            num_threads)
+
+
+def text_key(b: bytes, word_start: bool, style: Style) -> tuple[bytes, bool]:
+    """(bytes without the word-start marker, word_start) for a normal token."""
+    if style in SPACE_PREFIX_STYLES:
+        if b.startswith(b" ") and len(b) > 1:
+            return (b[1:], True)
+        return (b, False)
+    return (b, word_start)
