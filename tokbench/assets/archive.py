@@ -1,0 +1,113 @@
+"""Extract an archive into the cache all-or-nothing: unpack in full into a temporary folder next to the
+destination, then move complete files and folders into place (rename, merging into folders that exist).
+"""
+from __future__ import annotations
+
+import lzma
+import os
+import shutil
+import tarfile
+import tempfile
+import time
+import zlib
+from pathlib import Path, PurePosixPath
+
+from tqdm import tqdm
+
+from tokbench.assets import registry
+from tokbench.errors import TokbenchError
+
+_STALE_SECONDS = 24 * 3600
+
+
+def _safe_relpath(name: str, archive: Path) -> PurePosixPath | None:
+    rel = PurePosixPath(name)
+    parts = [p for p in rel.parts if p not in ("", ".")]
+    if rel.is_absolute() or ".." in parts:
+        raise TokbenchError(f"archive member {name!r} points outside the archive", path=archive,
+                            fix="repack it with relative paths only")
+    return PurePosixPath(*parts) if parts else None
+
+
+def _unpack(archive: Path, dest: Path, progress: bool) -> dict[str, int]:
+    files: dict[str, int] = {}
+    size = archive.stat().st_size
+    with open(archive, "rb") as raw, tqdm(total=size, unit="B", unit_scale=True, desc=f"extract {archive.name}",
+                                          disable=None if progress else True, leave=False) as bar:
+        with tarfile.open(fileobj=raw, mode="r|*") as tf:
+            for member in tf:
+                rel = _safe_relpath(member.name, archive)
+                if rel is not None:
+                    target = dest.joinpath(*rel.parts)
+                    if member.isdir():
+                        target.mkdir(parents=True, exist_ok=True)
+                    elif member.isfile():
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        src = tf.extractfile(member)
+                        with open(target, "wb") as out:
+                            shutil.copyfileobj(src, out, 1 << 20)
+                        files[rel.as_posix()] = member.size
+                    else:
+                        raise TokbenchError(f"archive member {member.name!r} is a link or special file",
+                                            path=archive, fix="repack it with regular files and folders only")
+                bar.update(raw.tell() - bar.n)
+    return files
+
+
+def _merge(src: Path, dst: Path) -> None:
+    """Move everything under src into dst: whole folders by one rename where dst lacks them, files by
+    os.replace (atomic per file)."""
+    for entry in sorted(src.iterdir()):
+        target = dst / entry.name
+        if entry.is_dir() and not entry.is_symlink():
+            if not target.exists():
+                os.replace(entry, target)
+            elif target.is_dir():
+                _merge(entry, target)
+            else:
+                raise TokbenchError("a file is in the way of a folder from the archive", path=target,
+                                    fix="move that file away and import again")
+        else:
+            if target.is_dir():
+                raise TokbenchError("a folder is in the way of a file from the archive", path=target,
+                                    fix="move that folder away and import again")
+            os.replace(entry, target)
+
+
+def _clean_stale(data_dir: Path) -> None:
+    now = time.time()
+    for p in data_dir.glob(".import-*"):
+        try:
+            if now - p.stat().st_mtime > _STALE_SECONDS:
+                shutil.rmtree(p, ignore_errors=True)
+        except OSError:
+            pass
+
+
+def extract_archive(archive: Path, data_dir: Path, *, progress: bool = True) -> dict[str, int]:
+    """Extract `archive` into `data_dir` keeping its inner layout; returns {relative path: size}.
+
+    Nothing appears under `data_dir` unless the whole archive read cleanly.
+    """
+    archive = Path(archive)
+    data_dir = registry._writable_home(Path(data_dir).parent) / Path(data_dir).name
+    data_dir.mkdir(parents=True, exist_ok=True)
+    _clean_stale(data_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=".import-", dir=data_dir))
+    try:
+        try:
+            files = _unpack(archive, tmp, progress)
+        except (tarfile.TarError, lzma.LZMAError, zlib.error, EOFError) as exc:
+            raise TokbenchError(f"not a readable archive ({type(exc).__name__}: {exc})", path=archive,
+                                fix="download it again, or check it with `tar -tf`") from None
+        except OSError as exc:
+            raise TokbenchError(f"extraction failed ({exc})", path=archive,
+                                fix="check free space in the tokbench cache and that the archive is intact") \
+                from None
+        if not files:
+            raise TokbenchError("the archive holds no files", path=archive,
+                                fix="pass an archive of tokenizers/, corpora/ or models/")
+        _merge(tmp, data_dir)
+        return files
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
