@@ -18,7 +18,8 @@ class Alignment:
     new_only: new ids with text that old lacks; old_only: old ids with text that new lacks.
     roles: role -> (new id, old id or None) for bos/eos/pad/unk present in new.
     special_map: every other new special/control id -> old id with the same content, or None.
-    decompositions: new-only id -> old ids (the old tokenizer's split of its bytes).
+    decompositions: new-only id -> old ids (the old tokenizer's split of its bytes); bytes the
+        old vocabulary cannot represent at all are left out and the id is listed in `uncovered`.
     """
 
     old: Vocabulary
@@ -32,6 +33,7 @@ class Alignment:
     old_numbers: NumberPolicy
     new_numbers: NumberPolicy
     numeric_new: list[int] = field(default_factory=list)
+    uncovered: list[int] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -79,12 +81,18 @@ def align(old: Vocabulary, new: Vocabulary, num_threads: int = 0) -> Alignment:
     surfaces = [old.surface(new.key(i)) for i in new_only]  # type: ignore[arg-type]
     pieces = old.segment_batch([s for s, _ in surfaces], [ws for _, ws in surfaces], num_threads)
     decompositions = dict(zip(new_only, pieces))
+    uncovered: list[int] = []
+    sentinel = old.uncovered_id
+    for i, p in decompositions.items():
+        if sentinel in p:
+            uncovered.append(i)
+            decompositions[i] = [j for j in p if j != sentinel]
     t3 = time.perf_counter()
 
     return Alignment(
         old=old, new=new, shared=shared, new_only=new_only, old_only=old_only, roles=roles,
         special_map=special_map, decompositions=decompositions,
         old_numbers=number_policy(old), new_numbers=number_policy(new),
-        numeric_new=[i for i in new_only if is_numeric(new, i)],
+        numeric_new=[i for i in new_only if is_numeric(new, i)], uncovered=uncovered,
         seconds={"match": t1 - t0, "specials": t2 - t1, "decompose": t3 - t2},
     )

@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass
 
 from tokbench.vocab.vocabulary import Kind, Vocabulary
 
-_DIGITS = frozenset(b"0123456789")
 
 
 @dataclass(frozen=True)
@@ -27,15 +26,11 @@ class NumberPolicy:
 
 def digit_string(vocab: Vocabulary, i: int) -> bytes | None:
     """The digits of token i if it is an all-digit token (word-start marker removed)."""
-    if vocab.kinds[i] != Kind.NORMAL:
-        return None
-    key = vocab.key(i)
-    if key is None:
+    key = vocab.key_list[i]
+    if key is None or vocab.kinds[i] is not Kind.NORMAL:
         return None
     data = key[0]
-    if data and all(c in _DIGITS for c in data):
-        return data
-    return None
+    return data if data.isdigit() else None  # bytes.isdigit: ASCII digits only
 
 
 def is_numeric(vocab: Vocabulary, i: int) -> bool:

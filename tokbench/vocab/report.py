@@ -89,6 +89,7 @@ def align_report(a: Alignment, examples: int = 8) -> dict:
             "mean_pieces": round(sum(lengths) / max(1, len(lengths)), 3),
             "max_pieces": max(lengths, default=0),
             "with_unk": with_unk,
+            "uncovered": len(a.uncovered),
             "pieces_histogram": {("8+" if k == 8 else str(k)): v for k, v in sorted(hist.items())},
         },
         "examples": {

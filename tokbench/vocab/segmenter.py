@@ -20,14 +20,21 @@ def build_segmenter(vocab: Vocabulary) -> "_core.Segmenter":
         raise TokbenchError("this vocabulary has no segmentation model", path=vocab.source,
                             fix="load it from a tokenizer file that includes its model")
     pieces = segment_pieces(vocab)
+    unk = vocab.unk_id
+    if unk is None and vocab.byte_fallback is None:
+        # input this vocabulary cannot cover (e.g. a byte with no token) comes out as the id
+        # one past the end, Vocabulary.uncovered_id, instead of failing the whole batch
+        pieces.append(None)
+        unk = vocab.uncovered_id
     if spec.algorithm == "bpe_merges":
         return _core.Segmenter.bpe_merges(pieces, spec.merges, spec.units, vocab.byte_fallback,
-                                          vocab.unk_id, spec.ignore_merges)
+                                          unk, spec.ignore_merges)
     if spec.algorithm == "bpe_ranks":
-        return _core.Segmenter.bpe_ranks(pieces, spec.ranks, spec.units, vocab.byte_fallback,
-                                         vocab.unk_id)
+        ranks = spec.ranks if len(spec.ranks) == len(pieces) else list(spec.ranks) + [len(pieces)]
+        return _core.Segmenter.bpe_ranks(pieces, ranks, spec.units, vocab.byte_fallback, unk)
     if spec.algorithm == "unigram":
-        return _core.Segmenter.unigram(pieces, spec.scores, vocab.byte_fallback, vocab.unk_id)
+        scores = spec.scores if len(spec.scores) == len(pieces) else list(spec.scores) + [0.0]
+        return _core.Segmenter.unigram(pieces, scores, vocab.byte_fallback, unk)
     if spec.algorithm == "wordpiece":
         if vocab.unk_id is None:
             raise TokbenchError("WordPiece vocabulary without an unk token", path=vocab.source,

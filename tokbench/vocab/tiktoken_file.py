@@ -58,7 +58,7 @@ def read_ranks(path: Path) -> dict[bytes, int]:
                 parts = line.split()
                 if len(parts) != 2:
                     raise ValueError(f"line {lineno} is not '<base64> <rank>'")
-                ranks[base64.b64decode(parts[0], validate=True)] = int(parts[1])
+                ranks[base64.b64decode(parts[0])] = int(parts[1])  # lenient, as tiktoken
     except (ValueError, binascii.Error) as exc:
         raise TokbenchError(f"not a tiktoken rank file ({exc})", path=path,
                             fix="pass a .tiktoken file of '<base64 token> <rank>' lines") from None
@@ -77,14 +77,15 @@ def load_tiktoken(path: Path, pattern: str | None = None,
     token_bytes: list[bytes | None] = [None] * size
     kinds = [Kind.UNUSED] * size
     for b, r in ranks.items():
-        token_bytes[r] = b
         tokens[r] = b.decode("utf-8", errors="backslashreplace")
-        kinds[r] = Kind.NORMAL
+        if b:  # Whisper's multilingual file has one empty token ("=") that BPE never produces
+            token_bytes[r] = b
+            kinds[r] = Kind.NORMAL
     for content, i in specials.items():
         tokens[i] = content
         token_bytes[i] = None
         kinds[i] = Kind.SPECIAL
-    word_start = [k == Kind.NORMAL and len(b) > 1 and b.startswith(b" ")  # type: ignore[arg-type]
+    word_start = [b is not None and len(b) > 1 and b.startswith(b" ")
                   for b, k in zip(token_bytes, kinds)]
     pat = resolve_pattern(pattern) if pattern is not None else (
         PATTERNS[default_pattern] if default_pattern else None)

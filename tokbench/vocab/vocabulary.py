@@ -89,6 +89,12 @@ class Vocabulary:
     def size(self) -> int:
         return len(self.token_bytes)
 
+    @property
+    def uncovered_id(self) -> int:
+        """What segment() returns for input this vocabulary cannot cover when it has neither
+        an unk token nor byte fallback (e.g. SmolLM2 has no token for byte 0xC0): size."""
+        return len(self.token_bytes)
+
     def ids_of_kind(self, kind: Kind) -> list[int]:
         return [i for i, k in enumerate(self.kinds) if k == kind]
 
@@ -100,27 +106,37 @@ class Vocabulary:
         return counts
 
     # --- keys used for alignment -------------------------------------------------------------
+    @cached_property
+    def key_list(self) -> list[tuple[bytes, bool] | None]:
+        """Per id, the style-independent identity of a normal/byte token: (bytes without the
+        word-start space, word_start). None for ids that stand for no text."""
+        out: list[tuple[bytes, bool] | None] = [None] * len(self.token_bytes)
+        space_style = self.style in SPACE_PREFIX_STYLES
+        normal, byte = Kind.NORMAL, Kind.BYTE
+        for i, (b, k, ws) in enumerate(zip(self.token_bytes, self.kinds, self.word_start)):
+            if b is None:
+                continue
+            if k is normal:
+                if space_style:
+                    out[i] = (b[1:], True) if len(b) > 1 and b[0] == 32 else (b, False)
+                else:
+                    out[i] = (b, ws)
+            elif k is byte:
+                out[i] = (b, False)
+        return out
+
     def key(self, i: int) -> tuple[bytes, bool] | None:
-        """Style-independent identity of a normal/byte token: (bytes without the word-start
-        space, word_start). None for ids that stand for no text."""
-        b = self.token_bytes[i]
-        if b is None or self.kinds[i] not in (Kind.NORMAL, Kind.BYTE):
-            return None
-        if self.kinds[i] == Kind.BYTE:
-            return (b, False)
-        return text_key(b, self.word_start[i], self.style)
+        return self.key_list[i]
 
     @cached_property
     def keys(self) -> dict[tuple[bytes, bool], int]:
         """key -> lowest id with that key (normal tokens first, then byte-fallback tokens)."""
         out: dict[tuple[bytes, bool], int] = {}
+        kl = self.key_list
         for kind in (Kind.NORMAL, Kind.BYTE):
             for i, k in enumerate(self.kinds):
-                if k != kind:
-                    continue
-                key = self.key(i)
-                if key is not None and key not in out:
-                    out[key] = i
+                if k is kind and kl[i] is not None and kl[i] not in out:
+                    out[kl[i]] = i
         return out
 
     def surface(self, key: tuple[bytes, bool]) -> tuple[bytes, bool]:
@@ -172,6 +188,8 @@ class Vocabulary:
         return build_segmenter(self)
 
     def segment(self, data: bytes, word_start: bool = True) -> list[int]:
+        """Ids of data as this tokenizer's model splits one word; uncovered input gives
+        uncovered_id (only for vocabularies without unk and byte fallback)."""
         return self.segmenter.segment(data, word_start)
 
     def segment_batch(self, data: Sequence[bytes], word_start: Sequence[bool] | None = None,
@@ -179,11 +197,3 @@ class Vocabulary:
         return self.segmenter.segment_batch(list(data), None if word_start is None else list(word_start),
                                             num_threads)
 
-
-def text_key(b: bytes, word_start: bool, style: Style) -> tuple[bytes, bool]:
-    """(bytes without the word-start marker, word_start) for a normal token."""
-    if style in SPACE_PREFIX_STYLES:
-        if b.startswith(b" ") and len(b) > 1:
-            return (b[1:], True)
-        return (b, False)
-    return (b, word_start)
