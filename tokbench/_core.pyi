@@ -25,29 +25,42 @@ class Segmenter:
     (no normalisation, no pre-tokenization: the input is one pre-token / word).
 
     pieces[id] is the exact bytes of token id, or None for ids that never take part in
-    segmentation (specials, controls, unused). Duplicated bytes: the lowest id wins.
-    byte_fallback: 256 ids, the id of "<0xNN>" for each byte value, or None.
-    unk_id: emitted for input that cannot be covered (consecutive uncovered characters
-    give one unk each, like sentencepiece without byte fallback), or None -> ValueError.
+    segmentation (specials, controls, unused). Duplicated bytes: the lowest id wins; empty
+    pieces are ignored.
+    byte_fallback: 256 ids, the id of "<0xNN>" for each byte value, or None. Ids listed here
+    are used only as fallback, never matched as pieces (their pieces entry may hold the byte).
+    unk_id: emitted for input that cannot be covered, or None: then such input makes
+    segment()/segment_batch() raise ValueError. BPE: one unk per uncovered character
+    (HF fuse_unk=false) unless fuse_unk=True; Unigram: adjacent ones always fused.
+    Invalid UTF-8 (character-based models): each invalid byte is a character of its own.
     """
 
     @staticmethod
     def bpe_merges(pieces: Sequence[bytes | None], merges: Sequence[tuple[int, int]], units: str,
                    byte_fallback: Sequence[int] | None = None, unk_id: int | None = None,
-                   ignore_merges: bool = False) -> "Segmenter":
+                   ignore_merges: bool = False, fuse_unk: bool = False) -> "Segmenter":
         """HF tokenizers BPE: merges[i] = (left_id, right_id) has priority i (lower first);
         the merged token is the id whose bytes are left+right. units: "bytes" (every byte is
         an initial symbol) or "chars" (UTF-8 characters; a character that is not a piece falls
         back to byte_fallback ids per byte, else unk_id). ignore_merges: a whole input that is
-        itself a piece is returned as that one id (Llama 3 tokenizer.json)."""
+        itself a piece is returned as that one id (Llama 3 tokenizer.json). fuse_unk: a run
+        of uncovered characters gives one unk (tokenizer.json model.fuse_unk).
+        A merge with an id out of range, or whose joined bytes are no piece -> ValueError; a
+        merge involving an id whose piece is None can never apply and is ignored; a pair
+        listed twice keeps its first priority."""
 
     @staticmethod
     def bpe_ranks(pieces: Sequence[bytes | None], ranks: Sequence[int], units: str,
                   byte_fallback: Sequence[int] | None = None,
-                  unk_id: int | None = None) -> "Segmenter":
+                  unk_id: int | None = None, ignore_merges: bool = False,
+                  fuse_unk: bool = False) -> "Segmenter":
         """Rank BPE (tiktoken; sentencepiece BPE with rank = position by descending score):
         repeatedly merge the adjacent pair whose concatenated bytes is a piece of lowest
-        ranks[id]; ties -> leftmost pair. ranks has one entry per id."""
+        ranks[id]; ties -> leftmost pair. ranks has one entry per id.
+        ignore_merges: a whole input that is itself a piece is that one id; tiktoken does
+        this (pass True for tiktoken vocabularies: 588 Llama 3 tokens are not reached by
+        their own merges). fuse_unk: adjacent uncovered characters left after merging give
+        one unk; sentencepiece does this (pass True for sentencepiece BPE)."""
 
     @staticmethod
     def unigram(pieces: Sequence[bytes | None], scores: Sequence[float],
@@ -55,7 +68,9 @@ class Segmenter:
                 unk_id: int | None = None) -> "Segmenter":
         """Unigram LM: Viterbi over UTF-8 character boundaries maximising the sum of
         scores; an uncovered character -> byte_fallback ids per byte, else unk_id (adjacent
-        unk characters fused into one unk, like sentencepiece / HF Unigram)."""
+        unk characters fused into one unk, like sentencepiece / HF Unigram). A character no
+        single-character piece covers also gets an unknown edge scored min_score - 10
+        (min over the matchable pieces); ties keep the earliest-starting last piece (HF)."""
 
     @staticmethod
     def wordpiece(pieces: Sequence[bytes | None], word_start: Sequence[bool], unk_id: int,
@@ -71,4 +86,6 @@ class Segmenter:
 
     def segment_batch(self, data: Sequence[bytes], word_start: Sequence[bool] | None = None,
                       num_threads: int = 0) -> list[list[int]]:
-        """segment() over many inputs in parallel (rayon, GIL released). num_threads=0: all cores."""
+        """segment() over many inputs in parallel (rayon, GIL released). num_threads=0: all cores
+        (rayon's global pool); num_threads>0: a pool of that size for this call. An error in
+        any input raises ValueError naming its index."""

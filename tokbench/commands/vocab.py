@@ -70,7 +70,8 @@ def align_cmd(old: str, new: str, examples: int, threads: int, as_json: bool) ->
     click.echo(f"old {report['old']['source']} ({report['old']['size']:,}, {report['old']['style']})")
     click.echo(f"new {report['new']['source']} ({report['new']['size']:,}, {report['new']['style']})")
     click.echo(f"  shared {c['shared']:,}   new only {c['new_only']:,}   old only {c['old_only']:,}   "
-               f"new specials {c['new_specials']} ({c['specials_matched']} matched)")
+               f"new specials {c['new_specials']} ({c['roles_matched']} roles and "
+               f"{c['specials_matched']} others matched, {c['specials_unmatched']} unmatched)")
     for role, r in report["roles"].items():
         click.echo(f"  {role:<4} {r['new_token']} -> {r['old_token']}")
     nums = report["numbers"]
