@@ -1,15 +1,240 @@
 //! Python bindings of the tokbench core. Keep this file thin: each module below is plain Rust,
-//! usable from Rust tests without Python; this file only converts arguments and releases the GIL.
-use pyo3::prelude::*;
+//! usable from Rust tests without Python; this file only converts arguments, releases the GIL
+//! and turns errors into ValueError.
+pub mod error;
+pub mod segment;
+pub mod token_bytes;
 
-/// Version of the compiled core, for provenance records.
-#[pyfunction]
-fn core_version() -> &'static str {
-    env!("CARGO_PKG_VERSION")
-}
+#[cfg(feature = "python")]
+// pyo3 0.22 macros trip this lint on every PyResult return
+#[allow(clippy::useless_conversion)]
+mod python {
+    use crate::error::CoreError;
+    use crate::segment::{BpeMerges, BpeRanks, Segmenter, Unigram, Units, WordPiece};
+    use crate::token_bytes::Style;
+    use pyo3::exceptions::PyValueError;
+    use pyo3::prelude::*;
+    use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
+    use pyo3::types::PyBytes;
 
-#[pymodule]
-fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(core_version, m)?)?;
-    Ok(())
+    /// Inputs at least this long are segmented with the GIL released.
+    const RELEASE_GIL_BYTES: usize = 4096;
+
+    fn value_error(e: CoreError) -> PyErr {
+        PyValueError::new_err(e.0)
+    }
+
+    fn to_id(v: i64, what: &str) -> PyResult<u32> {
+        u32::try_from(v).map_err(|_| PyValueError::new_err(format!("{what}: invalid id {v}")))
+    }
+
+    fn to_ids(v: &[i64], what: &str) -> PyResult<Vec<u32>> {
+        v.iter()
+            .enumerate()
+            .map(|(i, &x)| to_id(x, &format!("{what}[{i}]")))
+            .collect()
+    }
+
+    fn owned_pieces(pieces: Vec<Option<PyBackedBytes>>) -> Vec<Option<Vec<u8>>> {
+        pieces.into_iter().map(|p| p.map(|b| b.to_vec())).collect()
+    }
+
+    fn parse<T: std::str::FromStr<Err = CoreError>>(s: &str) -> PyResult<T> {
+        s.parse().map_err(value_error)
+    }
+
+    /// Version of the compiled core, for provenance records.
+    #[pyfunction]
+    fn core_version() -> &'static str {
+        env!("CARGO_PKG_VERSION")
+    }
+
+    /// Exact bytes each token string stands for under a naming convention (see _core.pyi).
+    #[pyfunction]
+    fn token_bytes<'py>(
+        py: Python<'py>,
+        tokens: Vec<PyBackedStr>,
+        style: &str,
+    ) -> PyResult<Vec<Option<Bound<'py, PyBytes>>>> {
+        let style: Style = parse(style)?;
+        Ok(tokens
+            .iter()
+            .map(|t| crate::token_bytes::token_bytes(t, style).map(|b| PyBytes::new_bound(py, &b)))
+            .collect())
+    }
+
+    /// Splits byte strings into ids of one vocabulary the way its tokenizer model would.
+    #[pyclass(frozen, name = "Segmenter", module = "tokbench._core")]
+    struct PySegmenter {
+        inner: Segmenter,
+    }
+
+    #[pymethods]
+    impl PySegmenter {
+        #[staticmethod]
+        #[pyo3(signature = (pieces, merges, units, byte_fallback=None, unk_id=None, ignore_merges=false, fuse_unk=false))]
+        fn bpe_merges(
+            pieces: Vec<Option<PyBackedBytes>>,
+            merges: Vec<Vec<i64>>,
+            units: &str,
+            byte_fallback: Option<Vec<i64>>,
+            unk_id: Option<i64>,
+            ignore_merges: bool,
+            fuse_unk: bool,
+        ) -> PyResult<Self> {
+            let units: Units = parse(units)?;
+            let merges = merges
+                .iter()
+                .enumerate()
+                .map(|(i, m)| match m[..] {
+                    [l, r] => Ok((
+                        to_id(l, &format!("merges[{i}]"))?,
+                        to_id(r, &format!("merges[{i}]"))?,
+                    )),
+                    _ => Err(PyValueError::new_err(format!(
+                        "merges[{i}] must be a pair of ids, got {} items",
+                        m.len()
+                    ))),
+                })
+                .collect::<PyResult<Vec<_>>>()?;
+            let bf = byte_fallback
+                .map(|v| to_ids(&v, "byte_fallback"))
+                .transpose()?;
+            let unk = unk_id.map(|u| to_id(u, "unk_id")).transpose()?;
+            let pieces = owned_pieces(pieces);
+            BpeMerges::new(
+                &pieces,
+                &merges,
+                units,
+                bf.as_deref(),
+                unk,
+                ignore_merges,
+                fuse_unk,
+            )
+            .map(|m| PySegmenter {
+                inner: Segmenter::BpeMerges(m),
+            })
+            .map_err(value_error)
+        }
+
+        #[staticmethod]
+        #[pyo3(signature = (pieces, ranks, units, byte_fallback=None, unk_id=None, ignore_merges=false, fuse_unk=false))]
+        fn bpe_ranks(
+            pieces: Vec<Option<PyBackedBytes>>,
+            ranks: Vec<i64>,
+            units: &str,
+            byte_fallback: Option<Vec<i64>>,
+            unk_id: Option<i64>,
+            ignore_merges: bool,
+            fuse_unk: bool,
+        ) -> PyResult<Self> {
+            let units: Units = parse(units)?;
+            let bf = byte_fallback
+                .map(|v| to_ids(&v, "byte_fallback"))
+                .transpose()?;
+            let unk = unk_id.map(|u| to_id(u, "unk_id")).transpose()?;
+            let pieces = owned_pieces(pieces);
+            BpeRanks::new(
+                &pieces,
+                &ranks,
+                units,
+                bf.as_deref(),
+                unk,
+                ignore_merges,
+                fuse_unk,
+            )
+            .map(|m| PySegmenter {
+                inner: Segmenter::BpeRanks(m),
+            })
+            .map_err(value_error)
+        }
+
+        #[staticmethod]
+        #[pyo3(signature = (pieces, scores, byte_fallback=None, unk_id=None))]
+        fn unigram(
+            pieces: Vec<Option<PyBackedBytes>>,
+            scores: Vec<f64>,
+            byte_fallback: Option<Vec<i64>>,
+            unk_id: Option<i64>,
+        ) -> PyResult<Self> {
+            let bf = byte_fallback
+                .map(|v| to_ids(&v, "byte_fallback"))
+                .transpose()?;
+            let unk = unk_id.map(|u| to_id(u, "unk_id")).transpose()?;
+            let pieces = owned_pieces(pieces);
+            Unigram::new(&pieces, &scores, bf.as_deref(), unk)
+                .map(|m| PySegmenter {
+                    inner: Segmenter::Unigram(m),
+                })
+                .map_err(value_error)
+        }
+
+        #[staticmethod]
+        #[pyo3(signature = (pieces, word_start, unk_id, max_chars=100))]
+        fn wordpiece(
+            pieces: Vec<Option<PyBackedBytes>>,
+            word_start: Vec<bool>,
+            unk_id: i64,
+            max_chars: i64,
+        ) -> PyResult<Self> {
+            let unk = to_id(unk_id, "unk_id")?;
+            let max_chars = usize::try_from(max_chars).map_err(|_| {
+                PyValueError::new_err(format!("max_chars must be >= 0, got {max_chars}"))
+            })?;
+            let pieces = owned_pieces(pieces);
+            WordPiece::new(&pieces, &word_start, unk, max_chars)
+                .map(|m| PySegmenter {
+                    inner: Segmenter::WordPiece(m),
+                })
+                .map_err(value_error)
+        }
+
+        #[pyo3(signature = (data, word_start=true))]
+        fn segment(&self, py: Python<'_>, data: &[u8], word_start: bool) -> PyResult<Vec<u32>> {
+            let run = || self.inner.segment(data, word_start);
+            let out = if data.len() >= RELEASE_GIL_BYTES {
+                py.allow_threads(run)
+            } else {
+                run()
+            };
+            out.map_err(value_error)
+        }
+
+        #[pyo3(signature = (data, word_start=None, num_threads=0))]
+        fn segment_batch(
+            &self,
+            py: Python<'_>,
+            data: Vec<PyBackedBytes>,
+            word_start: Option<Vec<bool>>,
+            num_threads: i64,
+        ) -> PyResult<Vec<Vec<u32>>> {
+            let threads = usize::try_from(num_threads).map_err(|_| {
+                PyValueError::new_err(format!("num_threads must be >= 0, got {num_threads}"))
+            })?;
+            let refs: Vec<&[u8]> = data.iter().map(|b| &b[..]).collect();
+            py.allow_threads(|| {
+                self.inner
+                    .segment_batch(&refs, word_start.as_deref(), threads)
+            })
+            .map_err(value_error)
+        }
+
+        fn __repr__(&self) -> String {
+            let kind = match &self.inner {
+                Segmenter::BpeMerges(_) => "bpe_merges",
+                Segmenter::BpeRanks(_) => "bpe_ranks",
+                Segmenter::Unigram(_) => "unigram",
+                Segmenter::WordPiece(_) => "wordpiece",
+            };
+            format!("<tokbench._core.Segmenter {kind}>")
+        }
+    }
+
+    #[pymodule]
+    fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add_function(wrap_pyfunction!(core_version, m)?)?;
+        m.add_function(wrap_pyfunction!(token_bytes, m)?)?;
+        m.add_class::<PySegmenter>()?;
+        Ok(())
+    }
 }
