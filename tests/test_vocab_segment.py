@@ -39,3 +39,14 @@ def test_segment_word_like_library(name, require_asset):
     bad = [(w, e, g) for w, e, g in zip(words, expected, got) if e != g]
     assert len(words) > 1000
     assert not bad, f"{len(bad)}/{len(words)} words differ, first: {bad[:3]}"
+
+
+@pytest.mark.parametrize("name", ["llama3", "gpt2-tiktoken", "whisper"])
+def test_every_tiktoken_token_segments_to_itself(name, require_asset):
+    # tiktoken returns a piece that is itself a token as that id, even when the token's own
+    # merges would not reach it (588 Llama 3 tokens)
+    vocab = load_vocabulary(require_asset(name))
+    ids = [i for i, b in enumerate(vocab.token_bytes) if b is not None]
+    got = vocab.segment_batch([vocab.token_bytes[i] for i in ids], [False] * len(ids))
+    assert [g for g in got if len(g) != 1] == []
+    assert [g[0] for g in got] == ids

@@ -175,7 +175,8 @@ def load_tokenizer_json(path: Path, data: dict | None = None) -> Vocabulary:
     if model_type == "BPE":
         spec = SegmenterSpec("bpe_merges", units="bytes" if style == Style.BYTELEVEL else "chars",
                              merges=_merge_ids(model.get("merges") or [], strings, path),
-                             ignore_merges=bool(model.get("ignore_merges")))
+                             ignore_merges=bool(model.get("ignore_merges")),
+                             fuse_unk=bool(model.get("fuse_unk")))
     elif model_type == "Unigram":
         spec = SegmenterSpec("unigram", scores=[scores_map.get(i, 0.0) for i in range(size)])
     else:

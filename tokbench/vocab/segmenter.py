@@ -28,10 +28,11 @@ def build_segmenter(vocab: Vocabulary) -> "_core.Segmenter":
         unk = vocab.uncovered_id
     if spec.algorithm == "bpe_merges":
         return _core.Segmenter.bpe_merges(pieces, spec.merges, spec.units, vocab.byte_fallback,
-                                          unk, spec.ignore_merges)
+                                          unk, spec.ignore_merges, spec.fuse_unk)
     if spec.algorithm == "bpe_ranks":
         ranks = spec.ranks if len(spec.ranks) == len(pieces) else list(spec.ranks) + [len(pieces)]
-        return _core.Segmenter.bpe_ranks(pieces, ranks, spec.units, vocab.byte_fallback, unk)
+        return _core.Segmenter.bpe_ranks(pieces, ranks, spec.units, vocab.byte_fallback, unk,
+                                         spec.ignore_merges, spec.fuse_unk)
     if spec.algorithm == "unigram":
         scores = spec.scores if len(spec.scores) == len(pieces) else list(spec.scores) + [0.0]
         return _core.Segmenter.unigram(pieces, scores, vocab.byte_fallback, unk)

@@ -59,7 +59,7 @@ def load_sentencepiece(path: Path) -> Vocabulary:
         ranks = [0] * n
         for r, i in enumerate(order):
             ranks[i] = r
-        spec = SegmenterSpec("bpe_ranks", units="chars", ranks=ranks)
+        spec = SegmenterSpec("bpe_ranks", units="chars", ranks=ranks, fuse_unk=True)
         family = "bpe"
     else:
         spec = SegmenterSpec("unigram", scores=scores)

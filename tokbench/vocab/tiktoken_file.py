@@ -93,5 +93,5 @@ def load_tiktoken(path: Path, pattern: str | None = None,
     return Vocabulary(
         source=str(path), family="bpe", format="tiktoken", style=Style.RAW, tokens=tokens,
         token_bytes=token_bytes, kinds=kinds, word_start=word_start,
-        segmenter_spec=SegmenterSpec("bpe_ranks", units="bytes", ranks=ids), pattern=pat,
+        segmenter_spec=SegmenterSpec("bpe_ranks", units="bytes", ranks=ids, ignore_merges=True), pattern=pat,
     )

@@ -44,7 +44,8 @@ class SegmenterSpec:
     merges: list[tuple[int, int]] | None = None
     ranks: list[int] | None = None
     scores: list[float] | None = None
-    ignore_merges: bool = False
+    ignore_merges: bool = False  # an input that is itself a piece is that one id (tiktoken, Llama 3)
+    fuse_unk: bool = False  # a run of uncovered characters gives one unk (sentencepiece)
     max_chars: int = 100
 
 
