@@ -139,7 +139,7 @@ def test_reimport_is_idempotent(tokbench_home, archives, tmp_path):
     assert (tokbench_home / "registry.json").read_bytes() == before
 
 
-@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+@pytest.mark.parametrize("damage", ["half", "tail", "garbage"])
 def test_corrupt_archive_leaves_nothing(tokbench_home, archives, tmp_path, damage):
     main_, extra = archives
     assets.import_assets([extra], progress=False)
@@ -147,7 +147,8 @@ def test_corrupt_archive_leaves_nothing(tokbench_home, archives, tmp_path, damag
     files_before = _files_under(tokbench_home)
     bad = tmp_path / "bad.tar.xz"
     blob = main_.read_bytes()
-    bad.write_bytes(blob[: len(blob) * 2 // 3] if damage == "truncated" else b"not an archive at all" * 50)
+    cut = {"half": len(blob) // 2, "tail": len(blob) - 12}.get(damage)  # tail: every member complete
+    bad.write_bytes(blob[:cut] if cut else b"not an archive at all" * 50)
     with pytest.raises(TokbenchError) as exc:
         assets.import_assets([bad], progress=False)
     msg = str(exc.value)

@@ -3,6 +3,7 @@ destination, then move complete files and folders into place (rename, merging in
 """
 from __future__ import annotations
 
+import contextlib
 import lzma
 import os
 import shutil
@@ -29,28 +30,50 @@ def _safe_relpath(name: str, archive: Path) -> PurePosixPath | None:
     return PurePosixPath(*parts) if parts else None
 
 
+def _decompressed(raw):
+    """A reader of the decompressed bytes (xz, gzip, bzip2 or plain tar, told by the magic bytes);
+    the lzma/gzip/bz2 readers raise on a truncated or corrupt stream."""
+    import bz2
+    import gzip
+
+    head = raw.read(6)
+    raw.seek(0)
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return lzma.open(raw)
+    if head.startswith(b"\x1f\x8b"):
+        return gzip.open(raw)
+    if head.startswith(b"BZh"):
+        return bz2.open(raw)
+    return contextlib.nullcontext(raw)
+
+
 def _unpack(archive: Path, dest: Path, progress: bool) -> dict[str, int]:
     files: dict[str, int] = {}
     size = archive.stat().st_size
     with open(archive, "rb") as raw, tqdm(total=size, unit="B", unit_scale=True, desc=f"extract {archive.name}",
-                                          disable=None if progress else True, leave=False) as bar:
-        with tarfile.open(fileobj=raw, mode="r|*") as tf:
-            for member in tf:
-                rel = _safe_relpath(member.name, archive)
-                if rel is not None:
-                    target = dest.joinpath(*rel.parts)
-                    if member.isdir():
-                        target.mkdir(parents=True, exist_ok=True)
-                    elif member.isfile():
-                        target.parent.mkdir(parents=True, exist_ok=True)
-                        src = tf.extractfile(member)
-                        with open(target, "wb") as out:
-                            shutil.copyfileobj(src, out, 1 << 20)
-                        files[rel.as_posix()] = member.size
-                    else:
-                        raise TokbenchError(f"archive member {member.name!r} is a link or special file",
-                                            path=archive, fix="repack it with regular files and folders only")
-                bar.update(raw.tell() - bar.n)
+                                          disable=None if progress else True, leave=False) as bar, \
+            _decompressed(raw) as stream, tarfile.open(fileobj=stream, mode="r|") as tf:
+        for member in tf:
+            rel = _safe_relpath(member.name, archive)
+            if rel is not None:
+                target = dest.joinpath(*rel.parts)
+                if member.isdir():
+                    target.mkdir(parents=True, exist_ok=True)
+                elif member.isfile():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    src = tf.extractfile(member)
+                    with open(target, "wb") as out:
+                        shutil.copyfileobj(src, out, 1 << 20)
+                    files[rel.as_posix()] = member.size
+                else:
+                    raise TokbenchError(f"archive member {member.name!r} is a link or special file",
+                                        path=archive, fix="repack it with regular files and folders only")
+            bar.update(raw.tell() - bar.n)
+        # tar stops at its end-of-archive blocks; read the compressed stream to its end so a
+        # truncated or damaged tail (missing end marker, bad check) is an error too
+        while stream.read(1 << 20):
+            pass
+        bar.update(raw.tell() - bar.n)
     return files
 
 

