@@ -102,9 +102,11 @@ def load_vocabulary(name_or_path: str | Path, pattern: str | None = None) -> Voc
         folder = path.parent
     contents = vocab.special_contents
     roles = dict(vocab.specials)
-    for role, i in roles_from_folder(folder, contents).items():
+    declared, absent = roles_from_folder(folder, contents)
+    for role, i in declared.items():
         roles.setdefault(role, i)
-    vocab.specials = {r: i for r, i in roles_by_name(contents, roles).items() if 0 <= i < len(vocab)}
+    vocab.specials = {r: i for r, i in roles_by_name(contents, roles, absent).items()
+                      if 0 <= i < len(vocab)}
     if vocab.unk_id is not None:
         vocab.specials.setdefault("unk", vocab.unk_id)
     return vocab
