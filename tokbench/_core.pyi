@@ -89,3 +89,23 @@ class Segmenter:
         """segment() over many inputs in parallel (rayon, GIL released). num_threads=0: all cores
         (rayon's global pool); num_threads>0: a pool of that size for this call. An error in
         any input raises ValueError naming its index."""
+
+# ---- n-gram statistics (rust_ext/src/ngram.rs) --------------------------------------------------
+# tokens: the token ids of all documents concatenated, as little-endian uint32 bytes
+# (numpy: arr.astype("<u4").tobytes()); offsets: document boundaries as little-endian uint64 bytes,
+# offsets[0] == 0, non-decreasing, last == number of tokens. N-grams never cross a boundary.
+# Bad lengths / offsets / max_order -> ValueError. The GIL is released while counting.
+
+def ngram_stats(tokens: bytes, offsets: bytes, max_order: int) -> list[dict]:
+    """One dict per order k = 1..max_order: order, n (k-grams inside documents), distinct,
+    singletons, contexts (distinct (k-1)-prefixes; 1 for k = 1), singleton_contexts,
+    block_entropy / block_entropy_mm (plug-in / Miller-Madow H of the k-gram distribution, bits),
+    conditional_entropy / conditional_entropy_mm (H(k-gram) - H(prefix), same sample).
+    Entropies are NaN when there is no k-gram."""
+
+def ngram_cross_entropy(train: bytes, train_offsets: bytes, test: bytes, test_offsets: bytes,
+                        max_order: int, vocab_size: int) -> list[dict]:
+    """Held-out cross-entropy of interpolated Witten-Bell models of orders 1..max_order trained on
+    train, scored on test. One dict per order: order, bits_per_token, total_bits, n (test tokens),
+    unseen (test tokens whose id is not in train). Order 1 interpolates with the uniform
+    distribution over vocab_size ids (ValueError when more distinct ids than vocab_size)."""

@@ -2,6 +2,7 @@
 //! usable from Rust tests without Python; this file only converts arguments, releases the GIL
 //! and turns errors into ValueError.
 pub mod error;
+pub mod ngram;
 pub mod segment;
 pub mod token_bytes;
 
@@ -16,6 +17,7 @@ mod python {
     use pyo3::prelude::*;
     use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
     use pyo3::types::PyBytes;
+    use pyo3::types::PyDict;
 
     /// Inputs at least this long are segmented with the GIL released.
     const RELEASE_GIL_BYTES: usize = 4096;
@@ -230,11 +232,117 @@ mod python {
         }
     }
 
+    // ---- n-gram statistics (ngram.rs) -------------------------------------------------------
+
+    fn u32_le(data: &[u8], what: &str) -> PyResult<Vec<u32>> {
+        if data.len() % 4 != 0 {
+            return Err(PyValueError::new_err(format!(
+                "{what}: {} bytes is not a whole number of uint32",
+                data.len()
+            )));
+        }
+        Ok(data
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+
+    fn u64_le(data: &[u8], what: &str) -> PyResult<Vec<u64>> {
+        if data.len() % 8 != 0 {
+            return Err(PyValueError::new_err(format!(
+                "{what}: {} bytes is not a whole number of uint64",
+                data.len()
+            )));
+        }
+        Ok(data
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+            .collect())
+    }
+
+    fn to_order(max_order: i64) -> PyResult<usize> {
+        usize::try_from(max_order)
+            .map_err(|_| PyValueError::new_err(format!("max_order must be >= 1, got {max_order}")))
+    }
+
+    /// Plug-in / Miller–Madow block and conditional entropies of orders 1..=max_order.
+    #[pyfunction]
+    fn ngram_stats<'py>(
+        py: Python<'py>,
+        tokens: PyBackedBytes,
+        offsets: PyBackedBytes,
+        max_order: i64,
+    ) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let k = to_order(max_order)?;
+        let stats = py.allow_threads(|| -> PyResult<_> {
+            let t = u32_le(&tokens, "tokens")?;
+            let o = u64_le(&offsets, "offsets")?;
+            crate::ngram::ngram_stats(&t, &o, k).map_err(value_error)
+        })?;
+        stats
+            .into_iter()
+            .map(|s| {
+                let d = PyDict::new_bound(py);
+                d.set_item("order", s.order)?;
+                d.set_item("n", s.n)?;
+                d.set_item("distinct", s.distinct)?;
+                d.set_item("singletons", s.singletons)?;
+                d.set_item("contexts", s.contexts)?;
+                d.set_item("singleton_contexts", s.singleton_contexts)?;
+                d.set_item("block_entropy", s.block_entropy)?;
+                d.set_item("block_entropy_mm", s.block_entropy_mm)?;
+                d.set_item("conditional_entropy", s.conditional_entropy)?;
+                d.set_item("conditional_entropy_mm", s.conditional_entropy_mm)?;
+                Ok(d)
+            })
+            .collect()
+    }
+
+    /// Held-out bits/token of interpolated Witten–Bell k-gram models, orders 1..=max_order.
+    #[pyfunction]
+    fn ngram_cross_entropy<'py>(
+        py: Python<'py>,
+        train: PyBackedBytes,
+        train_offsets: PyBackedBytes,
+        test: PyBackedBytes,
+        test_offsets: PyBackedBytes,
+        max_order: i64,
+        vocab_size: u64,
+    ) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let k = to_order(max_order)?;
+        let res = py.allow_threads(|| -> PyResult<_> {
+            let tr = u32_le(&train, "train")?;
+            let tro = u64_le(&train_offsets, "train_offsets")?;
+            let te = u32_le(&test, "test")?;
+            let teo = u64_le(&test_offsets, "test_offsets")?;
+            crate::ngram::cross_entropy(&tr, &tro, &te, &teo, k, vocab_size).map_err(value_error)
+        })?;
+        res.into_iter()
+            .map(|c| {
+                let d = PyDict::new_bound(py);
+                d.set_item("order", c.order)?;
+                d.set_item("bits_per_token", c.bits_per_token)?;
+                d.set_item("total_bits", c.total_bits)?;
+                d.set_item("n", c.n)?;
+                d.set_item("unseen", c.unseen)?;
+                Ok(d)
+            })
+            .collect()
+    }
+
+    fn add_ngram(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add_function(wrap_pyfunction!(ngram_stats, m)?)?;
+        m.add_function(wrap_pyfunction!(ngram_cross_entropy, m)?)?;
+        Ok(())
+    }
+    // ---- end n-gram statistics ----------------------------------------------------------------
+
     #[pymodule]
     fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add_function(wrap_pyfunction!(core_version, m)?)?;
         m.add_function(wrap_pyfunction!(token_bytes, m)?)?;
         m.add_class::<PySegmenter>()?;
+        add_ngram(m)?;
         Ok(())
     }
 }

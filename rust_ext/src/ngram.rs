@@ -1,0 +1,504 @@
+//! N-gram statistics of token streams with document boundaries.
+//!
+//! Input everywhere: `tokens` (all documents concatenated) and `offsets`, the document
+//! boundaries: `offsets[0] == 0`, non-decreasing, last == `tokens.len()`; document d is
+//! `tokens[offsets[d]..offsets[d+1]]`. An n-gram never crosses a boundary (context resets at
+//! every document start; there is no padding symbol).
+//!
+//! - [`ngram_stats`]: for orders 1..=K, the plug-in and Miller–Madow block entropy of the k-gram
+//!   distribution and the conditional entropy H(X_k | X_1..X_{k-1}) = H(k-gram) - H(its
+//!   (k-1)-prefix), both over the sample of k-grams inside documents, plus counts (k-grams,
+//!   distinct k-grams, distinct contexts, singletons).
+//! - [`cross_entropy`]: bits per token of held-out text under interpolated Witten–Bell k-gram
+//!   models trained on the train stream, for orders 1..=K in one pass.
+//!
+//! Ids are remapped to dense ranks of the observed types and packed into one u128 key per
+//! k-gram (`bits` per token, last token in the low bits), so k-grams sort by context.
+use crate::error::{CoreError, Result};
+use rayon::prelude::*;
+use rustc_hash::FxHashMap;
+
+/// Statistics of the k-grams of one order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderStats {
+    pub order: usize,
+    /// k-grams inside documents (the sample size N_k).
+    pub n: u64,
+    pub distinct: u64,
+    /// k-grams seen exactly once.
+    pub singletons: u64,
+    /// distinct (k-1)-prefixes (1 for order 1: the empty context).
+    pub contexts: u64,
+    /// prefixes seen exactly once as the prefix of a k-gram.
+    pub singleton_contexts: u64,
+    /// plug-in entropy of the k-gram distribution, bits.
+    pub block_entropy: f64,
+    /// Miller–Madow corrected: + (m - 1) / (2 N ln 2), m = distinct k-grams.
+    pub block_entropy_mm: f64,
+    /// plug-in H(X_k | X_1..X_{k-1}), bits.
+    pub conditional_entropy: f64,
+    /// Miller–Madow corrected joint minus Miller–Madow corrected prefix entropy.
+    pub conditional_entropy_mm: f64,
+}
+
+/// Held-out cross-entropy of the order-k Witten–Bell model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CrossEntropy {
+    pub order: usize,
+    pub bits_per_token: f64,
+    pub total_bits: f64,
+    /// test tokens scored.
+    pub n: u64,
+    /// test tokens whose id never occurs in the train stream.
+    pub unseen: u64,
+}
+
+fn check_offsets(tokens: &[u32], offsets: &[u64], what: &str) -> Result<()> {
+    if offsets.is_empty() || offsets[0] != 0 {
+        return Err(CoreError::new(format!("{what}: offsets must start with 0")));
+    }
+    if *offsets.last().unwrap() != tokens.len() as u64 {
+        return Err(CoreError::new(format!(
+            "{what}: last offset {} != number of tokens {}",
+            offsets.last().unwrap(),
+            tokens.len()
+        )));
+    }
+    if let Some(i) = offsets.windows(2).position(|w| w[0] > w[1]) {
+        return Err(CoreError::new(format!(
+            "{what}: offsets decrease at index {}",
+            i + 1
+        )));
+    }
+    Ok(())
+}
+
+/// Dense ranks of the distinct ids of `streams`, and the bits one rank needs.
+struct Dense {
+    map: FxHashMap<u32, u32>,
+    bits: u32,
+}
+
+impl Dense {
+    fn new(streams: &[&[u32]], max_order: usize) -> Result<Dense> {
+        let mut map: FxHashMap<u32, u32> = FxHashMap::default();
+        for s in streams {
+            for &t in s.iter() {
+                let next = map.len() as u32;
+                map.entry(t).or_insert(next);
+            }
+        }
+        let types = map.len().max(2) as u64;
+        let bits = 64 - (types - 1).leading_zeros();
+        if bits as usize * max_order > 128 {
+            return Err(CoreError::new(format!(
+                "{} distinct ids need {bits} bits each; order {max_order} does not fit 128 bits",
+                map.len()
+            )));
+        }
+        Ok(Dense { map, bits })
+    }
+
+    fn apply(&self, s: &[u32]) -> Vec<u32> {
+        s.iter().map(|t| self.map[t]).collect()
+    }
+}
+
+/// All k-grams inside documents as packed keys (unsorted).
+fn kgram_keys(dense: &[u32], offsets: &[u64], k: usize, bits: u32) -> Vec<u128> {
+    let mut keys = Vec::new();
+    for w in offsets.windows(2) {
+        let (s, e) = (w[0] as usize, w[1] as usize);
+        if e - s < k {
+            continue;
+        }
+        for i in s..=e - k {
+            let mut key: u128 = 0;
+            for &t in &dense[i..i + k] {
+                key = (key << bits) | t as u128;
+            }
+            keys.push(key);
+        }
+    }
+    keys
+}
+
+/// Visit the runs of a sorted key array: f(key, count).
+fn runs(sorted: &[u128], mut f: impl FnMut(u128, u64)) {
+    let mut i = 0;
+    while i < sorted.len() {
+        let k = sorted[i];
+        let mut j = i + 1;
+        while j < sorted.len() && sorted[j] == k {
+            j += 1;
+        }
+        f(k, (j - i) as u64);
+        i = j;
+    }
+}
+
+fn xlogx(c: u64) -> f64 {
+    let c = c as f64;
+    c * c.log2()
+}
+
+/// Plug-in and Miller–Madow statistics of orders 1..=max_order (see module docs).
+pub fn ngram_stats(tokens: &[u32], offsets: &[u64], max_order: usize) -> Result<Vec<OrderStats>> {
+    check_offsets(tokens, offsets, "ngram_stats")?;
+    if max_order == 0 {
+        return Err(CoreError::new("max_order must be >= 1"));
+    }
+    let dense_map = Dense::new(&[tokens], max_order)?;
+    let dense = dense_map.apply(tokens);
+    let bits = dense_map.bits;
+    let ln2 = std::f64::consts::LN_2;
+    let mut out = Vec::with_capacity(max_order);
+    for k in 1..=max_order {
+        let mut keys = kgram_keys(&dense, offsets, k, bits);
+        keys.par_sort_unstable();
+        let n = keys.len() as u64;
+        let (mut distinct, mut singletons, mut sum_joint) = (0u64, 0u64, 0f64);
+        let (mut contexts, mut singleton_contexts, mut sum_ctx) = (0u64, 0u64, 0f64);
+        let mut cur_ctx: Option<u128> = None;
+        let mut cur_count = 0u64;
+        runs(&keys, |key, c| {
+            distinct += 1;
+            if c == 1 {
+                singletons += 1;
+            }
+            sum_joint += xlogx(c);
+            let ctx = if k == 1 { 0 } else { key >> bits };
+            if cur_ctx != Some(ctx) {
+                if cur_ctx.is_some() {
+                    contexts += 1;
+                    singleton_contexts += (cur_count == 1) as u64;
+                    sum_ctx += xlogx(cur_count);
+                }
+                cur_ctx = Some(ctx);
+                cur_count = 0;
+            }
+            cur_count += c;
+        });
+        if cur_ctx.is_some() {
+            contexts += 1;
+            singleton_contexts += (cur_count == 1) as u64;
+            sum_ctx += xlogx(cur_count);
+        }
+        let (block, ctx_h, block_mm, ctx_mm) = if n == 0 {
+            (f64::NAN, f64::NAN, f64::NAN, f64::NAN)
+        } else {
+            let nf = n as f64;
+            let logn = nf.log2();
+            let block = logn - sum_joint / nf;
+            let ctx_h = logn - sum_ctx / nf;
+            (
+                block,
+                ctx_h,
+                block + (distinct as f64 - 1.0) / (2.0 * nf * ln2),
+                ctx_h + (contexts as f64 - 1.0) / (2.0 * nf * ln2),
+            )
+        };
+        out.push(OrderStats {
+            order: k,
+            n,
+            distinct,
+            singletons,
+            contexts,
+            singleton_contexts,
+            block_entropy: block,
+            block_entropy_mm: block_mm,
+            conditional_entropy: block - ctx_h,
+            conditional_entropy_mm: block_mm - ctx_mm,
+        });
+    }
+    Ok(out)
+}
+
+/// Sorted distinct keys with a value each; looked up by binary search (cheaper to build than a
+/// hash map for the millions of k-grams of a corpus, and lookups are only done on held-out text).
+struct SortedTable<V> {
+    keys: Vec<u128>,
+    values: Vec<V>,
+}
+
+impl<V: Copy> SortedTable<V> {
+    fn get(&self, key: u128) -> Option<V> {
+        self.keys.binary_search(&key).ok().map(|i| self.values[i])
+    }
+}
+
+/// Interpolated Witten–Bell k-gram model over dense ids.
+struct WittenBell {
+    bits: u32,
+    /// counts[j-1]: j-gram -> count, j = 1..=K.
+    counts: Vec<SortedTable<u32>>,
+    /// contexts[j-1]: (j-1)-gram -> (times it is followed by a token, distinct followers), j >= 2.
+    contexts: Vec<SortedTable<(u32, u32)>>,
+    n1: f64,
+    t1: f64,
+    vocab_size: f64,
+}
+
+impl WittenBell {
+    fn train(dense: &[u32], offsets: &[u64], max_order: usize, bits: u32, vocab_size: f64) -> Self {
+        let mut counts = Vec::with_capacity(max_order);
+        let mut contexts = Vec::with_capacity(max_order);
+        let (mut n1, mut t1) = (0f64, 0f64);
+        for k in 1..=max_order {
+            let mut keys = kgram_keys(dense, offsets, k, bits);
+            keys.par_sort_unstable();
+            let mut cm = SortedTable {
+                keys: Vec::new(),
+                values: Vec::new(),
+            };
+            let mut xm: SortedTable<(u32, u32)> = SortedTable {
+                keys: Vec::new(),
+                values: Vec::new(),
+            };
+            runs(&keys, |key, c| {
+                cm.keys.push(key);
+                cm.values.push(c as u32);
+                if k == 1 {
+                    n1 += c as f64;
+                    t1 += 1.0;
+                } else {
+                    // keys are sorted, so equal contexts are adjacent
+                    let ctx = key >> bits;
+                    if xm.keys.last() == Some(&ctx) {
+                        let v = xm.values.last_mut().unwrap();
+                        v.0 += c as u32;
+                        v.1 += 1;
+                    } else {
+                        xm.keys.push(ctx);
+                        xm.values.push((c as u32, 1));
+                    }
+                }
+            });
+            counts.push(cm);
+            contexts.push(xm);
+        }
+        WittenBell {
+            bits,
+            counts,
+            contexts,
+            n1,
+            t1,
+            vocab_size,
+        }
+    }
+
+    /// Adds log2 p of each order's model for every token of one document to `sums`.
+    fn score_doc(&self, doc: &[u32], sums: &mut [f64]) {
+        let k_max = sums.len();
+        let uniform = 1.0 / self.vocab_size;
+        for i in 0..doc.len() {
+            let w = doc[i] as u128;
+            let c1 = self.counts[0].get(w).unwrap_or(0) as f64;
+            let mut p = (c1 + self.t1 * uniform) / (self.n1 + self.t1);
+            sums[0] += p.log2();
+            let mut ctx: u128 = 0;
+            for j in 2..=k_max {
+                if j - 1 <= i {
+                    // context = doc[i-j+1..i]; extend the previous context by one older token
+                    let older = doc[i - (j - 1)] as u128;
+                    ctx |= older << (self.bits * (j as u32 - 2));
+                    if let Some((ch, th)) = self.contexts[j - 1].get(ctx) {
+                        let key = (ctx << self.bits) | w;
+                        let chw = self.counts[j - 1].get(key).unwrap_or(0) as f64;
+                        let (ch, th) = (ch as f64, th as f64);
+                        p = (chw + th * p) / (ch + th);
+                    }
+                }
+                sums[j - 1] += p.log2();
+            }
+        }
+    }
+}
+
+/// Held-out bits per token of interpolated Witten–Bell models of orders 1..=max_order trained on
+/// `train` and scored on `test` (both with document offsets). The order-1 model interpolates the
+/// unigram counts with the uniform distribution over `vocab_size` ids; order j interpolates the
+/// j-gram counts with order j-1: p(w|h) = (c(h,w) + T(h) p'(w|h')) / (c(h) + T(h)), T(h) = distinct
+/// followers of h; an unseen context backs off unchanged. Early tokens of a document use the
+/// context they have.
+pub fn cross_entropy(
+    train: &[u32],
+    train_offsets: &[u64],
+    test: &[u32],
+    test_offsets: &[u64],
+    max_order: usize,
+    vocab_size: u64,
+) -> Result<Vec<CrossEntropy>> {
+    check_offsets(train, train_offsets, "cross_entropy train")?;
+    check_offsets(test, test_offsets, "cross_entropy test")?;
+    if max_order == 0 {
+        return Err(CoreError::new("max_order must be >= 1"));
+    }
+    if train.is_empty() {
+        return Err(CoreError::new("cross_entropy: the train stream is empty"));
+    }
+    let dense_map = Dense::new(&[train, test], max_order)?;
+    if (dense_map.map.len() as u64) > vocab_size {
+        return Err(CoreError::new(format!(
+            "{} distinct ids but vocab_size {vocab_size}",
+            dense_map.map.len()
+        )));
+    }
+    let dtrain = dense_map.apply(train);
+    let dtest = dense_map.apply(test);
+    let model = WittenBell::train(
+        &dtrain,
+        train_offsets,
+        max_order,
+        dense_map.bits,
+        vocab_size as f64,
+    );
+    let docs: Vec<(usize, usize)> = test_offsets
+        .windows(2)
+        .map(|w| (w[0] as usize, w[1] as usize))
+        .collect();
+    let sums = docs
+        .par_iter()
+        .fold(
+            || vec![0f64; max_order],
+            |mut acc, &(s, e)| {
+                model.score_doc(&dtest[s..e], &mut acc);
+                acc
+            },
+        )
+        .reduce(
+            || vec![0f64; max_order],
+            |mut a, b| {
+                a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+                a
+            },
+        );
+    let n = test.len() as u64;
+    let unseen = dtest
+        .iter()
+        .filter(|&&t| model.counts[0].get(t as u128).is_none())
+        .count() as u64;
+    Ok(sums
+        .iter()
+        .enumerate()
+        .map(|(i, &s)| CrossEntropy {
+            order: i + 1,
+            bits_per_token: if n == 0 { f64::NAN } else { -s / n as f64 },
+            total_bits: -s,
+            n,
+            unseen,
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entropy(counts: &[f64]) -> f64 {
+        let n: f64 = counts.iter().sum();
+        counts
+            .iter()
+            .filter(|&&c| c > 0.0)
+            .map(|&c| -(c / n) * (c / n).log2())
+            .sum()
+    }
+
+    #[test]
+    fn unigram_entropy_and_counts() {
+        let t = [1u32, 1, 2, 3];
+        let s = ngram_stats(&t, &[0, 4], 1).unwrap();
+        assert_eq!(s[0].n, 4);
+        assert_eq!(s[0].distinct, 3);
+        assert_eq!(s[0].singletons, 2);
+        assert!((s[0].block_entropy - 1.5).abs() < 1e-12);
+        assert!((s[0].conditional_entropy - 1.5).abs() < 1e-12);
+        let mm = 1.5 + 2.0 / (8.0 * std::f64::consts::LN_2);
+        assert!((s[0].block_entropy_mm - mm).abs() < 1e-12);
+    }
+
+    #[test]
+    fn bigrams_reset_at_document_boundaries() {
+        // docs: [5 6 5 6] [6 5] ; bigrams: 56 65 56 | 65
+        let t = [5u32, 6, 5, 6, 6, 5];
+        let s = ngram_stats(&t, &[0, 4, 6], 3).unwrap();
+        assert_eq!(s[1].n, 4);
+        assert_eq!(s[1].distinct, 2);
+        assert_eq!(s[1].contexts, 2);
+        assert!((s[1].block_entropy - 1.0).abs() < 1e-12);
+        // each context determines the next token
+        assert!(s[1].conditional_entropy.abs() < 1e-12);
+        // trigrams: 565 656 | none
+        assert_eq!(s[2].n, 2);
+        assert_eq!(s[2].singleton_contexts, 2);
+    }
+
+    #[test]
+    fn conditional_matches_definition() {
+        let t: Vec<u32> = (0..500u32).map(|i| (i * 7 + i / 3) % 11).collect();
+        let s = ngram_stats(&t, &[0, 200, 500], 2).unwrap();
+        let mut pairs: FxHashMap<(u32, u32), f64> = FxHashMap::default();
+        let mut ctx: FxHashMap<u32, f64> = FxHashMap::default();
+        for (s0, e0) in [(0usize, 200usize), (200, 500)] {
+            for i in s0..e0 - 1 {
+                *pairs.entry((t[i], t[i + 1])).or_default() += 1.0;
+                *ctx.entry(t[i]).or_default() += 1.0;
+            }
+        }
+        let hj = entropy(&pairs.values().copied().collect::<Vec<_>>());
+        let hc = entropy(&ctx.values().copied().collect::<Vec<_>>());
+        assert!((s[1].block_entropy - hj).abs() < 1e-9);
+        assert!((s[1].conditional_entropy - (hj - hc)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn empty_and_bad_offsets() {
+        let s = ngram_stats(&[], &[0], 2).unwrap();
+        assert_eq!(s[0].n, 0);
+        assert!(s[0].block_entropy.is_nan());
+        assert!(ngram_stats(&[1, 2], &[0, 1], 1).is_err());
+        assert!(ngram_stats(&[1, 2], &[1, 2], 1).is_err());
+        assert!(ngram_stats(&[1, 2], &[0, 2], 0).is_err());
+    }
+
+    #[test]
+    fn large_ids_are_remapped() {
+        let t = [u32::MAX, 7, u32::MAX, 7];
+        let s = ngram_stats(&t, &[0, 4], 5).unwrap();
+        assert_eq!(s[1].distinct, 2);
+        assert_eq!(s[4].n, 0);
+    }
+
+    #[test]
+    fn witten_bell_unigram_closed_form() {
+        // train: a a b ; V = 4 ; test: a c
+        let r = cross_entropy(&[0, 0, 1], &[0, 3], &[0, 2], &[0, 2], 2, 4).unwrap();
+        let pa: f64 = (2.0 + 2.0 * 0.25) / (3.0 + 2.0);
+        let pc: f64 = (0.0 + 2.0 * 0.25) / (3.0 + 2.0);
+        let want = -(pa.log2() + pc.log2()) / 2.0;
+        assert!((r[0].bits_per_token - want).abs() < 1e-12);
+        assert_eq!(r[0].unseen, 1);
+        // bigram: context 'a' seen twice as a prefix (a->a, a->b), T=2; c(a,c)=0
+        let pc2 = (0.0 + 2.0 * pc) / (2.0 + 2.0);
+        let want2 = -(pa.log2() + pc2.log2()) / 2.0;
+        assert!((r[1].bits_per_token - want2).abs() < 1e-12);
+    }
+
+    #[test]
+    fn witten_bell_probabilities_sum_to_one() {
+        let train: Vec<u32> = (0..300u32).map(|i| (i * i + 3 * i) % 7).collect();
+        let v = 9u64;
+        // score every possible next token after a fixed context; sum of p must be 1
+        for order in 1..=3usize {
+            let mut total = 0.0;
+            for w in 0..v as u32 {
+                let test = [3u32, 5, w];
+                let full = cross_entropy(&train, &[0, 300], &test, &[0, 3], order, v).unwrap();
+                let ctx = cross_entropy(&train, &[0, 300], &test[..2], &[0, 2], order, v).unwrap();
+                let bits = full[order - 1].total_bits - ctx[order - 1].total_bits;
+                total += (-bits).exp2();
+            }
+            assert!((total - 1.0).abs() < 1e-9, "order {order}: {total}");
+        }
+    }
+}
