@@ -1,0 +1,284 @@
+"""tokbench.metrics: definitions against independent computations, errors, CLI; real assets when present."""
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections import Counter
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from tokbench import _core
+from tokbench.cli import main
+from tokbench.errors import TokbenchError
+from tokbench.metrics import load_encoder, run_metrics
+from tokbench.metrics.core import (corpus_metrics, count_words, encode_documents, gini, heldout_split,
+                                   renyi_efficiency, renyi_entropy, serialise, shannon_entropy)
+from tokbench.metrics.parity import parity, udhr_units
+
+from synthetic_tokenizers import generated_text, train_bytelevel_bpe, train_metaspace_bpe, train_wordpiece
+
+
+def _b(a, dtype):
+    return np.asarray(a, dtype=dtype).tobytes()
+
+
+# ------------------------------------------------------------------------------------------------
+# entropies
+# ------------------------------------------------------------------------------------------------
+def _scorer_text(lines: list[list[int]]) -> str:
+    return "\n".join(" ".join(f"t{t}" for t in line) for line in lines)
+
+
+@pytest.mark.parametrize("alpha", [2.5, 3.0, 0.5])
+def test_renyi_equals_tokenization_scorer(alpha):
+    ts = pytest.importorskip("tokenization_scorer")
+    rng = np.random.default_rng(7)
+    lines = [list(rng.zipf(1.3, size=rng.integers(1, 40)) % 3000) for _ in range(800)]
+    counts = np.unique(np.concatenate(lines), return_counts=True)[1].astype(float)
+    text = _scorer_text(lines)
+    ours = renyi_efficiency(counts, alpha, int(counts.size))
+    theirs = ts.score(text, metric="renyi", power=alpha)
+    assert abs(ours - theirs) < 1e-9
+    assert abs(renyi_entropy(counts, alpha) - ts.score(text, metric="renyi_entropy", power=alpha)) < 1e-9
+    assert abs(shannon_entropy(counts) - ts.score(text, metric="shannon_entropy")) < 1e-9
+
+
+def test_renyi_formula_without_the_package():
+    counts = np.array([4.0, 2.0, 1.0, 1.0])
+    p = counts / counts.sum()
+    want = math.log2(np.sum(p ** 2.5)) / (1 - 2.5)
+    assert abs(renyi_entropy(counts, 2.5) - want) < 1e-12
+    assert abs(renyi_entropy(counts, 1.0) - shannon_entropy(counts)) < 1e-12
+    assert abs(renyi_efficiency(counts, 2.5, 16) - want / 4) < 1e-12
+
+
+def _plugin(counter: Counter) -> float:
+    n = sum(counter.values())
+    return -sum(c / n * math.log2(c / n) for c in counter.values())
+
+
+def test_ngram_stats_against_python():
+    rng = random.Random(3)
+    docs = [[rng.choice([1, 2, 3, 50_000, 7]) for _ in range(rng.randint(0, 60))] for _ in range(40)]
+    tokens = [t for d in docs for t in d]
+    offsets = np.cumsum([0] + [len(d) for d in docs])
+    stats = _core.ngram_stats(_b(tokens, "<u4"), _b(offsets, "<u8"), 4)
+    for k in range(1, 5):
+        grams, ctx = Counter(), Counter()
+        for d in docs:
+            for i in range(len(d) - k + 1):
+                grams[tuple(d[i:i + k])] += 1
+                ctx[tuple(d[i:i + k - 1])] += 1
+        s = stats[k - 1]
+        n = sum(grams.values())
+        assert s["n"] == n and s["distinct"] == len(grams) and s["contexts"] == len(ctx)
+        assert s["singleton_contexts"] == sum(1 for c in ctx.values() if c == 1)
+        assert abs(s["block_entropy"] - _plugin(grams)) < 1e-9
+        assert abs(s["conditional_entropy"] - (_plugin(grams) - _plugin(ctx))) < 1e-9
+        mm = (len(grams) - 1 - (len(ctx) - 1)) / (2 * n * math.log(2))
+        assert abs(s["conditional_entropy_mm"] - s["conditional_entropy"] - mm) < 1e-9
+
+
+def test_ngram_bad_input_is_value_error():
+    with pytest.raises(ValueError, match="last offset"):
+        _core.ngram_stats(_b([1, 2], "<u4"), _b([0, 1], "<u8"), 2)
+    with pytest.raises(ValueError, match="uint32"):
+        _core.ngram_stats(b"\x00\x01\x02", _b([0, 0], "<u8"), 2)
+
+
+def test_witten_bell_heldout_is_a_distribution():
+    """Summing p(w | context) over the whole vocabulary gives 1 at every order."""
+    train = [random.Random(1).randrange(6) for _ in range(400)]
+    vocab = 8
+    for order in (1, 2, 3):
+        total = 0.0
+        for w in range(vocab):
+            full = _core.ngram_cross_entropy(_b(train, "<u4"), _b([0, 400], "<u8"), _b([2, 4, w], "<u4"),
+                                             _b([0, 3], "<u8"), order, vocab)
+            ctx = _core.ngram_cross_entropy(_b(train, "<u4"), _b([0, 400], "<u8"), _b([2, 4], "<u4"),
+                                            _b([0, 2], "<u8"), order, vocab)
+            total += 2 ** -(full[order - 1]["total_bits"] - ctx[order - 1]["total_bits"])
+        assert abs(total - 1) < 1e-9
+
+
+def test_gini_and_serialisation():
+    assert gini([1, 1, 1, 1]) == 0
+    assert abs(gini([0, 0, 0, 1]) - 0.75) < 1e-12
+    assert len(serialise(np.array([1, 2, 3], np.uint32), 50_000)) == 6
+    assert len(serialise(np.array([1, 2, 3], np.uint32), 150_000)) == 9
+    assert serialise(np.array([0x010203], np.uint32), 150_000) == b"\x03\x02\x01"
+
+
+# ------------------------------------------------------------------------------------------------
+# corpus metrics with synthetic tokenizers
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    return {"bytelevel": train_bytelevel_bpe(root / "bl"), "metaspace": train_metaspace_bpe(root / "ms"),
+            "wordpiece": train_wordpiece(root / "wp")}
+
+
+@pytest.mark.parametrize("kind", ["bytelevel", "metaspace", "wordpiece"])
+def test_corpus_metrics_synthetic(synth, kind):
+    enc = load_encoder(synth[kind])
+    docs = generated_text(5, 3000)
+    r = corpus_metrics(enc, docs, corpus="gen")
+    n = r["tokens"]
+    assert n == sum(len(x) for x in enc.encode(docs))
+    assert r["bytes"] == sum(len(d.encode()) for d in docs)
+    assert abs(r["bytes_per_token"] - r["bytes"] / n) < 1e-12
+    flags = count_words(docs).char_docs  # a short line of mostly 日/本 is counted per character
+    assert r["words"] == sum(len(d.replace(" ", "")) if f else len(d.split()) for d, f in zip(docs, flags))
+    assert 0 < r["continued_words"] < 1
+    assert r["ngrams"][0]["conditional_entropy"] == pytest.approx(r["shannon_entropy"], abs=1e-9)
+    hs = [g["conditional_entropy"] for g in r["ngrams"]]
+    assert all(a >= b - 1e-9 for a, b in zip(hs, hs[1:]))  # conditioning never increases plug-in entropy
+    assert r["unigram_bits_per_byte"] == pytest.approx(n * r["shannon_entropy"] / r["bytes"])
+    for m in ("gzip", "zstd", "lzma"):
+        assert r[f"{m}_bits_per_byte"] > 0
+    # missing values carry a reason, never 0
+    for key, value in r.items():
+        if value is None:
+            assert key in r["missing"]
+    if kind == "bytelevel":
+        assert r["unk_rate"] is None and "unk" in r["missing"]["unk_rate"]
+        assert r["continued_words_method"] == "stream"
+    if kind == "wordpiece":
+        assert r["unk_rate"] is not None
+
+
+def test_continued_words_stream_matches_isolated_when_words_are_independent(synth):
+    """For a byte-level BPE whose pre-tokenizer splits at spaces, a word's tokens do not depend on
+    its neighbours, so reading splits off the stream equals encoding each word alone."""
+    from tokbench.metrics.core import continued_words, continued_words_from_stream
+
+    enc = load_encoder(synth["bytelevel"])
+    # a leading space: the first word of a document is preceded by a space, as in isolation
+    docs = [" " + " ".join(d.replace(",", "").replace(".", "").replace("?", "").replace("-", "").replace("'s", "").split())
+            for d in generated_text(9, 2000)]
+    docs = [d for d in docs if d.strip()]
+    e = encode_documents(enc, docs)
+    w = count_words(docs)
+    a = continued_words_from_stream(enc, docs, e, w.char_docs)
+    b, _ = continued_words(enc, w.whitespace_words)
+    assert a is not None and abs(a - b) < 1e-12
+
+
+def test_words_per_character_for_scripts_without_spaces():
+    w = count_words(["日本語のテキストです。", "two words"])
+    assert w.segmentation == "mixed" and w.n_char_docs == 1
+    assert w.n_words == len("日本語のテキストです。") + 2
+
+
+def test_heldout_split_rules():
+    from tokbench.metrics.core import EncodedCorpus
+
+    def ec(lengths):
+        off = np.cumsum([0] + lengths).astype(np.uint64)
+        return EncodedCorpus(np.arange(sum(lengths), dtype=np.uint32), off, 0, 0, np.zeros(len(lengths), np.int64))
+
+    tr, tro, te, teo, rule = heldout_split(ec([5] * 20))
+    assert te.size == 10 and tr.size == 90 and "index % 10 == 9" in rule
+    tr, tro, te, teo, rule = heldout_split(ec([100, 50]))
+    assert list(teo) == [0, 10, 15] and tr.size == 135 and "last 10%" in rule
+
+
+# ------------------------------------------------------------------------------------------------
+# errors and parity without English
+# ------------------------------------------------------------------------------------------------
+def test_errors(tmp_path, synth):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("", encoding="utf-8")
+    with pytest.raises(TokbenchError, match="empty"):
+        run_metrics([str(synth["bytelevel"])], [str(empty)], progress=False)
+    notext = tmp_path / "notext.jsonl"
+    notext.write_text('{"id": 1, "n": 2}\n', encoding="utf-8")
+    with pytest.raises(TokbenchError, match="no recognised text field"):
+        run_metrics([str(synth["bytelevel"])], [str(notext)], progress=False)
+    bad = tmp_path / "tokenizer.json"
+    bad.write_text("{not json", encoding="utf-8")
+    with pytest.raises(TokbenchError):
+        run_metrics([str(bad)], [str(notext)], progress=False)
+    res = CliRunner().invoke(main, ["metrics", "-t", str(synth["bytelevel"]), "-c", str(empty), "-q"])
+    assert res.exit_code == 2 and res.output.count("\n") == 1 and "error" in res.output
+
+
+def test_parity_without_english_is_missing(tmp_path, synth):
+    f = tmp_path / "udhr.jsonl"
+    f.write_text(json.dumps({"code": "fra", "sections": {"1": ["Tous les êtres humains"]}}) + "\n", encoding="utf-8")
+    p = parity(load_encoder(synth["bytelevel"]), udhr_units(f), dataset="udhr")
+    assert p["gini"] is None and "English" in p["missing"]["gini"]
+
+
+def test_parity_values(tmp_path, synth):
+    f = tmp_path / "udhr.jsonl"
+    recs = [{"code": "eng", "sections": {"1": ["ka to"], "2": ["ri mu"]}},
+            {"code": "aaa", "sections": {"1": ["ka to ka to"], "2": ["ri mu ri mu ri mu"]}},
+            {"code": "bbb", "sections": {"1": ["ka to"], "3": ["x"]}}]
+    f.write_text("\n".join(json.dumps(r) for r in recs) + "\n", encoding="utf-8")
+    enc = load_encoder(synth["bytelevel"])
+    units = udhr_units(f)
+    assert len(units["aaa"]) == 2 and len(units["bbb"]) == 1
+    p = parity(enc, units, dataset="udhr")
+    n = lambda s: len(enc.encode([s])[0])  # noqa: E731
+    a = p["languages"]["aaa"]
+    assert a["premium_sum"] == pytest.approx((n("ka to ka to") + n("ri mu ri mu ri mu")) / (n("ka to") + n("ri mu")))
+    assert a["premium_mean"] == pytest.approx((n("ka to ka to") / n("ka to") + n("ri mu ri mu ri mu") / n("ri mu")) / 2)
+    assert p["languages"]["bbb"]["premium_sum"] == pytest.approx(1.0)
+    assert p["gini"] == pytest.approx(gini([a["premium_sum"], 1.0]))
+
+
+def test_cli_json_and_csv(tmp_path, synth):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(generated_text(2, 1500)), encoding="utf-8")
+    r = CliRunner().invoke(main, ["metrics", "-t", str(synth["metaspace"]), "-c", str(corpus), "--json", "-q"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.output)
+    assert data["results"][0]["tokens"] > 0 and data["parity"] == {}
+    r = CliRunner().invoke(main, ["metrics", "-t", str(synth["metaspace"]), "-c", str(corpus), "--csv", "-q"])
+    assert r.exit_code == 0 and r.output.splitlines()[0].startswith("tokenizer,corpus,K")
+    assert "H5_heldout" in r.output.splitlines()[0]
+
+
+# ------------------------------------------------------------------------------------------------
+# real assets
+# ------------------------------------------------------------------------------------------------
+def test_real_renyi_matches_scorer_on_llama2(require_asset):
+    ts = pytest.importorskip("tokenization_scorer")
+    require_asset("llama2")
+    require_asset("wikitext2-test")
+    from tokbench.assets import iter_documents
+
+    enc = load_encoder("llama2")
+    docs = list(iter_documents("wikitext2-test", 200_000))
+    r = corpus_metrics(enc, docs, corpus="wikitext2-test")
+    ids = enc.encode(docs)
+    assert abs(r["renyi_efficiency_observed"] - ts.score(_scorer_text(ids), metric="renyi", power=2.5)) < 1e-9
+    assert abs(r["renyi_efficiency"] - ts.score(_scorer_text(ids), metric="renyi", power=2.5,
+                                                vocab=enc.vocab_size)) < 1e-9
+
+
+@pytest.mark.parametrize("name", ["gpt2-tiktoken", "llama3", "llama2", "qwen3", "xlm-r", "bert", "smollm2",
+                                  "whisper", "mistral-v1", "mistral-v3"])
+def test_real_encoders_match_reference(require_asset, name):
+    """The metrics encoder gives the ids of tests/reference_tokenizers.py."""
+    from reference_tokenizers import Reference
+
+    path = require_asset(name)
+    enc = load_encoder(name)
+    texts = ["Hello world, this is a test.", "  spaces\tand\nnewlines ", "日本語 and ελληνικά 12345"]
+    assert enc.encode(texts) == Reference(name, path, enc.vocab).encode(texts)
+
+
+def test_real_parity_tatoeba(require_asset):
+    require_asset("tatoeba")
+    require_asset("gpt2-tiktoken")
+    from tokbench.metrics.parity import tatoeba_units
+
+    units = {k: v[:50] for k, v in list(tatoeba_units("tatoeba").items())[:12]}
+    p = parity(load_encoder("gpt2-tiktoken"), units, dataset="tatoeba")
+    assert p["n_languages"] == 12 and p["gini"] > 0 and p["premium_sum_mean"] > 1

@@ -1,0 +1,116 @@
+"""`tokbench metrics`: compression, entropy and parity metrics of tokenizers on corpora."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+
+import click
+
+
+def _fmt(v, digits=3) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.{digits}f}"
+    return str(v)
+
+
+def tokenizer_corpus_options(f):
+    """Options shared by `metrics` and `report`."""
+    opts = [
+        click.option("--tokenizer", "-t", "tokenizers", multiple=True, required=True,
+                     help="Tokenizer asset name or path (repeatable)."),
+        click.option("--corpus", "-c", "corpora", multiple=True,
+                     help="Corpus asset name or path (repeatable)."),
+        click.option("--parity", "parity", multiple=True,
+                     help="Parallel set for cross-language parity: tatoeba, udhr or a path (repeatable; "
+                          "default: the corpora that are Tatoeba or UDHR)."),
+        click.option("--no-parity", is_flag=True, help="Skip cross-language parity."),
+        click.option("--alpha", default=2.5, show_default=True, type=float, help="Rényi order."),
+        click.option("--max-order", default=5, show_default=True, type=click.IntRange(1, 8),
+                     help="Largest n-gram order for H_k."),
+        click.option("--limit-bytes", default=None, type=click.IntRange(1), help="Read at most this many bytes per corpus."),
+        click.option("--text-field", default=None, help="JSONL field(s) holding the text, e.g. 'question,answer'."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def run_from_options(tokenizers, corpora, parity, no_parity, alpha, max_order, limit_bytes, text_field, quiet):
+    from tokbench.metrics import run_metrics
+
+    return run_metrics(list(tokenizers), list(corpora), parity=[] if no_parity else (list(parity) or None),
+                       alpha=alpha, max_order=max_order, limit_bytes=limit_bytes, text_field=text_field,
+                       progress=not quiet)
+
+
+def _nan_to_none(o):
+    if isinstance(o, float) and math.isnan(o):
+        return None
+    if isinstance(o, dict):
+        return {k: _nan_to_none(v) for k, v in o.items()}
+    if isinstance(o, list):
+        return [_nan_to_none(v) for v in o]
+    return o
+
+
+def to_json(data: dict) -> str:
+    return json.dumps(_nan_to_none(data), ensure_ascii=False, indent=2)
+
+
+def to_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    cols: list[str] = []
+    for r in rows:
+        cols.extend(k for k in r if k not in cols)
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+    return buf.getvalue()
+
+
+@click.command()
+@tokenizer_corpus_options
+@click.option("--json", "as_json", is_flag=True, help="Print everything as JSON.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print one CSV row per tokenizer x corpus.")
+def metrics(tokenizers, corpora, parity, no_parity, alpha, max_order, limit_bytes, text_field, quiet,
+            as_json, as_csv) -> None:
+    """Bytes/token, fertility, Rényi efficiency, H_1..H_k, compression and parity of each
+    TOKENIZER on each CORPUS. Missing values print as — (JSON null) with the reason."""
+    from tokbench.metrics import flat_rows
+
+    data = run_from_options(tokenizers, corpora, parity, no_parity, alpha, max_order, limit_bytes, text_field, quiet)
+    if as_json:
+        click.echo(to_json(data))
+        return
+    if as_csv:
+        click.echo(to_csv(flat_rows(data)), nl=False)
+        return
+    head = (f"{'tokenizer':<14}{'corpus':<17}{'tokens':>10}{'B/tok':>7}{'fert':>7}{'cont':>6}{'util':>7}"
+            f"{'H1':>7}{'Rényi eff':>10}" + "".join(f"{'h' + str(k):>6}" for k in range(2, max_order + 1))
+            + f"{'heldout':>8}{'zstd b/B':>9}")
+    click.echo(head)
+    for r in data["results"]:
+        hs = "".join(f"{_fmt(g['conditional_entropy'], 2):>6}" for g in r["ngrams"][1:])
+        held = r["ngrams"][-1].get("heldout_bits_per_token")
+        best = min((g.get("heldout_bits_per_token") for g in r["ngrams"] if g.get("heldout_bits_per_token")),
+                   default=None)
+        click.echo(f"{r['tokenizer']:<14}{r['corpus']:<17}{r['tokens']:>10,}{_fmt(r['bytes_per_token'], 2):>7}"
+                   f"{_fmt(r['fertility'], 2):>7}{_fmt(r['continued_words'], 2):>6}{_fmt(r['utilisation'], 3):>7}"
+                   f"{_fmt(r['shannon_entropy'], 2):>7}{_fmt(r['renyi_efficiency'], 3):>10}{hs}"
+                   f"{_fmt(best, 2):>8}{_fmt(r.get('zstd_bits_per_byte'), 2):>9}")
+        del held
+    click.echo("h_k: plug-in conditional entropy H(X_k|X_<k) in bits (N, contexts, singletons: --json); "
+               "heldout: best Witten-Bell bits/token over orders")
+    for kind, rows in data["parity"].items():
+        for p in rows:
+            click.echo(f"parity {kind:<8} {p['tokenizer']:<14} languages {p.get('n_languages', 0):>4}  "
+                       f"mean premium {_fmt(p.get('premium_sum_mean'), 2)}  Gini {_fmt(p.get('gini'), 3)}  "
+                       f"CV {_fmt(p.get('cv'), 3)}"
+                       + (f"  missing: {'; '.join(sorted(set(p['missing'].values())))}" if p["missing"] else ""))
+    click.echo(f"{data['seconds']['total']:.1f} s")

@@ -1,0 +1,113 @@
+"""Encoders: each tokenizer driven by its own library, exactly as users run it.
+
+Metrics measure tokenizers as they are, so text is encoded with the tokenizer's original
+library, not with tokbench's own segmenter:
+
+| vocabulary format (`tokbench.vocab.load_vocabulary`) | library | call |
+|---|---|---|
+| `tokenizer.json` (HF; also a model folder holding one) | `tokenizers` | `Tokenizer.encode_batch(texts, add_special_tokens=False)`, padding and truncation off |
+| `tiktoken` rank file | `tiktoken` | `Encoding(pat_str=vocab.pattern, special_tokens={}).encode_ordinary_batch(texts)` |
+| `sentencepiece` `.model` | `sentencepiece` | `SentencePieceProcessor.encode(texts)` (no bos/eos) |
+
+No special tokens are added; special-token text inside a corpus is encoded as ordinary text.
+The vocabulary (kinds, unk id, byte fallback ids, true size K) comes from `load_vocabulary`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Sequence
+
+from tokbench.errors import TokbenchError
+from tokbench.vocab import load_vocabulary
+from tokbench.vocab.vocabulary import Kind, Vocabulary
+
+_LIBRARY_OF_FORMAT = {"tokenizer.json": "tokenizers", "tiktoken": "tiktoken", "sentencepiece": "sentencepiece"}
+
+
+@dataclass
+class Encoder:
+    """`encode(texts) -> list[list[int]]` with the tokenizer's own library."""
+
+    name: str
+    vocab: Vocabulary
+    library: str
+    _tok: object = field(repr=False)
+
+    @property
+    def vocab_size(self) -> int:
+        """The true vocabulary size K (every id, specials included)."""
+        return self.vocab.size
+
+    @property
+    def library_version(self) -> str:
+        return metadata.version(self.library)
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        texts = list(texts)
+        if not texts:
+            return []
+        if self.library == "tokenizers":
+            fast = getattr(self._tok, "encode_batch_fast", None)  # tokenizers >= 0.20: no offsets
+            run = fast or self._tok.encode_batch
+            return [e.ids for e in run(texts, add_special_tokens=False)]
+        if self.library == "tiktoken":
+            return self._tok.encode_ordinary_batch(texts, num_threads=4)
+        return self._tok.encode(texts)
+
+    def describe(self) -> dict:
+        v = self.vocab
+        return {"name": self.name, "source": v.source, "format": v.format, "family": v.family,
+                "style": v.style.value, "K": v.size, "library": self.library,
+                "library_version": self.library_version}
+
+    # ids that are unk / byte fallback (for rates)
+    @property
+    def unk_ids(self) -> set[int]:
+        return {self.vocab.unk_id} if self.vocab.unk_id is not None else set()
+
+    @property
+    def byte_ids(self) -> set[int]:
+        return set(self.vocab.ids_of_kind(Kind.BYTE))
+
+
+def load_encoder(name_or_path: str | Path, pattern: str | None = None) -> Encoder:
+    """An Encoder for a tokenizer asset name, file or folder (TokbenchError when it cannot load)."""
+    try:
+        vocab = load_vocabulary(name_or_path, pattern=pattern)
+    except TokbenchError:
+        raise
+    except Exception as exc:  # a library's own parse error
+        raise TokbenchError(f"cannot load tokenizer ({type(exc).__name__}: {exc})", path=name_or_path,
+                            fix="pass a tokenizer.json, SentencePiece .model, tiktoken file or asset name") from None
+    library = _LIBRARY_OF_FORMAT.get(vocab.format)
+    source = Path(vocab.source)
+    if library is None:
+        # vocab.json+merges.txt or vocab.txt: use a tokenizer.json beside it when there is one
+        cand = source.parent / "tokenizer.json" if source.is_file() else source / "tokenizer.json"
+        if not cand.exists():
+            raise TokbenchError(f"no encoder for format {vocab.format!r}", path=source,
+                                fix="pass the tokenizer.json of this tokenizer")
+        library, source = "tokenizers", cand
+    if library == "tokenizers":
+        from tokenizers import Tokenizer
+
+        file = source / "tokenizer.json" if source.is_dir() else source
+        tok = Tokenizer.from_file(str(file))
+        tok.no_padding()
+        tok.no_truncation()
+    elif library == "tiktoken":
+        import tiktoken
+        from tiktoken.load import load_tiktoken_bpe
+
+        if not vocab.pattern:
+            raise TokbenchError("tiktoken file without a known split pattern", path=source,
+                                fix="pass --pattern REGEX")
+        tok = tiktoken.Encoding(str(name_or_path), pat_str=vocab.pattern,
+                                mergeable_ranks=load_tiktoken_bpe(str(source)), special_tokens={})
+    else:
+        import sentencepiece as spm
+
+        tok = spm.SentencePieceProcessor(model_file=str(source))
+    return Encoder(str(name_or_path), vocab, library, tok)
