@@ -1,0 +1,53 @@
+"""`tokbench report`: the metrics of `tokbench metrics` as a static HTML folder with plots."""
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from tokbench.commands.metrics import run_from_options, tokenizer_corpus_options
+
+
+@click.command()
+@tokenizer_corpus_options
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Report folder (replaced if it exists).")
+@click.option("--from-json", "from_json", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="Render a saved `tokbench metrics --json` output instead of computing "
+                                 "(--tokenizer/--corpus then only select what to show).")
+def report(tokenizers, corpora, parity, no_parity, alpha, max_order, limit_bytes, text_field, quiet, output,
+           from_json) -> None:
+    """Compute the metrics of TOKENIZERs on CORPORA and write an offline HTML report to -o DIR
+    (index.html, metrics.json/csv, ngrams.csv, parity.csv, PNG/SVG figures)."""
+    from tokbench.errors import TokbenchError
+    from tokbench.report import write_report
+
+    command = "tokbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if from_json:
+        try:
+            data = json.loads(from_json.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise TokbenchError(f"not JSON ({exc})", path=from_json, fix="pass `tokbench metrics --json` output") from None
+        if "results" not in data:
+            raise TokbenchError("not a `tokbench metrics --json` output (no 'results')", path=from_json,
+                                fix="pass `tokbench metrics --json` output")
+        keep_t = set(tokenizers)
+        keep_c = set(corpora) or {c["name"] for c in data["corpora"]}
+        data["tokenizers"] = [t for t in data["tokenizers"] if t["name"] in keep_t]
+        data["corpora"] = [c for c in data["corpora"] if c["name"] in keep_c]
+        data["results"] = [r for r in data["results"] if r["tokenizer"] in keep_t and r["corpus"] in keep_c]
+        data["parity"] = {k: [p for p in v if p["tokenizer"] in keep_t] for k, v in data["parity"].items()
+                          if not no_parity}
+        if not data["tokenizers"]:
+            raise TokbenchError("none of the --tokenizer names is in this JSON", path=from_json,
+                                fix="pick names from its 'tokenizers'")
+        data.setdefault("provenance", {})["rendered_from"] = str(from_json)
+        command += f"   (metrics computed by: {data.get('command', 'tokbench metrics --json')})"
+    else:
+        data = run_from_options(tokenizers, corpora, parity, no_parity, alpha, max_order, limit_bytes, text_field,
+                                quiet)
+    out = write_report(data, output, command)
+    click.echo(f"wrote {out}/index.html")
