@@ -181,8 +181,8 @@ def test_heldout_split_rules():
         off = np.cumsum([0] + lengths).astype(np.uint64)
         return EncodedCorpus(np.arange(sum(lengths), dtype=np.uint32), off, 0, 0, np.zeros(len(lengths), np.int64))
 
-    tr, tro, te, teo, rule = heldout_split(ec([5] * 20))
-    assert te.size == 10 and tr.size == 90 and "index % 10 == 9" in rule
+    tr, tro, te, teo, rule = heldout_split(ec([5] * 2000))
+    assert te.size == 1000 and tr.size == 9000 and "index % 10 == 9" in rule
     tr, tro, te, teo, rule = heldout_split(ec([100, 50]))
     assert list(teo) == [0, 10, 15] and tr.size == 135 and "last 10%" in rule
 

@@ -41,11 +41,16 @@ def tokenizer_corpus_options(f):
 
 
 def run_from_options(tokenizers, corpora, parity, no_parity, alpha, max_order, limit_bytes, text_field, quiet):
+    import shlex
+    import sys
+
     from tokbench.metrics import run_metrics
 
-    return run_metrics(list(tokenizers), list(corpora), parity=[] if no_parity else (list(parity) or None),
+    data = run_metrics(list(tokenizers), list(corpora), parity=[] if no_parity else (list(parity) or None),
                        alpha=alpha, max_order=max_order, limit_bytes=limit_bytes, text_field=text_field,
                        progress=not quiet)
+    data["command"] = "tokbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    return data
 
 
 def _nan_to_none(o):

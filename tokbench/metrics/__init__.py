@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from typing import Sequence
 
@@ -23,7 +24,8 @@ from tqdm import tqdm
 
 from tokbench.assets import iter_documents, resolve
 from tokbench.errors import TokbenchError
-from tokbench.metrics.core import (COMPRESSORS, DEFAULT_ALPHA, DEFAULT_MAX_ORDER, corpus_metrics, count_words,
+from tokbench.metrics.core import (COMPRESSORS, DEFAULT_ALPHA, DEFAULT_MAX_ORDER, compression_metrics,
+                                   corpus_metrics, count_words,
                                    encode_documents, gini, renyi_efficiency, renyi_entropy, shannon_entropy,
                                    text_compression)
 from tokbench.metrics.encoders import Encoder, load_encoder
@@ -92,17 +94,27 @@ def run_metrics(tokenizers: Sequence[str], corpora: Sequence[str], *, parity: Se
     bar = tqdm(total=total * len(encoders), unit="char", unit_scale=True, desc="metrics", disable=not progress)
     results, par = [], {k: [] for k in units}
     seconds = {}
-    for e in encoders:
-        t0 = time.perf_counter()
-        for c in corpora:
-            bar.set_postfix_str(f"{e.name} {c}")
-            enc = encode_documents(e, docs[c], bar)
-            results.append(corpus_metrics(e, docs[c], enc, words=words[c], alpha=alpha, max_order=max_order,
-                                          compressors=compressors, corpus=c))
-        for kind, u in units.items():
-            bar.set_postfix_str(f"{e.name} parity {kind}")
-            par[kind].append(parity_of(e, u, dataset=kind, progress=bar))
-        seconds[e.name] = round(time.perf_counter() - t0, 2)
+    pending = []
+    # compression runs in a background thread (zlib, lzma and zstd release the GIL) while the next
+    # corpus is encoded
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        for e in encoders:
+            t0 = time.perf_counter()
+            for c in corpora:
+                bar.set_postfix_str(f"{e.name} {c}")
+                enc = encode_documents(e, docs[c], bar)
+                row = corpus_metrics(e, docs[c], enc, words=words[c], alpha=alpha, max_order=max_order,
+                                     compressors=(), corpus=c)
+                results.append(row)
+                pending.append(pool.submit(compression_metrics, row, enc, e.vocab_size, compressors))
+            for kind, u in units.items():
+                bar.set_postfix_str(f"{e.name} parity {kind}")
+                par[kind].append(parity_of(e, u, dataset=kind, progress=bar))
+            seconds[e.name] = round(time.perf_counter() - t0, 2)
+        t_wait = time.perf_counter()
+        for f in pending:
+            f.result()
+        seconds["compression_wait"] = round(time.perf_counter() - t_wait, 2)
     bar.close()
     t_text = time.perf_counter()
     text_ref = {c: text_compression(docs[c], compressors) for c in corpora}

@@ -21,7 +21,8 @@ from tokbench.vocab.vocabulary import Style
 
 DEFAULT_ALPHA = 2.5
 DEFAULT_MAX_ORDER = 5
-HELDOUT_EVERY = 10  # every 10th document (index % 10 == 9) is held out
+HELDOUT_EVERY = 10  # every 10th document (index % 10 == 9) is held out ...
+HELDOUT_MIN_DOCS = 1000  # ... when there are this many documents; else the last 10% of each document
 COMPRESSORS = ("gzip", "zstd", "lzma")
 ENCODE_BATCH_BYTES = 1 << 20
 
@@ -238,7 +239,7 @@ def heldout_split(enc: EncodedCorpus) -> tuple[np.ndarray, np.ndarray, np.ndarra
     """(train, train_offsets, test, test_offsets, rule)."""
     off = enc.offsets.astype(np.int64)
     docs = [(int(off[i]), int(off[i + 1])) for i in range(enc.n_docs)]
-    if len(docs) >= HELDOUT_EVERY:
+    if len(docs) >= HELDOUT_MIN_DOCS:
         test = [d for i, d in enumerate(docs) if i % HELDOUT_EVERY == HELDOUT_EVERY - 1]
         train = [d for i, d in enumerate(docs) if i % HELDOUT_EVERY != HELDOUT_EVERY - 1]
         rule = f"documents with index % {HELDOUT_EVERY} == {HELDOUT_EVERY - 1} held out"
@@ -246,7 +247,7 @@ def heldout_split(enc: EncodedCorpus) -> tuple[np.ndarray, np.ndarray, np.ndarra
         cut = [(s, s + int(round((e - s) * 0.9))) for s, e in docs]
         train = cut
         test = [(c, e) for (_, c), (_, e) in zip(cut, docs)]
-        rule = "fewer than 10 documents: last 10% of each document's tokens held out"
+        rule = f"fewer than {HELDOUT_MIN_DOCS} documents: last 10% of each document's tokens held out"
 
     def gather(spans):
         parts = [enc.tokens[s:e] for s, e in spans]
@@ -325,7 +326,9 @@ def corpus_metrics(encoder: Encoder, docs: Sequence[str], enc: EncodedCorpus | N
             missing["continued_words"] = why
             out["continued_words_method"] = None
 
-    ids, counts = np.unique(enc.tokens, return_counts=True)
+    all_counts = np.bincount(enc.tokens, minlength=k)
+    ids = np.flatnonzero(all_counts)
+    counts = all_counts[ids]
     if encoder.unk_ids:
         out["unk_rate"] = float(counts[np.isin(ids, list(encoder.unk_ids))].sum() / n)
     else:
@@ -384,14 +387,22 @@ def corpus_metrics(encoder: Encoder, docs: Sequence[str], enc: EncodedCorpus | N
         out["heldout_unseen_tokens"] = xent[0]["unseen"]
     t_ng = time.perf_counter() - t1
 
+    out["missing"] = missing
+    out["seconds"] = {"encode": round(t_enc, 3), "ngrams": round(t_ng, 3)}
+    if compressors:
+        compression_metrics(out, enc, k, compressors)
+    return out
+
+
+def compression_metrics(out: dict, enc: EncodedCorpus, k: int, compressors: Sequence[str]) -> dict:
+    """Adds `serialisation` and `{method}_bits_per_byte` to a corpus_metrics row (thread-safe: the
+    compressors release the GIL, so run_metrics overlaps this with the next encoding)."""
     t2 = time.perf_counter()
     data = serialise(enc.tokens, k)
     out["serialisation"] = f"ids as {id_width(k)}-byte little-endian unsigned integers, documents concatenated"
     for m in compressors:
         out[f"{m}_bits_per_byte"] = 8 * compress_size(data, m) / enc.n_bytes
-    t_cmp = time.perf_counter() - t2
-    out["missing"] = missing
-    out["seconds"] = {"encode": round(t_enc, 3), "ngrams": round(t_ng, 3), "compress": round(t_cmp, 3)}
+    out["seconds"]["compress"] = round(time.perf_counter() - t2, 3)
     return out
 
 

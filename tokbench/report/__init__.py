@@ -80,7 +80,7 @@ def _summary(data: dict) -> str:
     par = {(k, p["tokenizer"]): p for k, rows in data["parity"].items() for p in rows}
     head = ["tokenizer", "K"] + [f"bytes/token<br>{d}" for d in doms] + [
         "fertility<br>English", "Rényi eff.<br>(α, K) English", "H1 bits<br>English",
-        "h5 plug-in / held-out<br>English"]
+        "h5 plug-in / held-out<br>English", "unk + byte-fb<br>multilingual"]
     for k in data["parity"]:
         head += [f"{k} mean<br>premium", f"{k}<br>Gini"]
     rows = []
@@ -102,12 +102,20 @@ def _summary(data: dict) -> str:
                                                  for d in doms]
         row += [_f(w("fertility"), 2), _f(w("renyi_efficiency")), _f(w("shannon_entropy"), 2),
                 f'{_f(w_last("conditional_entropy"), 2)} / {_f(w_last("heldout_bits_per_token"), 2)}']
+        multi = [r for r in by_tok.get(name, []) if domain_of(r["corpus"]) == "multilingual"]
+        rate = None
+        if multi:
+            bad = sum(((r["unk_rate"] or 0) + (r["byte_fallback_rate"] or 0)) * r["tokens"] for r in multi)
+            rate = bad / sum(r["tokens"] for r in multi)
+        row.append(_f(rate, 4))
         for k in data["parity"]:
             p = par.get((k, name), {})
             row += [_f(p.get("premium_sum_mean"), 2), _f(p.get("gini"))]
         rows.append(row)
     note = ('<p class="note">English, math, code, multilingual: corpora grouped by name (see the full table). '
-            "Per-domain and English values are weighted by corpus bytes. — = missing (reason in the full table "
+            "Per-domain and English values are weighted by corpus bytes (unk + byte-fallback rate: by tokens). "
+            "A tokenizer that maps unknown scripts to one unk token looks cheap in the parity columns: read "
+            "its premiums with its unk rate. — = missing (reason in the full table "
             "and in metrics.json).</p>")
     return _table(head, rows) + note
 
