@@ -1,0 +1,59 @@
+"""`tokbench transplant`: move a pretrained causal LM onto a new tokenizer without training."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from tokbench.transplant.core import METHODS
+
+
+@click.command("transplant")
+@click.argument("base")
+@click.option("--tokenizer", "-t", "target", required=True, help="Target tokenizer: file, folder or asset name.")
+@click.option("--donor", default=None, help="Donor model (its embedding space codes the new tokens, method omp).")
+@click.option("--method", type=click.Choice(METHODS), default="omp", show_default=True)
+@click.option("--aux-embedder", default=None, help="Sentence-embedding folder/asset for tokenadapt and donor-free omp "
+              "[default: minilm].")
+@click.option("--k", type=int, default=None, help="OMP sparsity (default: chosen by held-out reconstruction).")
+@click.option("--ridge", type=float, default=None, help="OMP ridge (default: chosen by held-out reconstruction).")
+@click.option("--blend", type=float, default=0.5, show_default=True, help="Weight of the subword mean in OMP rows.")
+@click.option("--global-weight", type=float, default=0.3, show_default=True, help="TokenAdapt: weight of the global estimate.")
+@click.option("--temperature", type=float, default=0.3, show_default=True, help="TokenAdapt: softmax temperature.")
+@click.option("--top-k", type=int, default=8, show_default=True, help="TokenAdapt: FAISS neighbours.")
+@click.option("--eval", "eval_text", default=None, help="Text file or corpus asset: bits/byte before and after.")
+@click.option("--max-chars", type=int, default=None, help="Evaluate on the first N characters of --eval.")
+@click.option("--device", default=None, help="torch device (default: cuda when present, else cpu).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@click.option("--no-cache", is_flag=True, help="Do not cache base bits/byte and auxiliary embeddings.")
+@click.option("-o", "--out", required=True, help="Output model folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def transplant(base, target, donor, method, aux_embedder, k, ridge, blend, global_weight, temperature, top_k,
+               eval_text, max_chars, device, seed, overwrite, no_cache, out, as_json) -> None:
+    """Write a copy of BASE (model folder or asset) that speaks the tokenizer TARGET into OUT."""
+    from tokbench.assets import home
+    from tokbench.transplant import transplant as run
+
+    cache = None if no_cache else home() / "cache"
+    report = run(base, target, out, donor=donor, method=method, aux_embedder=aux_embedder, k=k, ridge=ridge,
+                 blend=blend, global_weight=global_weight, temperature=temperature, top_k=top_k, eval_text=eval_text,
+                 eval_max_chars=max_chars, overwrite=overwrite, seed=seed, device=device, cache_dir=cache)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, ensure_ascii=False))
+        return
+    c = report["counts"]
+    click.echo(f"{report['out']}: method {method}, {c['shared']:,} shared, {c['new']:,} new, {c['special']} special, "
+               f"{c['numeric_new']:,} numeric new tokens ({report['numbers']['note']})")
+    for role, p in report["parameters"].items():
+        if p:
+            click.echo(f"  {role}: " + ", ".join(f"{k}={v}" for k, v in p.items() if k != "k_candidates"))
+    for role, h in report["held_out_reconstruction"].items():
+        val = h.get("chosen", h.get("global_estimate"))
+        click.echo(f"  held-out reconstruction ({role}): {val} ({h['metric']}, {h['held_out']} tokens)")
+    ev = report.get("eval")
+    if ev:
+        click.echo(f"  bits/byte on {ev['text']} ({ev['after']['bytes_covered']:,} bytes): before "
+                   f"{ev['before']['bits_per_byte']:.4f}, after {ev['after']['bits_per_byte']:.4f}, "
+                   f"ratio {ev['ratio']:.4f}")
+    click.echo(f"  seconds: " + ", ".join(f"{k} {v}" for k, v in report["seconds"].items()))

@@ -1,0 +1,165 @@
+"""Bits per byte of a causal LM on a text: total negative log-likelihood in bits of every predicted
+token, divided by the UTF-8 bytes those tokens stand for. Independent of the tokenizer, so models on
+different tokenizers compare directly.
+
+The text is tokenized once (no special tokens added) and cut into windows of `chunk` tokens that overlap
+by one token: every token but the very first is predicted, each with the context of its own window.
+Bytes covered are counted from the tokenizer's character offsets (token i covers the text from its start
+to the next token's start), so whitespace a tokenizer folds into a neighbour is still counted once.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+from tokbench.errors import TokbenchError
+
+
+def load_eval_text(text: str | os.PathLike, max_chars: int | None = None) -> tuple[str, str]:
+    """(text, label) from a file path or a corpus asset name; first `max_chars` characters."""
+    from tokbench.assets import iter_documents
+
+    p = Path(text)
+    if p.is_file():
+        from tokbench.assets import read_text
+
+        body = read_text(p)
+        label = str(p)
+    else:
+        parts: list[str] = []
+        n = 0
+        for doc in iter_documents(str(text)):
+            parts.append(doc)
+            n += len(doc) + 2
+            if max_chars is not None and n >= max_chars:
+                break
+        body = "\n\n".join(parts)
+        label = str(text)
+    if max_chars is not None:
+        body = body[:max_chars]
+    if not body:
+        raise TokbenchError("the evaluation text is empty", path=label, fix="pass a non-empty text file or corpus")
+    return body, label
+
+
+def _device(device: str | None) -> str:
+    import torch
+
+    if device:
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _cache_key(model_dir: Path, text: str, chunk: int) -> str:
+    h = hashlib.sha256()
+    for name in sorted(os.listdir(model_dir)):
+        if name.endswith((".safetensors", ".json")):
+            st = (model_dir / name).stat()
+            h.update(f"{name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    h.update(str(model_dir.resolve()).encode())
+    h.update(f"chunk={chunk}".encode())
+    h.update(hashlib.sha256(text.encode("utf-8")).digest())
+    return h.hexdigest()[:24]
+
+
+def bits_per_byte(model: str | os.PathLike, text: str, *, chunk: int = 512, batch: int = 4,
+                  device: str | None = None, cache_dir: str | os.PathLike | None = None,
+                  progress: bool = True) -> dict:
+    """Bits per byte of the causal LM folder (or model asset) `model` on `text`.
+
+    Returns {bits_per_byte, bytes_covered, bytes_total, tokens, predicted_tokens, chunk, seconds, device}.
+    cache_dir: when given, results are cached there keyed by the model files' sizes/mtimes and the text.
+    """
+    from tokbench.assets import resolve
+
+    model_dir = Path(model) if Path(model).is_dir() else Path(resolve(str(model), kind="model"))
+    cache_file = None
+    if cache_dir is not None:
+        cache_file = Path(cache_dir) / f"bpb-{_cache_key(model_dir, text, chunk)}.json"
+        if cache_file.is_file():
+            try:
+                data = json.loads(cache_file.read_text())
+                data["cached"] = True
+                return data
+            except ValueError:
+                pass
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    t0 = time.perf_counter()
+    dev = _device(device)
+    try:
+        tok = AutoTokenizer.from_pretrained(str(model_dir))
+    except Exception as exc:  # transformers raises many types
+        raise TokbenchError(f"the tokenizer does not load with transformers ({exc})", path=model_dir,
+                            fix="check tokenizer.json / tokenizer_config.json") from None
+    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids = enc["input_ids"]
+    offsets = enc["offset_mapping"]
+    if len(ids) < 2:
+        raise TokbenchError("text too short to evaluate (fewer than 2 tokens)", path=model_dir, fix="pass more text")
+    starts = np.array([s for s, _ in offsets], dtype=np.int64)
+    starts = np.maximum.accumulate(starts)
+    starts[0] = 0
+    bounds = np.append(starts, len(text))
+    # UTF-8 byte position of every character boundary
+    char_bytes = np.fromiter((len(c.encode("utf-8")) for c in text), dtype=np.int64, count=len(text))
+    byte_pos = np.concatenate([[0], np.cumsum(char_bytes)])
+    tok_bytes = byte_pos[bounds[1:]] - byte_pos[bounds[:-1]]
+
+    dtype = torch.float32 if dev == "cpu" else torch.bfloat16
+    try:
+        lm = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype)
+    except Exception as exc:
+        raise TokbenchError(f"the model does not load with transformers ({exc})", path=model_dir,
+                            fix="check config.json and the weights") from None
+    lm.to(dev).eval()
+    max_pos = getattr(lm.config, "max_position_embeddings", None)
+    if isinstance(max_pos, int) and max_pos > 0:
+        chunk = min(chunk, max_pos)
+    stride = chunk - 1
+    windows = [(s, min(s + chunk, len(ids))) for s in range(0, len(ids) - 1, stride)]
+    total_nats = 0.0
+    predicted = 0
+    ids_t = torch.tensor(ids, dtype=torch.long)
+    with torch.inference_mode():
+        for b0 in tqdm(range(0, len(windows), batch), desc="bits/byte", unit="batch", disable=not progress,
+                       total=math.ceil(len(windows) / batch)):
+            group = windows[b0:b0 + batch]
+            width = max(e - s for s, e in group)
+            inp = torch.zeros((len(group), width), dtype=torch.long)
+            mask = torch.zeros((len(group), width), dtype=torch.long)
+            for r, (s, e) in enumerate(group):
+                inp[r, : e - s] = ids_t[s:e]
+                mask[r, : e - s] = 1
+            logits = lm(input_ids=inp.to(dev), attention_mask=mask.to(dev)).logits.float()
+            logp = torch.log_softmax(logits[:, :-1], dim=-1)
+            tgt = inp[:, 1:].to(dev)
+            nll = -logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
+            m = mask[:, 1:].to(dev).bool()
+            total_nats += float(nll[m].double().sum())
+            predicted += int(m.sum())
+    covered = int(tok_bytes[1:].sum())
+    result = {
+        "bits_per_byte": total_nats / math.log(2) / covered,
+        "bytes_covered": covered,
+        "bytes_total": int(byte_pos[-1]),
+        "chars": len(text),
+        "tokens": len(ids),
+        "predicted_tokens": predicted,
+        "bytes_per_token": covered / predicted,
+        "chunk": chunk,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "device": dev,
+        "model": str(model_dir),
+    }
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        cache_file.write_text(json.dumps(result, indent=2))
+    return result
