@@ -2,6 +2,8 @@
 //! usable from Rust tests without Python; this file only converts arguments and releases the GIL.
 use pyo3::prelude::*;
 
+mod bpe;
+
 /// Version of the compiled core, for provenance records.
 #[pyfunction]
 fn core_version() -> &'static str {
@@ -11,5 +13,6 @@ fn core_version() -> &'static str {
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(core_version, m)?)?;
+    bpe::py::register(m)?;
     Ok(())
 }

@@ -1,0 +1,5 @@
+//! Fast byte-level BPE encoding with tiktoken / HF `tokenizers` semantics.
+pub mod encoder;
+pub mod model;
+pub mod pretokenize;
+pub mod py;
