@@ -244,6 +244,10 @@ class BPE:
                 fix=f"pass allowed_special={{{tok!r}}} (or 'all') to encode it as a special, "
                     "or disallowed_special=() to encode it as ordinary text")
 
+    def pre_tokenize(self, text: str) -> list[str]:
+        """The pre-tokens of text (after NFC when the tokenizer normalises), specials not split."""
+        return self._core.split(self._norm(text))
+
     def encode_ordinary(self, text: str) -> list[int]:
         """Ids of text; special-token strings are ordinary text."""
         return self._core.encode_ordinary(self._norm(text))

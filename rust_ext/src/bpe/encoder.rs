@@ -143,6 +143,13 @@ impl Encoder {
         })
     }
 
+    /// The pre-tokens of `text` (no special-token handling).
+    pub fn pre_tokenize(&self, text: &str) -> Result<Vec<String>, String> {
+        let mut out = Vec::new();
+        self.with_scratch(|sc| self.splitter.split(text, &mut sc.re, &mut |p: &str| out.push(p.to_owned())))?;
+        Ok(out)
+    }
+
     /// Ids of `text` with no special-token handling.
     pub fn encode_ordinary(&self, text: &str) -> Result<Vec<u32>, String> {
         let mut out = Vec::with_capacity(text.len() / 4 + 1);

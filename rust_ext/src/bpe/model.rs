@@ -17,6 +17,21 @@ use std::collections::BinaryHeap;
 pub const NONE: u32 = u32::MAX;
 /// Pieces up to this many bytes use the quadratic scan on the stack.
 const SMALL: usize = 96;
+/// Pieces longer than this use priority buckets instead of one binary heap.
+const LARGE: usize = 8192;
+
+/// A symbol of a linked list over positions. `prio`/`new` describe the pair (this symbol,
+/// next symbol). A queued (prio, position) is stale when the symbol is dead or its pair
+/// changed: a changed pair is longer, so its priority differs (ranks are per token, merge
+/// indices per pair), and a pair never gets a priority it had before.
+#[derive(Clone, Copy)]
+struct Sym {
+    id: u32,
+    prev: u32,
+    next: u32,
+    prio: u32,
+    new: u32,
+}
 
 #[inline]
 fn key(a: u32, b: u32) -> u64 {
@@ -141,8 +156,10 @@ impl BpeModel {
         }
         if piece.len() <= SMALL {
             self.merge_small(piece, out)
-        } else {
+        } else if piece.len() <= LARGE {
             self.merge_heap(piece, out)
+        } else {
+            self.merge_buckets(piece, out)
         }
     }
 
@@ -192,65 +209,147 @@ impl BpeModel {
         out.extend_from_slice(&ids[..n]);
     }
 
-    fn merge_heap(&self, piece: &[u8], out: &mut Vec<u32>) {
-        // symbols as a doubly linked list over positions; a dead symbol has id NONE
-        let mut id: Vec<u32> = Vec::with_capacity(piece.len());
+    /// Linked-list symbols of the bytes of `piece` with their pair priorities.
+    fn symbols(&self, piece: &[u8]) -> Vec<Sym> {
+        let mut syms: Vec<Sym> = Vec::with_capacity(piece.len());
         for &b in piece {
             let t = self.byte_ids[b as usize];
             if t != NONE {
-                id.push(t);
+                let i = syms.len() as u32;
+                syms.push(Sym { id: t, prev: i.wrapping_sub(1), next: i + 1, prio: NONE, new: NONE });
             }
         }
-        let n = id.len();
-        if n == 0 {
-            return;
+        let n = syms.len();
+        if n > 0 {
+            syms[0].prev = NONE;
+            syms[n - 1].next = NONE;
         }
-        let mut prev: Vec<u32> = (0..n as u32).map(|i| i.wrapping_sub(1)).collect();
-        let mut next: Vec<u32> = (1..=n as u32).collect();
-        next[n - 1] = NONE;
-        prev[0] = NONE;
-        // entries: ((priority << 32) | left position, left id, right id, merged id)
-        let mut heap: BinaryHeap<Reverse<(u64, u32, u32, u32)>> = BinaryHeap::with_capacity(n);
-        for i in 0..n - 1 {
-            let (p, m) = self.pair(id[i], id[i + 1]);
+        for i in 0..n.saturating_sub(1) {
+            let (p, m) = self.pair(syms[i].id, syms[i + 1].id);
+            syms[i].prio = p;
+            syms[i].new = m;
+        }
+        syms
+    }
+
+    /// Merges the valid pair at `pos`; calls `push(prio, position)` for the new pairs.
+    #[inline]
+    fn merge_at(&self, syms: &mut [Sym], pos: usize, mut push: impl FnMut(u32, u32)) {
+        let s = syms[pos];
+        let nx = s.next as usize;
+        let nn = syms[nx].next;
+        syms[nx].id = NONE;
+        syms[pos].id = s.new;
+        syms[pos].next = nn;
+        if nn != NONE {
+            syms[nn as usize].prev = pos as u32;
+            let (p, m) = self.pair(s.new, syms[nn as usize].id);
+            syms[pos].prio = p;
+            syms[pos].new = m;
             if p != NONE {
-                heap.push(Reverse((((p as u64) << 32) | i as u64, id[i], id[i + 1], m)));
+                push(p, pos as u32);
+            }
+        } else {
+            syms[pos].prio = NONE;
+        }
+        let pv = s.prev;
+        if pv != NONE {
+            let (p, m) = self.pair(syms[pv as usize].id, s.new);
+            syms[pv as usize].prio = p;
+            syms[pv as usize].new = m;
+            if p != NONE {
+                push(p, pv);
             }
         }
-        while let Some(Reverse((k, l, r, m))) = heap.pop() {
-            let pos = (k & 0xffff_ffff) as usize;
-            // stale entry? A changed symbol only grows, so equal ids mean the same pair.
-            if id[pos] != l {
-                continue;
-            }
-            let nx = next[pos];
-            if nx == NONE || id[nx as usize] != r {
-                continue;
-            }
-            id[pos] = m;
-            id[nx as usize] = NONE;
-            let nn = next[nx as usize];
-            next[pos] = nn;
-            if nn != NONE {
-                prev[nn as usize] = pos as u32;
-                let (p, mm) = self.pair(m, id[nn as usize]);
-                if p != NONE {
-                    heap.push(Reverse((((p as u64) << 32) | pos as u64, m, id[nn as usize], mm)));
-                }
-            }
-            let pv = prev[pos];
-            if pv != NONE {
-                let (p, mm) = self.pair(id[pv as usize], m);
-                if p != NONE {
-                    heap.push(Reverse((((p as u64) << 32) | pv as u64, id[pv as usize], m, mm)));
-                }
-            }
-        }
-        let mut i = 0u32;
+    }
+
+    fn emit(syms: &[Sym], out: &mut Vec<u32>) {
+        let mut i = if syms.is_empty() { NONE } else { 0 };
         while i != NONE {
-            out.push(id[i as usize]);
-            i = next[i as usize];
+            out.push(syms[i as usize].id);
+            i = syms[i as usize].next;
         }
+    }
+
+    /// Exact BPE of a long piece in near-linear time: positions are queued in one bucket per
+    /// priority; the lowest bucket is sorted and merged left to right. No merge at priority p
+    /// creates a pair of priority p, so within the bucket the leftmost valid entry is always
+    /// the global minimum -- unless a merge creates a pair of lower priority, in which case
+    /// the rest of the bucket is put back and the lower bucket goes first.
+    fn merge_buckets(&self, piece: &[u8], out: &mut Vec<u32>) {
+        let mut syms = self.symbols(piece);
+        let mut buckets: FxHashMap<u32, Vec<u32>> = FxHashMap::default();
+        let mut order: BinaryHeap<Reverse<u32>> = BinaryHeap::new();
+        for (i, s) in syms.iter().enumerate() {
+            if s.prio != NONE {
+                let b = buckets.entry(s.prio).or_default();
+                if b.is_empty() {
+                    order.push(Reverse(s.prio));
+                }
+                b.push(i as u32);
+            }
+        }
+        let mut spare: Vec<u32> = Vec::new();
+        while let Some(Reverse(p)) = order.pop() {
+            let Some(b) = buckets.get_mut(&p) else { continue };
+            if b.is_empty() {
+                continue;
+            }
+            let mut cur = std::mem::replace(b, std::mem::take(&mut spare));
+            cur.sort_unstable();
+            let mut k = 0;
+            let mut lower = false;
+            while k < cur.len() && !lower {
+                let pos = cur[k] as usize;
+                k += 1;
+                let s = syms[pos];
+                if s.id == NONE || s.prio != p {
+                    continue;
+                }
+                self.merge_at(&mut syms, pos, |q, at| {
+                    let b = buckets.entry(q).or_default();
+                    if b.is_empty() {
+                        order.push(Reverse(q));
+                    }
+                    b.push(at);
+                    if q < p {
+                        lower = true;
+                    }
+                });
+            }
+            if k < cur.len() {
+                // interrupted by a lower priority: the rest of this bucket comes back later
+                let b = buckets.entry(p).or_default();
+                if b.is_empty() {
+                    order.push(Reverse(p));
+                }
+                b.extend_from_slice(&cur[k..]);
+            }
+            cur.clear();
+            spare = cur;
+        }
+        Self::emit(&syms, out);
+    }
+
+    /// Exact BPE with one binary heap of (priority, position): O(n log n).
+    fn merge_heap(&self, piece: &[u8], out: &mut Vec<u32>) {
+        let mut syms = self.symbols(piece);
+        let entries: Vec<Reverse<u64>> = syms
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.prio != NONE)
+            .map(|(i, s)| Reverse(((s.prio as u64) << 32) | i as u64))
+            .collect();
+        let mut heap = BinaryHeap::from(entries);
+        while let Some(Reverse(k)) = heap.pop() {
+            let pos = (k & 0xffff_ffff) as usize;
+            let s = syms[pos];
+            if s.id == NONE || s.prio != (k >> 32) as u32 {
+                continue;
+            }
+            self.merge_at(&mut syms, pos, |p, at| heap.push(Reverse(((p as u64) << 32) | at as u64)));
+        }
+        Self::emit(&syms, out);
     }
 }
 
@@ -280,8 +379,51 @@ mod tests {
         }
         m.merge_heap(&long, &mut h);
         assert_eq!(s, h);
+        let mut q = Vec::new();
+        m.merge_buckets(&long, &mut q);
+        assert_eq!(s, q);
+        for len in 2..90 {
+            let text: Vec<u8> = b"abcaabbcacbaaab".iter().cycle().skip(len % 7).take(len).copied().collect();
+            let (mut s, mut h) = (Vec::new(), Vec::new());
+            m.merge_small(&text, &mut s);
+            m.merge_heap(&text, &mut h);
+            assert_eq!(s, h, "{len}");
+            let mut q = Vec::new();
+            m.merge_buckets(&text, &mut q);
+            assert_eq!(s, q, "{len}");
+        }
         let mut aaa = Vec::new();
         m.merge_heap(b"aaa", &mut aaa);
         assert_eq!(aaa, vec![259, b'a' as u32]);
+    }
+
+    #[test]
+    fn three_algorithms_agree_on_non_monotone_ranks() {
+        // "abc" ranks below its prefix "ab": merging ab creates a lower-priority pair
+        let mut t: Vec<(Vec<u8>, u32)> = (0..=255u8).map(|b| (vec![b], b as u32)).collect();
+        for (i, tok) in [&b"bc"[..], b"abc", b"ab", b"ca", b"cab", b"abca", b"aa", b"aaa"].iter().enumerate() {
+            t.push((tok.to_vec(), 256 + i as u32));
+        }
+        let m = BpeModel::from_ranks(&t).unwrap();
+        let mut x: u64 = 12345;
+        for len in [2usize, 5, 17, 60, 95, 200, 1000, 9000, 20000] {
+            for _ in 0..5 {
+                let text: Vec<u8> = (0..len)
+                    .map(|_| {
+                        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        b"abc"[(x >> 33) as usize % 3]
+                    })
+                    .collect();
+                let (mut h, mut q) = (Vec::new(), Vec::new());
+                m.merge_heap(&text, &mut h);
+                m.merge_buckets(&text, &mut q);
+                assert_eq!(h, q, "{len}");
+                if len <= SMALL {
+                    let mut s = Vec::new();
+                    m.merge_small(&text, &mut s);
+                    assert_eq!(s, h, "{len}");
+                }
+            }
+        }
     }
 }

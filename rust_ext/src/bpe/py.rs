@@ -70,6 +70,12 @@ impl BpeEncoder {
         py.allow_threads(|| enc.encode_ordinary(text)).map_err(err)
     }
 
+    /// The pre-tokens of text (split regex, digits), no special-token handling.
+    fn split(&self, py: Python<'_>, text: &str) -> PyResult<Vec<String>> {
+        let enc = &self.inner;
+        py.allow_threads(|| enc.pre_tokenize(text)).map_err(err)
+    }
+
     /// allowed: indices into specials() that are split off as special ids.
     #[pyo3(signature = (text, allowed=Vec::new()))]
     fn encode(&self, py: Python<'_>, text: &str, allowed: Vec<usize>) -> PyResult<Vec<u32>> {
