@@ -109,3 +109,32 @@ def ngram_cross_entropy(train: bytes, train_offsets: bytes, test: bytes, test_of
     train, scored on test. One dict per order: order, bits_per_token, total_bits, n (test tokens),
     unseen (test tokens whose id is not in train). Order 1 interpolates with the uniform
     distribution over vocab_size ids (ValueError when more distinct ids than vocab_size)."""
+
+class BpeEncoder:
+    """Byte-level BPE encoder (rust_ext/src/bpe). tokens: (bytes, id). merges=None: tiktoken rank
+    BPE (rank = id; a pair merges when its concatenation is a token, lowest rank first, whole
+    piece looked up first); merges=[(left_id, right_id), ...]: HF tokenizers BPE (priority = index).
+    pattern: split regex or None (no split); a pattern ending in `|\\s+(?!\\S)|\\s+` runs on
+    regex-automata with a fix-up, others on regex-automata or fancy-regex (engine="auto"|"fast"|"fancy").
+    individual_digits: isolate numeric characters before the regex (HF Digits). keep_unmatched:
+    text the regex skips becomes pre-tokens (HF Split) instead of being dropped (tiktoken).
+    specials: (string, id) matched exactly (leftmost-longest) when allowed. ValueError on bad input."""
+
+    def __init__(self, tokens: Sequence[tuple[bytes, int]], merges: Sequence[tuple[int, int]] | None = None, *,
+                 ignore_merges: bool = True, pattern: str | None = None, individual_digits: bool = False,
+                 keep_unmatched: bool = False, specials: Sequence[tuple[str, int]] = (),
+                 engine: str = "auto") -> None: ...
+    @property
+    def n_vocab(self) -> int: ...
+    @property
+    def engine(self) -> str: ...
+    def specials(self) -> list[tuple[str, int]]: ...
+    def split(self, text: str) -> list[str]: ...
+    def encode_ordinary(self, text: str) -> list[int]: ...
+    def encode(self, text: str, allowed: Sequence[int] = ()) -> list[int]:
+        """allowed: indices into specials()."""
+    def find_special(self, text: str, mask: Sequence[bool]) -> int | None: ...
+    def encode_batch(self, texts: Sequence[str], allowed: Sequence[int] = (), num_threads: int = 0) -> list[list[int]]:
+        """Parallel (rayon, GIL released); num_threads=0: the global pool (all cores)."""
+    def decode_bytes(self, ids: Sequence[int]) -> bytes: ...
+    def all_token_bytes(self) -> list[bytes | None]: ...

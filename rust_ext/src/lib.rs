@@ -1,6 +1,7 @@
 //! Python bindings of the tokbench core. Keep this file thin: each module below is plain Rust,
 //! usable from Rust tests without Python; this file only converts arguments, releases the GIL
 //! and turns errors into ValueError.
+pub mod bpe;
 pub mod error;
 pub mod ngram;
 pub mod segment;
@@ -343,6 +344,7 @@ mod python {
         m.add_function(wrap_pyfunction!(token_bytes, m)?)?;
         m.add_class::<PySegmenter>()?;
         add_ngram(m)?;
+        crate::bpe::py::register(m)?;
         Ok(())
     }
 }

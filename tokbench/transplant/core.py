@@ -328,12 +328,15 @@ def _omp_rows(ctx: _Context, new_ids, numeric, space_of, *, k, ridge, blend, see
                          desc=f"omp k={choice.k}")
         coef = path.coefs[choice.k] / norms[path.idx]
         omp = apply_codes(path.idx, coef, anchor_rows)
+        # shrink towards the mean row by the held-out least-squares scale: with a weak donor (low held-out
+        # cosine) a full-size OMP row is mostly noise, and in a tied model it becomes a loud output logit
+        omp = ctx.mean + choice.shrink * (omp - ctx.mean)
         capped = cap_norms(omp, ctx.cap)
         est[use] = (1.0 - blend) * omp + blend * sub[use]
     else:
         capped = 0
     capped += cap_norms(est, ctx.cap)
-    params = {"k": choice.k, "ridge": choice.ridge, "blend_subword": blend, "anchors": int(len(X)),
+    params = {"k": choice.k, "ridge": choice.ridge, "shrink": round(choice.shrink, 5), "blend_subword": blend, "anchors": int(len(X)),
               "space_dim": int(dim), "k_candidates": ks, "omp_tokens": int(use.sum()),
               "decomposition_tokens": int((~use).sum()), "norm_cap": round(ctx.cap, 5)}
     held = {"metric": "centred cosine of rebuilt held-out anchor rows (before blending)",

@@ -130,6 +130,7 @@ class OmpChoice:
     ridge: float
     scores: dict[str, float]  # "k=..,ridge=.." -> mean centred cosine on held-out anchors
     held_out: int
+    shrink: float = 1.0  # least-squares scale of the centred rebuilt rows onto the true ones (held out)
 
 
 def candidate_ks(dim: int, n_atoms: int, k_max: int | None = None) -> list[int]:
@@ -149,7 +150,8 @@ def choose_omp(space: np.ndarray, target: np.ndarray, *, ks: list[int], ridges: 
                progress: bool = False) -> OmpChoice:
     """Pick k and ridge by held-out reconstruction: hide a fraction of the anchors, code each hidden one
     over the others in `space` (normalised atoms), rebuild its `target` row from the codes, score by
-    centred cosine to its true row; return the best (ties -> smaller k)."""
+    centred cosine to its true row; return the best (ties -> smaller k), with the scale (0..1) that best maps
+    the centred rebuilt rows onto the true ones: how far an OMP row may be trusted to leave the mean row."""
     n = space.shape[0]
     rng = np.random.default_rng(seed)
     m = int(min(max(1, round(n * holdout)), max_held, n - 1))
@@ -169,6 +171,8 @@ def choose_omp(space: np.ndarray, target: np.ndarray, *, ks: list[int], ridges: 
             score = float(centred_cosine(pred, target[held], centre).mean())
             scores[f"k={kk},ridge={ridge}"] = round(score, 5)
             if best is None or score > best[0] + 1e-4:
-                best = (score, kk, ridge)
+                pc, tc = pred - centre, target[held] - centre
+                shrink = float(np.clip((pc * tc).sum() / max(float((pc * pc).sum()), 1e-30), 0.0, 1.0))
+                best = (score, kk, ridge, shrink)
     assert best is not None
-    return OmpChoice(k=best[1], ridge=best[2], scores=scores, held_out=m)
+    return OmpChoice(k=best[1], ridge=best[2], scores=scores, held_out=m, shrink=best[3])

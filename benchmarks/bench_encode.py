@@ -1,0 +1,116 @@
+"""Encoding throughput: tokbench.bpe vs tiktoken vs HF tokenizers, same run, same machine.
+
+    python benchmarks/bench_encode.py --data ../shared/data/extracted [--runs 5]
+
+--data is a folder with the shared layout (tokenizers/..., corpora/...). Texts: the lines of
+WikiText-2 test+valid, tinyshakespeare, the three code jsonl files, GSM8K train and Tatoeba.
+Reports MB/s (median of --runs) for 1 thread (tokbench encode_ordinary_batch num_threads=1,
+tiktoken encode_ordinary_batch num_threads=1, tokenizers encode_batch with
+RAYON_NUM_THREADS=1 not settable per call, so tokenizers is timed single-threaded through
+encode over the texts) and 2 threads (batch calls), checks that the ids are identical, and
+prints ratios against each peer.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+from bpe_corpora import lines  # noqa: E402
+
+CORPORA = {
+    "wikitext2-test": "corpora/english/wikitext-2-test.tokens.txt",
+    "wikitext2-valid": "corpora/english/wikitext-2-valid.tokens.txt",
+    "tinyshakespeare": "corpora/english/tinyshakespeare.txt",
+    "code-python": "corpora/code/thealgorithms-python.jsonl",
+    "code-rust": "corpora/code/thealgorithms-rust.jsonl",
+    "code-cpp": "corpora/code/thealgorithms-cpp.jsonl",
+    "gsm8k-train": "corpora/math/gsm8k-train.jsonl",
+    "tatoeba": "corpora/multilingual/tatoeba-laser-v1",
+}
+VOCABS = {
+    # name: (tiktoken rank file, pattern name, tokenizer.json)
+    "gpt2": ("tokenizers/gpt2/gpt2.tiktoken", "gpt2", "tokenizers/gpt2/tokenizer.json"),
+    "llama3": ("tokenizers/llama3-tiktoken/tokenizer.model", "llama3",
+               "tokenizers/llama3-tiktoken/tokenizer.json"),
+}
+
+
+def timed(f, runs: int) -> tuple[float, object]:
+    times, out = [], None
+    for _ in range(runs):
+        t = time.perf_counter()
+        out = f()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", required=True, type=Path)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--vocab", action="append", choices=list(VOCABS))
+    args = ap.parse_args()
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+    import tiktoken
+    import tokenizers
+    from tiktoken.load import load_tiktoken_bpe
+
+    import tokbench
+    from tokbench import _core
+    from tokbench.bpe import BPE
+    from tokbench.vocab.patterns import PATTERNS
+
+    texts: list[str] = []
+    for name, rel in CORPORA.items():
+        texts.extend(lines(name, args.data / rel))
+    texts = [t for t in texts if t]
+    mb = sum(len(t.encode("utf-8")) for t in texts) / 1e6
+    print(f"python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} cpus; "
+          f"tokbench {tokbench.__version__ if hasattr(tokbench, '__version__') else '?'} "
+          f"(core {_core.core_version()}), tiktoken {tiktoken.__version__}, "
+          f"tokenizers {tokenizers.__version__}")
+    print(f"texts: {len(texts)} lines, {mb:.2f} MB ({', '.join(CORPORA)}); median of {args.runs} runs")
+    print()
+    header = f"| vocab | threads | tokbench MB/s | tiktoken MB/s | tokenizers MB/s | vs tiktoken | vs tokenizers |"
+    print(header)
+    print("|---|---|---|---|---|---|---|")
+    for vname in args.vocab or list(VOCABS):
+        rank_rel, pat, json_rel = VOCABS[vname]
+        ours = BPE.from_file(args.data / rank_rel)
+        tk = tiktoken.Encoding(vname, pat_str=PATTERNS[pat],
+                               mergeable_ranks=load_tiktoken_bpe(str(args.data / rank_rel)),
+                               special_tokens=ours.special_tokens)
+        hf = tokenizers.Tokenizer.from_file(str(args.data / json_rel))
+        ours_hf = BPE.from_file(args.data / json_rel)
+        for threads in (1, args.threads):
+            t_ours, ids_ours = timed(lambda: ours.encode_ordinary_batch(texts, num_threads=threads), args.runs)
+            t_tk, ids_tk = timed(lambda: tk.encode_ordinary_batch(texts, num_threads=threads), args.runs)
+            if threads == 1:
+                t_hf, enc_hf = timed(lambda: [hf.encode(t, add_special_tokens=False) for t in texts],
+                                     args.runs)
+            else:
+                t_hf, enc_hf = timed(lambda: hf.encode_batch(texts, add_special_tokens=False), args.runs)
+            ids_hf = [e.ids for e in enc_hf]
+            same_tk = ids_ours == ids_tk
+            same_hf = ours_hf.encode_batch(texts, num_threads=threads, allowed_special="all") == ids_hf
+            print(f"| {vname} | {threads} | {mb / t_ours:.1f} | {mb / t_tk:.1f} | {mb / t_hf:.1f} "
+                  f"| {t_tk / t_ours:.2f}x | {t_hf / t_ours:.2f}x |"
+                  + ("" if same_tk and same_hf else f" IDS DIFFER (tiktoken {same_tk}, tokenizers {same_hf})"))
+    print()
+    print("tokenizers at 2 threads: encode_batch uses its own rayon pool (all cores, here "
+          f"{os.cpu_count()}); at 1 thread: encode per text.")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

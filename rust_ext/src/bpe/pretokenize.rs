@@ -1,0 +1,214 @@
+//! Pre-tokenization by a split regex.
+//!
+//! The GPT-2 / cl100k / Qwen2 / o200k patterns end in `|\s+(?!\S)|\s+`: a run of whitespace
+//! leaves its last character to the next pre-token unless the run ends the text. Lookahead
+//! needs a backtracking engine (fancy-regex). The fast path instead compiles the pattern
+//! without that alternative as two patterns `[prefix, \s+]` of one `regex-automata` meta regex
+//! (leftmost-first across patterns = alternation order) and, when the match came from the
+//! `\s+` pattern, gives the last whitespace character back unless the run ends the text or
+//! is one character long. That is exactly what `\s+(?!\S)|\s+` does at a position where
+//! the prefix fails: greedy `\s+` then backtracking by one character.
+use regex_automata::{meta, Input};
+
+const WS_TAIL: &str = r"|\s+(?!\S)|\s+";
+
+pub enum Engine {
+    /// No split: the whole text is one pre-token.
+    Whole,
+    /// `regex-automata` meta regex; `fixup` when pattern 1 is the `\s+` tail (see module doc).
+    Fast { re: meta::Regex, fixup: bool },
+    /// Backtracking engine for anything else (lookaround, backreferences).
+    Fancy(fancy_regex::Regex),
+}
+
+pub struct Splitter {
+    engine: Engine,
+    /// Isolate every numeric character first and split the spans between them
+    /// (HF `Digits(individual_digits=True)` before a regex pre-tokenizer, SmolLM2).
+    individual_digits: bool,
+    /// Text the regex does not match becomes pre-tokens of its own (HF `Split`, Isolated);
+    /// otherwise it is dropped (tiktoken `find_iter`).
+    keep_unmatched: bool,
+}
+
+/// Per-thread scratch of the fast engine.
+pub type Cache = Option<meta::Cache>;
+
+impl Splitter {
+    /// `engine`: "auto" (fast path when possible, else fancy), "fast", "fancy".
+    pub fn new(
+        pattern: Option<&str>,
+        individual_digits: bool,
+        keep_unmatched: bool,
+        engine: &str,
+    ) -> Result<Self, String> {
+        let engine = match pattern {
+            None => Engine::Whole,
+            Some(p) => match engine {
+                "fancy" => Engine::Fancy(compile_fancy(p)?),
+                "fast" => fast(p)?,
+                "auto" => match fast(p) {
+                    Ok(e) => e,
+                    Err(_) => Engine::Fancy(compile_fancy(p)?),
+                },
+                other => return Err(format!("unknown regex engine {other:?} (auto, fast, fancy)")),
+            },
+        };
+        Ok(Splitter { engine, individual_digits, keep_unmatched })
+    }
+
+    pub fn engine_name(&self) -> &'static str {
+        match &self.engine {
+            Engine::Whole => "none",
+            Engine::Fast { fixup: true, .. } => "fast+fixup",
+            Engine::Fast { .. } => "fast",
+            Engine::Fancy(_) => "fancy",
+        }
+    }
+
+    pub fn new_cache(&self) -> Cache {
+        match &self.engine {
+            Engine::Fast { re, .. } => Some(re.create_cache()),
+            _ => None,
+        }
+    }
+
+    /// Calls `f` with every pre-token of `text`, in order.
+    pub fn split<F: FnMut(&str)>(&self, text: &str, cache: &mut Cache, f: &mut F) -> Result<(), String> {
+        if !self.individual_digits {
+            return self.split_span(text, cache, f);
+        }
+        let mut start = 0;
+        for (i, c) in text.char_indices() {
+            if c.is_numeric() {
+                if start < i {
+                    self.split_span(&text[start..i], cache, f)?;
+                }
+                let end = i + c.len_utf8();
+                f(&text[i..end]);
+                start = end;
+            }
+        }
+        if start < text.len() {
+            self.split_span(&text[start..], cache, f)?;
+        }
+        Ok(())
+    }
+
+    fn split_span<F: FnMut(&str)>(&self, text: &str, cache: &mut Cache, f: &mut F) -> Result<(), String> {
+        match &self.engine {
+            Engine::Whole => {
+                if !text.is_empty() {
+                    f(text)
+                }
+            }
+            Engine::Fast { re, fixup } => {
+                let cache = cache.get_or_insert_with(|| re.create_cache());
+                let len = text.len();
+                let mut pos = 0;
+                while pos < len {
+                    let Some(m) = re.search_with(cache, &Input::new(text).span(pos..len)) else {
+                        break;
+                    };
+                    let (s, mut e) = (m.start(), m.end());
+                    if e == s {
+                        // an empty match: step over one character, as find_iter does
+                        if self.keep_unmatched && s > pos {
+                            f(&text[pos..s]);
+                        }
+                        let step = text[s..].chars().next().map_or(1, |c| c.len_utf8());
+                        if self.keep_unmatched {
+                            f(&text[s..s + step]);
+                        }
+                        pos = s + step;
+                        continue;
+                    }
+                    if *fixup && m.pattern().as_usize() == 1 && e < len {
+                        let last = text[s..e].chars().next_back().unwrap();
+                        if e - s > last.len_utf8() {
+                            e -= last.len_utf8();
+                        }
+                    }
+                    if self.keep_unmatched && s > pos {
+                        f(&text[pos..s]);
+                    }
+                    f(&text[s..e]);
+                    pos = e;
+                }
+                if self.keep_unmatched && pos < len {
+                    f(&text[pos..]);
+                }
+            }
+            Engine::Fancy(re) => {
+                let mut pos = 0;
+                for m in re.find_iter(text) {
+                    let m = m.map_err(|e| format!("split regex failed: {e}"))?;
+                    if m.start() == m.end() {
+                        continue;
+                    }
+                    if self.keep_unmatched && m.start() > pos {
+                        f(&text[pos..m.start()]);
+                    }
+                    f(m.as_str());
+                    pos = m.end();
+                }
+                if self.keep_unmatched && pos < text.len() {
+                    f(&text[pos..]);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn compile_fancy(p: &str) -> Result<fancy_regex::Regex, String> {
+    fancy_regex::RegexBuilder::new(p)
+        .backtrack_limit(100_000_000)
+        .build()
+        .map_err(|e| format!("invalid split regex: {e}"))
+}
+
+fn fast(p: &str) -> Result<Engine, String> {
+    if let Some(prefix) = p.strip_suffix(WS_TAIL) {
+        if !prefix.is_empty() && !prefix.ends_with('\\') {
+            let re = meta::Regex::new_many(&[prefix, r"\s+"]).map_err(|e| e.to_string())?;
+            return Ok(Engine::Fast { re, fixup: true });
+        }
+    }
+    let re = meta::Regex::new(p).map_err(|e| e.to_string())?;
+    Ok(Engine::Fast { re, fixup: false })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GPT2: &str = r"'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+    const CL100K: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+    fn pieces(s: &Splitter, t: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut c = s.new_cache();
+        s.split(t, &mut c, &mut |p| out.push(p.to_string())).unwrap();
+        out
+    }
+
+    #[test]
+    fn fast_equals_fancy() {
+        let texts = [
+            "Hello world  foo   bar \n\n  baz\t\t x",
+            "   ",
+            "a   ",
+            " \u{3000}\u{3000}x \r\n \n  y's  'LL 12345 ..!! \u{a0}\u{a0}z",
+            "x\n \n",
+        ];
+        for pat in [GPT2, CL100K] {
+            let fast = Splitter::new(Some(pat), false, false, "fast").unwrap();
+            assert_eq!(fast.engine_name(), "fast+fixup");
+            let fancy = Splitter::new(Some(pat), false, false, "fancy").unwrap();
+            for t in texts {
+                assert_eq!(pieces(&fast, t), pieces(&fancy, t), "{pat} on {t:?}");
+            }
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Python binding of the BPE encoder (thin: argument conversion and GIL release).
+use super::encoder::{with_pool, Encoder};
+use super::model::BpeModel;
+use super::pretokenize::Splitter;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList};
+use std::sync::Arc;
+
+fn err(e: String) -> PyErr {
+    PyValueError::new_err(e)
+}
+
+/// Byte-level BPE encoder (tiktoken rank BPE or HF `tokenizers` merges BPE).
+#[pyclass(frozen, module = "tokbench._core")]
+pub struct BpeEncoder {
+    inner: Arc<Encoder>,
+}
+
+#[pymethods]
+impl BpeEncoder {
+    #[new]
+    #[pyo3(signature = (tokens, merges=None, *, ignore_merges=true, pattern=None,
+                        individual_digits=false, keep_unmatched=false, specials=Vec::new(),
+                        engine="auto"))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        tokens: Vec<(Vec<u8>, u32)>,
+        merges: Option<Vec<(u32, u32)>>,
+        ignore_merges: bool,
+        pattern: Option<&str>,
+        individual_digits: bool,
+        keep_unmatched: bool,
+        specials: Vec<(String, u32)>,
+        engine: &str,
+    ) -> PyResult<Self> {
+        let pattern = pattern.map(str::to_owned);
+        let engine = engine.to_owned();
+        let enc = py.allow_threads(move || -> Result<Encoder, String> {
+            let model = match &merges {
+                None => BpeModel::from_ranks(&tokens)?,
+                Some(m) => BpeModel::from_merges(&tokens, m, ignore_merges)?,
+            };
+            let splitter =
+                Splitter::new(pattern.as_deref(), individual_digits, keep_unmatched, &engine)?;
+            Encoder::new(model, splitter, &tokens, specials)
+        });
+        Ok(BpeEncoder { inner: Arc::new(enc.map_err(err)?) })
+    }
+
+    #[getter]
+    fn n_vocab(&self) -> usize {
+        self.inner.n_vocab()
+    }
+
+    /// Which pre-tokenizer engine runs: "fast+fixup", "fast", "fancy" or "none".
+    #[getter]
+    fn engine(&self) -> &'static str {
+        self.inner.engine
+    }
+
+    /// The special tokens as (string, id), in the order given.
+    fn specials(&self) -> Vec<(String, u32)> {
+        self.inner.specials().to_vec()
+    }
+
+    fn encode_ordinary(&self, py: Python<'_>, text: &str) -> PyResult<Vec<u32>> {
+        let enc = &self.inner;
+        py.allow_threads(|| enc.encode_ordinary(text)).map_err(err)
+    }
+
+    /// The pre-tokens of text (split regex, digits), no special-token handling.
+    fn split(&self, py: Python<'_>, text: &str) -> PyResult<Vec<String>> {
+        let enc = &self.inner;
+        py.allow_threads(|| enc.pre_tokenize(text)).map_err(err)
+    }
+
+    /// allowed: indices into specials() that are split off as special ids.
+    #[pyo3(signature = (text, allowed=Vec::new()))]
+    fn encode(&self, py: Python<'_>, text: &str, allowed: Vec<usize>) -> PyResult<Vec<u32>> {
+        self.check(&allowed)?;
+        let enc = &self.inner;
+        py.allow_threads(|| enc.encode_with_specials(text, &allowed)).map_err(err)
+    }
+
+    /// Index into specials() of the first special occurring in text among those whose
+    /// mask entry is true; None if there is none.
+    fn find_special(&self, py: Python<'_>, text: &str, mask: Vec<bool>) -> PyResult<Option<usize>> {
+        if mask.len() != self.inner.specials().len() {
+            return Err(err(format!("mask has {} entries for {} specials", mask.len(),
+                                   self.inner.specials().len())));
+        }
+        let enc = &self.inner;
+        Ok(py.allow_threads(|| enc.find_special(text, &mask)))
+    }
+
+    #[pyo3(signature = (texts, allowed=Vec::new(), num_threads=0))]
+    fn encode_batch(
+        &self,
+        py: Python<'_>,
+        texts: Vec<String>,
+        allowed: Vec<usize>,
+        num_threads: usize,
+    ) -> PyResult<Vec<Vec<u32>>> {
+        self.check(&allowed)?;
+        let enc = &self.inner;
+        py.allow_threads(|| {
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            with_pool(num_threads, || enc.encode_batch(&refs, &allowed))?
+        })
+        .map_err(err)
+    }
+
+    fn decode_bytes<'py>(&self, py: Python<'py>, ids: Vec<u32>) -> PyResult<Bound<'py, PyBytes>> {
+        match self.inner.decode_bytes(&ids) {
+            Ok(b) => Ok(PyBytes::new_bound(py, &b)),
+            Err(id) => Err(err(format!("token id {id} is not in the vocabulary"))),
+        }
+    }
+
+    /// Bytes of every id 0..n_vocab (None where an id has no token).
+    fn all_token_bytes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let items: Vec<Option<Bound<'py, PyBytes>>> = (0..self.inner.n_vocab() as u32)
+            .map(|i| self.inner.token_bytes(i).map(|b| PyBytes::new_bound(py, b)))
+            .collect();
+        Ok(PyList::new_bound(py, items))
+    }
+}
+
+impl BpeEncoder {
+    fn check(&self, allowed: &[usize]) -> PyResult<()> {
+        let n = self.inner.specials().len();
+        match allowed.iter().find(|&&i| i >= n) {
+            Some(i) => Err(err(format!("special index {i} out of range ({n} specials)"))),
+            None => Ok(()),
+        }
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<BpeEncoder>()
+}
