@@ -69,7 +69,8 @@ class BPE:
     @classmethod
     def from_file(cls, path: str | Path, pattern: str | None = None, *,
                   special_tokens: dict[str, int] | None = None, engine: str = "auto") -> "BPE":
-        """Load a tiktoken rank file or a byte-level BPE `tokenizer.json` (or a folder holding one).
+        """Load a tiktoken rank file or a byte-level BPE `tokenizer.json` (or a folder holding one),
+        by path or asset name (`gpt2`, `llama3`, `qwen3`, ...).
 
         pattern: a built-in name (gpt2, llama3 = cl100k, qwen2, o200k, whitespace), "none"
         (no split) or a regex. Default: the file's own (tokenizer.json) or the pattern known
@@ -78,7 +79,11 @@ class BPE:
         engine: "auto" (fast regex with a lookahead fix-up when the pattern allows, else
         fancy-regex), "fast" or "fancy" (for measurements).
         """
-        path = Path(path)
+        path = Path(path).expanduser()
+        if not path.exists():
+            from tokbench.assets import resolve
+
+            path = Path(resolve(str(path), kind="tokenizer"))
         if path.is_dir():
             if (path / "tokenizer.json").is_file():
                 path = path / "tokenizer.json"
