@@ -96,22 +96,27 @@ def metrics(tokenizers, corpora, parity, no_parity, alpha, max_order, limit_byte
     if as_csv:
         click.echo(to_csv(flat_rows(data)), nl=False)
         return
-    head = (f"{'tokenizer':<14}{'corpus':<17}{'tokens':>10}{'B/tok':>7}{'fert':>7}{'cont':>6}{'util':>7}"
-            f"{'H1':>7}{'Rényi eff':>10}" + "".join(f"{'h' + str(k):>6}" for k in range(2, max_order + 1))
-            + f"{'heldout':>8}{'zstd b/B':>9}")
+    head = (f"{'tokenizer':<14}{'corpus':<17}{'tokens':>11}{'B/tok':>7}{'fert':>7}{'cont':>6}{'util':>7}"
+            f"{'H1':>7}{'Rényi eff':>10}{'uni b/B':>8}{'gzip':>6}{'zstd':>6}{'lzma':>6}")
     click.echo(head)
     for r in data["results"]:
-        hs = "".join(f"{_fmt(g['conditional_entropy'], 2):>6}" for g in r["ngrams"][1:])
-        held = r["ngrams"][-1].get("heldout_bits_per_token")
-        best = min((g.get("heldout_bits_per_token") for g in r["ngrams"] if g.get("heldout_bits_per_token")),
-                   default=None)
-        click.echo(f"{r['tokenizer']:<14}{r['corpus']:<17}{r['tokens']:>10,}{_fmt(r['bytes_per_token'], 2):>7}"
+        click.echo(f"{r['tokenizer']:<14}{r['corpus']:<17}{r['tokens']:>11,}{_fmt(r['bytes_per_token'], 2):>7}"
                    f"{_fmt(r['fertility'], 2):>7}{_fmt(r['continued_words'], 2):>6}{_fmt(r['utilisation'], 3):>7}"
-                   f"{_fmt(r['shannon_entropy'], 2):>7}{_fmt(r['renyi_efficiency'], 3):>10}{hs}"
-                   f"{_fmt(best, 2):>8}{_fmt(r.get('zstd_bits_per_byte'), 2):>9}")
-        del held
-    click.echo("h_k: plug-in conditional entropy H(X_k|X_<k) in bits (N, contexts, singletons: --json); "
-               "heldout: best Witten-Bell bits/token over orders")
+                   f"{_fmt(r['shannon_entropy'], 2):>7}{_fmt(r['renyi_efficiency'], 3):>10}"
+                   f"{_fmt(r['unigram_bits_per_byte'], 2):>8}{_fmt(r.get('gzip_bits_per_byte'), 2):>6}"
+                   f"{_fmt(r.get('zstd_bits_per_byte'), 2):>6}{_fmt(r.get('lzma_bits_per_byte'), 2):>6}")
+    click.echo("\nconditional entropy H(X_k | X_<k), bits/token: plug-in, Miller-Madow, held-out Witten-Bell; "
+               "with N k-grams, distinct contexts, singleton contexts")
+    click.echo(f"{'tokenizer':<14}{'corpus':<17}{'k':>2}{'plug-in':>9}{'MM':>8}{'held-out':>9}{'N':>12}"
+               f"{'contexts':>11}{'singleton':>10}")
+    for r in data["results"]:
+        for g in r["ngrams"]:
+            click.echo(f"{r['tokenizer']:<14}{r['corpus']:<17}{g['order']:>2}{_fmt(g['conditional_entropy'], 3):>9}"
+                       f"{_fmt(g['conditional_entropy_mm'], 3):>8}{_fmt(g.get('heldout_bits_per_token'), 3):>9}"
+                       f"{g['n']:>12,}{g['contexts']:>11,}{_fmt(g['singleton_context_fraction'], 3):>10}")
+    missing = sorted({f"{k}: {v}" for r in data["results"] for k, v in r["missing"].items()})
+    if missing:
+        click.echo("missing (—): " + "; ".join(missing))
     for kind, rows in data["parity"].items():
         for p in rows:
             click.echo(f"parity {kind:<8} {p['tokenizer']:<14} languages {p.get('n_languages', 0):>4}  "
