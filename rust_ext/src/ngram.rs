@@ -104,8 +104,35 @@ impl Dense {
     }
 }
 
-/// All k-grams inside documents as packed keys (unsorted).
-fn kgram_keys(dense: &[u32], offsets: &[u64], k: usize, bits: u32) -> Vec<u128> {
+/// A packed k-gram: u64 when `bits * k <= 64` (sorts about twice as fast), else u128.
+trait PackedKey: Copy + Ord + Send + Sync {
+    const ZERO: Self;
+    fn push(self, t: u32, bits: u32) -> Self;
+    fn wide(self) -> u128;
+}
+
+impl PackedKey for u64 {
+    const ZERO: Self = 0;
+    fn push(self, t: u32, bits: u32) -> Self {
+        (self << bits) | t as u64
+    }
+    fn wide(self) -> u128 {
+        self as u128
+    }
+}
+
+impl PackedKey for u128 {
+    const ZERO: Self = 0;
+    fn push(self, t: u32, bits: u32) -> Self {
+        (self << bits) | t as u128
+    }
+    fn wide(self) -> u128 {
+        self
+    }
+}
+
+/// All k-grams inside documents as packed keys, sorted.
+fn sorted_kgrams<K: PackedKey>(dense: &[u32], offsets: &[u64], k: usize, bits: u32) -> Vec<K> {
     let mut keys = Vec::new();
     for w in offsets.windows(2) {
         let (s, e) = (w[0] as usize, w[1] as usize);
@@ -113,18 +140,28 @@ fn kgram_keys(dense: &[u32], offsets: &[u64], k: usize, bits: u32) -> Vec<u128> 
             continue;
         }
         for i in s..=e - k {
-            let mut key: u128 = 0;
+            let mut key = K::ZERO;
             for &t in &dense[i..i + k] {
-                key = (key << bits) | t as u128;
+                key = key.push(t, bits);
             }
             keys.push(key);
         }
     }
+    keys.par_sort_unstable();
     keys
 }
 
+/// Visit the runs of equal keys of the sorted k-grams of order k: f(key as u128, count).
+fn for_each_kgram(dense: &[u32], offsets: &[u64], k: usize, bits: u32, f: impl FnMut(u128, u64)) {
+    if bits as usize * k <= 64 {
+        runs(&sorted_kgrams::<u64>(dense, offsets, k, bits), f)
+    } else {
+        runs(&sorted_kgrams::<u128>(dense, offsets, k, bits), f)
+    }
+}
+
 /// Visit the runs of a sorted key array: f(key, count).
-fn runs(sorted: &[u128], mut f: impl FnMut(u128, u64)) {
+fn runs<K: PackedKey>(sorted: &[K], mut f: impl FnMut(u128, u64)) {
     let mut i = 0;
     while i < sorted.len() {
         let k = sorted[i];
@@ -132,7 +169,7 @@ fn runs(sorted: &[u128], mut f: impl FnMut(u128, u64)) {
         while j < sorted.len() && sorted[j] == k {
             j += 1;
         }
-        f(k, (j - i) as u64);
+        f(k.wide(), (j - i) as u64);
         i = j;
     }
 }
@@ -154,14 +191,13 @@ pub fn ngram_stats(tokens: &[u32], offsets: &[u64], max_order: usize) -> Result<
     let ln2 = std::f64::consts::LN_2;
     let mut out = Vec::with_capacity(max_order);
     for k in 1..=max_order {
-        let mut keys = kgram_keys(&dense, offsets, k, bits);
-        keys.par_sort_unstable();
-        let n = keys.len() as u64;
+        let mut n = 0u64;
         let (mut distinct, mut singletons, mut sum_joint) = (0u64, 0u64, 0f64);
         let (mut contexts, mut singleton_contexts, mut sum_ctx) = (0u64, 0u64, 0f64);
         let mut cur_ctx: Option<u128> = None;
         let mut cur_count = 0u64;
-        runs(&keys, |key, c| {
+        for_each_kgram(&dense, offsets, k, bits, |key, c| {
+            n += c;
             distinct += 1;
             if c == 1 {
                 singletons += 1;
@@ -245,8 +281,6 @@ impl WittenBell {
         let mut contexts = Vec::with_capacity(max_order);
         let (mut n1, mut t1) = (0f64, 0f64);
         for k in 1..=max_order {
-            let mut keys = kgram_keys(dense, offsets, k, bits);
-            keys.par_sort_unstable();
             let mut cm = SortedTable {
                 keys: Vec::new(),
                 values: Vec::new(),
@@ -255,7 +289,7 @@ impl WittenBell {
                 keys: Vec::new(),
                 values: Vec::new(),
             };
-            runs(&keys, |key, c| {
+            for_each_kgram(dense, offsets, k, bits, |key, c| {
                 cm.keys.push(key);
                 cm.values.push(c as u32);
                 if k == 1 {
@@ -449,6 +483,34 @@ mod tests {
         let hc = entropy(&ctx.values().copied().collect::<Vec<_>>());
         assert!((s[1].block_entropy - hj).abs() < 1e-9);
         assert!((s[1].conditional_entropy - (hj - hc)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn u64_and_u128_keys_agree_with_brute_force() {
+        // 5000 types need 13 bits: orders 1..4 pack into u64, order 5 into u128
+        let t: Vec<u32> = (0..40_000u32).map(|i| (i * 7919 + i / 5) % 5000).collect();
+        let offsets = [0u64, 15_000, 15_003, 40_000];
+        let s = ngram_stats(&t, &offsets, 5).unwrap();
+        for k in 1..=5usize {
+            let mut grams: FxHashMap<Vec<u32>, f64> = FxHashMap::default();
+            let mut ctx: FxHashMap<Vec<u32>, f64> = FxHashMap::default();
+            for w in offsets.windows(2) {
+                let (a, b) = (w[0] as usize, w[1] as usize);
+                if b - a < k {
+                    continue;
+                }
+                for i in a..=b - k {
+                    *grams.entry(t[i..i + k].to_vec()).or_default() += 1.0;
+                    *ctx.entry(t[i..i + k - 1].to_vec()).or_default() += 1.0;
+                }
+            }
+            let hj = entropy(&grams.values().copied().collect::<Vec<_>>());
+            let hc = entropy(&ctx.values().copied().collect::<Vec<_>>());
+            assert_eq!(s[k - 1].distinct, grams.len() as u64);
+            assert_eq!(s[k - 1].contexts, ctx.len() as u64);
+            assert!((s[k - 1].block_entropy - hj).abs() < 1e-9);
+            assert!((s[k - 1].conditional_entropy - (hj - hc)).abs() < 1e-9);
+        }
     }
 
     #[test]
