@@ -131,12 +131,13 @@ def continued_words(encoder: Encoder, words: Counter) -> tuple[float | None, str
         return None, "no whitespace-separated words (script without spaces)"
     v = encoder.vocab
     prefix = " " if v.style in (Style.BYTELEVEL, Style.RAW) and not v.strip_leading_space else ""
-    distinct = list(words)
-    lens = []
-    for i in range(0, len(distinct), 20000):
-        lens.extend(len(x) for x in encoder.encode([prefix + w for w in distinct[i:i + 20000]]))
+    cache = encoder.word_lengths  # word -> token count, kept across corpora of one run
+    todo = [w for w in words if w not in cache]
+    for i in range(0, len(todo), 20000):
+        chunk = todo[i:i + 20000]
+        cache.update(zip(chunk, (len(x) for x in encoder.encode([prefix + w for w in chunk]))))
     total = sum(words.values())
-    cont = sum(c for w, c, n in zip(distinct, words.values(), lens) if n > 1)
+    cont = sum(c for w, c in words.items() if cache[w] > 1)
     return cont / total, None
 
 

@@ -34,6 +34,8 @@ class Encoder:
     vocab: Vocabulary
     library: str
     _tok: object = field(repr=False)
+    # token count of each word encoded alone (continued_words' isolated-word fallback), reused across corpora
+    word_lengths: dict = field(default_factory=dict, repr=False)
 
     @property
     def vocab_size(self) -> int:
