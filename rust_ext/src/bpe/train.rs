@@ -73,20 +73,27 @@ where
     if cfg.target < 256 {
         return Err(format!("vocab size {} is below the 256 byte tokens", cfg.target));
     }
+    let t_start = std::time::Instant::now();
     let mut vocab: Vec<Arc<[u8]>> = (0..=255u8).map(|b| Arc::from(vec![b])).collect();
     let mut index: FxHashMap<Vec<u8>, u32> = (0..=255u8).map(|b| (vec![b], b as u32)).collect();
     let mut items: Vec<(&[u8], u64)> = counts.into_iter().filter(|(b, c)| b.len() > 1 && *c > 0).collect();
     items.sort_unstable();
-    let mut words: Vec<Vec<u32>> = Vec::with_capacity(items.len());
+    // Words live in one arena (better locality): word i is syms[start[i]..start[i] + len[i]].
+    let mut syms: Vec<u32> = Vec::new();
+    let mut start: Vec<usize> = Vec::with_capacity(items.len());
+    let mut wlen: Vec<u32> = Vec::with_capacity(items.len());
     let mut wcount: Vec<u64> = Vec::with_capacity(items.len());
     for (b, c) in items {
-        words.push(b.iter().map(|&x| x as u32).collect());
+        start.push(syms.len());
+        wlen.push(b.len() as u32);
+        syms.extend(b.iter().map(|&x| x as u32));
         wcount.push(c);
     }
     let max_len = cfg.max_token_length.unwrap_or(usize::MAX);
     let mut pair_counts: FxHashMap<(u32, u32), u64> = FxHashMap::default();
     let mut where_: FxHashMap<(u32, u32), Vec<u32>> = FxHashMap::default();
-    for (wi, w) in words.iter().enumerate() {
+    for wi in 0..start.len() {
+        let w = &syms[start[wi]..start[wi] + wlen[wi] as usize];
         for p in w.windows(2) {
             let pair = (p[0], p[1]);
             *pair_counts.entry(pair).or_insert(0) += wcount[wi];
@@ -108,6 +115,8 @@ where
             heap.push(entry(&vocab, pair, c));
         }
     }
+    let dbg = std::env::var_os("TOKBENCH_TRAIN_TIMING").is_some();
+    if dbg { eprintln!("setup {:?}", t_start.elapsed()); }
     let mut merges = Vec::new();
     let mut delta: FxHashMap<(u32, u32), i64> = FxHashMap::default();
     while vocab.len() < cfg.target {
@@ -139,35 +148,48 @@ where
         list.dedup();
         delta.clear();
         for &wi in &list {
-            let w = &mut words[wi as usize];
-            if !w.windows(2).any(|p| p[0] == a && p[1] == b) {
+            let s0 = start[wi as usize];
+            let w = &mut syms[s0..s0 + wlen[wi as usize] as usize];
+            let c = wcount[wi as usize] as i64;
+            // In-place left-to-right merge; the neighbour pairs of every occurrence change:
+            // (prev, a) -> (prev, new) and (b, next) -> (new, next). `prev` is read from the
+            // already-merged output, so back-to-back occurrences cancel correctly.
+            let n = w.len();
+            let (mut r, mut wr) = (0usize, 0usize);
+            let mut hit = false;
+            while r < n {
+                if r + 1 < n && w[r] == a && w[r + 1] == b {
+                    hit = true;
+                    *delta.entry((a, b)).or_insert(0) -= c;
+                    if wr > 0 {
+                        let prev = w[wr - 1];
+                        *delta.entry((prev, a)).or_insert(0) -= c;
+                        *delta.entry((prev, new_id)).or_insert(0) += c;
+                    }
+                    if r + 2 < n {
+                        let next = w[r + 2];
+                        *delta.entry((b, next)).or_insert(0) -= c;
+                        *delta.entry((new_id, next)).or_insert(0) += c;
+                    }
+                    w[wr] = new_id;
+                    r += 2;
+                } else {
+                    w[wr] = w[r];
+                    r += 1;
+                }
+                wr += 1;
+            }
+            if !hit {
                 continue;
             }
-            let c = wcount[wi as usize] as i64;
-            for p in w.windows(2) {
-                *delta.entry((p[0], p[1])).or_insert(0) -= c;
-            }
-            let mut out = Vec::with_capacity(w.len());
-            let mut i = 0;
-            while i < w.len() {
-                if i + 1 < w.len() && w[i] == a && w[i + 1] == b {
-                    out.push(new_id);
-                    i += 2;
-                } else {
-                    out.push(w[i]);
-                    i += 1;
-                }
-            }
-            *w = out;
-            for (k, p) in w.windows(2).enumerate() {
-                *delta.entry((p[0], p[1])).or_insert(0) += c;
+            wlen[wi as usize] = wr as u32;
+            for p in w[..wr].windows(2) {
                 if p[0] == new_id || p[1] == new_id {
                     let l = where_.entry((p[0], p[1])).or_default();
                     if l.last() != Some(&wi) {
                         l.push(wi);
                     }
                 }
-                let _ = k;
             }
         }
         for (&pair, &d) in delta.iter() {
@@ -186,6 +208,7 @@ where
         }
         progress.done.store(merges.len() as u64, AtOrd::Relaxed);
     }
+    if dbg { eprintln!("merges {:?}", t_start.elapsed()); }
     Ok(Trained { vocab: vocab.iter().map(|v| v.to_vec()).collect(), merges })
 }
 
