@@ -8,8 +8,10 @@
 //!
 //! Incremental updates: `pair -> count`, `pair -> word indices` (append-only, may hold stale
 //! or repeated indices, sorted and deduplicated when used) and a max-heap of
-//! (count, pair) entries with lazy invalidation: every change of a pair's count pushes a new
-//! entry, and a popped entry whose count differs from the current one is dropped.
+//! (count, pair) entries with lazy invalidation: an increase of a pair's count pushes a new
+//! entry; a decrease pushes nothing. A popped entry whose count is above the current one is
+//! pushed back with the current count, one below it is dropped (a newer entry exists), and
+//! only an entry equal to the current count is merged (a merged pair's count drops to 0).
 //!
 //! Stops at `target` tokens, when the best pair count is below `min_frequency`, or when no
 //! pair is left. Pairs whose merged token would exceed `max_token_length` bytes never merge.
@@ -124,8 +126,14 @@ where
             return Err("interrupted".into());
         }
         let Some(top) = heap.pop() else { break };
-        if pair_counts.get(&top.pair) != Some(&top.count) {
-            continue; // stale
+        match pair_counts.get(&top.pair) {
+            None => continue, // merged or gone
+            Some(&c) if c > top.count => continue, // an increase pushed a newer entry
+            Some(&c) if c < top.count => {
+                heap.push(Entry { count: c, ..top }); // decreased since: lazy re-push
+                continue;
+            }
+            Some(_) => {}
         }
         if top.count < cfg.min_frequency {
             break;
@@ -202,7 +210,7 @@ where
             if nc == 0 {
                 pair_counts.remove(&pair);
                 where_.remove(&pair);
-            } else if vocab[pair.0 as usize].len() + vocab[pair.1 as usize].len() <= max_len {
+            } else if d > 0 && vocab[pair.0 as usize].len() + vocab[pair.1 as usize].len() <= max_len {
                 heap.push(entry(&vocab, pair, nc));
             }
         }
