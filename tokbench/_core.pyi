@@ -138,3 +138,29 @@ class BpeEncoder:
         """Parallel (rayon, GIL released); num_threads=0: the global pool (all cores)."""
     def decode_bytes(self, ids: Sequence[int]) -> bytes: ...
     def all_token_bytes(self) -> list[bytes | None]: ...
+
+# ---- BPE trainer (rust_ext/src/bpe/count.rs, train.rs) -------------------------------------
+class BpeCounter:
+    """Pre-token counts (bytes -> u64) filled by the encoder's splitter; specials are cut out."""
+    def __init__(self, pattern: str | None = None, *, individual_digits: bool = False,
+                 specials: Sequence[str] = ...) -> None: ...
+    def count(self, texts: Sequence[str], num_threads: int = 0, shard_bytes: int = 1 << 20) -> None:
+        """map (count shards of about shard_bytes on num_threads) + reduce into this table; GIL released."""
+    def merge(self, other: BpeCounter) -> None:
+        """reduce: add other's counts into this table."""
+    def add_items(self, items: Sequence[tuple[bytes, int]]) -> None: ...
+    def items(self) -> list[tuple[bytes, int]]:
+        """(pre-token bytes, count), sorted by bytes."""
+    def total(self) -> int: ...
+    def __len__(self) -> int: ...
+
+class TrainProgress:
+    def __init__(self) -> None: ...
+    @property
+    def done(self) -> int: ...
+    def cancel(self) -> None: ...
+
+def bpe_train(counter: BpeCounter, target: int, min_frequency: int = 2, max_token_length: int | None = None,
+              progress: TrainProgress | None = None) -> tuple[list[bytes], list[tuple[int, int, int, int]]]:
+    """Merges up to target tokens (bytes included): (tokens by id, [(left, right, merged, count)]).
+    ValueError('interrupted') after progress.cancel(). GIL released."""

@@ -1,6 +1,8 @@
-//! Fast byte-level BPE encoding with tiktoken / HF `tokenizers` semantics.
+//! Fast byte-level BPE encoding with tiktoken / HF `tokenizers` semantics, and training.
+pub mod count;
 pub mod encoder;
 pub mod model;
 pub mod pretokenize;
+pub mod train;
 #[cfg(feature = "python")]
 pub mod py;

@@ -139,5 +139,126 @@ impl BpeEncoder {
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_class::<BpeEncoder>()
+    m.add_class::<BpeEncoder>()?;
+    m.add_class::<BpeCounter>()?;
+    m.add_class::<TrainProgress>()?;
+    m.add_function(wrap_pyfunction!(bpe_train, m)?)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Trainer bindings: pre-token counting (map + reduce) and merge training (GIL released).
+// ---------------------------------------------------------------------------------------------
+use super::count::{merge_counts, Counter, Counts};
+use super::train::{train, Progress, TrainConfig};
+
+/// A pre-token count table (bytes -> u64) with the splitter that fills it.
+#[pyclass(module = "tokbench._core")]
+pub struct BpeCounter {
+    counter: Arc<Counter>,
+    counts: Counts,
+}
+
+#[pymethods]
+impl BpeCounter {
+    #[new]
+    #[pyo3(signature = (pattern=None, *, individual_digits=false, specials=Vec::new()))]
+    fn new(pattern: Option<&str>, individual_digits: bool, specials: Vec<String>) -> PyResult<Self> {
+        let splitter = Splitter::new(pattern, individual_digits, true, "auto").map_err(err)?;
+        let counter = Counter::new(splitter, &specials).map_err(err)?;
+        Ok(BpeCounter { counter: Arc::new(counter), counts: Counts::default() })
+    }
+
+    /// Count the pre-tokens of texts into this table (map over shards on num_threads, reduce).
+    #[pyo3(signature = (texts, num_threads=0, shard_bytes=1 << 20))]
+    fn count(&mut self, py: Python<'_>, texts: Vec<String>, num_threads: usize, shard_bytes: usize) -> PyResult<()> {
+        let counter = self.counter.clone();
+        let table = py
+            .allow_threads(|| with_pool(num_threads, || counter.count_texts(&texts, shard_bytes.max(1))))
+            .map_err(err)?
+            .map_err(err)?;
+        let own = std::mem::take(&mut self.counts);
+        self.counts = py.allow_threads(|| merge_counts(own, table));
+        Ok(())
+    }
+
+    /// reduce: add another table's counts into this one (other is left unchanged).
+    fn merge(&mut self, py: Python<'_>, other: PyRef<'_, BpeCounter>) {
+        let own = std::mem::take(&mut self.counts);
+        let theirs = other.counts.clone();
+        self.counts = py.allow_threads(|| merge_counts(own, theirs));
+    }
+
+    /// Add (pre-token bytes, count) pairs (loading saved counts).
+    fn add_items(&mut self, items: Vec<(Vec<u8>, u64)>) {
+        for (k, v) in items {
+            *self.counts.entry(k).or_insert(0) += v;
+        }
+    }
+
+    /// (pre-token bytes, count), sorted by bytes.
+    fn items<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let mut v: Vec<(&Vec<u8>, &u64)> = self.counts.iter().collect();
+        v.sort_unstable();
+        let out = PyList::empty_bound(py);
+        for (k, c) in v {
+            out.append((PyBytes::new_bound(py, k), *c))?;
+        }
+        Ok(out)
+    }
+
+    fn __len__(&self) -> usize {
+        self.counts.len()
+    }
+
+    /// Sum of all counts (pre-token occurrences).
+    fn total(&self) -> u64 {
+        self.counts.values().sum()
+    }
+}
+
+/// Merges done so far (polled) and a cancel flag for a running `bpe_train`.
+#[pyclass(frozen, module = "tokbench._core")]
+pub struct TrainProgress {
+    inner: Arc<Progress>,
+}
+
+#[pymethods]
+impl TrainProgress {
+    #[new]
+    fn new() -> Self {
+        TrainProgress { inner: Arc::new(Progress::default()) }
+    }
+    #[getter]
+    fn done(&self) -> u64 {
+        self.inner.done.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    fn cancel(&self) {
+        self.inner.cancel.store(true, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Train merges on the counts: returns (vocab bytes by id, [(left, right, merged, count)]).
+/// Raises ValueError("interrupted") when progress.cancel() was called.
+#[pyfunction]
+#[pyo3(signature = (counter, target, min_frequency=2, max_token_length=None, progress=None))]
+#[allow(clippy::type_complexity)]
+fn bpe_train<'py>(
+    py: Python<'py>,
+    counter: PyRef<'py, BpeCounter>,
+    target: usize,
+    min_frequency: u64,
+    max_token_length: Option<usize>,
+    progress: Option<PyRef<'py, TrainProgress>>,
+) -> PyResult<(Bound<'py, PyList>, Vec<(u32, u32, u32, u64)>)> {
+    let prog = progress.map(|p| p.inner.clone()).unwrap_or_default();
+    let cfg = TrainConfig { target, min_frequency, max_token_length };
+    let counts = &counter.counts;
+    let t = py
+        .allow_threads(|| train(counts.iter().map(|(k, v)| (k.as_slice(), *v)), &cfg, &prog))
+        .map_err(err)?;
+    let vocab = PyList::empty_bound(py);
+    for v in &t.vocab {
+        vocab.append(PyBytes::new_bound(py, v))?;
+    }
+    Ok((vocab, t.merges))
 }

@@ -1,0 +1,380 @@
+"""Byte-level BPE training (the Rust counter + trainer) and its exports.
+
+Pipeline: documents -> pre-token counts (map: count a batch of texts on N threads; reduce: sum
+the tables) -> merges -> `tokenizer.json` (HF `tokenizers` / `transformers`) and a tiktoken rank
+file. Only the distinct pre-tokens are held in memory: inputs are streamed in batches.
+
+Vocabulary layout: ids 0..255 are the single bytes (id = byte value), then one id per merge in
+merge order, then the special tokens in the order given (``vocab_size`` counts them).
+Tie-breaking: the highest pair count wins; among equal counts the lexicographically smallest
+pair (left token's bytes, then right token's bytes). ``max_token_length`` is in bytes.
+
+Counts file (``save_counts`` / ``load_counts``): UTF-8 text; a first line
+``# tokbench-bpe-counts v1 pattern=<json string>``, then one ``<base64 pre-token> <count>``
+line per distinct pre-token, sorted by bytes.
+
+Inputs: files, folders or corpus asset names. ``.txt`` files are read line by line as bytes, and a
+line that is not UTF-8 is counted as skipped and reported in a warning (never dropped silently);
+text is counted in blocks cut only before a line that starts with a non-space character, where
+the built-in split patterns never join two pre-tokens, so counts equal those of the whole file.
+JSONL files give one document per record (``text_field`` or the fields `tokbench.assets` tries).
+Tatoeba folders and asset names go through ``tokbench.assets.iter_documents``.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import tempfile
+import threading
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tokbench import _core
+from tokbench.errors import TokbenchError
+from tokbench.vocab.patterns import resolve_pattern
+
+_BATCH_BYTES = 8 << 20
+_COUNTS_HEADER = "# tokbench-bpe-counts v1"
+
+
+class NonUtf8Warning(UserWarning):
+    """Some input lines were not UTF-8 and were not counted."""
+
+
+@dataclass
+class CountStats:
+    texts: int = 0  # texts counted (JSONL records, text-file blocks)
+    bytes: int = 0
+    non_utf8_lines: int = 0
+    non_utf8_bytes: int = 0
+    non_utf8_files: dict[str, int] = field(default_factory=dict)
+
+
+# ---- reading inputs ------------------------------------------------------------------------
+def _resolve(inp: str | os.PathLike) -> Path:
+    p = Path(inp)
+    if p.exists():
+        return p
+    from tokbench.assets.registry import resolve
+
+    return resolve(str(inp), kind="corpus")
+
+
+def _bad_line(stats: CountStats, path: Path, raw: bytes) -> None:
+    stats.non_utf8_lines += 1
+    stats.non_utf8_bytes += len(raw)
+    stats.non_utf8_files[str(path)] = stats.non_utf8_files.get(str(path), 0) + 1
+
+
+def _iter_txt(path: Path, stats: CountStats) -> Iterator[str]:
+    block: list[str] = []
+    size = 0
+    with open(path, "rb") as f:
+        for raw in f:
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                _bad_line(stats, path, raw)
+                continue
+            if size >= _BATCH_BYTES // 8 and line[:1] and not line[:1].isspace():
+                yield "".join(block)
+                block, size = [], 0
+            block.append(line)
+            size += len(raw)
+    if block:
+        yield "".join(block)
+
+
+def _iter_jsonl(path: Path, text_field, stats: CountStats) -> Iterator[str]:
+    from tokbench.assets.corpus import record_text
+
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                _bad_line(stats, path, raw)
+                continue
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise TokbenchError(f"line {lineno} is not JSON ({exc.msg})", path=path,
+                                    fix="pass a JSONL file, one JSON object per line") from None
+            if not isinstance(rec, dict):
+                raise TokbenchError(f"line {lineno} is not a JSON object", path=path,
+                                    fix="pass a JSONL file, one JSON object per line")
+            yield record_text(rec, text_field, path=path, lineno=lineno)
+
+
+def _iter_file(path: Path, text_field, stats: CountStats) -> Iterator[str]:
+    if path.name.lower().endswith((".jsonl", ".ndjson")):
+        yield from _iter_jsonl(path, text_field, stats)
+    else:
+        if text_field:
+            raise TokbenchError("--text-field applies to JSONL files only", path=path,
+                                fix="drop --text-field for text files")
+        yield from _iter_txt(path, stats)
+
+
+def iter_texts(inputs: Iterable[str | os.PathLike], text_field=None,
+               stats: CountStats | None = None) -> Iterator[str]:
+    """Texts of files, folders and corpus asset names (see the module docstring)."""
+    from tokbench.assets.corpus import _tatoeba_pairs, iter_documents
+
+    stats = stats if stats is not None else CountStats()
+    for inp in inputs:
+        path = _resolve(inp)
+        if path.is_file():
+            yield from _iter_file(path, text_field, stats)
+        elif _tatoeba_pairs(path):
+            yield from iter_documents(path, text_field=text_field)
+        else:
+            files = sorted(p for p in path.rglob("*")
+                           if p.is_file() and not any(s.startswith(".") for s in p.relative_to(path).parts)
+                           and p.name.lower().endswith((".txt", ".jsonl", ".ndjson")))
+            if not files:
+                raise TokbenchError("no .txt or .jsonl files in this folder", path=path,
+                                    fix="pass a text file, a JSONL file or a folder holding them")
+            for f in files:
+                yield from _iter_file(f, text_field, stats)
+
+
+# ---- counting ------------------------------------------------------------------------------
+def new_counter(pattern: str | None = "gpt2", special_tokens: Sequence[str] = ()) -> "_core.BpeCounter":
+    try:
+        return _core.BpeCounter(resolve_pattern(pattern), specials=list(special_tokens))
+    except ValueError as exc:
+        raise TokbenchError(f"bad split pattern ({exc})", fix="pass a built-in name or a valid regex") from None
+
+
+def count_texts(texts: Iterable[str], counter: "_core.BpeCounter", *, num_threads: int = 0,
+                stats: CountStats | None = None, progress=None) -> "_core.BpeCounter":
+    """Stream texts into counter in batches (map on num_threads + reduce in Rust)."""
+    stats = stats if stats is not None else CountStats()
+    batch: list[str] = []
+    size = 0
+    for t in texts:
+        if not t:
+            continue
+        n = len(t)
+        batch.append(t)
+        size += n
+        stats.texts += 1
+        if size >= _BATCH_BYTES:
+            counter.count(batch, num_threads)
+            if progress is not None:
+                progress.update(size)
+            stats.bytes += size
+            batch, size = [], 0
+    if batch:
+        counter.count(batch, num_threads)
+        if progress is not None:
+            progress.update(size)
+        stats.bytes += size
+    return counter
+
+
+def save_counts(counter: "_core.BpeCounter", path: str | os.PathLike, pattern: str | None = None) -> None:
+    """Write the counts file (format in the module docstring) atomically."""
+    lines = [f"{_COUNTS_HEADER} pattern={json.dumps(pattern)}\n"]
+    lines.extend(f"{base64.b64encode(k).decode('ascii')} {c}\n" for k, c in counter.items())
+    _atomic_write(Path(path), "".join(lines).encode("utf-8"))
+
+
+def load_counts(path: str | os.PathLike, counter: "_core.BpeCounter") -> "_core.BpeCounter":
+    """Add the counts of a counts file into counter (several files sum: the reduce step)."""
+    path = Path(path)
+    if not path.is_file():
+        raise TokbenchError("no such counts file", path=path, fix="check the path")
+    items = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if line.startswith("#") or not line.strip():
+                continue
+            try:
+                k, c = line.split()
+                items.append((base64.b64decode(k, validate=True), int(c)))
+            except ValueError:
+                raise TokbenchError(f"line {lineno} is not '<base64> <count>'", path=path,
+                                    fix="pass a file written by --save-counts") from None
+    counter.add_items(items)
+    return counter
+
+
+# ---- the result ----------------------------------------------------------------------------
+@dataclass
+class Trained:
+    """A trained byte-level BPE: tokens[id] = bytes, merges as id pairs in merge order."""
+
+    tokens: list[bytes]
+    merges: list[tuple[int, int]]
+    merge_counts: list[int]
+    special_tokens: dict[str, int]
+    pattern: str | None
+    stats: CountStats
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokens) + len(self.special_tokens)
+
+    def tokenizer_json(self) -> dict:
+        from tokbench.bpe.encoding import bytes_to_unicode
+
+        b2u = bytes_to_unicode()
+        names = ["".join(b2u[b] for b in t) for t in self.tokens]
+        pre = [{"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]
+        if self.pattern is not None:
+            pre.insert(0, {"type": "Split", "pattern": {"Regex": self.pattern},
+                           "behavior": "Isolated", "invert": False})
+        return {
+            "version": "1.0",
+            "truncation": None,
+            "padding": None,
+            "added_tokens": [{"id": i, "content": s, "single_word": False, "lstrip": False, "rstrip": False,
+                              "normalized": False, "special": True} for s, i in self.special_tokens.items()],
+            "normalizer": None,
+            "pre_tokenizer": {"type": "Sequence", "pretokenizers": pre},
+            "post_processor": None,
+            "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+            "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+                      "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
+                      "ignore_merges": False,
+                      "vocab": {n: i for i, n in enumerate(names)},
+                      "merges": [f"{names[a]} {names[b]}" for a, b in self.merges]},
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write tokenizer.json (atomically); path may be a folder."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "tokenizer.json"
+        data = json.dumps(self.tokenizer_json(), ensure_ascii=False, indent=1)
+        _atomic_write(path, data.encode("utf-8"))
+        return path
+
+    def save_tiktoken(self, path: str | os.PathLike) -> Path:
+        """Write a tiktoken rank file (`<base64> <rank>`, rank = id; specials are not in it)."""
+        path = Path(path)
+        body = "".join(f"{base64.b64encode(t).decode('ascii')} {i}\n" for i, t in enumerate(self.tokens))
+        _atomic_write(path, body.encode("ascii"))
+        return path
+
+    def encoder(self):
+        """A tokbench.bpe.BPE over this vocabulary (merge priority = merge order)."""
+        from tokbench.bpe.encoding import BPE
+
+        tokens = [(t, i) for i, t in enumerate(self.tokens)]
+        core = _core.BpeEncoder(tokens, list(self.merges), ignore_merges=False, pattern=self.pattern,
+                                keep_unmatched=True, specials=list(self.special_tokens.items()))
+        return BPE(core, name="trained", pattern=self.pattern, source="tokenizer.json")
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+# ---- training ------------------------------------------------------------------------------
+def _bar(total, desc, unit, show):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, disable=not show, leave=False)
+
+
+def train_counts(counter: "_core.BpeCounter", vocab_size: int, *, pattern: str | None,
+                 special_tokens: Sequence[str] = (), min_frequency: int = 2,
+                 max_token_length: int | None = None, stats: CountStats | None = None,
+                 progress: bool = True) -> Trained:
+    """Train merges on a filled counter (GIL released; one tqdm bar; Ctrl-C cancels cleanly)."""
+    specials = list(dict.fromkeys(special_tokens))
+    target = vocab_size - len(specials)
+    if target < 256:
+        raise TokbenchError(f"vocab size {vocab_size} leaves no room for the 256 byte tokens and "
+                            f"{len(specials)} special tokens", fix=f"pass --vocab-size >= {256 + len(specials)}")
+    if len(counter) == 0:
+        raise TokbenchError("the corpus is empty (no text to count)", fix="pass files holding text")
+    prog = _core.TrainProgress()
+    result: dict = {}
+
+    def run():
+        try:
+            result["out"] = _core.bpe_train(counter, target, max(1, min_frequency), max_token_length, prog)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            result["err"] = exc
+
+    worker = threading.Thread(target=run, name="tokbench-bpe-train", daemon=True)
+    bar = _bar(target - 256, "merging", "merge", progress)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.1)
+            bar.n = prog.done
+            bar.refresh()
+    except BaseException:
+        prog.cancel()
+        worker.join()
+        raise
+    finally:
+        bar.close()
+    if "err" in result:
+        raise result["err"]
+    vocab, merges = result["out"]
+    tokens = list(vocab)
+    return Trained(tokens=tokens, merges=[(a, b) for a, b, _, _ in merges],
+                   merge_counts=[c for *_, c in merges],
+                   special_tokens={s: len(tokens) + i for i, s in enumerate(specials)},
+                   pattern=pattern, stats=stats or CountStats())
+
+
+def train(inputs: str | os.PathLike | Sequence[str | os.PathLike], vocab_size: int, pattern: str | None = "gpt2",
+          special_tokens: Sequence[str] = (), min_frequency: int = 2, max_token_length: int | None = None,
+          num_threads: int = 0, text_field: str | Sequence[str] | None = None, *,
+          counts: "_core.BpeCounter | None" = None, progress: bool = True) -> Trained:
+    """Train a byte-level BPE of vocab_size tokens (specials included) on files / folders / corpus names.
+
+    counts: a counter already filled (e.g. from load_counts); inputs are then added to it.
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    regex = resolve_pattern(pattern)
+    counter = counts if counts is not None else new_counter(pattern, special_tokens)
+    stats = CountStats()
+    total = 0
+    paths = []
+    for inp in inputs:
+        p = _resolve(inp)
+        paths.append(p)
+        total += sum(f.stat().st_size for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
+    with _bar(total, "counting", "B", progress) as bar:
+        count_texts(iter_texts(paths, text_field, stats), counter, num_threads=num_threads,
+                    stats=stats, progress=bar)
+    if stats.non_utf8_lines:
+        where = ", ".join(f"{f} ({n})" for f, n in list(stats.non_utf8_files.items())[:3])
+        warnings.warn(f"{stats.non_utf8_lines} non-UTF-8 lines ({stats.non_utf8_bytes} bytes) were not "
+                      f"counted: {where}", NonUtf8Warning, stacklevel=2)
+    if len(counter) == 0:
+        names = ", ".join(str(p) for p in paths) or "no inputs"
+        raise TokbenchError(f"the corpus is empty ({names}: no UTF-8 text to count)",
+                            fix="pass files holding text")
+    return train_counts(counter, vocab_size, pattern=regex, special_tokens=special_tokens,
+                        min_frequency=min_frequency, max_token_length=max_token_length,
+                        stats=stats, progress=progress)
+
+
+__all__ = ["CountStats", "NonUtf8Warning", "Trained", "count_texts", "iter_texts", "load_counts",
+           "new_counter", "save_counts", "train", "train_counts"]

@@ -1,0 +1,75 @@
+"""`tokbench train`: train a byte-level BPE tokenizer (the API is tokbench.bpe.train)."""
+from __future__ import annotations
+
+import json
+import time
+
+import click
+
+
+@click.command("train")
+@click.argument("corpus", nargs=-1)
+@click.option("--vocab-size", required=True, type=int, help="Tokens in all: 256 bytes + merges + specials.")
+@click.option("--pattern", default="gpt2", show_default=True,
+              help="Split pattern: gpt2, llama3, qwen2, o200k, whitespace, none, or a regex.")
+@click.option("--special", "specials", multiple=True, help="A special token (repeatable); ids after the merges.")
+@click.option("--min-frequency", default=2, show_default=True, type=int, help="Stop when the best pair is rarer.")
+@click.option("--max-token-length", default=None, type=int, help="Longest token, in bytes.")
+@click.option("--threads", default=0, type=int, help="Counting threads (0: all cores).")
+@click.option("--text-field", default=None, help="JSONL field(s) holding the text ('question,answer').")
+@click.option("--save-counts", type=click.Path(dir_okay=False), help="Also write the pre-token counts here.")
+@click.option("--load-counts", multiple=True, type=click.Path(dir_okay=False),
+              help="Start from saved counts (repeatable: the tables are summed).")
+@click.option("--tiktoken", "tiktoken_file", is_flag=True, help="Also write tokenizer.tiktoken (rank file).")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def train(corpus, vocab_size, pattern, specials, min_frequency, max_token_length, threads, text_field,
+          save_counts, load_counts, tiktoken_file, out_dir, quiet) -> None:
+    """Train a byte-level BPE on CORPUS (files, folders, corpus asset names; text or JSONL) and write
+    OUT/tokenizer.json (loads in tokenizers and transformers)."""
+    from pathlib import Path
+
+    import importlib
+
+    bpe = importlib.import_module("tokbench.bpe.train")  # the module (tokbench.bpe.train is also the function)
+    from tokbench.errors import TokbenchError
+
+    if not corpus and not load_counts:
+        raise TokbenchError("nothing to train on", fix="pass CORPUS files or --load-counts FILE")
+    t0 = time.perf_counter()
+    counter = bpe.new_counter(pattern, specials)
+    for f in load_counts:
+        bpe.load_counts(f, counter)
+    if corpus:
+        stats = bpe.CountStats()
+        from tqdm.auto import tqdm
+
+        with tqdm(desc="counting", unit="B", unit_scale=True, disable=quiet, leave=False) as bar:
+            bpe.count_texts(bpe.iter_texts(corpus, text_field, stats), counter, num_threads=threads,
+                            stats=stats, progress=bar)
+        if stats.non_utf8_lines:
+            click.echo(f"warning: {stats.non_utf8_lines} non-UTF-8 lines ({stats.non_utf8_bytes} bytes) not "
+                       f"counted, in {', '.join(list(stats.non_utf8_files)[:3])}", err=True)
+    else:
+        stats = bpe.CountStats()
+    if len(counter) == 0:
+        raise TokbenchError("the corpus is empty (no UTF-8 text to count)", fix="pass files holding text")
+    if save_counts:
+        bpe.save_counts(counter, save_counts, pattern)
+    t1 = time.perf_counter()
+    from tokbench.vocab.patterns import resolve_pattern
+
+    trained = bpe.train_counts(counter, vocab_size, pattern=resolve_pattern(pattern), special_tokens=specials,
+                               min_frequency=min_frequency, max_token_length=max_token_length, stats=stats,
+                               progress=not quiet)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = trained.save(out / "tokenizer.json")
+    written = [str(path)]
+    if tiktoken_file:
+        written.append(str(trained.save_tiktoken(out / "tokenizer.tiktoken")))
+    t2 = time.perf_counter()
+    click.echo(json.dumps({"vocab_size": trained.vocab_size, "merges": len(trained.merges),
+                           "distinct_pretokens": len(counter), "bytes_counted": stats.bytes,
+                           "non_utf8_lines": stats.non_utf8_lines, "count_s": round(t1 - t0, 3),
+                           "train_s": round(t2 - t1, 3), "written": written}, indent=1))
