@@ -235,3 +235,16 @@ def test_real_mistral_d128_to_gpt2_subword(tmp_path, require_asset):
     assert rep["counts"]["shared"] > 20000 and rep["numbers"]["differ"]
     assert rep["counts"]["numeric_by_decomposition"] > 1000
     _load_and_generate(tmp_path / "out")
+
+
+@pytest.mark.assets
+def test_real_mistral_d128_to_gpt2_omp_codes_numeric_tokens_with_donor(tmp_path, require_asset):
+    # digit splitting differs (Mistral: single digits, GPT-2: merged), but the donor has rows for the target's
+    # numeric tokens, so OMP codes them like any other new token instead of falling back to the decomposition
+    base = require_asset("tbd-mistral-d128", kind="model")
+    gpt2 = require_asset("gpt2", kind="tokenizer")
+    donor = require_asset("tbd-gpt2-d128", kind="model")
+    rep = transplant(base, gpt2, tmp_path / "out", donor=donor, method="omp", k=4, ridge=1.0, progress=False)
+    assert rep["numbers"]["differ"] and rep["counts"]["numeric_new"] > 1000
+    assert rep["counts"]["numeric_by_decomposition"] == 0
+    assert rep["parameters"]["embed"]["decomposition_tokens"] == 0
