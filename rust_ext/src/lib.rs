@@ -38,6 +38,18 @@ mod python {
             .collect()
     }
 
+    /// The optional byte-fallback ids and unk id every Segmenter constructor takes.
+    fn fallback_args(
+        byte_fallback: Option<Vec<i64>>,
+        unk_id: Option<i64>,
+    ) -> PyResult<(Option<Vec<u32>>, Option<u32>)> {
+        let bf = byte_fallback
+            .map(|v| to_ids(&v, "byte_fallback"))
+            .transpose()?;
+        let unk = unk_id.map(|u| to_id(u, "unk_id")).transpose()?;
+        Ok((bf, unk))
+    }
+
     fn owned_pieces(pieces: Vec<Option<PyBackedBytes>>) -> Vec<Option<Vec<u8>>> {
         pieces.into_iter().map(|p| p.map(|b| b.to_vec())).collect()
     }
@@ -100,10 +112,7 @@ mod python {
                     ))),
                 })
                 .collect::<PyResult<Vec<_>>>()?;
-            let bf = byte_fallback
-                .map(|v| to_ids(&v, "byte_fallback"))
-                .transpose()?;
-            let unk = unk_id.map(|u| to_id(u, "unk_id")).transpose()?;
+            let (bf, unk) = fallback_args(byte_fallback, unk_id)?;
             let pieces = owned_pieces(pieces);
             BpeMerges::new(
                 &pieces,
@@ -132,10 +141,7 @@ mod python {
             fuse_unk: bool,
         ) -> PyResult<Self> {
             let units: Units = parse(units)?;
-            let bf = byte_fallback
-                .map(|v| to_ids(&v, "byte_fallback"))
-                .transpose()?;
-            let unk = unk_id.map(|u| to_id(u, "unk_id")).transpose()?;
+            let (bf, unk) = fallback_args(byte_fallback, unk_id)?;
             let pieces = owned_pieces(pieces);
             BpeRanks::new(
                 &pieces,
@@ -160,10 +166,7 @@ mod python {
             byte_fallback: Option<Vec<i64>>,
             unk_id: Option<i64>,
         ) -> PyResult<Self> {
-            let bf = byte_fallback
-                .map(|v| to_ids(&v, "byte_fallback"))
-                .transpose()?;
-            let unk = unk_id.map(|u| to_id(u, "unk_id")).transpose()?;
+            let (bf, unk) = fallback_args(byte_fallback, unk_id)?;
             let pieces = owned_pieces(pieces);
             Unigram::new(&pieces, &scores, bf.as_deref(), unk)
                 .map(|m| PySegmenter {
