@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -29,6 +30,15 @@ def _load(path: Path) -> dict:
 
 def _save(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2))
+
+
+def _cpu(who: int) -> float:
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+
+
+def _load_avg() -> float:
+    return round(os.getloadavg()[0], 2)
 
 
 def main() -> None:
@@ -61,6 +71,17 @@ def main() -> None:
     base_dir = Path(resolve(args.base, kind="model"))
     donor_dir = Path(resolve(args.donor, kind="model")) if args.donor else None
 
+    import platform
+    from importlib import metadata
+
+    def _ver(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    results.setdefault("env", {"python": platform.python_version(), "cpus": os.cpu_count(),
+                               **{n: _ver(n) for n in ("tokbench", "torch", "transformers", "faiss-cpu", "numpy")}})
     if "base" not in results:
         results["base"] = bits_per_byte(base_dir, text, cache_dir=cache / "eval")
         _save(results_path, results)
@@ -72,17 +93,18 @@ def main() -> None:
         if key in results:
             continue
         out = work / f"tb-{args.base}-{method}"
-        t0 = time.perf_counter()
+        t0, c0, l0 = time.perf_counter(), _cpu(resource.RUSAGE_SELF), _load_avg()
         rep = transplant(base_dir, args.target, out, donor=donor_dir if method == "omp" else None, method=method,
                          overwrite=True, cache_dir=cache)
-        secs = time.perf_counter() - t0
+        secs, cpu = time.perf_counter() - t0, _cpu(resource.RUSAGE_SELF) - c0
         ev = bits_per_byte(out, text)
-        results[key] = {"transplant_seconds": round(secs, 2), "bits_per_byte": ev["bits_per_byte"],
+        results[key] = {"transplant_seconds": round(secs, 2), "cpu_seconds": round(cpu, 2),
+                        "load_avg_start_end": [l0, _load_avg()], "bits_per_byte": ev["bits_per_byte"],
                         "ratio": ev["bits_per_byte"] / base_bpb, "parameters": rep["parameters"],
                         "held_out": rep["held_out_reconstruction"], "eval": ev}
         _save(results_path, results)
         print(f"  {key:24s} {ev['bits_per_byte']:.4f} ratio {ev['bits_per_byte'] / base_bpb:.4f} "
-              f"transplant {secs:.1f} s", flush=True)
+              f"transplant {secs:.1f} s ({cpu:.1f} CPU-s)", flush=True)
         if not args.keep:
             shutil.rmtree(out, ignore_errors=True)
 
@@ -109,26 +131,27 @@ def main() -> None:
         cmd = [str(mk), str(base_dir), str(donor_dir), str(out), "--k", str(k), "--approximation-method", "omp",
                "--quiet"]
         env = dict(os.environ, TQDM_DISABLE="1")
-        t0 = time.perf_counter()
+        t0, c0, l0 = time.perf_counter(), _cpu(resource.RUSAGE_CHILDREN), _load_avg()
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        secs = time.perf_counter() - t0
+        secs, cpu = time.perf_counter() - t0, _cpu(resource.RUSAGE_CHILDREN) - c0
         if proc.returncode != 0:
             results[key] = {"error": (proc.stderr or proc.stdout)[-2000:], "transplant_seconds": round(secs, 2)}
             _save(results_path, results)
             print(f"  {key:24s} failed ({secs:.1f} s): {(proc.stderr or '').strip().splitlines()[-1:]}", flush=True)
             continue
-        row = {"transplant_seconds": round(secs, 2), "command": " ".join(cmd)}
+        row = {"transplant_seconds": round(secs, 2), "cpu_seconds": round(cpu, 2),
+               "load_avg_start_end": [l0, _load_avg()], "command": " ".join(cmd)}
         if k in eval_ks:
             ev = bits_per_byte(out, text)
             row.update(bits_per_byte=ev["bits_per_byte"], ratio=ev["bits_per_byte"] / base_bpb, eval=ev)
         results[key] = row
         _save(results_path, results)
         print(f"  {key:24s} {row.get('bits_per_byte', float('nan')):.4f} ratio {row.get('ratio', float('nan')):.4f} "
-              f"transplant {secs:.1f} s", flush=True)
+              f"transplant {secs:.1f} s ({cpu:.1f} CPU-s)", flush=True)
         if not args.keep:
             shutil.rmtree(out, ignore_errors=True)
 
-    print(json.dumps({k: ({kk: v[kk] for kk in ("bits_per_byte", "ratio", "transplant_seconds") if kk in v}
+    print(json.dumps({k: ({kk: v[kk] for kk in ("bits_per_byte", "ratio", "transplant_seconds", "cpu_seconds") if kk in v}
                           if isinstance(v, dict) else v) for k, v in results.items()}, indent=2))
 
 

@@ -248,3 +248,22 @@ def test_real_mistral_d128_to_gpt2_omp_codes_numeric_tokens_with_donor(tmp_path,
     assert rep["numbers"]["differ"] and rep["counts"]["numeric_new"] > 1000
     assert rep["counts"]["numeric_by_decomposition"] == 0
     assert rep["parameters"]["embed"]["decomposition_tokens"] == 0
+
+
+@pytest.mark.assets
+def test_real_mistral_d128_to_gpt2_omp_numbers_by_decomposition_on_request(tmp_path, require_asset):
+    # the literal policy: numeric new tokens take the decomposition mean even with a donor
+    base = require_asset("tbd-mistral-d128", kind="model")
+    gpt2 = require_asset("gpt2", kind="tokenizer")
+    donor = require_asset("tbd-gpt2-d128", kind="model")
+    rep = transplant(base, gpt2, tmp_path / "out", donor=donor, method="omp", k=4, ridge=1.0, progress=False,
+                     numbers="decomposition")
+    n = rep["counts"]["numeric_by_decomposition"]
+    assert n == rep["counts"]["numeric_new"] > 1000
+    assert rep["numbers"]["policy"] == "decomposition"
+    assert rep["parameters"]["embed"]["decomposition_tokens"] >= n
+
+
+def test_unknown_numbers_policy_is_one_line_error(tmp_path):
+    with pytest.raises(TokbenchError, match="numbers policy"):
+        transplant(tmp_path / "nope", "gpt2", tmp_path / "out", numbers="digits")

@@ -5,7 +5,7 @@ import json
 
 import click
 
-from tokbench.transplant.core import METHODS
+from tokbench.transplant.core import METHODS, NUMBER_POLICIES
 
 
 @click.command("transplant")
@@ -21,6 +21,9 @@ from tokbench.transplant.core import METHODS
 @click.option("--global-weight", type=float, default=0.3, show_default=True, help="TokenAdapt: weight of the global estimate.")
 @click.option("--temperature", type=float, default=0.3, show_default=True, help="TokenAdapt: softmax temperature.")
 @click.option("--top-k", type=int, default=8, show_default=True, help="TokenAdapt: FAISS neighbours.")
+@click.option("--numbers", type=click.Choice(NUMBER_POLICIES), default="auto", show_default=True,
+              help="New numeric tokens when digit splitting differs: decomposition mean, the method itself, or "
+                   "auto (the method for omp with a donor, else the decomposition).")
 @click.option("--eval", "eval_text", default=None, help="Text file or corpus asset: bits/byte before and after.")
 @click.option("--max-chars", type=int, default=None, help="Evaluate on the first N characters of --eval.")
 @click.option("--device", default=None, help="torch device (default: cuda when present, else cpu).")
@@ -30,7 +33,7 @@ from tokbench.transplant.core import METHODS
 @click.option("-o", "--out", required=True, help="Output model folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def transplant(base, target, donor, method, aux_embedder, k, ridge, blend, global_weight, temperature, top_k,
-               eval_text, max_chars, device, seed, overwrite, no_cache, out, as_json) -> None:
+               numbers, eval_text, max_chars, device, seed, overwrite, no_cache, out, as_json) -> None:
     """Write a copy of BASE (model folder or asset) that speaks the tokenizer TARGET into OUT."""
     from tokbench.assets import home
     from tokbench.transplant import transplant as run
@@ -38,7 +41,8 @@ def transplant(base, target, donor, method, aux_embedder, k, ridge, blend, globa
     cache = None if no_cache else home() / "cache"
     report = run(base, target, out, donor=donor, method=method, aux_embedder=aux_embedder, k=k, ridge=ridge,
                  blend=blend, global_weight=global_weight, temperature=temperature, top_k=top_k, eval_text=eval_text,
-                 eval_max_chars=max_chars, overwrite=overwrite, seed=seed, device=device, cache_dir=cache)
+                 eval_max_chars=max_chars, overwrite=overwrite, seed=seed, device=device, cache_dir=cache,
+                 numbers=numbers)
     if as_json:
         click.echo(json.dumps(report, indent=2, ensure_ascii=False))
         return

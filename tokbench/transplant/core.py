@@ -30,6 +30,7 @@ from tokbench.vocab import Kind, align, load_vocabulary
 from tokbench.vocab.model_io import commit_output, open_model_folder, prepare_output, write_model_folder
 
 METHODS = ("omp", "tokenadapt", "subword", "mean", "zero", "random")
+NUMBER_POLICIES = ("auto", "decomposition", "method")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
                    "chat_template.json", "tokenizer.model", "vocab.json", "merges.txt", "vocab.txt",
                    "added_tokens.json")
@@ -102,7 +103,8 @@ class _Context:
 def transplant(base, tokenizer, out, *, donor=None, method: str = "omp", aux_embedder=None, k: int | None = None,
                ridge: float | None = None, blend: float = 0.5, global_weight: float = 0.3, temperature: float = 0.3,
                top_k: int = 8, eval_text=None, eval_max_chars: int | None = None, overwrite: bool = False,
-               seed: int = 0, device: str | None = None, cache_dir=None, progress: bool = True) -> dict:
+               seed: int = 0, device: str | None = None, cache_dir=None, progress: bool = True,
+               numbers: str = "auto") -> dict:
     """Write a copy of the causal LM `base` that speaks `tokenizer` into the folder `out`; return the report.
 
     base / donor: model folders or model asset names; tokenizer: a tokenizer file, folder or asset name
@@ -111,9 +113,14 @@ def transplant(base, tokenizer, out, *, donor=None, method: str = "omp", aux_emb
     global_weight, temperature, top_k: TokenAdapt's mix weight, softmax temperature, FAISS neighbours.
     eval_text: a text file or corpus asset; bits/byte of base and output are measured on its first
     eval_max_chars characters. cache_dir: where base bits/byte and auxiliary embeddings are cached.
+    numbers: how new numeric tokens are made when the two tokenizers split digits differently:
+    "decomposition" (mean of the base's pieces), "method" (like every other new token), "auto" (method for
+    omp with a donor, whose rows know the target's numeric tokens; decomposition otherwise).
     """
     if method not in METHODS:
         raise TokbenchError(f"unknown method {method!r}", fix=f"use one of {', '.join(METHODS)}")
+    if numbers not in NUMBER_POLICIES:
+        raise TokbenchError(f"unknown numbers policy {numbers!r}", fix=f"use one of {', '.join(NUMBER_POLICIES)}")
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     base_dir = _model_dir(base, "base")
@@ -125,7 +132,7 @@ def transplant(base, tokenizer, out, *, donor=None, method: str = "omp", aux_emb
     try:
         report = _run(model, base_dir, tok_path, donor_dir, tmp, final, method=method, aux_embedder=aux_embedder,
                       k=k, ridge=ridge, blend=blend, global_weight=global_weight, temperature=temperature,
-                      top_k=top_k, eval_text=eval_text, eval_max_chars=eval_max_chars, seed=seed, device=device,
+                      top_k=top_k, eval_text=eval_text, eval_max_chars=eval_max_chars, seed=seed, device=device, numbers=numbers,
                       cache_dir=cache_dir, progress=progress, timings=timings)
         timings["total"] = round(time.perf_counter() - t_start, 2)
         report["seconds"] = timings
@@ -142,7 +149,7 @@ def transplant(base, tokenizer, out, *, donor=None, method: str = "omp", aux_emb
 
 def _run(model, base_dir: Path, tok_path: Path, donor_dir: Path | None, tmp: Path, final: Path, *, method, aux_embedder,
          k, ridge, blend, global_weight, temperature, top_k, eval_text, eval_max_chars, seed, device, cache_dir,
-         progress, timings) -> dict:
+         progress, timings, numbers="auto") -> dict:
     t0 = time.perf_counter()
     base_vocab = load_vocabulary(base_dir)
     _check_rows(base_vocab, model.vocab_rows, base_dir, "base")
@@ -183,7 +190,7 @@ def _run(model, base_dir: Path, tok_path: Path, donor_dir: Path | None, tmp: Pat
 
     new_ids = list(al.new_only)
     numeric = set(al.numeric_new) if al.numbers_differ else set()
-    if method == "omp" and donor_dir is not None:
+    if numbers == "method" or (numbers == "auto" and method == "omp" and donor_dir is not None):
         # The donor was trained with the target's own numeric tokens ("Ġ1", "00", ...), so its rows place them
         # among the anchors (the single digits and the words around numbers) and OMP codes carry that over.
         # The decomposition mean (e.g. mean("▁", "1") for "Ġ1") only stands in when no space knows the token
@@ -251,8 +258,9 @@ def _run(model, base_dir: Path, tok_path: Path, donor_dir: Path | None, tmp: Pat
             "uncovered": len(al.uncovered), "unused": sum(1 for kd in target.kinds if kd == Kind.UNUSED),
         },
         "numbers": {"base": al.old_numbers.to_dict(), "target": al.new_numbers.to_dict(), "differ": al.numbers_differ,
+                    "policy": numbers,
                     "note": (("digit splitting differs: numeric new tokens use the decomposition" if numeric
-                              else "digit splitting differs: numeric new tokens are coded like the others (donor rows)")
+                              else f"digit splitting differs: numeric new tokens are coded like the others ({method})")
                              if al.numbers_differ else "same digit splitting")},
         "specials": {target.tokens[i] or str(i): {"new": i, "old": o,
                                                    "old_token": (base_vocab.tokens[o] if o is not None else None)}
