@@ -267,3 +267,30 @@ def test_real_mistral_d128_to_gpt2_omp_numbers_by_decomposition_on_request(tmp_p
 def test_unknown_numbers_policy_is_one_line_error(tmp_path):
     with pytest.raises(TokbenchError, match="numbers policy"):
         transplant(tmp_path / "nope", "gpt2", tmp_path / "out", numbers="digits")
+
+
+@pytest.mark.assets
+def test_cli_sigterm_mid_run_leaves_no_output(tmp_path, require_asset):
+    # `kill` during a transplant unwinds like Ctrl-C: exit 130, neither OUT nor its temporary folder remains
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    base = require_asset("tbd-mistral-d128", kind="model")
+    gpt2 = require_asset("gpt2", kind="tokenizer")
+    text = require_asset("wikitext2-test")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "tokbench.cli", "transplant", str(base), "-t", str(gpt2),
+                             "--method", "subword", "--eval", str(text), "--max-chars", "200000", "--no-cache",
+                             "-o", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not any(p.name.startswith(".out") for p in tmp_path.iterdir()):
+        assert proc.poll() is None and time.time() < deadline, "transplant ended before its temporary folder appeared"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted; no output was written" in err
+    assert list(tmp_path.iterdir()) == []

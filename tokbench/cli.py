@@ -5,6 +5,7 @@ TokbenchError into one line on stderr with exit code 2.
 """
 from __future__ import annotations
 
+import signal
 import sys
 
 import click
@@ -13,8 +14,17 @@ from tokbench import __version__
 from tokbench.errors import TokbenchError
 
 
+def _terminated(signum, frame):
+    # `kill` (SIGTERM) unwinds like Ctrl-C, so every command's cleanup runs and no partial output is left
+    raise KeyboardInterrupt
+
+
 class _Group(click.Group):
     def invoke(self, ctx: click.Context):
+        try:
+            signal.signal(signal.SIGTERM, _terminated)
+        except ValueError:  # not the main thread (an embedding application): leave its handlers alone
+            pass
         try:
             return super().invoke(ctx)
         except TokbenchError as exc:
