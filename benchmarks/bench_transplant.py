@@ -41,6 +41,23 @@ def _load_avg() -> float:
     return round(os.getloadavg()[0], 2)
 
 
+def markdown_table(results: dict) -> str:
+    """The results as the table of reports/transplant.md (ratio = bits/byte after / before)."""
+    lines = ["| method | bits/byte | ratio after/before | transplant wall s | CPU s | load avg (start, end) |",
+             "|---|---:|---:|---:|---:|---|"]
+    base = results.get("base", {}).get("bits_per_byte")
+    if base is not None:
+        lines.append(f"| base | {base:.4f} | 1 | | | |")
+    for key, row in results.items():
+        if not isinstance(row, dict) or "transplant_seconds" not in row:
+            continue
+        bpb = f"{row['bits_per_byte']:.4f}" if "bits_per_byte" in row else "not evaluated"
+        ratio = f"{row['ratio']:.4f}" if "ratio" in row else ""
+        load = ", ".join(str(x) for x in row.get("load_avg_start_end", []))
+        lines.append(f"| {key} | {bpb} | {ratio} | {row['transplant_seconds']:.1f} | {row.get('cpu_seconds', '')} | {load} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", default="smollm2-135m")
@@ -55,7 +72,12 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/tb-bench")
     ap.add_argument("--results", default=None)
     ap.add_argument("--keep", action="store_true", help="keep output folders")
+    ap.add_argument("--table", action="store_true", help="only print the markdown table of --results (or the default)")
     args = ap.parse_args()
+    if args.table:
+        path = Path(args.results) if args.results else Path(args.work) / f"results-{args.base}-{args.target}.json"
+        print(markdown_table(_load(path)))
+        return
 
     from tokbench.assets import home, resolve
     from tokbench.eval import bits_per_byte, load_eval_text
@@ -151,6 +173,7 @@ def main() -> None:
         if not args.keep:
             shutil.rmtree(out, ignore_errors=True)
 
+    print(markdown_table(results))
     print(json.dumps({k: ({kk: v[kk] for kk in ("bits_per_byte", "ratio", "transplant_seconds", "cpu_seconds") if kk in v}
                           if isinstance(v, dict) else v) for k, v in results.items()}, indent=2))
 
