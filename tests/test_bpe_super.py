@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from tokbench import _core
 from tokbench.bpe import BPE
 from tokbench.bpe import modes
 from tokbench.errors import TokbenchError
@@ -262,6 +263,57 @@ def test_super_round_trip_unicode():
         assert enc.decode(enc.encode_ordinary(s)) == s
 
 
+def splitmix64(state: int) -> tuple[int, int]:
+    m = (1 << 64) - 1
+    state = (state + 0x9E3779B97F4A7C15) & m
+    z = state
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & m
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & m
+    return state, z ^ (z >> 31)
+
+
+def fnv1a(b: bytes) -> int:
+    h = 0xCBF29CE484222325
+    for x in b:
+        h = ((h ^ x) * 0x100000001B3) & ((1 << 64) - 1)
+    return h
+
+
+def ref_chunks(run_counts: dict[bytes, int], split, max_words: int, seed: int) -> dict[bytes, int]:
+    """Every run cut into chunks of 1..max_words pre-tokens, min(c, 8) samplings sharing count c."""
+    out: dict[bytes, int] = {}
+    for run, c in run_counts.items():
+        pieces = [p.encode("utf-8") for p in split(run.decode("utf-8"))]
+        r = min(c, 8)
+        state = fnv1a(run) ^ seed
+        for i in range(r):
+            w = c // r + (1 if i < c % r else 0)
+            at = 0
+            while at < len(pieces):
+                state, z = splitmix64(state)
+                k = 1 + z % max_words
+                chunk = b"".join(pieces[at:at + k])
+                out[chunk] = out.get(chunk, 0) + w
+                at += k
+    return out
+
+
+def test_chunks_equal_reference(tmp_path):
+    texts = synthetic(150, seed=11)
+    words, runs = _counters(texts)
+    chunks = _core.bpe_chunk_runs(runs, tb.resolve_pattern("gpt2"), 3, 5)
+    split = tb.train_counts(words, 300, pattern=tb.resolve_pattern("gpt2"), progress=False).encoder().pre_tokenize
+    assert dict(chunks.items()) == ref_chunks(dict(runs.items()), split, 3, 5)
+    trained = modes.train_super_counts(words, runs, 600, None, strategy="chunks", max_words=3, seed=5,
+                                       progress=False)
+    base = [bytes([b]) for b in range(256)]
+    vocab, merges, _ = ref_loop(base, [(list(w), c) for w, c in sorted(chunks.items())], 600, 2)
+    assert trained.tokens == vocab and trained.merges == merges
+    assert trained.meta["strategy"] == "chunks" and trained.pattern == modes.RUN_PATTERNS["super-punct"]
+    assert any(n_words(t) == 3 for t in trained.tokens) and all(n_words(t) <= 3 for t in trained.tokens)
+    _check_same_ids(trained, tmp_path, synthetic(40, seed=12))
+
+
 # ---- compression-aware BPE -----------------------------------------------------------------
 def test_compress_equals_reference_and_objective():
     texts = synthetic(120, seed=4)
@@ -352,12 +404,20 @@ def test_cli_modes(tmp_path):
     assert len(ids) < 6
     r2 = CliRunner().invoke(cli, ["train", str(corpus), "--mode", "compress", "--vocab-size", "500",
                                   "--candidates", "8", "-o", str(tmp_path / "c"), "-q"])
-    assert r2.exit_code == 0, r2.output and json.loads(r2.output)["mode"] == "compress"
+    assert r2.exit_code == 0, r2.output
+    assert json.loads(r2.output)["mode"] == "compress"
+    r4 = CliRunner().invoke(cli, ["train", str(corpus), "--mode", "super", "--strategy", "chunks", "--vocab-size",
+                                  "500", "--max-words", "2", "-o", str(tmp_path / "ch"), "-q"])
+    assert r4.exit_code == 0, r4.output
+    assert json.loads(r4.output)["strategy"] == "chunks"
     for args, msg in [(["--mode", "super", "--transition", "700"], "--transition 700 is not below"),
                       (["--mode", "super", "--transition", "400", "--max-words", "0"], "--max-words 0"),
                       (["--mode", "super"], "needs --transition"),
                       (["--transition", "400"], "--transition applies to --mode super"),
-                      (["--mode", "compress", "--candidates", "0"], "--candidates 0")]:
+                      (["--mode", "compress", "--candidates", "0"], "--candidates 0"),
+                      (["--mode", "super", "--strategy", "chunks", "--transition", "400"],
+                       "--transition applies to --strategy curriculum only"),
+                      (["--strategy", "chunks"], "--strategy applies to --mode super")]:
         bad = tmp_path / "bad"
         r3 = CliRunner().invoke(cli, ["train", str(corpus), "--vocab-size", "700", "-o", str(bad), "-q", *args])
         assert r3.exit_code == 2 and msg in r3.output, (args, r3.output)

@@ -24,6 +24,14 @@ The written ``tokenizer.json`` holds the run pattern as its Split pre-tokenizer 
 ``transformers`` and ``tokbench.bpe.BPE`` all apply the merges by priority over whole runs.
 Encoding long runs is near-linear (the encoder's bucket queue, ``rust_ext/src/bpe/model.rs``).
 
+TokenAdapt-style supertokens (``strategy="chunks"``, lower-priority alternative): no curriculum.
+Every distinct run is cut into chunks of k consecutive word-level pre-tokens, k drawn uniformly
+from 1..max_words (a run seen c times is chunked min(c, 8) times with the count shared out; the
+generator is seeded from the run's bytes and ``seed``, so training is deterministic), the chunks
+are counted as pre-tokens and classic BPE trains on them from the bytes up. The boundaries the
+tokenizer learns to cross are thus the ones the sampled chunks cross; the output is written and
+encoded like the curriculum's (run pattern + all merges by priority). ``transition`` is unused.
+
 Compression-aware BPE
 ---------------------
 Objective: the empirical unigram code length of the training token stream,
@@ -72,8 +80,22 @@ def resolve_run_pattern(name_or_regex: str) -> str:
     return name_or_regex
 
 
-def check_super(vocab_size: int, transition: int | None, max_words: int, n_specials: int = 0) -> None:
+STRATEGIES = ("curriculum", "chunks")
+
+
+def check_super(vocab_size: int, transition: int | None, max_words: int, n_specials: int = 0,
+                strategy: str = "curriculum") -> None:
     """One-line TokbenchErrors for bad supertoken settings (named after the CLI options)."""
+    if strategy not in STRATEGIES:
+        raise TokbenchError(f"unknown --strategy {strategy!r}", fix=f"use one of {', '.join(STRATEGIES)}")
+    if max_words < 1:
+        raise TokbenchError(f"--max-words {max_words} must be at least 1",
+                            fix="pass --max-words 1 or more (SuperBPE uses 4)")
+    if strategy == "chunks":
+        if transition is not None:
+            raise TokbenchError("--transition applies to --strategy curriculum only",
+                                fix="drop --transition with --strategy chunks")
+        return
     if transition is None:
         raise TokbenchError("--mode super needs --transition (the vocab size where stage 2 starts)",
                             fix=f"pass --transition T with {257 + n_specials} <= T < --vocab-size, "
@@ -84,9 +106,6 @@ def check_super(vocab_size: int, transition: int | None, max_words: int, n_speci
     if transition - n_specials <= 256:
         raise TokbenchError(f"--transition {transition} leaves no stage-1 merges (256 bytes + "
                             f"{n_specials} specials)", fix=f"pass --transition >= {257 + n_specials}")
-    if max_words < 1:
-        raise TokbenchError(f"--max-words {max_words} must be at least 1",
-                            fix="pass --max-words 1 or more (SuperBPE uses 4)")
 
 
 def check_compress(candidates: int) -> None:
@@ -97,10 +116,11 @@ def check_compress(candidates: int) -> None:
 
 def check_cli(mode: str, vocab_size: int, specials: Sequence[str], *, transition: int | None,
               max_words: int | None, run_pattern: str | None, candidates: int | None,
-              counts_files: bool) -> "_core.BpeCounter | None":
+              counts_files: bool, strategy: str | None = None) -> "_core.BpeCounter | None":
     """Validate the mode options of `tokbench train` before any work; the run counter for super."""
     if mode != "super":
-        for name, val in (("--transition", transition), ("--max-words", max_words), ("--run-pattern", run_pattern)):
+        for name, val in (("--transition", transition), ("--max-words", max_words), ("--run-pattern", run_pattern),
+                          ("--strategy", strategy)):
             if val is not None:
                 raise TokbenchError(f"{name} applies to --mode super only", fix=f"add --mode super or drop {name}")
     if mode != "compress" and candidates is not None:
@@ -111,7 +131,7 @@ def check_cli(mode: str, vocab_size: int, specials: Sequence[str], *, transition
     if mode != "super":
         return None
     check_super(vocab_size, transition, DEFAULT_MAX_WORDS if max_words is None else max_words,
-                len(set(specials)))
+                len(set(specials)), strategy or "curriculum")
     if counts_files:
         raise TokbenchError("--save-counts / --load-counts hold word counts only, not the run counts of "
                             "--mode super", fix="train --mode super from CORPUS files")
@@ -127,16 +147,27 @@ def new_run_counter(run_pattern: str = "super-punct", special_tokens: Sequence[s
                             fix="pass super-punct, super-lines or a valid regex") from None
 
 
-def train_super_counts(words: "_core.BpeCounter", runs: "_core.BpeCounter", vocab_size: int, transition: int, *,
-                       pattern: str | None = "gpt2", run_pattern: str = "super-punct",
+def train_super_counts(words: "_core.BpeCounter", runs: "_core.BpeCounter", vocab_size: int,
+                       transition: int | None, *, pattern: str | None = "gpt2", run_pattern: str = "super-punct",
                        max_words: int = DEFAULT_MAX_WORDS, special_tokens: Sequence[str] = (),
                        min_frequency: int = 2, max_token_length: int | None = None,
-                       stats: CountStats | None = None, progress: bool = True) -> Trained:
-    """Both stages on filled counters: `words` (stage-1 pre-tokens) and `runs` (run pattern)."""
+                       stats: CountStats | None = None, progress: bool = True, strategy: str = "curriculum",
+                       seed: int = 0) -> Trained:
+    """Both stages on filled counters: `words` (stage-1 pre-tokens) and `runs` (run pattern).
+    strategy="chunks": TokenAdapt-style chunks of the runs instead (words and transition unused)."""
     specials = list(dict.fromkeys(special_tokens))
-    check_super(vocab_size, transition, max_words, len(specials))
+    check_super(vocab_size, transition, max_words, len(specials), strategy)
     if len(words) == 0 or len(runs) == 0:
         raise TokbenchError("the corpus is empty (no text to count)", fix="pass files holding text")
+    if strategy == "chunks":
+        chunks = _core.bpe_chunk_runs(runs, resolve_pattern(pattern), max_words, seed)
+        trained = train_counts(chunks, vocab_size, pattern=resolve_run_pattern(run_pattern),
+                               special_tokens=specials, min_frequency=min_frequency,
+                               max_token_length=max_token_length, stats=stats, progress=progress)
+        trained.meta = {"mode": "super", "strategy": "chunks", "max_words": max_words, "seed": seed,
+                        "word_pattern": resolve_pattern(pattern), "run_pattern": resolve_run_pattern(run_pattern),
+                        "distinct_runs": len(runs), "distinct_chunks": len(chunks)}
+        return trained
     stage1 = train_counts(words, transition, pattern=resolve_pattern(pattern), special_tokens=specials,
                           min_frequency=min_frequency, max_token_length=max_token_length, stats=stats,
                           progress=progress)
@@ -151,19 +182,21 @@ def train_super_counts(words: "_core.BpeCounter", runs: "_core.BpeCounter", voca
                    merge_counts=stage1.merge_counts + [c for *_, c in merges2],
                    special_tokens={s: len(tokens) + i for i, s in enumerate(specials)},
                    pattern=resolve_run_pattern(run_pattern), stats=stats or CountStats(),
-                   meta={"mode": "super", "transition": transition, "stage1_tokens": n1,
+                   meta={"mode": "super", "strategy": "curriculum", "transition": transition, "stage1_tokens": n1,
                          "stage1_merges": len(stage1.merges), "stage2_merges": len(merges2),
                          "max_words": max_words, "word_pattern": resolve_pattern(pattern),
                          "run_pattern": resolve_run_pattern(run_pattern), "distinct_runs": len(runs)})
 
 
-def train_super(inputs: str | os.PathLike | Sequence[str | os.PathLike], vocab_size: int, transition: int, *,
-                pattern: str | None = "gpt2", run_pattern: str = "super-punct",
+def train_super(inputs: str | os.PathLike | Sequence[str | os.PathLike], vocab_size: int,
+                transition: int | None = None, *, pattern: str | None = "gpt2", run_pattern: str = "super-punct",
                 max_words: int = DEFAULT_MAX_WORDS, special_tokens: Sequence[str] = (),
                 min_frequency: int = 2, max_token_length: int | None = None, num_threads: int = 0,
-                text_field: str | Sequence[str] | None = None, progress: bool = True) -> Trained:
-    """Supertoken BPE of vocab_size tokens (specials included), stage 2 from `transition` (same units)."""
-    check_super(vocab_size, transition, max_words, len(set(special_tokens)))
+                text_field: str | Sequence[str] | None = None, progress: bool = True,
+                strategy: str = "curriculum", seed: int = 0) -> Trained:
+    """Supertoken BPE of vocab_size tokens (specials included), stage 2 from `transition` (same units);
+    strategy="chunks": TokenAdapt-style sampled chunks instead of the curriculum."""
+    check_super(vocab_size, transition, max_words, len(set(special_tokens)), strategy)
     words = new_counter(pattern, special_tokens)
     runs = new_run_counter(run_pattern, special_tokens)
     stats = count_inputs(inputs, words, also=[runs], text_field=text_field, num_threads=num_threads,
@@ -171,7 +204,7 @@ def train_super(inputs: str | os.PathLike | Sequence[str | os.PathLike], vocab_s
     return train_super_counts(words, runs, vocab_size, transition, pattern=pattern, run_pattern=run_pattern,
                               max_words=max_words, special_tokens=special_tokens,
                               min_frequency=min_frequency, max_token_length=max_token_length, stats=stats,
-                              progress=progress)
+                              progress=progress, strategy=strategy, seed=seed)
 
 
 def train_compress_counts(counter: "_core.BpeCounter", vocab_size: int, *, pattern: str | None = "gpt2",
@@ -201,5 +234,5 @@ def train_compress(inputs: str | os.PathLike | Sequence[str | os.PathLike], voca
                                  max_token_length=max_token_length, stats=stats, progress=progress)
 
 
-__all__ = ["MODES", "RUN_PATTERNS", "check_cli", "check_compress", "check_super", "new_run_counter", "resolve_run_pattern",
+__all__ = ["MODES", "RUN_PATTERNS", "STRATEGIES", "check_cli", "check_compress", "check_super", "new_run_counter", "resolve_run_pattern",
            "train_compress", "train_compress_counts", "train_super", "train_super_counts"]

@@ -32,11 +32,14 @@ import click
 @click.option("--run-pattern", default=None,
               help="super: stage-2 split, super-punct (newlines and punctuation runs bound tokens), "
                    "super-lines (newlines only) or a regex [super-punct].")
+@click.option("--strategy", default=None, type=click.Choice(["curriculum", "chunks"]),
+              help="super: curriculum (SuperBPE, needs --transition) or chunks (TokenAdapt-style sampled "
+                   "chunks of 1..--max-words words) [curriculum].")
 @click.option("--candidates", default=None, type=int,
               help="compress: most frequent pairs compared by the code-length objective [16].")
 def train(corpus, vocab_size, pattern, specials, min_frequency, max_token_length, threads, text_field,
           save_counts, load_counts, tiktoken_file, out_dir, quiet, mode, transition, max_words, run_pattern,
-          candidates) -> None:
+          strategy, candidates) -> None:
     """Train a byte-level BPE on CORPUS (files, folders, corpus asset names; text or JSONL) and write
     OUT/tokenizer.json (loads in tokenizers and transformers)."""
     from pathlib import Path
@@ -52,7 +55,7 @@ def train(corpus, vocab_size, pattern, specials, min_frequency, max_token_length
 
     runs = modes.check_cli(mode, vocab_size, specials, transition=transition, max_words=max_words,
                            run_pattern=run_pattern, candidates=candidates,
-                           counts_files=bool(save_counts or load_counts))
+                           counts_files=bool(save_counts or load_counts), strategy=strategy)
     t0 = time.perf_counter()
     counter = bpe.new_counter(pattern, specials)
     for f in load_counts:
@@ -82,7 +85,7 @@ def train(corpus, vocab_size, pattern, specials, min_frequency, max_token_length
         trained = modes.train_super_counts(counter, runs, vocab_size, transition, pattern=pattern,
                                            run_pattern=run_pattern or "super-punct",
                                            max_words=modes.DEFAULT_MAX_WORDS if max_words is None else max_words,
-                                           **common)
+                                           strategy=strategy or "curriculum", **common)
     elif mode == "compress":
         trained = modes.train_compress_counts(counter, vocab_size, pattern=pattern,
                                               candidates=modes.DEFAULT_CANDIDATES if candidates is None

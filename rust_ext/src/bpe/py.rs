@@ -143,14 +143,15 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<BpeCounter>()?;
     m.add_class::<TrainProgress>()?;
     m.add_function(wrap_pyfunction!(bpe_train, m)?)?;
-    m.add_function(wrap_pyfunction!(bpe_train_super, m)?)
+    m.add_function(wrap_pyfunction!(bpe_train_super, m)?)?;
+    m.add_function(wrap_pyfunction!(bpe_chunk_runs, m)?)
 }
 
 // ---------------------------------------------------------------------------------------------
 // Trainer bindings: pre-token counting (map + reduce) and merge training (GIL released).
 // ---------------------------------------------------------------------------------------------
 use super::count::{merge_counts, Counter, Counts};
-use super::super_runs::{train_stage2, SuperConfig};
+use super::super_runs::{chunk_runs, train_stage2, SuperConfig};
 use super::train::{train_select, Progress, Select, TrainConfig};
 
 /// A pre-token count table (bytes -> u64) with the splitter that fills it.
@@ -293,4 +294,17 @@ fn bpe_train_super<'py>(
         out.append(PyBytes::new_bound(py, v))?;
     }
     Ok((out, t.merges))
+}
+
+/// TokenAdapt-style chunks of the runs in `runs` (word-level split `pattern`, 1..=max_words
+/// pre-tokens a chunk, seeded): a new count table (the chunks are its pre-tokens, no split).
+#[pyfunction]
+#[pyo3(signature = (runs, pattern, max_words, seed=0))]
+fn bpe_chunk_runs(py: Python<'_>, runs: PyRef<'_, BpeCounter>, pattern: Option<&str>, max_words: usize,
+                  seed: u64) -> PyResult<BpeCounter> {
+    let words = Splitter::new(pattern, false, true, "auto").map_err(err)?;
+    let counts = &runs.counts;
+    let table = py.allow_threads(|| chunk_runs(counts, &words, max_words, seed)).map_err(err)?;
+    let none = Splitter::new(None, false, true, "auto").map_err(err)?;
+    Ok(BpeCounter { counter: Arc::new(Counter::new(none, &[]).map_err(err)?), counts: table })
 }

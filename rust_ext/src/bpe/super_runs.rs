@@ -9,6 +9,7 @@
 //! does), and [`super::train::train_words`] continues merging from the stage-1 vocabulary, a
 //! merged token spanning at most `max_words` words.
 use super::count::Counts;
+use super::pretokenize::Splitter;
 use super::model::BpeModel;
 use super::train::{train_words, Options, Progress, Select, Trained};
 use rayon::prelude::*;
@@ -69,6 +70,78 @@ pub fn train_stage2(
     train_words(vocab, words, &opts, progress)
 }
 
+/// Independent chunkings of one distinct run at most (a run seen c times is chunked
+/// min(c, CHUNK_SAMPLES) times, the count shared out among them).
+pub const CHUNK_SAMPLES: u64 = 8;
+
+#[inline]
+fn splitmix64(x: &mut u64) -> u64 {
+    *x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *x;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn fnv1a(b: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &x in b {
+        h ^= x as u64;
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+/// TokenAdapt-style supertoken chunks: every distinct run is split into its word-level
+/// pre-tokens (`words`) and cut into chunks of k consecutive pre-tokens, k drawn uniformly from
+/// 1..=max_words; the chunks are counted like pre-tokens. A run seen c times is chunked
+/// r = min(c, CHUNK_SAMPLES) times, chunking i getting c / r (+1 for the first c % r), with a
+/// generator seeded by (FNV-1a of the run bytes) ^ seed: deterministic, independent of order.
+pub fn chunk_runs(runs: &Counts, words: &Splitter, max_words: usize, seed: u64) -> Result<Counts, String> {
+    if max_words < 1 {
+        return Err("max_words must be at least 1".into());
+    }
+    let items: Vec<(&Vec<u8>, &u64)> = runs.iter().filter(|(_, &c)| c > 0).collect();
+    items
+        .par_chunks(4096)
+        .map(|part| -> Result<Counts, String> {
+            let mut out = Counts::default();
+            let mut cache = words.new_cache();
+            let mut bounds: Vec<usize> = Vec::new();
+            for (run, &c) in part {
+                let Ok(text) = std::str::from_utf8(run) else {
+                    *out.entry(run.to_vec()).or_insert(0) += c;
+                    continue;
+                };
+                bounds.clear();
+                let base = text.as_ptr() as usize;
+                words.split(text, &mut cache, &mut |p: &str| bounds.push(p.as_ptr() as usize - base))?;
+                bounds.push(text.len());
+                let n = bounds.len() - 1;
+                let r = c.min(CHUNK_SAMPLES);
+                let mut state = fnv1a(run) ^ seed;
+                for i in 0..r {
+                    let w = c / r + u64::from(i < c % r);
+                    let mut at = 0;
+                    while at < n {
+                        let k = 1 + (splitmix64(&mut state) % max_words as u64) as usize;
+                        let end = (at + k).min(n);
+                        let piece = &run[bounds[at]..bounds[end]];
+                        match out.get_mut(piece) {
+                            Some(v) => *v += w,
+                            None => {
+                                out.insert(piece.to_vec(), w);
+                            }
+                        }
+                        at = end;
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .try_reduce(Counts::default, |a, b| Ok(super::count::merge_counts(a, b)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::count::Counter;
@@ -101,6 +174,18 @@ mod tests {
         assert!(multi.iter().any(|t| t == " said the man"), "{all:?}");
         assert!(s2.vocab[290..].iter().any(|t| n_words(t) >= 2));
         assert!(s2.vocab[256..].iter().all(|t| n_words(t) <= 3 && !t.contains(&b'\n') && !t.contains(&b',')));
+        // TokenAdapt-style chunks: at most 3 pre-tokens each, byte mass kept, deterministic
+        let sp = Splitter::new(Some(GPT2), false, true, "auto").unwrap();
+        let chunks = chunk_runs(&runs, &sp, 3, 7).unwrap();
+        let mass = |t: &Counts| t.iter().map(|(k, v)| k.len() as u64 * v).sum::<u64>();
+        assert_eq!(mass(&chunks), mass(&runs));
+        assert_eq!(chunks, chunk_runs(&runs, &sp, 3, 7).unwrap());
+        for k in chunks.keys() {
+            let mut n = 0;
+            sp.split(std::str::from_utf8(k).unwrap(), &mut sp.new_cache(), &mut |_| n += 1).unwrap();
+            assert!((1..=3).contains(&n), "{:?}", String::from_utf8_lossy(k));
+        }
+        assert!(chunks.keys().any(|k| n_words(k) == 3) && chunks.keys().any(|k| n_words(k) == 1));
         let bad = SuperConfig { max_words: 0, ..cfg };
         assert!(train_stage2(&runs, s1.vocab, &m1, &bad, &p).is_err());
     }
