@@ -1,6 +1,7 @@
 """Supertoken and compression-aware BPE vs classic BPE at equal vocabulary sizes.
 
     RAYON_NUM_THREADS=2 python benchmarks/bench_superbpe.py --sizes 8000,32000,64000 --out /tmp/superbpe
+    python benchmarks/bench_superbpe.py --out /tmp/superbpe --check-ids   # ids: tokbench == tokenizers
 
 Training mix (tokbench corpus assets): wikitext2-valid, tinyshakespeare, code-python, code-rust,
 code-cpp, gsm8k-train, tatoeba, every document split into lines (line ends kept). From each code
@@ -11,9 +12,10 @@ tokbench.metrics.corpus_metrics: bytes/token, Rényi efficiency (alpha 2.5, over
 plug-in conditional entropies H_1..H_3 (bits/token).
 
 Modes per size V: classic; super with transition t = 0.5 V and t = 0.8 V (max 4 words, run
-pattern super-punct); compress (16 candidates). Each training runs in its own subprocess under
-`/usr/bin/time -v` (wall time and peak RSS of the child, reading corpora included); the child also
-reports its own counting + merging seconds.
+pattern super-punct); chunks (TokenAdapt-style sampled chunks of 1..4 words, same run pattern);
+compress (16 candidates). Each training runs in its own subprocess under `/usr/bin/time -v` (wall
+time and peak RSS of the child, reading corpora included), `--repeats` times; the table gives the
+medians. The child also reports its own counting + merging seconds (median too).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import argparse
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -63,12 +66,15 @@ def child(mode: str, size: int, transition: int | None, out: str) -> None:
     nbytes = sum(len(t.encode("utf-8")) for t in texts)
     t0 = time.perf_counter()
     words = tb.new_counter("gpt2", SPECIALS)
-    runs = modes.new_run_counter("super-punct", SPECIALS) if mode == "super" else None
+    runs = modes.new_run_counter("super-punct", SPECIALS) if mode in ("super", "chunks") else None
     tb.count_texts(texts, words, num_threads=2, also=[runs] if runs is not None else [])
     t1 = time.perf_counter()
     if mode == "super":
         trained = modes.train_super_counts(words, runs, size, transition, max_words=4, special_tokens=SPECIALS,
                                            progress=False)
+    elif mode == "chunks":
+        trained = modes.train_super_counts(words, runs, size, None, strategy="chunks", max_words=4,
+                                           special_tokens=SPECIALS, progress=False)
     elif mode == "compress":
         trained = modes.train_compress_counts(words, size, candidates=16, special_tokens=SPECIALS, progress=False)
     else:
@@ -102,13 +108,37 @@ def evaluate(path: Path, held: dict[str, list[str]]) -> dict:
     return out
 
 
+def check_ids(root: Path, held: dict[str, list[str]]) -> None:
+    """Every written tokenizer.json: tokbench.bpe.BPE ids == `tokenizers` ids on the held-out sets."""
+    from tokenizers import Tokenizer
+
+    from tokbench.bpe import BPE
+
+    for path in sorted(root.glob("*/tokenizer.json")):
+        hf = Tokenizer.from_file(str(path))
+        ours = BPE.from_file(path)
+        n = same = 0
+        for docs in held.values():
+            a = [e.ids for e in hf.encode_batch(docs, add_special_tokens=False)]
+            b = ours.encode_ordinary_batch(docs, num_threads=2)
+            n += len(docs)
+            same += sum(x == y for x, y in zip(a, b))
+        print(f"{path.parent.name}: {same}/{n} documents with identical ids", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="8000,32000,64000")
-    ap.add_argument("--modes", default="classic,super50,super80,compress")
+    ap.add_argument("--modes", default="classic,super50,super80,chunks,compress")
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default="/tmp/bench-superbpe")
     ap.add_argument("--child", nargs=4, metavar=("MODE", "SIZE", "TRANSITION", "OUT"))
+    ap.add_argument("--check-ids", action="store_true", help="only compare tokbench and tokenizers ids of the "
+                    "tokenizers already written under --out on the held-out sets")
     args = ap.parse_args()
+    if args.check_ids:
+        check_ids(Path(args.out), heldout())
+        return
     if args.child:
         mode, size, t, out = args.child
         child(mode, int(size), int(t) if t != "-" else None, out)
@@ -122,16 +152,25 @@ def main() -> None:
             mode, t = (("super", size * int(m[5:]) // 100) if m.startswith("super") else (m, None))
             out = root / f"{m}-{size}"
             out.mkdir(exist_ok=True)
-            load = os.getloadavg()[0]
-            cmd = ["/usr/bin/time", "-v", "nice", sys.executable, __file__, "--child", mode, str(size),
-                   str(t) if t else "-", str(out)]
-            p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "RAYON_NUM_THREADS": "2"})
-            if p.returncode != 0:
-                sys.exit(f"{m} {size} failed:\n{p.stderr[-3000:]}")
-            info = json.loads(p.stdout.strip().splitlines()[-1])
-            wall, rss = _time_v(p.stderr)
-            row = {"mode": m, "size": size, "transition": t, "load": round(load, 2), "wall_s": round(wall, 2),
-                   "peak_rss_mb": round(rss, 1), **info, "eval": evaluate(out / "tokenizer.json", held)}
+            loads, walls, rsss, secs = [], [], [], []
+            for _ in range(args.repeats):
+                loads.append(os.getloadavg()[0])
+                cmd = ["/usr/bin/time", "-v", "nice", sys.executable, __file__, "--child", mode, str(size),
+                       str(t) if t else "-", str(out)]
+                p = subprocess.run(cmd, capture_output=True, text=True,
+                                   env={**os.environ, "RAYON_NUM_THREADS": "2"})
+                if p.returncode != 0:
+                    sys.exit(f"{m} {size} failed:\n{p.stderr[-3000:]}")
+                info = json.loads(p.stdout.strip().splitlines()[-1])
+                wall, rss = _time_v(p.stderr)
+                walls.append(wall)
+                rsss.append(rss)
+                secs.append(info["count_s"] + info["merge_s"])
+            med = statistics.median
+            row = {"mode": m, "size": size, "transition": t, "load": round(med(loads), 2),
+                   "wall_s": round(med(walls), 2), "peak_rss_mb": round(med(rsss), 1),
+                   "train_s": round(med(secs), 2), "train_s_all": [round(x, 2) for x in secs], **info,
+                   "eval": evaluate(out / "tokenizer.json", held)}
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if k != "meta"}), flush=True)
             (root / "results.json").write_text(json.dumps(rows, indent=1))
@@ -142,7 +181,7 @@ def print_table(rows) -> None:
     print("\n| V | mode | t | count+merge s | wall s | peak RSS MB | load |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['size']} | {r['mode']} | {r['transition'] or '-'} | {r['count_s'] + r['merge_s']:.1f} | "
+        print(f"| {r['size']} | {r['mode']} | {r['transition'] or '-'} | {r['train_s']:.1f} | "
               f"{r['wall_s']:.1f} | {r['peak_rss_mb']:.0f} | {r['load']} |")
     for corpus in rows[0]["eval"]:
         print(f"\n{corpus}\n\n| V | mode | bytes/token | Rényi eff. | H1 | H2 | H3 |")

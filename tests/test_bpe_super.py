@@ -422,3 +422,14 @@ def test_cli_modes(tmp_path):
         r3 = CliRunner().invoke(cli, ["train", str(corpus), "--vocab-size", "700", "-o", str(bad), "-q", *args])
         assert r3.exit_code == 2 and msg in r3.output, (args, r3.output)
         assert not bad.exists()
+
+
+def test_cancel_leaves_no_result():
+    words, runs = _counters(synthetic(50))
+    stage1 = tb.train_counts(words, 300, pattern=None, progress=False)
+    for call in (lambda p: _core.bpe_train_super(runs, stage1.tokens, stage1.merges, 600, 4, 2, None, p),
+                 lambda p: _core.bpe_train(words, 600, 2, None, p, candidates=8)):
+        prog = _core.TrainProgress()
+        prog.cancel()
+        with pytest.raises(ValueError, match="interrupted"):
+            call(prog)
