@@ -161,6 +161,14 @@ class TrainProgress:
     def cancel(self) -> None: ...
 
 def bpe_train(counter: BpeCounter, target: int, min_frequency: int = 2, max_token_length: int | None = None,
-              progress: TrainProgress | None = None) -> tuple[list[bytes], list[tuple[int, int, int, int]]]:
+              progress: TrainProgress | None = None,
+              candidates: int = 1) -> tuple[list[bytes], list[tuple[int, int, int, int]]]:
     """Merges up to target tokens (bytes included): (tokens by id, [(left, right, merged, count)]).
+    candidates > 1: compression-aware choice among that many most frequent pairs (tokbench.bpe.modes).
     ValueError('interrupted') after progress.cancel(). GIL released."""
+def bpe_train_super(runs: BpeCounter, vocab: list[bytes], merges: list[tuple[int, int]], target: int,
+                    max_words: int, min_frequency: int = 2, max_token_length: int | None = None,
+                    progress: TrainProgress | None = None) -> tuple[list[bytes], list[tuple[int, int, int, int]]]:
+    """Supertoken stage 2 from the stage-1 vocab and merges on run counts: (whole vocab, stage-2 merges)."""
+def bpe_chunk_runs(runs: BpeCounter, pattern: str | None, max_words: int, seed: int = 0) -> BpeCounter:
+    """TokenAdapt-style chunks (1..max_words pre-tokens of `pattern`, seeded) of the runs: a new count table."""

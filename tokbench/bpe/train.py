@@ -153,8 +153,10 @@ def new_counter(pattern: str | None = "gpt2", special_tokens: Sequence[str] = ()
 
 
 def count_texts(texts: Iterable[str], counter: "_core.BpeCounter", *, num_threads: int = 0,
-                stats: CountStats | None = None, progress=None) -> "_core.BpeCounter":
-    """Stream texts into counter in batches (map on num_threads + reduce in Rust)."""
+                stats: CountStats | None = None, progress=None,
+                also: Sequence["_core.BpeCounter"] = ()) -> "_core.BpeCounter":
+    """Stream texts into counter in batches (map on num_threads + reduce in Rust); the counters in
+    `also` (other split patterns, e.g. supertoken runs) get the same batches in the same pass."""
     stats = stats if stats is not None else CountStats()
     batch: list[str] = []
     size = 0
@@ -166,13 +168,15 @@ def count_texts(texts: Iterable[str], counter: "_core.BpeCounter", *, num_thread
         size += n
         stats.texts += 1
         if size >= _BATCH_BYTES:
-            counter.count(batch, num_threads)
+            for c in (counter, *also):
+                c.count(batch, num_threads)
             if progress is not None:
                 progress.update(size)
             stats.bytes += size
             batch, size = [], 0
     if batch:
-        counter.count(batch, num_threads)
+        for c in (counter, *also):
+            c.count(batch, num_threads)
         if progress is not None:
             progress.update(size)
         stats.bytes += size
@@ -217,6 +221,8 @@ class Trained:
     special_tokens: dict[str, int]
     pattern: str | None
     stats: CountStats
+    # how it was trained (mode and its settings; tokbench.bpe.modes), printed by the CLI
+    meta: dict = field(default_factory=dict)
 
     @property
     def vocab_size(self) -> int:
@@ -296,29 +302,20 @@ def _bar(total, desc, unit, show):
     return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, disable=not show, leave=False)
 
 
-def train_counts(counter: "_core.BpeCounter", vocab_size: int, *, pattern: str | None,
-                 special_tokens: Sequence[str] = (), min_frequency: int = 2,
-                 max_token_length: int | None = None, stats: CountStats | None = None,
-                 progress: bool = True) -> Trained:
-    """Train merges on a filled counter (GIL released; one tqdm bar; Ctrl-C cancels cleanly)."""
-    specials = list(dict.fromkeys(special_tokens))
-    target = vocab_size - len(specials)
-    if target < 256:
-        raise TokbenchError(f"vocab size {vocab_size} leaves no room for the 256 byte tokens and "
-                            f"{len(specials)} special tokens", fix=f"pass --vocab-size >= {256 + len(specials)}")
-    if len(counter) == 0:
-        raise TokbenchError("the corpus is empty (no text to count)", fix="pass files holding text")
+def run_cancellable(call, total: int, desc: str, show: bool):
+    """Run call(progress) on a worker thread (the Rust side releases the GIL) with one tqdm bar fed by
+    progress.done; Ctrl-C cancels the Rust loop, waits for it and re-raises."""
     prog = _core.TrainProgress()
     result: dict = {}
 
     def run():
         try:
-            result["out"] = _core.bpe_train(counter, target, max(1, min_frequency), max_token_length, prog)
+            result["out"] = call(prog)
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             result["err"] = exc
 
     worker = threading.Thread(target=run, name="tokbench-bpe-train", daemon=True)
-    bar = _bar(target - 256, "merging", "merge", progress)
+    bar = _bar(total, desc, "merge", show)
     worker.start()
     try:
         while worker.is_alive():
@@ -333,12 +330,60 @@ def train_counts(counter: "_core.BpeCounter", vocab_size: int, *, pattern: str |
         bar.close()
     if "err" in result:
         raise result["err"]
-    vocab, merges = result["out"]
+    return result["out"]
+
+
+def train_counts(counter: "_core.BpeCounter", vocab_size: int, *, pattern: str | None,
+                 special_tokens: Sequence[str] = (), min_frequency: int = 2,
+                 max_token_length: int | None = None, stats: CountStats | None = None,
+                 progress: bool = True, candidates: int = 1) -> Trained:
+    """Train merges on a filled counter (GIL released; one tqdm bar; Ctrl-C cancels cleanly).
+
+    candidates > 1: compression-aware merges (tokbench.bpe.modes.train_compress documents them)."""
+    specials = list(dict.fromkeys(special_tokens))
+    target = vocab_size - len(specials)
+    if target < 256:
+        raise TokbenchError(f"vocab size {vocab_size} leaves no room for the 256 byte tokens and "
+                            f"{len(specials)} special tokens", fix=f"pass --vocab-size >= {256 + len(specials)}")
+    if len(counter) == 0:
+        raise TokbenchError("the corpus is empty (no text to count)", fix="pass files holding text")
+    vocab, merges = run_cancellable(
+        lambda prog: _core.bpe_train(counter, target, max(1, min_frequency), max_token_length, prog,
+                                     candidates=max(1, candidates)),
+        target - 256, "merging", progress)
     tokens = list(vocab)
     return Trained(tokens=tokens, merges=[(a, b) for a, b, _, _ in merges],
                    merge_counts=[c for *_, c in merges],
                    special_tokens={s: len(tokens) + i for i, s in enumerate(specials)},
                    pattern=pattern, stats=stats or CountStats())
+
+
+def count_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike], counter: "_core.BpeCounter", *,
+                 also: Sequence["_core.BpeCounter"] = (), text_field=None, num_threads: int = 0,
+                 progress: bool = True) -> CountStats:
+    """Count files / folders / corpus names into counter (and the `also` counters) with a bar;
+    warns about non-UTF-8 lines; TokbenchError when nothing was counted."""
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    stats = CountStats()
+    total = 0
+    paths = []
+    for inp in inputs:
+        p = _resolve(inp)
+        paths.append(p)
+        total += sum(f.stat().st_size for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
+    with _bar(total, "counting", "B", progress) as bar:
+        count_texts(iter_texts(paths, text_field, stats), counter, num_threads=num_threads,
+                    stats=stats, progress=bar, also=also)
+    if stats.non_utf8_lines:
+        where = ", ".join(f"{f} ({n})" for f, n in list(stats.non_utf8_files.items())[:3])
+        warnings.warn(f"{stats.non_utf8_lines} non-UTF-8 lines ({stats.non_utf8_bytes} bytes) were not "
+                      f"counted: {where}", NonUtf8Warning, stacklevel=3)
+    if len(counter) == 0:
+        names = ", ".join(str(p) for p in paths) or "no inputs"
+        raise TokbenchError(f"the corpus is empty ({names}: no UTF-8 text to count)",
+                            fix="pass files holding text")
+    return stats
 
 
 def train(inputs: str | os.PathLike | Sequence[str | os.PathLike], vocab_size: int, pattern: str | None = "gpt2",
@@ -349,32 +394,13 @@ def train(inputs: str | os.PathLike | Sequence[str | os.PathLike], vocab_size: i
 
     counts: a counter already filled (e.g. from load_counts); inputs are then added to it.
     """
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
     regex = resolve_pattern(pattern)
     counter = counts if counts is not None else new_counter(pattern, special_tokens)
-    stats = CountStats()
-    total = 0
-    paths = []
-    for inp in inputs:
-        p = _resolve(inp)
-        paths.append(p)
-        total += sum(f.stat().st_size for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
-    with _bar(total, "counting", "B", progress) as bar:
-        count_texts(iter_texts(paths, text_field, stats), counter, num_threads=num_threads,
-                    stats=stats, progress=bar)
-    if stats.non_utf8_lines:
-        where = ", ".join(f"{f} ({n})" for f, n in list(stats.non_utf8_files.items())[:3])
-        warnings.warn(f"{stats.non_utf8_lines} non-UTF-8 lines ({stats.non_utf8_bytes} bytes) were not "
-                      f"counted: {where}", NonUtf8Warning, stacklevel=2)
-    if len(counter) == 0:
-        names = ", ".join(str(p) for p in paths) or "no inputs"
-        raise TokbenchError(f"the corpus is empty ({names}: no UTF-8 text to count)",
-                            fix="pass files holding text")
+    stats = count_inputs(inputs, counter, text_field=text_field, num_threads=num_threads, progress=progress)
     return train_counts(counter, vocab_size, pattern=regex, special_tokens=special_tokens,
                         min_frequency=min_frequency, max_token_length=max_token_length,
                         stats=stats, progress=progress)
 
 
-__all__ = ["CountStats", "NonUtf8Warning", "Trained", "count_texts", "iter_texts", "load_counts",
-           "new_counter", "save_counts", "train", "train_counts"]
+__all__ = ["CountStats", "NonUtf8Warning", "Trained", "count_inputs", "count_texts", "iter_texts", "load_counts",
+           "new_counter", "run_cancellable", "save_counts", "train", "train_counts"]

@@ -23,8 +23,23 @@ import click
 @click.option("--tiktoken", "tiktoken_file", is_flag=True, help="Also write tokenizer.tiktoken (rank file).")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.option("--mode", default="classic", show_default=True, type=click.Choice(["classic", "super", "compress"]),
+              help="classic BPE; super: supertokens across words from --transition on; compress: "
+                   "compression-aware merges (tokbench.bpe.modes).")
+@click.option("--transition", default=None, type=int,
+              help="super: vocab size (same units as --vocab-size) where stage 2 (cross-word merges) starts.")
+@click.option("--max-words", default=None, type=int, help="super: most words one token may span [4].")
+@click.option("--run-pattern", default=None,
+              help="super: stage-2 split, super-punct (newlines and punctuation runs bound tokens), "
+                   "super-lines (newlines only) or a regex [super-punct].")
+@click.option("--strategy", default=None, type=click.Choice(["curriculum", "chunks"]),
+              help="super: curriculum (SuperBPE, needs --transition) or chunks (TokenAdapt-style sampled "
+                   "chunks of 1..--max-words words) [curriculum].")
+@click.option("--candidates", default=None, type=int,
+              help="compress: most frequent pairs compared by the code-length objective [16].")
 def train(corpus, vocab_size, pattern, specials, min_frequency, max_token_length, threads, text_field,
-          save_counts, load_counts, tiktoken_file, out_dir, quiet) -> None:
+          save_counts, load_counts, tiktoken_file, out_dir, quiet, mode, transition, max_words, run_pattern,
+          strategy, candidates) -> None:
     """Train a byte-level BPE on CORPUS (files, folders, corpus asset names; text or JSONL) and write
     OUT/tokenizer.json (loads in tokenizers and transformers)."""
     from pathlib import Path
@@ -36,6 +51,11 @@ def train(corpus, vocab_size, pattern, specials, min_frequency, max_token_length
 
     if not corpus and not load_counts:
         raise TokbenchError("nothing to train on", fix="pass CORPUS files or --load-counts FILE")
+    from tokbench.bpe import modes
+
+    runs = modes.check_cli(mode, vocab_size, specials, transition=transition, max_words=max_words,
+                           run_pattern=run_pattern, candidates=candidates,
+                           counts_files=bool(save_counts or load_counts), strategy=strategy)
     t0 = time.perf_counter()
     counter = bpe.new_counter(pattern, specials)
     for f in load_counts:
@@ -46,7 +66,7 @@ def train(corpus, vocab_size, pattern, specials, min_frequency, max_token_length
 
         with tqdm(desc="counting", unit="B", unit_scale=True, disable=quiet, leave=False) as bar:
             bpe.count_texts(bpe.iter_texts(corpus, text_field, stats), counter, num_threads=threads,
-                            stats=stats, progress=bar)
+                            stats=stats, progress=bar, also=[runs] if runs is not None else [])
         if stats.non_utf8_lines:
             click.echo(f"warning: {stats.non_utf8_lines} non-UTF-8 lines ({stats.non_utf8_bytes} bytes) not "
                        f"counted, in {', '.join(list(stats.non_utf8_files)[:3])}", err=True)
@@ -59,9 +79,19 @@ def train(corpus, vocab_size, pattern, specials, min_frequency, max_token_length
     t1 = time.perf_counter()
     from tokbench.vocab.patterns import resolve_pattern
 
-    trained = bpe.train_counts(counter, vocab_size, pattern=resolve_pattern(pattern), special_tokens=specials,
-                               min_frequency=min_frequency, max_token_length=max_token_length, stats=stats,
-                               progress=not quiet)
+    common = dict(special_tokens=specials, min_frequency=min_frequency, max_token_length=max_token_length,
+                  stats=stats, progress=not quiet)
+    if mode == "super":
+        trained = modes.train_super_counts(counter, runs, vocab_size, transition, pattern=pattern,
+                                           run_pattern=run_pattern or "super-punct",
+                                           max_words=modes.DEFAULT_MAX_WORDS if max_words is None else max_words,
+                                           strategy=strategy or "curriculum", **common)
+    elif mode == "compress":
+        trained = modes.train_compress_counts(counter, vocab_size, pattern=pattern,
+                                              candidates=modes.DEFAULT_CANDIDATES if candidates is None
+                                              else candidates, **common)
+    else:
+        trained = bpe.train_counts(counter, vocab_size, pattern=resolve_pattern(pattern), **common)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = trained.save(out / "tokenizer.json")
@@ -69,7 +99,8 @@ def train(corpus, vocab_size, pattern, specials, min_frequency, max_token_length
     if tiktoken_file:
         written.append(str(trained.save_tiktoken(out / "tokenizer.tiktoken")))
     t2 = time.perf_counter()
-    click.echo(json.dumps({"vocab_size": trained.vocab_size, "merges": len(trained.merges),
+    info = {k: v for k, v in trained.meta.items() if k not in ("word_pattern", "run_pattern")}
+    click.echo(json.dumps({"mode": mode, **info, "vocab_size": trained.vocab_size, "merges": len(trained.merges),
                            "distinct_pretokens": len(counter), "bytes_counted": stats.bytes,
                            "non_utf8_lines": stats.non_utf8_lines, "count_s": round(t1 - t0, 3),
                            "train_s": round(t2 - t1, 3), "written": written}, indent=1))

@@ -142,14 +142,17 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<BpeEncoder>()?;
     m.add_class::<BpeCounter>()?;
     m.add_class::<TrainProgress>()?;
-    m.add_function(wrap_pyfunction!(bpe_train, m)?)
+    m.add_function(wrap_pyfunction!(bpe_train, m)?)?;
+    m.add_function(wrap_pyfunction!(bpe_train_super, m)?)?;
+    m.add_function(wrap_pyfunction!(bpe_chunk_runs, m)?)
 }
 
 // ---------------------------------------------------------------------------------------------
 // Trainer bindings: pre-token counting (map + reduce) and merge training (GIL released).
 // ---------------------------------------------------------------------------------------------
 use super::count::{merge_counts, Counter, Counts};
-use super::train::{train, Progress, TrainConfig};
+use super::super_runs::{chunk_runs, train_stage2, SuperConfig};
+use super::train::{train_select, Progress, Select, TrainConfig};
 
 /// A pre-token count table (bytes -> u64) with the splitter that fills it.
 #[pyclass(module = "tokbench._core")]
@@ -238,9 +241,10 @@ impl TrainProgress {
 }
 
 /// Train merges on the counts: returns (vocab bytes by id, [(left, right, merged, count)]).
+/// candidates > 1: compression-aware selection among that many most frequent pairs.
 /// Raises ValueError("interrupted") when progress.cancel() was called.
 #[pyfunction]
-#[pyo3(signature = (counter, target, min_frequency=2, max_token_length=None, progress=None))]
+#[pyo3(signature = (counter, target, min_frequency=2, max_token_length=None, progress=None, candidates=1))]
 #[allow(clippy::type_complexity)]
 fn bpe_train<'py>(
     py: Python<'py>,
@@ -249,16 +253,58 @@ fn bpe_train<'py>(
     min_frequency: u64,
     max_token_length: Option<usize>,
     progress: Option<PyRef<'py, TrainProgress>>,
+    candidates: usize,
 ) -> PyResult<(Bound<'py, PyList>, Vec<(u32, u32, u32, u64)>)> {
     let prog = progress.map(|p| p.inner.clone()).unwrap_or_default();
     let cfg = TrainConfig { target, min_frequency, max_token_length };
+    let select = if candidates > 1 { Select::Compress { candidates } } else { Select::Frequency };
     let counts = &counter.counts;
     let t = py
-        .allow_threads(|| train(counts.iter().map(|(k, v)| (k.as_slice(), *v)), &cfg, &prog))
+        .allow_threads(|| train_select(counts.iter().map(|(k, v)| (k.as_slice(), *v)), &cfg, select, &prog))
         .map_err(err)?;
     let vocab = PyList::empty_bound(py);
     for v in &t.vocab {
         vocab.append(PyBytes::new_bound(py, v))?;
     }
     Ok((vocab, t.merges))
+}
+
+/// Supertoken stage 2: continue the stage-1 vocab (bytes by id) and merges [(left, right)] on
+/// the run counts of `runs`. Returns (whole vocab bytes by id, stage-2 merges).
+#[pyfunction]
+#[pyo3(signature = (runs, vocab, merges, target, max_words, min_frequency=2, max_token_length=None, progress=None))]
+#[allow(clippy::type_complexity, clippy::too_many_arguments)]
+fn bpe_train_super<'py>(
+    py: Python<'py>,
+    runs: PyRef<'py, BpeCounter>,
+    vocab: Vec<Vec<u8>>,
+    merges: Vec<(u32, u32)>,
+    target: usize,
+    max_words: usize,
+    min_frequency: u64,
+    max_token_length: Option<usize>,
+    progress: Option<PyRef<'py, TrainProgress>>,
+) -> PyResult<(Bound<'py, PyList>, Vec<(u32, u32, u32, u64)>)> {
+    let prog = progress.map(|p| p.inner.clone()).unwrap_or_default();
+    let cfg = SuperConfig { target, min_frequency, max_token_length, max_words };
+    let counts = &runs.counts;
+    let t = py.allow_threads(|| train_stage2(counts, vocab, &merges, &cfg, &prog)).map_err(err)?;
+    let out = PyList::empty_bound(py);
+    for v in &t.vocab {
+        out.append(PyBytes::new_bound(py, v))?;
+    }
+    Ok((out, t.merges))
+}
+
+/// TokenAdapt-style chunks of the runs in `runs` (word-level split `pattern`, 1..=max_words
+/// pre-tokens a chunk, seeded): a new count table (the chunks are its pre-tokens, no split).
+#[pyfunction]
+#[pyo3(signature = (runs, pattern, max_words, seed=0))]
+fn bpe_chunk_runs(py: Python<'_>, runs: PyRef<'_, BpeCounter>, pattern: Option<&str>, max_words: usize,
+                  seed: u64) -> PyResult<BpeCounter> {
+    let words = Splitter::new(pattern, false, true, "auto").map_err(err)?;
+    let counts = &runs.counts;
+    let table = py.allow_threads(|| chunk_runs(counts, &words, max_words, seed)).map_err(err)?;
+    let none = Splitter::new(None, false, true, "auto").map_err(err)?;
+    Ok(BpeCounter { counter: Arc::new(Counter::new(none, &[]).map_err(err)?), counts: table })
 }

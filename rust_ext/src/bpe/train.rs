@@ -14,7 +14,14 @@
 //! only an entry equal to the current count is merged (a merged pair's count drops to 0).
 //!
 //! Stops at `target` tokens, when the best pair count is below `min_frequency`, or when no
-//! pair is left. Pairs whose merged token would exceed `max_token_length` bytes never merge.
+//! pair is left. Pairs whose merged token would exceed `max_token_length` bytes never merge;
+//! nor (when set) pairs whose merged token spans more than `max_words` words (see [`n_words`]).
+//!
+//! [`train_words`] is the general loop: it starts from any vocabulary and any pre-segmented
+//! words (the supertoken stage 2 starts from the stage-1 vocabulary and the stage-1 encoding
+//! of each run, `super_runs.rs`), and picks merges by [`Select`]: the most frequent pair, or
+//! the pair among the `candidates` most frequent that minimises the unigram code length of
+//! the token stream (`Select::Compress`, see [`code_length_delta`]).
 use rustc_hash::FxHashMap;
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -26,6 +33,30 @@ pub struct TrainConfig {
     pub target: usize,
     pub min_frequency: u64,
     pub max_token_length: Option<usize>,
+}
+
+/// How the next merge is chosen.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Select {
+    /// The most frequent pair (ties: smallest left bytes, then right bytes).
+    Frequency,
+    /// Among the `candidates` most frequent pairs (in the order above, each at least
+    /// `min_frequency`), the one whose merge gives the smallest unigram code length N*H of the
+    /// token stream; a later candidate wins only when it is smaller by more than `EPS_BITS`.
+    Compress { candidates: usize },
+}
+
+/// Code-length differences closer than this (bits) count as ties (float noise).
+pub const EPS_BITS: f64 = 1e-6;
+
+/// Options of the general loop.
+pub struct Options {
+    pub target: usize,
+    pub min_frequency: u64,
+    pub max_token_length: Option<usize>,
+    /// A merged token may span at most this many words ([`n_words`]).
+    pub max_words: Option<usize>,
+    pub select: Select,
 }
 
 pub struct Trained {
@@ -68,30 +99,138 @@ impl Ord for Entry {
     }
 }
 
+#[inline]
+fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
+}
+
+/// Words of a byte string: its maximal runs of non-whitespace bytes (ASCII whitespace)
+/// (" the cat" = 2, "the cat " = 2, "a  b" = 2, "ab" = 1, "  " = 0).
+pub fn n_words(b: &[u8]) -> usize {
+    let mut n = 0;
+    let mut prev_ws = true;
+    for &x in b {
+        let ws = is_ws(x);
+        if !ws && prev_ws {
+            n += 1;
+        }
+        prev_ws = ws;
+    }
+    n
+}
+
+/// `n_words(l ++ r)` without concatenating.
+pub fn n_words_pair(l: &[u8], r: &[u8]) -> usize {
+    let glued = match (l.last(), r.first()) {
+        (Some(&a), Some(&b)) => (!is_ws(a) && !is_ws(b)) as usize,
+        _ => 0,
+    };
+    n_words(l) + n_words(r) - glued
+}
+
+#[inline]
+fn xlogx(x: u64) -> f64 {
+    if x == 0 {
+        0.0
+    } else {
+        let f = x as f64;
+        f * f.log2()
+    }
+}
+
+/// Change of the unigram code length L = N log2 N - sum_x n_x log2 n_x (bits; = N * H of the
+/// empirical unigram distribution) when `m` occurrences of (a, b) become one token `new`:
+/// N -> N - m, n_a -> n_a - m, n_b -> n_b - m (n_a - 2m when a = b), n_new -> n_new + m
+/// (`n_new` > 0 when the merged bytes already are a token).
+pub fn code_length_delta(total: u64, na: u64, nb: u64, nnew: u64, m: u64, same: bool) -> f64 {
+    let mut d = xlogx(total - m) - xlogx(total);
+    if same {
+        d -= xlogx(na - 2 * m) - xlogx(na);
+    } else {
+        d -= xlogx(na - m) - xlogx(na);
+        d -= xlogx(nb - m) - xlogx(nb);
+    }
+    d -= xlogx(nnew + m) - xlogx(nnew);
+    d
+}
+
+/// Classic entry point: words are the distinct pre-tokens (bytes, count), the start vocabulary
+/// the 256 bytes, merges by frequency.
 pub fn train<'a, I>(counts: I, cfg: &TrainConfig, progress: &Progress) -> Result<Trained, String>
+where
+    I: IntoIterator<Item = (&'a [u8], u64)>,
+{
+    train_select(counts, cfg, Select::Frequency, progress)
+}
+
+/// [`train`] with a merge selection rule.
+pub fn train_select<'a, I>(counts: I, cfg: &TrainConfig, select: Select, progress: &Progress) -> Result<Trained, String>
 where
     I: IntoIterator<Item = (&'a [u8], u64)>,
 {
     if cfg.target < 256 {
         return Err(format!("vocab size {} is below the 256 byte tokens", cfg.target));
     }
-    let t_start = std::time::Instant::now();
-    let mut vocab: Vec<Arc<[u8]>> = (0..=255u8).map(|b| Arc::from(vec![b])).collect();
-    let mut index: FxHashMap<Vec<u8>, u32> = (0..=255u8).map(|b| (vec![b], b as u32)).collect();
-    let mut items: Vec<(&[u8], u64)> = counts.into_iter().filter(|(b, c)| b.len() > 1 && *c > 0).collect();
+    let vocab: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
+    let mut items: Vec<(&[u8], u64)> = counts.into_iter().filter(|(_, c)| *c > 0).collect();
     items.sort_unstable();
+    let words = items.into_iter().map(|(b, c)| (b.iter().map(|&x| x as u32).collect::<Vec<u32>>(), c));
+    let opts = Options {
+        target: cfg.target,
+        min_frequency: cfg.min_frequency,
+        max_token_length: cfg.max_token_length,
+        max_words: None,
+        select,
+    };
+    train_words(vocab, words, &opts, progress)
+}
+
+/// The general loop: `vocab` (id -> bytes) is the start vocabulary, `words` the pre-segmented
+/// words (ids into `vocab`) with their counts. Returns the whole vocabulary and the merges made
+/// here. Unigram counts include words of one symbol (they are part of the token stream).
+pub fn train_words<I>(vocab0: Vec<Vec<u8>>, words: I, opts: &Options, progress: &Progress) -> Result<Trained, String>
+where
+    I: IntoIterator<Item = (Vec<u32>, u64)>,
+{
+    let t_start = std::time::Instant::now();
+    let mut vocab: Vec<Arc<[u8]>> = vocab0.into_iter().map(Arc::from).collect();
+    let mut index: FxHashMap<Vec<u8>, u32> = FxHashMap::default();
+    for (i, v) in vocab.iter().enumerate() {
+        index.entry(v.to_vec()).or_insert(i as u32);
+    }
     // Words live in one arena (better locality): word i is syms[start[i]..start[i] + len[i]].
     let mut syms: Vec<u32> = Vec::new();
-    let mut start: Vec<usize> = Vec::with_capacity(items.len());
-    let mut wlen: Vec<u32> = Vec::with_capacity(items.len());
-    let mut wcount: Vec<u64> = Vec::with_capacity(items.len());
-    for (b, c) in items {
+    let mut start: Vec<usize> = Vec::new();
+    let mut wlen: Vec<u32> = Vec::new();
+    let mut wcount: Vec<u64> = Vec::new();
+    let mut uni: Vec<u64> = vec![0; vocab.len()];
+    let mut total: u64 = 0;
+    for (w, c) in words {
+        if c == 0 {
+            continue;
+        }
+        for &x in &w {
+            let x = x as usize;
+            if x >= vocab.len() {
+                return Err(format!("word symbol {x} is outside the start vocabulary"));
+            }
+            uni[x] += c;
+        }
+        total += c * w.len() as u64;
+        if w.len() < 2 {
+            continue;
+        }
         start.push(syms.len());
-        wlen.push(b.len() as u32);
-        syms.extend(b.iter().map(|&x| x as u32));
+        wlen.push(w.len() as u32);
+        syms.extend_from_slice(&w);
         wcount.push(c);
     }
-    let max_len = cfg.max_token_length.unwrap_or(usize::MAX);
+    let max_len = opts.max_token_length.unwrap_or(usize::MAX);
+    let max_words = opts.max_words.unwrap_or(usize::MAX);
+    let allowed = |vocab: &Vec<Arc<[u8]>>, pair: (u32, u32)| -> bool {
+        let (l, r) = (&vocab[pair.0 as usize], &vocab[pair.1 as usize]);
+        l.len() + r.len() <= max_len && (max_words == usize::MAX || n_words_pair(l, r) <= max_words)
+    };
     let mut pair_counts: FxHashMap<(u32, u32), u64> = FxHashMap::default();
     let mut where_: FxHashMap<(u32, u32), Vec<u32>> = FxHashMap::default();
     for wi in 0..start.len() {
@@ -113,30 +252,73 @@ where
         pair,
     };
     for (&pair, &c) in &pair_counts {
-        if vocab[pair.0 as usize].len() + vocab[pair.1 as usize].len() <= max_len {
+        if allowed(&vocab, pair) {
             heap.push(entry(&vocab, pair, c));
         }
     }
     let dbg = std::env::var_os("TOKBENCH_TRAIN_TIMING").is_some();
-    if dbg { eprintln!("setup {:?}", t_start.elapsed()); }
+    if dbg {
+        eprintln!("setup {:?}", t_start.elapsed());
+    }
+    let n_cand = match opts.select {
+        Select::Frequency => 1,
+        Select::Compress { candidates } => candidates.max(1),
+    };
     let mut merges = Vec::new();
     let mut delta: FxHashMap<(u32, u32), i64> = FxHashMap::default();
-    while vocab.len() < cfg.target {
+    let mut shortlist: Vec<Entry> = Vec::with_capacity(n_cand);
+    while vocab.len() < opts.target {
         if progress.cancel.load(AtOrd::Relaxed) {
             return Err("interrupted".into());
         }
-        let Some(top) = heap.pop() else { break };
-        match pair_counts.get(&top.pair) {
-            None => continue, // merged or gone
-            Some(&c) if c > top.count => continue, // an increase pushed a newer entry
-            Some(&c) if c < top.count => {
-                heap.push(Entry { count: c, ..top }); // decreased since: lazy re-push
-                continue;
+        // The `n_cand` most frequent valid pairs, in heap order.
+        shortlist.clear();
+        while shortlist.len() < n_cand {
+            let Some(top) = heap.pop() else { break };
+            match pair_counts.get(&top.pair) {
+                None => continue,                      // merged or gone
+                Some(&c) if c > top.count => continue, // an increase pushed a newer entry
+                Some(&c) if c < top.count => {
+                    heap.push(Entry { count: c, ..top }); // decreased since: lazy re-push
+                    continue;
+                }
+                Some(_) => {}
             }
-            Some(_) => {}
+            if top.count < opts.min_frequency {
+                heap.push(top);
+                break;
+            }
+            shortlist.push(top);
         }
-        if top.count < cfg.min_frequency {
+        if shortlist.is_empty() {
             break;
+        }
+        let pick = if shortlist.len() == 1 {
+            0
+        } else {
+            let mut best = 0;
+            let mut best_d = f64::INFINITY;
+            for (i, e) in shortlist.iter().enumerate() {
+                let (a, b) = e.pair;
+                let m = if a == b {
+                    non_overlapping(&where_, &syms, &start, &wlen, &wcount, a)
+                } else {
+                    e.count
+                };
+                let mut bytes = e.left.to_vec();
+                bytes.extend_from_slice(&e.right);
+                let nnew = index.get(&bytes).map_or(0, |&id| uni[id as usize]);
+                let d = code_length_delta(total, uni[a as usize], uni[b as usize], nnew, m, a == b);
+                if d < best_d - EPS_BITS {
+                    best = i;
+                    best_d = d;
+                }
+            }
+            best
+        };
+        let top = shortlist.swap_remove(pick);
+        for e in shortlist.drain(..) {
+            heap.push(e);
         }
         let (a, b) = top.pair;
         let mut bytes = top.left.to_vec();
@@ -146,6 +328,7 @@ where
             None => {
                 let id = vocab.len() as u32;
                 vocab.push(Arc::from(bytes.clone()));
+                uni.push(0);
                 index.insert(bytes, id);
                 id
             }
@@ -155,6 +338,7 @@ where
         list.sort_unstable();
         list.dedup();
         delta.clear();
+        let mut merged: u64 = 0;
         for &wi in &list {
             let s0 = start[wi as usize];
             let w = &mut syms[s0..s0 + wlen[wi as usize] as usize];
@@ -168,6 +352,7 @@ where
             while r < n {
                 if r + 1 < n && w[r] == a && w[r + 1] == b {
                     hit = true;
+                    merged += c as u64;
                     *delta.entry((a, b)).or_insert(0) -= c;
                     if wr > 0 {
                         let prev = w[wr - 1];
@@ -200,6 +385,10 @@ where
                 }
             }
         }
+        uni[a as usize] -= merged;
+        uni[b as usize] -= merged;
+        uni[new_id as usize] += merged;
+        total -= merged;
         for (&pair, &d) in delta.iter() {
             if d == 0 {
                 continue;
@@ -210,14 +399,49 @@ where
             if nc == 0 {
                 pair_counts.remove(&pair);
                 where_.remove(&pair);
-            } else if d > 0 && vocab[pair.0 as usize].len() + vocab[pair.1 as usize].len() <= max_len {
+            } else if d > 0 && allowed(&vocab, pair) {
                 heap.push(entry(&vocab, pair, nc));
             }
         }
         progress.done.store(merges.len() as u64, AtOrd::Relaxed);
     }
-    if dbg { eprintln!("merges {:?}", t_start.elapsed()); }
+    if dbg {
+        eprintln!("merges {:?}", t_start.elapsed());
+    }
     Ok(Trained { vocab: vocab.iter().map(|v| v.to_vec()).collect(), merges })
+}
+
+/// Occurrences of (a, a) a left-to-right merge replaces (runs of k copies give k / 2), times
+/// the word counts.
+fn non_overlapping(
+    where_: &FxHashMap<(u32, u32), Vec<u32>>,
+    syms: &[u32],
+    start: &[usize],
+    wlen: &[u32],
+    wcount: &[u64],
+    a: u32,
+) -> u64 {
+    let Some(list) = where_.get(&(a, a)) else { return 0 };
+    let mut seen: Vec<u32> = list.clone();
+    seen.sort_unstable();
+    seen.dedup();
+    let mut m = 0u64;
+    for wi in seen {
+        let w = &syms[start[wi as usize]..start[wi as usize] + wlen[wi as usize] as usize];
+        let mut run = 0u64;
+        let mut k = 0u64;
+        for &x in w {
+            if x == a {
+                run += 1;
+            } else {
+                k += run / 2;
+                run = 0;
+            }
+        }
+        k += run / 2;
+        m += k * wcount[wi as usize];
+    }
+    m
 }
 
 #[cfg(test)]
@@ -232,5 +456,40 @@ mod tests {
         assert_eq!(t.vocab[256], b"ug");
         assert_eq!(t.merges[0].3, 20);
         assert_eq!(t.vocab.len(), 259);
+    }
+
+    #[test]
+    fn words_of_bytes() {
+        assert_eq!(n_words(b" the cat"), 2);
+        assert_eq!(n_words(b"the cat "), 2);
+        assert_eq!(n_words(b"a  b"), 2);
+        assert_eq!(n_words(b"ab"), 1);
+        assert_eq!(n_words(b"  "), 0);
+        for (l, r) in [(&b" the"[..], &b" cat"[..]), (b"the", b" "), (b" ", b" "), (b"a b", b"c d"), (b"cat ", b"sat"), (b"ca", b"t")] {
+            let mut c = l.to_vec();
+            c.extend_from_slice(r);
+            assert_eq!(n_words_pair(l, r), n_words(&c));
+        }
+    }
+
+    #[test]
+    fn compress_with_one_candidate_is_frequency() {
+        let data: Vec<(&[u8], u64)> = vec![(b"hug", 10), (b"pug", 5), (b"pun", 12), (b"bun", 4), (b"hugs", 5), (b"aaaa", 7)];
+        let cfg = TrainConfig { target: 256 + 8, min_frequency: 1, max_token_length: None };
+        let p = Progress::default();
+        let a = train(data.iter().map(|(b, c)| (*b, *c)), &cfg, &p).unwrap();
+        let b = train_select(data.iter().map(|(b, c)| (*b, *c)), &cfg, Select::Compress { candidates: 1 }, &p).unwrap();
+        assert_eq!(a.merges, b.merges);
+    }
+
+    #[test]
+    fn delta_matches_recount() {
+        // stream a a b a b c: n_a=3, n_b=2, n_c=1, N=6; merge (a, b) twice -> a ab ab c
+        let l = |c: &[u64]| {
+            let n: u64 = c.iter().sum();
+            xlogx(n) - c.iter().map(|&x| xlogx(x)).sum::<f64>()
+        };
+        let d = code_length_delta(6, 3, 2, 0, 2, false);
+        assert!((d - (l(&[1, 0, 1, 2]) - l(&[3, 2, 1]))).abs() < 1e-9);
     }
 }
