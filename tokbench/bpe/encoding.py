@@ -76,8 +76,9 @@ class BPE:
         (no split) or a regex. Default: the file's own (tokenizer.json) or the pattern known
         for the rank file's size (GPT-2, Llama 3); an unknown rank file needs one.
         special_tokens: {string: id}; default: those of the file / the known profile.
-        engine: "auto" (fast regex with a lookahead fix-up when the pattern allows, else
-        fancy-regex), "fast" or "fancy" (for measurements).
+        engine: "auto" (a hand-written scanner for the built-in gpt2 / llama3 (cl100k) / qwen2
+        patterns, recognised by their exact text; else a fast regex with a lookahead fix-up when
+        the pattern allows; else fancy-regex), "hand", "fast" or "fancy" (for measurements).
         """
         path = Path(path).expanduser()
         if not path.exists():
@@ -202,7 +203,7 @@ class BPE:
 
     @property
     def engine(self) -> str:
-        """The pre-tokenizer engine in use: fast+fixup, fast, fancy or none."""
+        """The pre-tokenizer engine in use: hand, fast+fixup, fast, fancy or none."""
         return self._core.engine
 
     @property

@@ -2,6 +2,7 @@
 //! and BPE of each pre-token. Decoding ids -> bytes.
 use super::model::BpeModel;
 use super::pretokenize::{Cache as ReCache, Splitter};
+use super::token_table::TokenTable;
 use aho_corasick::{AhoCorasick, MatchKind};
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
@@ -17,7 +18,7 @@ const CACHE_MAX_ENTRIES: usize = 1 << 16;
 static NEXT_UID: AtomicU64 = AtomicU64::new(1);
 
 struct Scratch {
-    pieces: FxHashMap<Box<[u8]>, Box<[u32]>>,
+    pieces: TokenTable<Box<[u32]>>,
     re: ReCache,
 }
 
@@ -108,7 +109,7 @@ impl Encoder {
         SCRATCH.with(|s| {
             let mut s = s.borrow_mut();
             let sc = s.entry(self.uid).or_insert_with(|| Scratch {
-                pieces: FxHashMap::default(),
+                pieces: TokenTable::default(),
                 re: self.splitter.new_cache(),
             });
             f(sc)
@@ -130,7 +131,7 @@ impl Encoder {
                     return;
                 }
             }
-            if let Some(ids) = pieces.get(b) {
+            if let Some(ids) = pieces.get_ref(b) {
                 out.extend_from_slice(ids);
                 return;
             }
@@ -139,7 +140,7 @@ impl Encoder {
             if pieces.len() >= CACHE_MAX_ENTRIES {
                 pieces.clear();
             }
-            pieces.insert(b.into(), out[at..].into());
+            pieces.get_or_insert(b, out[at..].into());
         })
     }
 

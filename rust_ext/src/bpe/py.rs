@@ -54,7 +54,7 @@ impl BpeEncoder {
         self.inner.n_vocab()
     }
 
-    /// Which pre-tokenizer engine runs: "fast+fixup", "fast", "fancy" or "none".
+    /// Which pre-tokenizer engine runs: "hand", "fast+fixup", "fast", "fancy" or "none".
     #[getter]
     fn engine(&self) -> &'static str {
         self.inner.engine
