@@ -156,6 +156,7 @@ use super::train::{train, Progress, TrainConfig};
 pub struct BpeCounter {
     counter: Arc<Counter>,
     counts: Counts,
+    pattern: Option<String>,
 }
 
 #[pymethods]
@@ -165,7 +166,13 @@ impl BpeCounter {
     fn new(pattern: Option<&str>, individual_digits: bool, specials: Vec<String>) -> PyResult<Self> {
         let splitter = Splitter::new(pattern, individual_digits, true, "auto").map_err(err)?;
         let counter = Counter::new(splitter, &specials).map_err(err)?;
-        Ok(BpeCounter { counter: Arc::new(counter), counts: Counts::default() })
+        Ok(BpeCounter { counter: Arc::new(counter), counts: Counts::default(), pattern: pattern.map(str::to_owned) })
+    }
+
+    /// The split regex this table is counted with (None: no split).
+    #[getter]
+    fn pattern(&self) -> Option<String> {
+        self.pattern.clone()
     }
 
     /// Count the pre-tokens of texts into this table (map over shards on num_threads, reduce).
