@@ -64,6 +64,8 @@ class BPE:
         self.source = source
         self._specials: list[tuple[str, int]] = core.specials()
         self._special_index = {s: i for i, (s, _) in enumerate(self._specials)}
+        if not nfc:  # the hot per-text call goes straight to Rust (same result, no Python frame)
+            self.encode_ordinary = core.encode_ordinary
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -270,7 +272,7 @@ class BPE:
 
     def encode_ordinary_batch(self, texts: Sequence[str], *, num_threads: int = 0) -> list[list[int]]:
         """encode_ordinary over many texts in parallel (num_threads=0: all cores), GIL released."""
-        texts = [self._norm(t) for t in texts] if self.nfc else list(texts)
+        texts = [self._norm(t) for t in texts] if self.nfc else texts if isinstance(texts, list) else list(texts)
         return self._core.encode_batch(texts, [], num_threads)
 
     def encode_batch(self, texts: Sequence[str], *, num_threads: int = 0,

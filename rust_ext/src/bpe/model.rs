@@ -155,6 +155,17 @@ impl BpeModel {
                 return;
             }
         }
+        self.merge_piece(piece, out)
+    }
+
+    /// The id of a single byte (NONE when the vocabulary lacks it).
+    #[inline(always)]
+    pub fn byte_id(&self, b: u8) -> u32 {
+        self.byte_ids[b as usize]
+    }
+
+    /// Ids of a pre-token of two or more bytes by running the merges (no whole-token check).
+    pub fn merge_piece(&self, piece: &[u8], out: &mut Vec<u32>) {
         if piece.len() <= SMALL {
             self.merge_small(piece, out)
         } else if piece.len() <= LARGE {

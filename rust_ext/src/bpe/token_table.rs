@@ -1,22 +1,34 @@
 //! Bytes -> value (a token id, or the ids of a cached pre-token), tuned for the hot lookup
 //! "is this whole pre-token a token?".
 //!
-//! Keys of up to 15 bytes are packed with their length into one `u128` (no pointer to chase,
-//! no byte comparison), longer ones live in a map of boxed byte strings.
+//! Keys of up to 7 bytes are packed with their length into one `u64`, keys of 8 to 15 bytes
+//! into one `u128` (no pointer to chase, no byte comparison; the small entries keep the table
+//! of the most frequent, short keys compact), longer ones live in a map of boxed byte strings.
 use rustc_hash::FxHashMap;
 
-/// Longest key kept inline.
+/// Longest keys packed into a `u64` / `u128`.
+const TINY: usize = 7;
 const INLINE: usize = 15;
 
 pub struct TokenTable<V = u32> {
+    tiny: FxHashMap<u64, V>,
     short: FxHashMap<u128, V>,
     long: FxHashMap<Box<[u8]>, V>,
 }
 
 impl<V> Default for TokenTable<V> {
     fn default() -> Self {
-        TokenTable { short: FxHashMap::default(), long: FxHashMap::default() }
+        TokenTable { tiny: FxHashMap::default(), short: FxHashMap::default(), long: FxHashMap::default() }
     }
+}
+
+/// `bytes` (at most `TINY` long) and its length as one number; distinct for distinct inputs.
+#[inline(always)]
+fn pack_tiny(bytes: &[u8]) -> u64 {
+    let mut buf = [0u8; 8];
+    buf[..bytes.len()].copy_from_slice(bytes);
+    buf[7] = bytes.len() as u8;
+    u64::from_le_bytes(buf)
 }
 
 /// `bytes` (at most `INLINE` long) and its length as one number; distinct for distinct inputs.
@@ -31,13 +43,15 @@ fn pack(bytes: &[u8]) -> u128 {
 impl<V> TokenTable<V> {
     pub fn with_capacity(n: usize) -> Self {
         let mut t = TokenTable::default();
-        t.short.reserve(n);
+        t.tiny.reserve(n);
         t
     }
 
     /// The value of `bytes`, inserting `id` when absent.
     pub fn get_or_insert(&mut self, bytes: &[u8], id: V) -> &mut V {
-        if bytes.len() <= INLINE {
+        if bytes.len() <= TINY {
+            self.tiny.entry(pack_tiny(bytes)).or_insert(id)
+        } else if bytes.len() <= INLINE {
             self.short.entry(pack(bytes)).or_insert(id)
         } else {
             self.long.entry(bytes.into()).or_insert(id)
@@ -46,7 +60,9 @@ impl<V> TokenTable<V> {
 
     #[inline(always)]
     pub fn get_ref(&self, bytes: &[u8]) -> Option<&V> {
-        if bytes.len() <= INLINE {
+        if bytes.len() <= TINY {
+            self.tiny.get(&pack_tiny(bytes))
+        } else if bytes.len() <= INLINE {
             self.short.get(&pack(bytes))
         } else {
             self.long.get(bytes)
@@ -54,12 +70,13 @@ impl<V> TokenTable<V> {
     }
 
     pub fn clear(&mut self) {
+        self.tiny.clear();
         self.short.clear();
         self.long.clear();
     }
 
     pub fn len(&self) -> usize {
-        self.short.len() + self.long.len()
+        self.tiny.len() + self.short.len() + self.long.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -80,7 +97,8 @@ mod tests {
 
     #[test]
     fn lengths_and_zero_bytes_are_told_apart() {
-        let keys: [&[u8]; 7] = [b"", b"\0", b"\0\0", b"a", b"a\0", b"exactly15bytes!", b"sixteen bytes!!!"];
+        let keys: [&[u8]; 10] = [b"", b"\0", b"\0\0", b"a", b"a\0", b"seven!!", b"eight!!!", b"\0\0\0\0\0\0\0\0",
+                                 b"exactly15bytes!", b"sixteen bytes!!!"];
         let mut t = TokenTable::with_capacity(8);
         for (i, k) in keys.iter().enumerate() {
             assert_eq!(*t.get_or_insert(k, i as u32), i as u32);
