@@ -30,6 +30,14 @@ def documents(name: str, path: Path) -> list[str]:
                 for paras in (rec.get("sections") or {}).values():
                     out.extend(p for p in paras if isinstance(p, str))
         return out
+    if name == "bible-mark":
+        out = []
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                out.extend(v for v in (json.loads(line).get("verses") or {}).values() if isinstance(v, str))
+        return out
+    if name == "gutenberg":
+        return [p.read_text(encoding="utf-8") for p in sorted(path.glob("*.txt"))]
     if name == "tatoeba":
         files = sorted(p for p in path.iterdir() if p.name.startswith("tatoeba."))
         return [p.read_text(encoding="utf-8") for p in files]

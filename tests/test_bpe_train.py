@@ -192,6 +192,75 @@ def test_non_utf8_reported(tmp_path):
     assert trained.stats.non_utf8_lines == 2 and trained.stats.non_utf8_files == {str(p): 1, str(j): 1}
 
 
+def test_non_utf8_in_a_tatoeba_folder_is_a_warning(tmp_path):
+    folder = tmp_path / "tatoeba"
+    folder.mkdir()
+    (folder / "tatoeba.abc-eng.abc").write_bytes(b"good line one\nbad \xc3\x28 line\ngood line two\n")
+    (folder / "tatoeba.abc-eng.eng").write_bytes(b"english one\nenglish two\nenglish three\n")
+    (folder / "tatoeba.xyz-eng.xyz").write_bytes(b"\xff\xfe\n")
+    (folder / "tatoeba.xyz-eng.eng").write_bytes(b"english\n")
+    with pytest.warns(tb.NonUtf8Warning, match=r"2 non-UTF-8 lines \(15 bytes\).*tatoeba\.abc-eng\.abc \(1\)"):
+        trained = tb.train([folder], 300, min_frequency=1, progress=False)
+    assert trained.stats.non_utf8_files == {str(folder / "tatoeba.abc-eng.abc"): 1,
+                                            str(folder / "tatoeba.xyz-eng.xyz"): 1}
+    c = tb.count_texts(tb.iter_texts([folder]), tb.new_counter("gpt2"))
+    assert dict(c.items())[b" line"] == 2 and b"english" not in dict(c.items())  # the other side only
+
+
+def test_cli_non_utf8_warning_names_the_file(tmp_path):
+    from click.testing import CliRunner
+
+    from tokbench.cli import main as cli
+
+    p = tmp_path / "mixed.txt"
+    p.write_bytes(b"hello world\nbad \xff line\n" + b"hello there\n" * 20)
+    r = CliRunner().invoke(cli, ["train", str(p), "--vocab-size", "300", "-o", str(tmp_path / "o"), "-q"])
+    assert r.exit_code == 0, r.output
+    assert f"warning: 1 non-UTF-8 lines (11 bytes) not counted, in {p}" in r.output
+
+
+def test_load_counts_checks_the_pattern(corpus_file, tmp_path):
+    c = tb.new_counter("gpt2")
+    tb.count_texts([corpus_file.read_text(encoding="utf-8")], c)
+    path = tmp_path / "counts.txt"
+    tb.save_counts(c, path, "gpt2")
+    assert path.read_text(encoding="utf-8").splitlines()[0] == \
+        f"# tokbench-bpe-counts v1 pattern={json.dumps(c.pattern)}"
+    assert len(tb.load_counts(path, tb.new_counter("gpt2"))) == len(c)
+    with pytest.raises(TokbenchError, match="made with split pattern gpt2, not the requested llama3.*--pattern gpt2") as e:
+        tb.load_counts(path, tb.new_counter("llama3"))
+    assert str(path) in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(TokbenchError, match="pattern gpt2, not the requested none.*--pattern gpt2"):
+        tb.load_counts(path, tb.new_counter("none"))
+    # older files recorded the pattern's name: it is resolved before the comparison
+    old = tmp_path / "old.txt"
+    old.write_text(path.read_text(encoding="utf-8").replace(json.dumps(c.pattern), '"gpt2"', 1), encoding="utf-8")
+    assert len(tb.load_counts(old, tb.new_counter("gpt2"))) == len(c)
+    headless = tmp_path / "headless.txt"
+    headless.write_text("".join(path.read_text(encoding="utf-8").splitlines(keepends=True)[1:]), encoding="utf-8")
+    with pytest.raises(TokbenchError, match="no counts header"):
+        tb.load_counts(headless, tb.new_counter("gpt2"))
+    with pytest.raises(TokbenchError, match="not the one these counts were made with"):
+        tb.save_counts(c, tmp_path / "x.txt", "llama3")
+
+
+def test_cli_load_counts_with_another_pattern(corpus_file, tmp_path):
+    from click.testing import CliRunner
+
+    from tokbench.cli import main as cli
+
+    counts = tmp_path / "c.txt"
+    r = CliRunner().invoke(cli, ["train", str(corpus_file), "--vocab-size", "300", "--pattern", "llama3",
+                                 "--save-counts", str(counts), "-o", str(tmp_path / "o1"), "-q"])
+    assert r.exit_code == 0, r.output
+    r2 = CliRunner().invoke(cli, ["train", "--load-counts", str(counts), "--vocab-size", "300",
+                                  "-o", str(tmp_path / "o2"), "-q"])
+    assert r2.exit_code == 2 and not (tmp_path / "o2").exists()
+    msg = r2.output.strip()
+    assert "\n" not in msg and "Traceback" not in msg and str(counts) in msg
+    assert "split pattern llama3, not the requested gpt2" in msg and "--pattern llama3" in msg
+
+
 def test_empty_corpus_error(tmp_path):
     p = tmp_path / "empty.txt"
     p.write_text("")

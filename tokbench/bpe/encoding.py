@@ -64,6 +64,8 @@ class BPE:
         self.source = source
         self._specials: list[tuple[str, int]] = core.specials()
         self._special_index = {s: i for i, (s, _) in enumerate(self._specials)}
+        if not nfc:  # the hot per-text call goes straight to Rust (same result, no Python frame)
+            self.encode_ordinary = core.encode_ordinary
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -76,8 +78,9 @@ class BPE:
         (no split) or a regex. Default: the file's own (tokenizer.json) or the pattern known
         for the rank file's size (GPT-2, Llama 3); an unknown rank file needs one.
         special_tokens: {string: id}; default: those of the file / the known profile.
-        engine: "auto" (fast regex with a lookahead fix-up when the pattern allows, else
-        fancy-regex), "fast" or "fancy" (for measurements).
+        engine: "auto" (a hand-written scanner for the built-in gpt2 / llama3 (cl100k) / qwen2
+        patterns, recognised by their exact text; else a fast regex with a lookahead fix-up when
+        the pattern allows; else fancy-regex), "hand", "fast" or "fancy" (for measurements).
         """
         path = Path(path).expanduser()
         if not path.exists():
@@ -202,7 +205,7 @@ class BPE:
 
     @property
     def engine(self) -> str:
-        """The pre-tokenizer engine in use: fast+fixup, fast, fancy or none."""
+        """The pre-tokenizer engine in use: hand, fast+fixup, fast, fancy or none."""
         return self._core.engine
 
     @property
@@ -269,7 +272,7 @@ class BPE:
 
     def encode_ordinary_batch(self, texts: Sequence[str], *, num_threads: int = 0) -> list[list[int]]:
         """encode_ordinary over many texts in parallel (num_threads=0: all cores), GIL released."""
-        texts = [self._norm(t) for t in texts] if self.nfc else list(texts)
+        texts = [self._norm(t) for t in texts] if self.nfc else texts if isinstance(texts, list) else list(texts)
         return self._core.encode_batch(texts, [], num_threads)
 
     def encode_batch(self, texts: Sequence[str], *, num_threads: int = 0,

@@ -10,15 +10,17 @@ Tie-breaking: the highest pair count wins; among equal counts the lexicographica
 pair (left token's bytes, then right token's bytes). ``max_token_length`` is in bytes.
 
 Counts file (``save_counts`` / ``load_counts``): UTF-8 text; a first line
-``# tokbench-bpe-counts v1 pattern=<json string>``, then one ``<base64 pre-token> <count>``
-line per distinct pre-token, sorted by bytes.
+``# tokbench-bpe-counts v1 pattern=<json string>`` (the split regex, or a built-in pattern name in
+older files; null: no split), then one ``<base64 pre-token> <count>`` line per distinct
+pre-token, sorted by bytes. Loading checks that the file's pattern is the counter's.
 
-Inputs: files, folders or corpus asset names. ``.txt`` files are read line by line as bytes, and a
-line that is not UTF-8 is counted as skipped and reported in a warning (never dropped silently);
+Inputs: files, folders or corpus asset names. ``.txt`` files (and the sentence files of a Tatoeba
+folder) are read line by line as bytes, and a line that is not UTF-8 is counted as skipped and
+reported in a warning naming the file (never dropped silently, never an exception);
 text is counted in blocks cut only before a line that starts with a non-space character, where
 the built-in split patterns never join two pre-tokens, so counts equal those of the whole file.
 JSONL files give one document per record (``text_field`` or the fields `tokbench.assets` tries).
-Tatoeba folders and asset names go through ``tokbench.assets.iter_documents``.
+A Tatoeba folder gives its non-English sentence files, as ``tokbench.assets.iter_documents`` does.
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ from pathlib import Path
 
 from tokbench import _core
 from tokbench.errors import TokbenchError
-from tokbench.vocab.patterns import resolve_pattern
+from tokbench.vocab.patterns import PATTERNS, resolve_pattern
 
 _BATCH_BYTES = 8 << 20
 _COUNTS_HEADER = "# tokbench-bpe-counts v1"
@@ -124,7 +126,7 @@ def _iter_file(path: Path, text_field, stats: CountStats) -> Iterator[str]:
 def iter_texts(inputs: Iterable[str | os.PathLike], text_field=None,
                stats: CountStats | None = None) -> Iterator[str]:
     """Texts of files, folders and corpus asset names (see the module docstring)."""
-    from tokbench.assets.corpus import _tatoeba_pairs, iter_documents
+    from tokbench.assets.corpus import _tatoeba_pairs
 
     stats = stats if stats is not None else CountStats()
     for inp in inputs:
@@ -132,7 +134,8 @@ def iter_texts(inputs: Iterable[str | os.PathLike], text_field=None,
         if path.is_file():
             yield from _iter_file(path, text_field, stats)
         elif _tatoeba_pairs(path):
-            yield from iter_documents(path, text_field=text_field)
+            for _lang, src, _eng in _tatoeba_pairs(path):
+                yield from _iter_txt(src, stats)
         else:
             files = sorted(p for p in path.rglob("*")
                            if p.is_file() and not any(s.startswith(".") for s in p.relative_to(path).parts)
@@ -184,20 +187,55 @@ def count_texts(texts: Iterable[str], counter: "_core.BpeCounter", *, num_thread
 
 
 def save_counts(counter: "_core.BpeCounter", path: str | os.PathLike, pattern: str | None = None) -> None:
-    """Write the counts file (format in the module docstring) atomically."""
-    lines = [f"{_COUNTS_HEADER} pattern={json.dumps(pattern)}\n"]
+    """Write the counts file (format in the module docstring) atomically. The header records the
+    counter's split regex (`pattern`, a name or regex, only has to agree with it)."""
+    if pattern is not None and resolve_pattern(pattern) != counter.pattern:
+        raise TokbenchError(f"pattern {pattern!r} is not the one these counts were made with",
+                            path=path, fix="pass the pattern the counter was built with")
+    lines = [f"{_COUNTS_HEADER} pattern={json.dumps(counter.pattern)}\n"]
     lines.extend(f"{base64.b64encode(k).decode('ascii')} {c}\n" for k, c in counter.items())
     _atomic_write(Path(path), "".join(lines).encode("utf-8"))
 
 
+def _pattern_name(regex: str | None) -> str:
+    """A built-in name for a regex when there is one (for messages)."""
+    if regex is None:
+        return "none"
+    names = [n for n, p in PATTERNS.items() if p == regex]
+    return names[0] if names else repr(regex)
+
+
+def _saved_pattern(path: Path, header: str) -> str | None:
+    """The split regex of a counts file header line."""
+    if not header.startswith(_COUNTS_HEADER + " pattern="):
+        raise TokbenchError("no counts header (so no split pattern to check)", path=path,
+                            fix="pass a file written by --save-counts, or count the corpus again")
+    try:
+        saved = json.loads(header[len(_COUNTS_HEADER + " pattern="):])
+        if saved is not None and not isinstance(saved, str):
+            raise ValueError
+        return resolve_pattern(saved)
+    except (ValueError, TokbenchError):
+        raise TokbenchError("the pattern in the counts header is unreadable", path=path,
+                            fix="pass a file written by --save-counts, or count the corpus again") from None
+
+
 def load_counts(path: str | os.PathLike, counter: "_core.BpeCounter") -> "_core.BpeCounter":
-    """Add the counts of a counts file into counter (several files sum: the reduce step)."""
+    """Add the counts of a counts file into counter (several files sum: the reduce step).
+    The file's split pattern must be the counter's (else a TokbenchError says which to pass)."""
     path = Path(path)
     if not path.is_file():
         raise TokbenchError("no such counts file", path=path, fix="check the path")
     items = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, encoding="utf-8", errors="replace") as f:  # a bad byte fails the base64 check
+        saved = _saved_pattern(path, f.readline().rstrip("\n"))
+        if saved != counter.pattern:
+            name = _pattern_name(saved)
+            raise TokbenchError(f"these counts were made with split pattern {name}, not the requested "
+                                f"{_pattern_name(counter.pattern)}", path=path,
+                                fix=f"pass --pattern {name if name in PATTERNS or name == 'none' else 'REGEX'} "
+                                    "to train on them, or count the corpus again with the pattern you want")
+        for lineno, line in enumerate(f, 2):
             if line.startswith("#") or not line.strip():
                 continue
             try:

@@ -1,7 +1,8 @@
 //! Text -> ids: special tokens, pre-tokenization, a per-thread cache of frequent pre-tokens,
 //! and BPE of each pre-token. Decoding ids -> bytes.
-use super::model::BpeModel;
+use super::model::{BpeModel, NONE};
 use super::pretokenize::{Cache as ReCache, Splitter};
+use super::token_table::TokenTable;
 use aho_corasick::{AhoCorasick, MatchKind};
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
@@ -12,12 +13,14 @@ use std::sync::{Arc, Mutex};
 /// Pre-tokens longer than this are not cached.
 const CACHE_MAX_PIECE: usize = 48;
 /// Entries per thread and encoder before the cache is cleared.
-const CACHE_MAX_ENTRIES: usize = 1 << 16;
+const CACHE_MAX_ENTRIES: usize = 1 << 18;
 
 static NEXT_UID: AtomicU64 = AtomicU64::new(1);
 
 struct Scratch {
-    pieces: FxHashMap<Box<[u8]>, Box<[u32]>>,
+    /// pre-token bytes -> (start, len) of its ids in `ids`
+    pieces: TokenTable<(u32, u32)>,
+    ids: Vec<u32>,
     re: ReCache,
 }
 
@@ -108,7 +111,8 @@ impl Encoder {
         SCRATCH.with(|s| {
             let mut s = s.borrow_mut();
             let sc = s.entry(self.uid).or_insert_with(|| Scratch {
-                pieces: FxHashMap::default(),
+                pieces: TokenTable::default(),
+                ids: Vec::new(),
                 re: self.splitter.new_cache(),
             });
             f(sc)
@@ -117,11 +121,14 @@ impl Encoder {
 
     fn encode_text(&self, text: &str, sc: &mut Scratch, out: &mut Vec<u32>) -> Result<(), String> {
         let model = &self.model;
-        let pieces = &mut sc.pieces;
-        self.splitter.split(text, &mut sc.re, &mut |p: &str| {
+        let Scratch { pieces, ids, re } = sc;
+        self.splitter.split(text, re, &mut |p: &str| {
             let b = p.as_bytes();
-            if b.len() == 1 || b.len() > CACHE_MAX_PIECE {
-                model.encode_piece(b, out);
+            if b.len() == 1 {
+                let id = model.byte_id(b[0]);
+                if id != NONE {
+                    out.push(id);
+                }
                 return;
             }
             if model.ignore_merges() {
@@ -130,16 +137,22 @@ impl Encoder {
                     return;
                 }
             }
-            if let Some(ids) = pieces.get(b) {
-                out.extend_from_slice(ids);
+            if b.len() > CACHE_MAX_PIECE {
+                model.merge_piece(b, out);
+                return;
+            }
+            if let Some(&(at, n)) = pieces.get_ref(b) {
+                out.extend_from_slice(&ids[at as usize..(at + n) as usize]);
                 return;
             }
             let at = out.len();
-            model.encode_piece(b, out);
+            model.merge_piece(b, out);
             if pieces.len() >= CACHE_MAX_ENTRIES {
                 pieces.clear();
+                ids.clear();
             }
-            pieces.insert(b.into(), out[at..].into());
+            pieces.get_or_insert(b, (ids.len() as u32, (out.len() - at) as u32));
+            ids.extend_from_slice(&out[at..]);
         })
     }
 

@@ -10,6 +10,7 @@
 //! The loop merges the lowest-priority adjacent pair, leftmost on ties (tiktoken scans left to
 //! right with a strict `<`; `tokenizers` pops a heap ordered by (rank, position)). Short pieces
 //! use a scan over a stack array; long ones a binary heap over a linked list: O(n log n).
+use super::token_table::TokenTable;
 use rustc_hash::FxHashMap;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -41,21 +42,20 @@ fn key(a: u32, b: u32) -> u64 {
 pub struct BpeModel {
     byte_ids: [u32; 256],
     pairs: FxHashMap<u64, (u32, u32)>,
-    vocab: FxHashMap<Box<[u8]>, u32>,
+    vocab: TokenTable,
     /// A whole piece that is a token is returned as that token (tiktoken always does this;
     /// `tokenizers` when `ignore_merges` is set).
     ignore_merges: bool,
 }
 
-fn vocab_map(tokens: &[(Vec<u8>, u32)]) -> Result<FxHashMap<Box<[u8]>, u32>, String> {
-    let mut vocab: FxHashMap<Box<[u8]>, u32> = FxHashMap::default();
-    vocab.reserve(tokens.len());
+fn vocab_map(tokens: &[(Vec<u8>, u32)]) -> Result<TokenTable, String> {
+    let mut vocab = TokenTable::with_capacity(tokens.len());
     for (b, id) in tokens {
         if *id == NONE {
             return Err(format!("token id {id} is out of range"));
         }
         // duplicated bytes: the lowest id wins
-        let e = vocab.entry(b.clone().into_boxed_slice()).or_insert(*id);
+        let e = vocab.get_or_insert(b, *id);
         if *id < *e {
             *e = *id;
         }
@@ -63,10 +63,10 @@ fn vocab_map(tokens: &[(Vec<u8>, u32)]) -> Result<FxHashMap<Box<[u8]>, u32>, Str
     Ok(vocab)
 }
 
-fn byte_ids(vocab: &FxHashMap<Box<[u8]>, u32>) -> [u32; 256] {
+fn byte_ids(vocab: &TokenTable) -> [u32; 256] {
     let mut out = [NONE; 256];
     for (b, slot) in out.iter_mut().enumerate() {
-        if let Some(&id) = vocab.get(&[b as u8][..]) {
+        if let Some(id) = vocab.get(&[b as u8][..]) {
             *slot = id;
         }
     }
@@ -79,9 +79,10 @@ impl BpeModel {
         let vocab = vocab_map(tokens)?;
         let mut pairs: FxHashMap<u64, (u32, u32)> = FxHashMap::default();
         pairs.reserve(tokens.len() * 2);
-        for (b, &rank) in vocab.iter() {
+        for (b, _) in tokens {
+            let Some(rank) = vocab.get(b) else { continue };
             for cut in 1..b.len() {
-                if let (Some(&l), Some(&r)) = (vocab.get(&b[..cut]), vocab.get(&b[cut..])) {
+                if let (Some(l), Some(r)) = (vocab.get(&b[..cut]), vocab.get(&b[cut..])) {
                     pairs.insert(key(l, r), (rank, rank));
                 }
             }
@@ -112,7 +113,7 @@ impl BpeModel {
             buf.clear();
             buf.extend_from_slice(lb);
             buf.extend_from_slice(rb);
-            let Some(&new_id) = vocab.get(&buf[..]) else {
+            let Some(new_id) = vocab.get(&buf[..]) else {
                 return Err(format!("merge {i} ({l}, {r}) gives a token that is not in the vocabulary"));
             };
             pairs.insert(key(l, r), (i as u32, new_id));
@@ -123,7 +124,7 @@ impl BpeModel {
     /// The id of a whole byte string, if it is a token.
     #[inline]
     pub fn token_id(&self, bytes: &[u8]) -> Option<u32> {
-        self.vocab.get(bytes).copied()
+        self.vocab.get(bytes)
     }
 
     pub fn ignore_merges(&self) -> bool {
@@ -149,11 +150,22 @@ impl BpeModel {
             return;
         }
         if self.ignore_merges {
-            if let Some(&id) = self.vocab.get(piece) {
+            if let Some(id) = self.vocab.get(piece) {
                 out.push(id);
                 return;
             }
         }
+        self.merge_piece(piece, out)
+    }
+
+    /// The id of a single byte (NONE when the vocabulary lacks it).
+    #[inline(always)]
+    pub fn byte_id(&self, b: u8) -> u32 {
+        self.byte_ids[b as usize]
+    }
+
+    /// Ids of a pre-token of two or more bytes by running the merges (no whole-token check).
+    pub fn merge_piece(&self, piece: &[u8], out: &mut Vec<u32>) {
         if piece.len() <= SMALL {
             self.merge_small(piece, out)
         } else if piece.len() <= LARGE {

@@ -8,6 +8,10 @@
 //! `\s+` pattern, gives the last whitespace character back unless the run ends the text or
 //! is one character long. That is exactly what `\s+(?!\S)|\s+` does at a position where
 //! the prefix fails: greedy `\s+` then backtracking by one character.
+//!
+//! The built-in patterns (GPT-2, cl100k / Llama 3, Qwen2), recognised by their exact text, run
+//! on a hand-written scanner instead (`pretokenize_hand`), which gives the same pieces.
+use super::pretokenize_hand::{self, Pattern};
 use regex_automata::{meta, Input};
 
 const WS_TAIL: &str = r"|\s+(?!\S)|\s+";
@@ -15,6 +19,8 @@ const WS_TAIL: &str = r"|\s+(?!\S)|\s+";
 pub enum Engine {
     /// No split: the whole text is one pre-token.
     Whole,
+    /// The hand-written scanner of a built-in pattern.
+    Hand(Pattern),
     /// `regex-automata` meta regex; `fixup` when pattern 1 is the `\s+` tail (see module doc).
     Fast { re: meta::Regex, fixup: bool },
     /// Backtracking engine for anything else (lookaround, backreferences).
@@ -35,7 +41,8 @@ pub struct Splitter {
 pub type Cache = Option<meta::Cache>;
 
 impl Splitter {
-    /// `engine`: "auto" (fast path when possible, else fancy), "fast", "fancy".
+    /// `engine`: "auto" (hand-written scanner for a built-in pattern, else the fast regex path
+    /// when possible, else fancy), "hand", "fast", "fancy".
     pub fn new(
         pattern: Option<&str>,
         individual_digits: bool,
@@ -47,11 +54,18 @@ impl Splitter {
             Some(p) => match engine {
                 "fancy" => Engine::Fancy(compile_fancy(p)?),
                 "fast" => fast(p)?,
-                "auto" => match fast(p) {
-                    Ok(e) => e,
-                    Err(_) => Engine::Fancy(compile_fancy(p)?),
+                "hand" => match Pattern::recognise(p) {
+                    Some(h) => Engine::Hand(h),
+                    None => return Err("engine \"hand\" runs only the built-in patterns gpt2, llama3 (cl100k), qwen2".into()),
                 },
-                other => return Err(format!("unknown regex engine {other:?} (auto, fast, fancy)")),
+                "auto" => match Pattern::recognise(p) {
+                    Some(h) => Engine::Hand(h),
+                    None => match fast(p) {
+                        Ok(e) => e,
+                        Err(_) => Engine::Fancy(compile_fancy(p)?),
+                    },
+                },
+                other => return Err(format!("unknown regex engine {other:?} (auto, hand, fast, fancy)")),
             },
         };
         Ok(Splitter { engine, individual_digits, keep_unmatched })
@@ -60,6 +74,7 @@ impl Splitter {
     pub fn engine_name(&self) -> &'static str {
         match &self.engine {
             Engine::Whole => "none",
+            Engine::Hand(_) => "hand",
             Engine::Fast { fixup: true, .. } => "fast+fixup",
             Engine::Fast { .. } => "fast",
             Engine::Fancy(_) => "fancy",
@@ -102,6 +117,7 @@ impl Splitter {
                     f(text)
                 }
             }
+            Engine::Hand(p) => pretokenize_hand::split(*p, text, f),
             Engine::Fast { re, fixup } => {
                 let cache = cache.get_or_insert_with(|| re.create_cache());
                 let len = text.len();
@@ -204,6 +220,7 @@ mod tests {
         ];
         for pat in [GPT2, CL100K] {
             let fast = Splitter::new(Some(pat), false, false, "fast").unwrap();
+            assert_eq!(Splitter::new(Some(pat), false, false, "auto").unwrap().engine_name(), "hand");
             assert_eq!(fast.engine_name(), "fast+fixup");
             let fancy = Splitter::new(Some(pat), false, false, "fancy").unwrap();
             for t in texts {

@@ -4,8 +4,13 @@ use super::model::BpeModel;
 use super::pretokenize::Splitter;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList};
+use pyo3::types::{PyBytes, PyList, PyString};
 use std::sync::Arc;
+
+/// Texts shorter than this (bytes) are encoded with the GIL held: that takes well under a
+/// millisecond (the interpreter's switch interval is 5 ms), and for short texts, the common case
+/// of per-text calls, releasing and re-taking the GIL costs a noticeable share of the call.
+const KEEP_GIL_BELOW: usize = 1024;
 
 fn err(e: String) -> PyErr {
     PyValueError::new_err(e)
@@ -54,7 +59,7 @@ impl BpeEncoder {
         self.inner.n_vocab()
     }
 
-    /// Which pre-tokenizer engine runs: "fast+fixup", "fast", "fancy" or "none".
+    /// Which pre-tokenizer engine runs: "hand", "fast+fixup", "fast", "fancy" or "none".
     #[getter]
     fn engine(&self) -> &'static str {
         self.inner.engine
@@ -67,6 +72,9 @@ impl BpeEncoder {
 
     fn encode_ordinary(&self, py: Python<'_>, text: &str) -> PyResult<Vec<u32>> {
         let enc = &self.inner;
+        if text.len() < KEEP_GIL_BELOW {
+            return enc.encode_ordinary(text).map_err(err);
+        }
         py.allow_threads(|| enc.encode_ordinary(text)).map_err(err)
     }
 
@@ -81,6 +89,9 @@ impl BpeEncoder {
     fn encode(&self, py: Python<'_>, text: &str, allowed: Vec<usize>) -> PyResult<Vec<u32>> {
         self.check(&allowed)?;
         let enc = &self.inner;
+        if text.len() < KEEP_GIL_BELOW {
+            return enc.encode_with_specials(text, &allowed).map_err(err);
+        }
         py.allow_threads(|| enc.encode_with_specials(text, &allowed)).map_err(err)
     }
 
@@ -95,21 +106,22 @@ impl BpeEncoder {
         Ok(py.allow_threads(|| enc.find_special(text, &mask)))
     }
 
+    /// texts: a list of str (borrowed, not copied). Returns a list of lists of ids.
     #[pyo3(signature = (texts, allowed=Vec::new(), num_threads=0))]
-    fn encode_batch(
+    fn encode_batch<'py>(
         &self,
-        py: Python<'_>,
-        texts: Vec<String>,
+        py: Python<'py>,
+        texts: Vec<Bound<'py, PyString>>,
         allowed: Vec<usize>,
         num_threads: usize,
-    ) -> PyResult<Vec<Vec<u32>>> {
+    ) -> PyResult<Bound<'py, PyList>> {
         self.check(&allowed)?;
+        let refs: Vec<&str> = texts.iter().map(|t| t.to_str()).collect::<PyResult<_>>()?;
         let enc = &self.inner;
-        py.allow_threads(|| {
-            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            with_pool(num_threads, || enc.encode_batch(&refs, &allowed))?
-        })
-        .map_err(err)
+        let ids = py
+            .allow_threads(|| with_pool(num_threads, || enc.encode_batch(&refs, &allowed))?)
+            .map_err(err)?;
+        Ok(id_lists(py, &ids))
     }
 
     fn decode_bytes<'py>(&self, py: Python<'py>, ids: Vec<u32>) -> PyResult<Bound<'py, PyBytes>> {
@@ -126,6 +138,23 @@ impl BpeEncoder {
             .collect();
         Ok(PyList::new_bound(py, items))
     }
+}
+
+/// Python lists of the id lists. The collector is paused while they are built: they hold only
+/// ints, so no collection could free anything, and one deferred pass replaces one per 700 lists.
+fn id_lists<'py>(py: Python<'py>, ids: &[Vec<u32>]) -> Bound<'py, PyList> {
+    struct Resume(bool);
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            if self.0 {
+                // SAFETY: called with the GIL held (the `py` token of `id_lists` outlives this).
+                unsafe { pyo3::ffi::PyGC_Enable() };
+            }
+        }
+    }
+    // SAFETY: the GIL is held (`py`); PyGC_Disable returns whether collection was enabled.
+    let _resume = Resume(unsafe { pyo3::ffi::PyGC_Disable() } != 0);
+    PyList::new_bound(py, ids.iter().map(|v| PyList::new_bound(py, v)))
 }
 
 impl BpeEncoder {
@@ -159,6 +188,7 @@ use super::train::{train_select, Progress, Select, TrainConfig};
 pub struct BpeCounter {
     counter: Arc<Counter>,
     counts: Counts,
+    pattern: Option<String>,
 }
 
 #[pymethods]
@@ -168,7 +198,13 @@ impl BpeCounter {
     fn new(pattern: Option<&str>, individual_digits: bool, specials: Vec<String>) -> PyResult<Self> {
         let splitter = Splitter::new(pattern, individual_digits, true, "auto").map_err(err)?;
         let counter = Counter::new(splitter, &specials).map_err(err)?;
-        Ok(BpeCounter { counter: Arc::new(counter), counts: Counts::default() })
+        Ok(BpeCounter { counter: Arc::new(counter), counts: Counts::default(), pattern: pattern.map(str::to_owned) })
+    }
+
+    /// The split regex this table is counted with (None: no split).
+    #[getter]
+    fn pattern(&self) -> Option<String> {
+        self.pattern.clone()
     }
 
     /// Count the pre-tokens of texts into this table (map over shards on num_threads, reduce).

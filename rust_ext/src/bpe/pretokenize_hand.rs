@@ -1,0 +1,345 @@
+//! A hand-written pre-tokenizer for the built-in split patterns (GPT-2, cl100k / Llama 3, Qwen2).
+//!
+//! At each position the alternatives of the pattern are tried in order, as the regex does
+//! (leftmost-first), but each alternative is a direct scan over character classes
+//! (`char_class`), so no automaton runs. Every alternative of these patterns is a run of one
+//! class with at most one optional leading character, so a greedy scan is exact; the two
+//! alternatives that backtrack are solved in closed form:
+//! - `\s+(?!\S)|\s+` on a whitespace run `[i, j)`: the whole run when it ends the text or is
+//!   one character long, else the run without its last character.
+//! - `\s*[\r\n]+` on a whitespace run: from `i` up to and including the run's last `\r`/`\n`.
+//!
+//! The patterns are recognised by their exact text (`Pattern::recognise`); any other pattern,
+//! even an equivalent one, goes to the regex engines.
+use super::char_class::{decode_at, CharClasses, LETTER, NUMBER, SPACE};
+use std::sync::OnceLock;
+
+pub const GPT2: &str = r"'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+/// The GPT-2 regex as HF `tokenizers` writes it (ByteLevel use_regex, GPT-2 tokenizer.json).
+pub const GPT2_HF: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+pub const CL100K: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+pub const QWEN2: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pattern {
+    /// GPT-2: case-sensitive contractions, ` ?` before letter / number / other runs.
+    Gpt2,
+    /// cl100k family: case-insensitive contractions, one non-letter before letters, numbers in
+    /// groups of up to `max_digits`, other runs take trailing newlines, newline runs.
+    Cl100k { max_digits: usize },
+}
+
+impl Pattern {
+    pub fn recognise(pattern: &str) -> Option<Pattern> {
+        match pattern {
+            GPT2 | GPT2_HF => Some(Pattern::Gpt2),
+            CL100K => Some(Pattern::Cl100k { max_digits: 3 }),
+            QWEN2 => Some(Pattern::Cl100k { max_digits: 1 }),
+            _ => None,
+        }
+    }
+}
+
+/// Non-ASCII characters that `(?i:...)` folds onto the ASCII letters of the contractions
+/// (e.g. U+017F LONG S for `s`), from the regex parser's own case folding.
+fn folds() -> &'static [(u32, u8)] {
+    static FOLDS: OnceLock<Vec<(u32, u8)>> = OnceLock::new();
+    FOLDS.get_or_init(|| {
+        use regex_syntax::hir::{Class, HirKind};
+        let mut out = Vec::new();
+        for letter in "stremvld".bytes() {
+            let hir = regex_syntax::parse(&format!("(?i:{})", letter as char)).expect("a letter");
+            if let HirKind::Class(Class::Unicode(cls)) = hir.kind() {
+                for r in cls.ranges() {
+                    for cp in r.start() as u32..=r.end() as u32 {
+                        if cp >= 0x80 {
+                            out.push((cp, letter));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    })
+}
+
+struct Scan<'a> {
+    b: &'a [u8],
+    cls: &'static CharClasses,
+    folds: &'static [(u32, u8)],
+}
+
+impl<'a> Scan<'a> {
+    /// (class flags, length in bytes) of the character at `pos`.
+    #[inline(always)]
+    fn at(&self, pos: usize) -> (u8, usize) {
+        let (cp, len) = decode_at(self.b, pos);
+        (self.cls.of(cp), len)
+    }
+
+    /// End of the run of characters with any of `flags`, from `pos`.
+    #[inline(always)]
+    fn run(&self, mut pos: usize, flags: u8) -> usize {
+        while pos < self.b.len() {
+            let (f, len) = self.at(pos);
+            if f & flags == 0 {
+                break;
+            }
+            pos += len;
+        }
+        pos
+    }
+
+    /// End of the run of characters that are neither letter, number nor whitespace.
+    #[inline(always)]
+    fn run_other(&self, mut pos: usize) -> usize {
+        while pos < self.b.len() {
+            let (f, len) = self.at(pos);
+            if f != 0 {
+                break;
+            }
+            pos += len;
+        }
+        pos
+    }
+
+    /// End of at most `max` number characters from `pos`.
+    #[inline(always)]
+    fn numbers(&self, mut pos: usize, max: usize) -> usize {
+        for _ in 0..max {
+            if pos >= self.b.len() {
+                break;
+            }
+            let (f, len) = self.at(pos);
+            if f & NUMBER == 0 {
+                break;
+            }
+            pos += len;
+        }
+        pos
+    }
+
+    /// The lower-case ASCII letter that the character at `pos` is (case-insensitively).
+    #[inline(always)]
+    fn folded(&self, pos: usize) -> Option<(u8, usize)> {
+        if pos >= self.b.len() {
+            return None;
+        }
+        let (cp, len) = decode_at(self.b, pos);
+        if cp < 0x80 {
+            return Some(((cp as u8).to_ascii_lowercase(), len));
+        }
+        self.folds.iter().find(|f| f.0 == cp).map(|f| (f.1, len))
+    }
+
+    /// Length of a contraction `'s|'t|'re|'ve|'m|'ll|'d` at `pos` (which holds `'`).
+    #[inline(always)]
+    fn contraction(&self, pos: usize, ignore_case: bool) -> Option<usize> {
+        let letter = |p: usize| -> Option<(u8, usize)> {
+            if ignore_case {
+                self.folded(p)
+            } else {
+                self.b.get(p).map(|&c| (c, 1))
+            }
+        };
+        let (c1, l1) = letter(pos + 1)?;
+        match c1 {
+            b's' | b't' | b'm' | b'd' => Some(1 + l1),
+            b'r' | b'v' | b'l' => {
+                let want = if c1 == b'l' { b'l' } else { b'e' };
+                match letter(pos + 1 + l1) {
+                    Some((c2, l2)) if c2 == want => Some(1 + l1 + l2),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// A whitespace run from `pos`: (end, start of its last character, end of its last `\r`/`\n`).
+    #[inline(always)]
+    fn spaces(&self, mut pos: usize) -> (usize, usize, Option<usize>) {
+        let mut last = pos;
+        let mut newline = None;
+        while pos < self.b.len() {
+            let c = self.b[pos];
+            let (f, len) = self.at(pos);
+            if f & SPACE == 0 {
+                break;
+            }
+            if c == b'\r' || c == b'\n' {
+                newline = Some(pos + 1);
+            }
+            last = pos;
+            pos += len;
+        }
+        (pos, last, newline)
+    }
+
+    /// `\s+(?!\S)|\s+` at `pos`, given the run's `(end, last)`.
+    #[inline(always)]
+    fn space_tail(&self, pos: usize, end: usize, last: usize) -> usize {
+        if end == self.b.len() || last == pos {
+            end
+        } else {
+            last
+        }
+    }
+
+    /// End of the GPT-2 pre-token starting at `i`.
+    fn next_gpt2(&self, i: usize) -> usize {
+        let b = self.b;
+        if b[i] == b'\'' {
+            if let Some(len) = self.contraction(i, false) {
+                return i + len;
+            }
+        }
+        // ` ?` then a letter / number / other run
+        let (p, g) = if b[i] == b' ' && i + 1 < b.len() { (i + 1, self.at(i + 1).0) } else { (i, self.at(i).0) };
+        if g & LETTER != 0 {
+            return self.run(p, LETTER);
+        }
+        if g & NUMBER != 0 {
+            return self.run(p, NUMBER);
+        }
+        if g == 0 {
+            return self.run_other(p);
+        }
+        // whitespace at `i` (a space before whitespace, or other whitespace)
+        let (end, last, _) = self.spaces(i);
+        self.space_tail(i, end, last)
+    }
+
+    /// End of the cl100k-family pre-token starting at `i`.
+    fn next_cl100k(&self, i: usize, max_digits: usize) -> usize {
+        let b = self.b;
+        let n = b.len();
+        if b[i] == b'\'' {
+            if let Some(len) = self.contraction(i, true) {
+                return i + len;
+            }
+        }
+        let (f, len) = self.at(i);
+        // [^\r\n\p{L}\p{N}]?\p{L}+
+        if f & LETTER != 0 {
+            return self.run(i + len, LETTER);
+        }
+        if f & NUMBER == 0 && b[i] != b'\r' && b[i] != b'\n' && i + len < n && self.at(i + len).0 & LETTER != 0 {
+            return self.run(i + len, LETTER);
+        }
+        // \p{N}{1,max}
+        if f & NUMBER != 0 {
+            return self.numbers(i, max_digits);
+        }
+        // ` ?[^\s\p{L}\p{N}]+[\r\n]*`
+        let p = if b[i] == b' ' { i + 1 } else { i };
+        if p < n && self.at(p).0 == 0 {
+            let mut end = self.run_other(p);
+            while end < n && (b[end] == b'\r' || b[end] == b'\n') {
+                end += 1;
+            }
+            return end;
+        }
+        // whitespace: `\s*[\r\n]+|\s+(?!\S)|\s+`
+        let (end, last, newline) = self.spaces(i);
+        match newline {
+            Some(nl) => nl,
+            None => self.space_tail(i, end, last),
+        }
+    }
+}
+
+/// Calls `f` with every pre-token of `text` under `pattern`, in order; their concatenation is
+/// `text` (these patterns match every character).
+pub fn split<F: FnMut(&str)>(pattern: Pattern, text: &str, f: &mut F) {
+    let scan = Scan { b: text.as_bytes(), cls: CharClasses::get(), folds: folds() };
+    let mut i = 0;
+    while i < text.len() {
+        let end = match pattern {
+            Pattern::Gpt2 => scan.next_gpt2(i),
+            Pattern::Cl100k { max_digits } => scan.next_cl100k(i, max_digits),
+        };
+        f(&text[i..end]);
+        i = end;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ours(p: Pattern, t: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        split(p, t, &mut |s| out.push(s.to_string()));
+        out
+    }
+
+    fn regex(pat: &str, t: &str) -> Vec<String> {
+        let re = fancy_regex::Regex::new(pat).unwrap();
+        re.find_iter(t).map(|m| m.unwrap().as_str().to_string()).collect()
+    }
+
+    const PATTERNS: [&str; 4] = [GPT2, GPT2_HF, CL100K, QWEN2];
+
+    /// Characters that exercise every class and rule: letters of several scripts and cases,
+    /// numbers of several kinds, marks, punctuation, apostrophes, the long s, spaces and newlines.
+    const ALPHABET: &[char] = &[
+        'a', 'B', 's', 'S', 't', 'T', 'r', 'R', 'e', 'E', 'v', 'V', 'm', 'l', 'L', 'd', 'D', 'ſ', 'K', 'é',
+        'Ж', 'ß', 'ǅ', 'ʰ', '中', 'ع', 'ह', '\u{301}', '\u{94d}', '0', '7', '٣', '½', 'Ⅻ', '²', '\'', '\'',
+        '\'', '.', ',', '!', '-', '/', '😀', '\u{200d}', ' ', ' ', ' ', ' ', '\t', '\n', '\n', '\r', '\u{a0}',
+        '\u{3000}', '\u{85}', '\u{2028}', '\u{b}', '\u{c}', '\u{0}', '\u{ad}', '\u{feff}',
+    ];
+
+    #[test]
+    fn recognises_only_the_exact_builtin_texts() {
+        for p in PATTERNS {
+            assert!(Pattern::recognise(p).is_some());
+        }
+        assert_eq!(Pattern::recognise(&CL100K.replace("{1,3}", "{1,2}")), None);
+        assert_eq!(Pattern::recognise(r" ?\S+|\s+(?!\S)|\s+"), None);
+    }
+
+    #[test]
+    fn equals_the_regex_on_chosen_texts() {
+        let texts = [
+            "Hello world  foo   bar \n\n  baz\t\t x",
+            "   ",
+            "a   ",
+            " \u{3000}\u{3000}x \r\n \n  y's  'LL 12345 ..!! \u{a0}\u{a0}z",
+            "x\n \n",
+            "I'm don't we'RE they'Ve 'ſ 'ſx ''s ?'s 's'll",
+            "1234567 ½½½½ ٣٣٣٣ a1b2 x² .\n\n\r\n  foo!!\n\n bar",
+            "  \n  x \t\ty\r\n\r\n\t \n",
+            "\u{301}\u{301}abc \u{301}x éé'd",
+            "",
+        ];
+        for pat in PATTERNS {
+            let p = Pattern::recognise(pat).unwrap();
+            for t in texts {
+                assert_eq!(ours(p, t), regex(pat, t), "{pat} on {t:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn equals_the_regex_on_random_texts() {
+        // xorshift: deterministic, no extra crate
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let res: Vec<(Pattern, fancy_regex::Regex)> =
+            PATTERNS.iter().map(|p| (Pattern::recognise(p).unwrap(), fancy_regex::Regex::new(p).unwrap())).collect();
+        for _ in 0..20_000 {
+            let len = (next() % 24) as usize;
+            let t: String = (0..len).map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize]).collect();
+            for (p, re) in &res {
+                let want: Vec<String> = re.find_iter(&t).map(|m| m.unwrap().as_str().to_string()).collect();
+                assert_eq!(ours(*p, &t), want, "{p:?} on {t:?}");
+            }
+        }
+    }
+}
