@@ -342,5 +342,5 @@ fn bpe_chunk_runs(py: Python<'_>, runs: PyRef<'_, BpeCounter>, pattern: Option<&
     let counts = &runs.counts;
     let table = py.allow_threads(|| chunk_runs(counts, &words, max_words, seed)).map_err(err)?;
     let none = Splitter::new(None, false, true, "auto").map_err(err)?;
-    Ok(BpeCounter { counter: Arc::new(Counter::new(none, &[]).map_err(err)?), counts: table })
+    Ok(BpeCounter { counter: Arc::new(Counter::new(none, &[]).map_err(err)?), counts: table, pattern: None })
 }
