@@ -104,6 +104,32 @@ def test_witten_bell_heldout_is_a_distribution():
         assert abs(total - 1) < 1e-9
 
 
+@pytest.mark.parametrize("n_docs", [40, 1200])
+def test_ngram_metrics_equals_stats_and_cross_entropy(n_docs):
+    """The one-pass ngram_metrics (whole-stream statistics merged from the train, held-out and
+    cut-spanning k-grams; held-out counts by merge join) equals ngram_stats on the whole stream
+    and ngram_cross_entropy on heldout_split's two streams, for both split rules and both key widths."""
+    from tokbench.metrics.core import EncodedCorpus, heldout_cuts
+
+    rng = np.random.default_rng(n_docs)
+    for types in (300, 40_000):  # 9 bits (u64 keys at every order) / 16 bits (u128 at order 5)
+        lengths = rng.integers(0, 120 if n_docs > 1000 else 900, size=n_docs)
+        toks = (rng.zipf(1.2, size=int(lengths.sum())) % types * 3).astype(np.uint32)
+        off = np.concatenate(([0], np.cumsum(lengths))).astype(np.uint64)
+        enc = EncodedCorpus(toks, off, 0, 0, np.zeros(n_docs, np.int64))
+        cuts, _ = heldout_cuts(enc)
+        stats, xent = _core.ngram_metrics(_b(toks, "<u4"), _b(off, "<u8"), _b(cuts, "<u8"), 5, 3 * types, True)
+        assert stats == _core.ngram_stats(_b(toks, "<u4"), _b(off, "<u8"), 5)
+        tr, tro, te, teo, _ = heldout_split(enc)
+        want = _core.ngram_cross_entropy(_b(tr, "<u4"), _b(tro, "<u8"), _b(te, "<u4"), _b(teo, "<u8"), 5, 3 * types)
+        for a, b in zip(xent, want):
+            assert (a["order"], a["n"], a["unseen"]) == (b["order"], b["n"], b["unseen"])
+            assert a["bits_per_token"] == pytest.approx(b["bits_per_token"], rel=1e-12)
+        assert _core.ngram_metrics(_b(toks, "<u4"), _b(off, "<u8"), _b(cuts, "<u8"), 5, 3 * types, False)[1] is None
+    with pytest.raises(ValueError, match="cut"):
+        _core.ngram_metrics(_b([1, 2], "<u4"), _b([0, 2], "<u8"), _b([3], "<u8"), 2, 10, True)
+
+
 def test_gini_and_serialisation():
     assert gini([1, 1, 1, 1]) == 0
     assert abs(gini([0, 0, 0, 1]) - 0.75) < 1e-12

@@ -259,19 +259,32 @@ def gini(values: Sequence[float]) -> float:
 # --------------------------------------------------------------------------------------------
 # n-grams and compression
 # --------------------------------------------------------------------------------------------
-def heldout_split(enc: EncodedCorpus) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
-    """(train, train_offsets, test, test_offsets, rule)."""
+def heldout_cuts(enc: EncodedCorpus) -> tuple[np.ndarray, str]:
+    """(cuts, rule): document d's tokens offsets[d]..cuts[d] are train, cuts[d]..offsets[d+1] held out."""
     off = enc.offsets.astype(np.int64)
-    docs = [(int(off[i]), int(off[i + 1])) for i in range(enc.n_docs)]
-    if len(docs) >= HELDOUT_MIN_DOCS:
-        test = [d for i, d in enumerate(docs) if i % HELDOUT_EVERY == HELDOUT_EVERY - 1]
-        train = [d for i, d in enumerate(docs) if i % HELDOUT_EVERY != HELDOUT_EVERY - 1]
+    if enc.n_docs >= HELDOUT_MIN_DOCS:
+        held = (np.arange(enc.n_docs) % HELDOUT_EVERY) == HELDOUT_EVERY - 1
+        cuts = np.where(held, off[:-1], off[1:])
         rule = f"documents with index % {HELDOUT_EVERY} == {HELDOUT_EVERY - 1} held out"
     else:
-        cut = [(s, s + int(round((e - s) * 0.9))) for s, e in docs]
-        train = cut
-        test = [(c, e) for (_, c), (_, e) in zip(cut, docs)]
+        cuts = np.array([s + int(round((e - s) * 0.9)) for s, e in zip(off[:-1].tolist(), off[1:].tolist())],
+                        dtype=np.int64)
         rule = f"fewer than {HELDOUT_MIN_DOCS} documents: last 10% of each document's tokens held out"
+    return cuts.astype(np.uint64), rule
+
+
+def heldout_split(enc: EncodedCorpus) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
+    """(train, train_offsets, test, test_offsets, rule): the heldout_cuts split as two streams."""
+    cuts, rule = heldout_cuts(enc)
+    off, c = enc.offsets.astype(np.int64).tolist(), cuts.astype(np.int64).tolist()
+    n = enc.n_docs
+    if n >= HELDOUT_MIN_DOCS:  # whole documents
+        held = [i % HELDOUT_EVERY == HELDOUT_EVERY - 1 for i in range(n)]
+        train = [(off[i], off[i + 1]) for i in range(n) if not held[i]]
+        test = [(off[i], off[i + 1]) for i in range(n) if held[i]]
+    else:
+        train = [(off[i], c[i]) for i in range(n)]
+        test = [(c[i], off[i + 1]) for i in range(n)]
 
     def gather(spans):
         parts = [enc.tokens[s:e] for s, e in spans]
@@ -380,18 +393,16 @@ def corpus_metrics(encoder: Encoder, docs: Sequence[str], enc: EncodedCorpus | N
     out["unigram_bits_per_byte"] = n * h1 / enc.n_bytes
 
     t1 = time.perf_counter()
-    stats = _core.ngram_stats(enc.tokens.astype("<u4").tobytes(), enc.offsets.astype("<u8").tobytes(),
-                              max_order)
-    tr, tro, te, teo, rule = heldout_split(enc)
+    # the whole stream's statistics and the held-out model in one pass (rust_ext/src/ngram.rs)
+    cuts, rule = heldout_cuts(enc)
     out["heldout_split"] = rule
-    out["heldout_tokens"] = int(te.size)
-    xent = None
-    if te.size == 0 or tr.size == 0:
+    n_test = int((enc.offsets[1:] - cuts).sum())
+    out["heldout_tokens"] = n_test
+    heldout = 0 < n_test < n
+    if not heldout:
         missing["heldout_cross_entropy"] = "held-out or train part is empty"
-    else:
-        xent = _core.ngram_cross_entropy(tr.astype("<u4").tobytes(), tro.astype("<u8").tobytes(),
-                                         te.astype("<u4").tobytes(), teo.astype("<u8").tobytes(),
-                                         max_order, k)
+    stats, xent = _core.ngram_metrics(enc.tokens.astype("<u4").tobytes(), enc.offsets.astype("<u8").tobytes(),
+                                      cuts.astype("<u8").tobytes(), max_order, k, heldout)
     ngrams = []
     for s in stats:
         row = {"order": s["order"], "n": s["n"], "distinct": s["distinct"], "contexts": s["contexts"],
