@@ -105,7 +105,7 @@ def run(out: str, extra: list[str]) -> int:
         p = subprocess.run(cmd, stdout=f, stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - t0
     load1 = os.getloadavg()
-    stats = dict(re.findall(r"^\s*([^:\n]+?):\s*(.*)$", p.stderr, re.M))
+    stats = dict(re.findall(r"^\s*(.+?): (\S.*)$", p.stderr, re.M))
     user, sys_ = float(stats.get("User time (seconds)", "nan")), float(stats.get("System time (seconds)", "nan"))
     print(" ".join(cmd))
     print(f"exit {p.returncode}; wall {wall:.1f} s ({stats.get('Elapsed (wall clock) time (h:mm:ss or m:ss)')}); "

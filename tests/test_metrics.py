@@ -382,6 +382,11 @@ def test_run_metrics_workers_give_the_same_values(tmp_path, synth):
     strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
     assert strip(one["results"]) == strip(two["results"])
     assert [r["tokenizer"] for r in two["results"]] == [t for t in toks for _ in range(2)]
+    assert one["tokenizers"] == two["tokenizers"]
+    bad = tmp_path / "tokenizer.json"
+    bad.write_text("{not json", encoding="utf-8")
+    with pytest.raises(TokbenchError, match="tokenizer.json: corrupt JSON"):  # a worker's error reaches the caller
+        run_metrics([toks[0], str(bad)], [str(a)], progress=False, workers=2)
 
 
 def test_continued_words_stream_against_brute_force(synth):

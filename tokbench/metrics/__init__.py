@@ -93,7 +93,7 @@ def _init(state: dict, queue) -> None:
     _STATE["stream_text"] = {}
 
 
-def _one_tokenizer(name: str) -> tuple[list[dict], dict[str, dict], float]:
+def _one_tokenizer(name: str) -> tuple[list[dict], dict[str, dict], float, dict]:
     """Every corpus row and every parity result of one tokenizer (run in a worker or in process)."""
     st = _STATE
     t0 = time.perf_counter()
@@ -121,7 +121,7 @@ def _one_tokenizer(name: str) -> tuple[list[dict], dict[str, dict], float]:
             par[kind] = parity_of(e, u, dataset=kind, progress=progress)
         for f in pending:
             f.result()
-    return rows, par, round(time.perf_counter() - t0, 2)
+    return rows, par, round(time.perf_counter() - t0, 2), e.describe()
 
 
 def run_metrics(tokenizers: Sequence[str], corpora: Sequence[str], *, parity: Sequence[str] | None = None,
@@ -147,7 +147,11 @@ def run_metrics(tokenizers: Sequence[str], corpora: Sequence[str], *, parity: Se
         if kind not in PARITY_SETS:
             raise TokbenchError(f"unknown parallel set {p!r}", fix="use tatoeba or udhr (a name or a path)")
         parity_paths[kind] = p
-    encoders = [load_encoder(t) for t in tokenizers]  # fail early on a bad tokenizer
+    n_workers = _worker_count(workers, len(tokenizers))
+    names = [str(t) for t in tokenizers]
+    # in process: fail early on a bad tokenizer; with workers, each loads its own (and reports
+    # a bad one as soon as it tries), so nothing is loaded twice
+    encoders = {n: load_encoder(t) for n, t in zip(names, tokenizers)} if n_workers == 1 else {}
     docs: dict[str, list[str]] = {}
     words = {}
     for c in corpora:
@@ -159,38 +163,48 @@ def run_metrics(tokenizers: Sequence[str], corpora: Sequence[str], *, parity: Se
     units = {kind: PARITY_SETS[kind](p) for kind, p in parity_paths.items()}
     total = sum(len(d) for c in docs for d in docs[c]) + sum(
         len(a) + len(b) for u in units.values() for pairs in u.values() for a, b in pairs)
-    n_workers = _worker_count(workers, len(encoders))
     state = {"docs": docs, "words": words, "units": units, "alpha": alpha, "max_order": max_order,
              "compressors": tuple(compressors)}
-    names = [str(t) for t in tokenizers]
-    bar = tqdm(total=total * len(encoders), unit="char", unit_scale=True, desc="metrics", disable=not progress)
+    bar = tqdm(total=total * len(names), unit="char", unit_scale=True, desc="metrics", disable=not progress)
     seconds: dict = {}
     out: dict[str, tuple] = {}
+    # the tokenizer-independent text compression runs in a thread of this process meanwhile
+    # (the compressors release the GIL)
+    side = ThreadPoolExecutor(max_workers=1)
+    t_text = time.perf_counter()
+
+    def _text_ref():
+        ref = {c: text_compression(docs[c], compressors) for c in corpora}
+        seconds["text_compression"] = round(time.perf_counter() - t_text, 2)
+        return ref
+
+    text_job = side.submit(_text_ref)
     if n_workers == 1:
         _STATE.clear()
-        _STATE.update(state, progress=bar, encoders={n: e for n, e in zip(names, encoders)}, stream_text={})
+        _STATE.update(state, progress=bar, encoders=encoders, stream_text={})
         try:
             for n in names:
                 out[n] = _one_tokenizer(n)
         finally:
             _STATE.clear()
     else:
-        out = _run_pool(names, encoders, state, n_workers, bar)
+        out = _run_pool(names, state, n_workers, bar)
     bar.close()
     results, par = [], {k: [] for k in units}
+    described = []
     for n in names:
-        rows, p, secs = out[n]
+        rows, p, secs, desc = out[n]
+        described.append(desc)
         results.extend(rows)
         for kind in units:
             par[kind].append(p[kind])
         seconds[n] = secs
     seconds["workers"] = n_workers
-    t_text = time.perf_counter()
-    text_ref = {c: text_compression(docs[c], compressors) for c in corpora}
-    seconds["text_compression"] = round(time.perf_counter() - t_text, 2)
+    text_ref = text_job.result()
+    side.shutdown()
     seconds["total"] = round(time.perf_counter() - t_start, 2)
     return {
-        "tokenizers": [e.describe() for e in encoders],
+        "tokenizers": described,
         "corpora": [{"name": c, "path": str(resolve(c, kind="corpus")), "documents": len(docs[c]),
                      "bytes": sum(r["bytes"] for r in results[:len(corpora)] if r["corpus"] == c),
                      "word_segmentation": words[c].segmentation} for c in corpora],
@@ -205,15 +219,23 @@ def run_metrics(tokenizers: Sequence[str], corpora: Sequence[str], *, parity: Se
     }
 
 
-def _cost_rank(e: Encoder) -> int:
-    """Rough order of cost, most expensive first (the pool starts them first): the libraries'
-    own encoders (tokenizers, then sentencepiece) are slower than the Rust BPE path."""
-    if e.fast is not None:
-        return 2
-    return 0 if e.library == "tokenizers" else 1
+def _cost_rank(name: str) -> int:
+    """Rough order of cost, most expensive first (the pool starts them first), from the format
+    alone: tokenizer.json files that are not byte-level BPE (WordPiece, Unigram) run in `tokenizers`,
+    SentencePiece models in `sentencepiece`; tiktoken files and byte-level BPE in the Rust encoder."""
+    try:
+        from tokbench.assets import resolve
+
+        path = resolve(name, kind="tokenizer")
+        text = open(path if os.path.isfile(path) else os.path.join(path, "tokenizer.json"), "rb").read(1 << 16)
+    except Exception:  # noqa: BLE001 - only an ordering hint; the worker reports real errors
+        return 1
+    if text.lstrip().startswith(b"{"):
+        return 2 if b'"ByteLevel"' in text else 0
+    return 2 if b" " in text[:200] and b"\x00" not in text[:200] else 1  # tiktoken text / binary model
 
 
-def _run_pool(names, encoders, state, n_workers, bar) -> dict:
+def _run_pool(names, state, n_workers, bar) -> dict:
     """Tokenizers on a pool of fresh processes (spawn: no inherited thread pools), the most
     expensive first; the progress of every worker flows to `bar` through a queue."""
     import multiprocessing as mp
@@ -231,15 +253,19 @@ def _run_pool(names, encoders, state, n_workers, bar) -> dict:
 
     pumper = threading.Thread(target=pump, daemon=True)
     pumper.start()
-    order = sorted(range(len(names)), key=lambda i: _cost_rank(encoders[i]))
+    order = sorted(range(len(names)), key=lambda i: _cost_rank(names[i]))
     out = {}
     try:
         pool = ctx.Pool(n_workers, initializer=_init, initargs=(state, queue))
         try:
             jobs = {names[i]: pool.apply_async(_one_tokenizer, (names[i],)) for i in order}
-            for n, job in jobs.items():
-                out[n] = job.get()
-                bar.set_postfix_str(f"{n} done")
+            while jobs:  # collect as they finish, so that an error stops the run at once
+                done = [n for n, job in jobs.items() if job.ready()]
+                for n in done:
+                    out[n] = jobs.pop(n).get()  # raises the worker's error
+                    bar.set_postfix_str(f"{n} done")
+                if not done:
+                    time.sleep(0.05)
             pool.close()  # workers exit cleanly, so their last progress updates reach the queue
             pool.join()
         finally:
