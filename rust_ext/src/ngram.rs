@@ -469,7 +469,8 @@ fn dense_flat(tokens: &[u32], max_order: usize) -> Result<(Vec<u32>, u32, usize)
 /// cut, so the three sorted arrays are merged instead of sorting the stream again (plug-in values
 /// are bit-identical: same dense ranks, same key order); the Witten–Bell counts of every held-out
 /// position are found by merging its sorted k-grams with the sorted train k-grams instead of binary
-/// searches (same arithmetic per token; the sum runs in document order).
+/// searches (same arithmetic per token; the sum is compensated, so it is the exact sum to within
+/// rounding, where the parallel sum of [`cross_entropy`] varies in its last bits from run to run).
 pub fn ngram_metrics(
     tokens: &[u32],
     offsets: &[u64],
@@ -534,7 +535,19 @@ pub fn ngram_metrics(
     // score every held-out document, in order
     let uniform = 1.0 / vocab_size as f64;
     let (n1, t1) = (model.n1, model.t1);
+    // compensated (Neumaier) sums: the total is the exact sum of the per-token terms to within
+    // rounding, whatever the number of held-out tokens
     let mut sums = vec![0f64; max_order];
+    let mut comp = vec![0f64; max_order];
+    let add = |sums: &mut [f64], comp: &mut [f64], j: usize, x: f64| {
+        let t = sums[j] + x;
+        if sums[j].abs() >= x.abs() {
+            comp[j] += (sums[j] - t) + x;
+        } else {
+            comp[j] += (x - t) + sums[j];
+        }
+        sums[j] = t;
+    };
     let mut unseen = 0u64;
     for (d, &(_, c, e)) in docs.iter().enumerate() {
         let base = test_start[d];
@@ -544,7 +557,7 @@ pub fn ngram_metrics(
             let c1 = model.unigram[w];
             unseen += (c1 == 0) as u64;
             let mut p = (c1 as f64 + t1 * uniform) / (n1 + t1);
-            sums[0] += p.log2();
+            add(&mut sums, &mut comp, 0, p.log2());
             for j in 2..=max_order {
                 if j - 1 <= i {
                     let th = model.th[j - 1][pos];
@@ -554,9 +567,12 @@ pub fn ngram_metrics(
                         p = (chw + th * p) / (ch + th);
                     }
                 }
-                sums[j - 1] += p.log2();
+                add(&mut sums, &mut comp, j - 1, p.log2());
             }
         }
+    }
+    for (s, c) in sums.iter_mut().zip(&comp) {
+        *s += c;
     }
     let n = n_test as u64;
     let xent = sums
