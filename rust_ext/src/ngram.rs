@@ -978,16 +978,29 @@ mod tests {
     /// ngram_metrics against the two separate functions, for both kinds of split and both key widths.
     #[test]
     fn ngram_metrics_equals_stats_plus_cross_entropy() {
-        for &(types, n_docs, whole_docs) in &[(50u32, 30usize, true), (50, 30, false), (5000, 12, false), (5000, 40, true)] {
+        for &(types, n_docs, whole_docs) in &[
+            (50u32, 30usize, true),
+            (50, 30, false),
+            (5000, 12, false),
+            (5000, 40, true),
+        ] {
             let mut x = 12345u64;
             let mut next = || {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 (x >> 33) as u32
             };
             let mut tokens = Vec::new();
             let mut offsets = vec![0u64];
             for d in 0..n_docs {
-                let len = if d == 3 { 0 } else if d == 4 { 2 } else { 50 + (next() % 400) as usize };
+                let len = if d == 3 {
+                    0
+                } else if d == 4 {
+                    2
+                } else {
+                    50 + (next() % 400) as usize
+                };
                 for _ in 0..len {
                     // skewed ids, with large gaps between them
                     let r = next() % types;
@@ -996,11 +1009,16 @@ mod tests {
                 offsets.push(tokens.len() as u64);
             }
             let mut cuts = Vec::new();
-            let (mut tr, mut tro, mut te, mut teo) = (Vec::new(), vec![0u64], Vec::new(), vec![0u64]);
+            let (mut tr, mut tro, mut te, mut teo) =
+                (Vec::new(), vec![0u64], Vec::new(), vec![0u64]);
             for d in 0..n_docs {
                 let (s, e) = (offsets[d] as usize, offsets[d + 1] as usize);
                 let c = if whole_docs {
-                    if d % 10 == 9 { s } else { e }
+                    if d % 10 == 9 {
+                        s
+                    } else {
+                        e
+                    }
                 } else {
                     s + ((e - s) as f64 * 0.9).round() as usize
                 };
@@ -1017,7 +1035,9 @@ mod tests {
             let got = xent.unwrap();
             for (a, b) in got.iter().zip(&want) {
                 assert_eq!((a.order, a.n, a.unseen), (b.order, b.n, b.unseen));
-                assert!((a.bits_per_token - b.bits_per_token).abs() < 1e-12 * b.bits_per_token.abs());
+                assert!(
+                    (a.bits_per_token - b.bits_per_token).abs() < 1e-12 * b.bits_per_token.abs()
+                );
             }
             let (stats2, none) = ngram_metrics(&tokens, &offsets, &cuts, 5, v, false).unwrap();
             assert_eq!(stats2, stats);
