@@ -334,7 +334,10 @@ mod python {
             .collect()
     }
 
-    fn stats_dict<'py>(py: Python<'py>, s: &crate::ngram::OrderStats) -> PyResult<Bound<'py, PyDict>> {
+    fn stats_dict<'py>(
+        py: Python<'py>,
+        s: &crate::ngram::OrderStats,
+    ) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new_bound(py);
         d.set_item("order", s.order)?;
         d.set_item("n", s.n)?;
@@ -369,7 +372,10 @@ mod python {
             let c = u64_le(&cuts, "cuts")?;
             crate::ngram::ngram_metrics(&t, &o, &c, k, vocab_size, heldout).map_err(value_error)
         })?;
-        let stats = stats.iter().map(|s| stats_dict(py, s)).collect::<PyResult<Vec<_>>>()?;
+        let stats = stats
+            .iter()
+            .map(|s| stats_dict(py, s))
+            .collect::<PyResult<Vec<_>>>()?;
         let xent = match xent {
             None => None,
             Some(v) => Some(
