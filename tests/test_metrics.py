@@ -128,6 +128,10 @@ def test_ngram_metrics_equals_stats_and_cross_entropy(n_docs):
         assert _core.ngram_metrics(_b(toks, "<u4"), _b(off, "<u8"), _b(cuts, "<u8"), 5, 3 * types, False)[1] is None
     with pytest.raises(ValueError, match="cut"):
         _core.ngram_metrics(_b([1, 2], "<u4"), _b([0, 2], "<u8"), _b([3], "<u8"), 2, 10, True)
+    # ids too large for a flat rank table take the hash-map path
+    big = [2**32 - 1, 7, 2**32 - 1, 7, 2**30, 7]
+    stats, _ = _core.ngram_metrics(_b(big, "<u4"), _b([0, 6], "<u8"), _b([5], "<u8"), 3, 2**32, True)
+    assert stats == _core.ngram_stats(_b(big, "<u4"), _b([0, 6], "<u8"), 3)
 
 
 def test_gini_and_serialisation():
