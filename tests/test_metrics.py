@@ -104,6 +104,36 @@ def test_witten_bell_heldout_is_a_distribution():
         assert abs(total - 1) < 1e-9
 
 
+@pytest.mark.parametrize("n_docs", [40, 1200])
+def test_ngram_metrics_equals_stats_and_cross_entropy(n_docs):
+    """The one-pass ngram_metrics (whole-stream statistics merged from the train, held-out and
+    cut-spanning k-grams; held-out counts by merge join) equals ngram_stats on the whole stream
+    and ngram_cross_entropy on heldout_split's two streams, for both split rules and both key widths."""
+    from tokbench.metrics.core import EncodedCorpus, heldout_cuts
+
+    rng = np.random.default_rng(n_docs)
+    for types in (300, 40_000):  # 9 bits (u64 keys at every order) / 16 bits (u128 at order 5)
+        lengths = rng.integers(0, 120 if n_docs > 1000 else 900, size=n_docs)
+        toks = (rng.zipf(1.2, size=int(lengths.sum())) % types * 3).astype(np.uint32)
+        off = np.concatenate(([0], np.cumsum(lengths))).astype(np.uint64)
+        enc = EncodedCorpus(toks, off, 0, 0, np.zeros(n_docs, np.int64))
+        cuts, _ = heldout_cuts(enc)
+        stats, xent = _core.ngram_metrics(_b(toks, "<u4"), _b(off, "<u8"), _b(cuts, "<u8"), 5, 3 * types, True)
+        assert stats == _core.ngram_stats(_b(toks, "<u4"), _b(off, "<u8"), 5)
+        tr, tro, te, teo, _ = heldout_split(enc)
+        want = _core.ngram_cross_entropy(_b(tr, "<u4"), _b(tro, "<u8"), _b(te, "<u4"), _b(teo, "<u8"), 5, 3 * types)
+        for a, b in zip(xent, want):
+            assert (a["order"], a["n"], a["unseen"]) == (b["order"], b["n"], b["unseen"])
+            assert a["bits_per_token"] == pytest.approx(b["bits_per_token"], rel=1e-12)
+        assert _core.ngram_metrics(_b(toks, "<u4"), _b(off, "<u8"), _b(cuts, "<u8"), 5, 3 * types, False)[1] is None
+    with pytest.raises(ValueError, match="cut"):
+        _core.ngram_metrics(_b([1, 2], "<u4"), _b([0, 2], "<u8"), _b([3], "<u8"), 2, 10, True)
+    # ids too large for a flat rank table take the hash-map path
+    big = [2**32 - 1, 7, 2**32 - 1, 7, 2**30, 7]
+    stats, _ = _core.ngram_metrics(_b(big, "<u4"), _b([0, 6], "<u8"), _b([5], "<u8"), 3, 2**32, True)
+    assert stats == _core.ngram_stats(_b(big, "<u4"), _b([0, 6], "<u8"), 3)
+
+
 def test_gini_and_serialisation():
     assert gini([1, 1, 1, 1]) == 0
     assert abs(gini([0, 0, 0, 1]) - 0.75) < 1e-12
@@ -282,3 +312,116 @@ def test_real_parity_tatoeba(require_asset):
     units = {k: v[:50] for k, v in list(tatoeba_units("tatoeba").items())[:12]}
     p = parity(load_encoder("gpt2-tiktoken"), units, dataset="tatoeba")
     assert p["n_languages"] == 12 and p["gini"] > 0 and p["premium_sum_mean"] > 1
+
+
+# ------------------------------------------------------------------------------------------------
+# the fast paths: tokbench.bpe instead of the library, worker processes, per-corpus stream text
+# ------------------------------------------------------------------------------------------------
+_FAST_SPECIAL = {"qwen3": "<|im_start|>user\nhi<|im_end|><|endoftext|>", "smollm2": "<|im_start|>x<|endoftext|>",
+                 "gpt2-tiktoken": "a <|endoftext|> b", "llama3": "<|begin_of_text|>x", "whisper": "<|endoftext|>"}
+
+
+@pytest.mark.parametrize("name", ["gpt2-tiktoken", "whisper", "llama3", "qwen3", "smollm2"])
+def test_fast_encoder_gives_the_library_ids_on_shared_corpora(require_asset, name):
+    """The byte-level families encoded by tokbench.bpe give the ids of their own library (tiktoken,
+    tokenizers) on lines of the shared corpora, with NFC-sensitive text (Qwen3 normalises to NFC) and
+    special-token text (matched by tokenizers, ordinary text for tiktoken)."""
+    from tokbench.assets import iter_documents
+    from tokbench.metrics.parity import tatoeba_units
+
+    require_asset(name)
+    fast, lib = load_encoder(name), load_encoder(name, fast=False)
+    assert fast.fast is not None and lib.fast is None
+    assert fast.describe()["encoder"].startswith("tokbench.bpe") and lib.describe()["encoder"] == lib.library
+    texts = []
+    for corpus in ("wikitext2-test", "gsm8k-test", "code-python", "code-cpp", "udhr", "bible-mark"):
+        require_asset(corpus)
+        for d in iter_documents(corpus, 60_000):
+            texts.extend(d.splitlines(keepends=True)[:400])
+    require_asset("tatoeba")
+    for lang, pairs in tatoeba_units("tatoeba").items():
+        texts.extend(a for a, _ in pairs[:15])
+    words = sorted({w for t in texts for w in t.split()})
+    texts += [" " + w for w in words] + words
+    texts += ["Cafe\u0301 e\u0301te\u0301 \u1100\u1161 \u212b A\u030a", "\u00e9\u0301", _FAST_SPECIAL[name], "", "  \n\t "]
+    got, want = fast.encode(texts), lib.encode(texts)
+    assert len(texts) > 20_000
+    bad = [t for t, a, b in zip(texts, got, want) if a != b]
+    assert not bad, f"{len(bad)} texts differ, first {bad[0][:80]!r}"
+    assert got == want
+
+
+@pytest.mark.parametrize("name", ["xlm-r", "bert", "llama2", "mistral-v3"])
+def test_other_tokenizers_keep_their_library(require_asset, name):
+    require_asset(name)
+    e = load_encoder(name)
+    assert e.fast is None and e.describe()["encoder"] == e.library
+
+
+def test_fast_path_refuses_added_tokens_with_strip_rules(tmp_path, synth):
+    """tokbench.bpe does not implement lstrip/rstrip/single_word: such a tokenizer.json keeps tokenizers."""
+    path = synth["bytelevel"]
+    data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else \
+        json.loads((path / "tokenizer.json").read_text(encoding="utf-8"))
+    assert load_encoder(path).fast is not None
+    data.setdefault("added_tokens", []).append(
+        {"id": max(data["model"]["vocab"].values()) + 1, "content": "<mask>", "single_word": False, "lstrip": True,
+         "rstrip": False, "normalized": False, "special": True})
+    f = tmp_path / "tokenizer.json"
+    f.write_text(json.dumps(data), encoding="utf-8")
+    e = load_encoder(f)
+    assert e.fast is None and e.library == "tokenizers"
+
+
+def test_run_metrics_workers_give_the_same_values(tmp_path, synth):
+    """One process per tokenizer (spawned workers) or everything in process: identical values."""
+    a = tmp_path / "a.txt"
+    a.write_text("\n".join(generated_text(3, 2500)), encoding="utf-8")
+    b = tmp_path / "b.jsonl"
+    b.write_text("\n".join(json.dumps({"text": t}) for t in generated_text(4, 400)) + "\n", encoding="utf-8")
+    toks = [str(synth["bytelevel"]), str(synth["wordpiece"]), str(synth["metaspace"])]
+    one = run_metrics(toks, [str(a), str(b)], progress=False, workers=1)
+    two = run_metrics(toks, [str(a), str(b)], progress=False, workers=2)
+    assert one["seconds"]["workers"] == 1 and two["seconds"]["workers"] == 2
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert strip(one["results"]) == strip(two["results"])
+    assert [r["tokenizer"] for r in two["results"]] == [t for t in toks for _ in range(2)]
+    assert one["tokenizers"] == two["tokenizers"]
+    bad = tmp_path / "tokenizer.json"
+    bad.write_text("{not json", encoding="utf-8")
+    with pytest.raises(TokbenchError, match="tokenizer.json: corrupt JSON"):  # a worker's error reaches the caller
+        run_metrics([toks[0], str(bad)], [str(a)], progress=False, workers=2)
+
+
+def test_continued_words_stream_against_brute_force(synth):
+    """The vectorised stream reading (with its per-corpus text kept) equals a plain loop over the
+    tokens' byte spans, on several documents with Unicode spaces and a character-segmented one."""
+    from tokbench.metrics.core import continued_words_from_stream, stream_text
+
+    enc = load_encoder(synth["bytelevel"])
+    docs = [d.replace(" ", "\u00a0", 3).replace(" ", "\u3000", 2) for d in generated_text(11, 1500)]
+    docs += ["日本語のテキストです。日本語", "x", "  lead and trail  "]
+    e = encode_documents(enc, docs)
+    w = count_words(docs)
+    got = continued_words_from_stream(enc, docs, e, w.char_docs)
+    assert got == continued_words_from_stream(enc, docs, e, w.char_docs, stream_text(docs, w.char_docs))
+    words = continued = 0
+    tb = enc.vocab.token_bytes
+    for d, is_char, ids in zip(docs, w.char_docs, enc.encode(docs)):
+        if is_char:
+            continue
+        starts, pos = set(), 0
+        for t in ids:
+            starts.add(pos)
+            pos += len(tb[t])
+        data = d.encode("utf-8")
+        i = 0
+        spans = []
+        for word in d.split():  # byte span of each whitespace word, in order
+            wb = word.encode("utf-8")
+            i = data.index(wb, i)
+            spans.append((i, i + len(wb)))
+            i += len(wb)
+        words += len(spans)
+        continued += sum(1 for s, t in spans if any(s < p < t for p in starts))
+    assert got == pytest.approx(continued / words, abs=1e-15)

@@ -334,7 +334,69 @@ mod python {
             .collect()
     }
 
+    fn stats_dict<'py>(
+        py: Python<'py>,
+        s: &crate::ngram::OrderStats,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new_bound(py);
+        d.set_item("order", s.order)?;
+        d.set_item("n", s.n)?;
+        d.set_item("distinct", s.distinct)?;
+        d.set_item("singletons", s.singletons)?;
+        d.set_item("contexts", s.contexts)?;
+        d.set_item("singleton_contexts", s.singleton_contexts)?;
+        d.set_item("block_entropy", s.block_entropy)?;
+        d.set_item("block_entropy_mm", s.block_entropy_mm)?;
+        d.set_item("conditional_entropy", s.conditional_entropy)?;
+        d.set_item("conditional_entropy_mm", s.conditional_entropy_mm)?;
+        Ok(d)
+    }
+
+    /// ngram_stats of the whole stream and, when `heldout`, ngram_cross_entropy of the held-out
+    /// parts (`cuts[d]`: where document d's held-out part starts) in one pass: (stats, xent or None).
+    #[pyfunction]
+    #[allow(clippy::type_complexity)]
+    fn ngram_metrics<'py>(
+        py: Python<'py>,
+        tokens: PyBackedBytes,
+        offsets: PyBackedBytes,
+        cuts: PyBackedBytes,
+        max_order: i64,
+        vocab_size: u64,
+        heldout: bool,
+    ) -> PyResult<(Vec<Bound<'py, PyDict>>, Option<Vec<Bound<'py, PyDict>>>)> {
+        let k = to_order(max_order)?;
+        let (stats, xent) = py.allow_threads(|| -> PyResult<_> {
+            let t = u32_le(&tokens, "tokens")?;
+            let o = u64_le(&offsets, "offsets")?;
+            let c = u64_le(&cuts, "cuts")?;
+            crate::ngram::ngram_metrics(&t, &o, &c, k, vocab_size, heldout).map_err(value_error)
+        })?;
+        let stats = stats
+            .iter()
+            .map(|s| stats_dict(py, s))
+            .collect::<PyResult<Vec<_>>>()?;
+        let xent = match xent {
+            None => None,
+            Some(v) => Some(
+                v.into_iter()
+                    .map(|c| {
+                        let d = PyDict::new_bound(py);
+                        d.set_item("order", c.order)?;
+                        d.set_item("bits_per_token", c.bits_per_token)?;
+                        d.set_item("total_bits", c.total_bits)?;
+                        d.set_item("n", c.n)?;
+                        d.set_item("unseen", c.unseen)?;
+                        Ok(d)
+                    })
+                    .collect::<PyResult<Vec<_>>>()?,
+            ),
+        };
+        Ok((stats, xent))
+    }
+
     fn add_ngram(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add_function(wrap_pyfunction!(ngram_metrics, m)?)?;
         m.add_function(wrap_pyfunction!(ngram_stats, m)?)?;
         m.add_function(wrap_pyfunction!(ngram_cross_entropy, m)?)?;
         Ok(())

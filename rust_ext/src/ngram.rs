@@ -425,6 +425,417 @@ pub fn cross_entropy(
         .collect())
 }
 
+/// Dense ranks by first appearance (as [`Dense`]) through a flat table when ids are small, which
+/// is much cheaper than a hash map on tens of millions of tokens.
+fn dense_flat(tokens: &[u32], max_order: usize) -> Result<(Vec<u32>, u32, usize)> {
+    let max_id = tokens.iter().copied().max().unwrap_or(0) as usize;
+    if max_id >= 1 << 26 {
+        let d = Dense::new(&[tokens], max_order)?;
+        let n = d.map.len();
+        return Ok((d.apply(tokens), d.bits, n));
+    }
+    let mut rank = vec![u32::MAX; max_id + 1];
+    let mut next = 0u32;
+    let dense: Vec<u32> = tokens
+        .iter()
+        .map(|&t| {
+            let r = &mut rank[t as usize];
+            if *r == u32::MAX {
+                *r = next;
+                next += 1;
+            }
+            *r
+        })
+        .collect();
+    let types = (next as u64).max(2);
+    let bits = 64 - (types - 1).leading_zeros();
+    if bits as usize * max_order > 128 {
+        return Err(CoreError::new(format!(
+            "{next} distinct ids need {bits} bits each; order {max_order} does not fit 128 bits"
+        )));
+    }
+    Ok((dense, bits, next as usize))
+}
+
+/// Everything of one corpus in one pass per order: [`ngram_stats`] of the whole stream and, when
+/// `heldout`, [`cross_entropy`] of the held-out parts under Witten–Bell models trained on the rest.
+///
+/// `cuts[d]` splits document d: `tokens[offsets[d]..cuts[d]]` is train, `tokens[cuts[d]..offsets[d+1]]`
+/// held out (a whole document is held out with `cuts[d] == offsets[d]`, kept with
+/// `cuts[d] == offsets[d+1]`); the held-out parts are scored as documents of their own.
+///
+/// Same values as the two functions called on the whole stream and on the split streams: the
+/// k-grams of the whole stream are the train k-grams, the held-out k-grams and those that span a
+/// cut, so the three sorted arrays are merged instead of sorting the stream again (plug-in values
+/// are bit-identical: same dense ranks, same key order); the Witten–Bell counts of every held-out
+/// position are found by merging its sorted k-grams with the sorted train k-grams instead of binary
+/// searches (same arithmetic per token; the sum is compensated, so it is the exact sum to within
+/// rounding, where the parallel sum of [`cross_entropy`] varies in its last bits from run to run).
+pub fn ngram_metrics(
+    tokens: &[u32],
+    offsets: &[u64],
+    cuts: &[u64],
+    max_order: usize,
+    vocab_size: u64,
+    heldout: bool,
+) -> Result<(Vec<OrderStats>, Option<Vec<CrossEntropy>>)> {
+    check_offsets(tokens, offsets, "ngram_metrics")?;
+    if max_order == 0 {
+        return Err(CoreError::new("max_order must be >= 1"));
+    }
+    if cuts.len() + 1 != offsets.len() {
+        return Err(CoreError::new(format!(
+            "ngram_metrics: {} cuts for {} documents",
+            cuts.len(),
+            offsets.len() - 1
+        )));
+    }
+    for (d, w) in offsets.windows(2).enumerate() {
+        if cuts[d] < w[0] || cuts[d] > w[1] {
+            return Err(CoreError::new(format!(
+                "ngram_metrics: cut {} of document {d} is outside {}..{}",
+                cuts[d], w[0], w[1]
+            )));
+        }
+    }
+    let (dense, bits, types) = dense_flat(tokens, max_order)?;
+    if heldout && types as u64 > vocab_size {
+        return Err(CoreError::new(format!(
+            "{types} distinct ids but vocab_size {vocab_size}"
+        )));
+    }
+    // spans: train (s, cut), test (cut, e); test positions are numbered along the test stream
+    let docs: Vec<(usize, usize, usize)> = offsets
+        .windows(2)
+        .zip(cuts)
+        .map(|(w, &c)| (w[0] as usize, c as usize, w[1] as usize))
+        .collect();
+    let mut test_start = Vec::with_capacity(docs.len());
+    let mut n_test = 0usize;
+    let mut n_train = 0usize;
+    for &(s, c, e) in &docs {
+        test_start.push(n_test);
+        n_test += e - c;
+        n_train += c - s;
+    }
+    let score = heldout && n_train > 0;
+    let mut model = Scoring::new(n_test, max_order);
+    let mut out = Vec::with_capacity(max_order);
+    for k in 1..=max_order {
+        let st = if bits as usize * k <= 64 {
+            order_pass::<u64>(&dense, &docs, &test_start, k, bits, score, &mut model)
+        } else {
+            order_pass::<u128>(&dense, &docs, &test_start, k, bits, score, &mut model)
+        };
+        out.push(st);
+    }
+    if !score {
+        return Ok((out, None));
+    }
+    // score every held-out document, in order
+    let uniform = 1.0 / vocab_size as f64;
+    let (n1, t1) = (model.n1, model.t1);
+    // compensated (Neumaier) sums: the total is the exact sum of the per-token terms to within
+    // rounding, whatever the number of held-out tokens
+    let mut sums = vec![0f64; max_order];
+    let mut comp = vec![0f64; max_order];
+    let add = |sums: &mut [f64], comp: &mut [f64], j: usize, x: f64| {
+        let t = sums[j] + x;
+        if sums[j].abs() >= x.abs() {
+            comp[j] += (sums[j] - t) + x;
+        } else {
+            comp[j] += (x - t) + sums[j];
+        }
+        sums[j] = t;
+    };
+    let mut unseen = 0u64;
+    for (d, &(_, c, e)) in docs.iter().enumerate() {
+        let base = test_start[d];
+        for i in 0..e - c {
+            let pos = base + i;
+            let w = dense[c + i] as usize;
+            let c1 = model.unigram[w];
+            unseen += (c1 == 0) as u64;
+            let mut p = (c1 as f64 + t1 * uniform) / (n1 + t1);
+            add(&mut sums, &mut comp, 0, p.log2());
+            for j in 2..=max_order {
+                if j - 1 <= i {
+                    let th = model.th[j - 1][pos];
+                    if th > 0 {
+                        let chw = model.chw[j - 1][pos] as f64;
+                        let (ch, th) = (model.ch[j - 1][pos] as f64, th as f64);
+                        p = (chw + th * p) / (ch + th);
+                    }
+                }
+                add(&mut sums, &mut comp, j - 1, p.log2());
+            }
+        }
+    }
+    for (s, c) in sums.iter_mut().zip(&comp) {
+        *s += c;
+    }
+    let n = n_test as u64;
+    let xent = sums
+        .iter()
+        .enumerate()
+        .map(|(i, &s)| CrossEntropy {
+            order: i + 1,
+            bits_per_token: if n == 0 { f64::NAN } else { -s / n as f64 },
+            total_bits: -s,
+            n,
+            unseen,
+        })
+        .collect();
+    Ok((out, Some(xent)))
+}
+
+/// What the Witten–Bell scoring needs per held-out position and order, filled by [`order_pass`].
+struct Scoring {
+    /// train count of each dense id (order 1); train tokens; distinct train types
+    unigram: Vec<u32>,
+    n_test: usize,
+    n1: f64,
+    t1: f64,
+    /// per order j (index j-1), per held-out position: c(h, w), c(h), T(h) (T = 0: h unseen)
+    chw: Vec<Vec<u32>>,
+    ch: Vec<Vec<u32>>,
+    th: Vec<Vec<u32>>,
+}
+
+impl Scoring {
+    fn new(n_test: usize, max_order: usize) -> Self {
+        Scoring {
+            unigram: Vec::new(),
+            n_test,
+            n1: 0.0,
+            t1: 0.0,
+            chw: vec![Vec::new(); max_order],
+            ch: vec![Vec::new(); max_order],
+            th: vec![Vec::new(); max_order],
+        }
+    }
+}
+
+fn pack<K: PackedKey>(dense: &[u32], i: usize, k: usize, bits: u32) -> K {
+    let mut key = K::ZERO;
+    for &t in &dense[i..i + k] {
+        key = key.push(t, bits);
+    }
+    key
+}
+
+/// One order: the statistics of all k-grams (train + held-out + spanning a cut, merged) and, when
+/// `score`, the train counts each held-out position needs.
+fn order_pass<K: PackedKey>(
+    dense: &[u32],
+    docs: &[(usize, usize, usize)],
+    test_start: &[usize],
+    k: usize,
+    bits: u32,
+    score: bool,
+    model: &mut Scoring,
+) -> OrderStats {
+    let mut train: Vec<K> = Vec::new();
+    let mut test: Vec<(K, u32)> = Vec::new();
+    let mut cross: Vec<K> = Vec::new();
+    for (d, &(s, c, e)) in docs.iter().enumerate() {
+        if c - s >= k {
+            for i in s..=c - k {
+                train.push(pack(dense, i, k, bits));
+            }
+        }
+        if e - c >= k {
+            let base = test_start[d] - c;
+            for i in c..=e - k {
+                // numbered by the held-out position of the k-gram's last token
+                test.push((pack(dense, i, k, bits), (base + i + k - 1) as u32));
+            }
+        }
+        // k-grams that start in the train part and end in the held-out part
+        if c > s && e > c && k >= 2 {
+            let first = c.saturating_sub(k - 1).max(s);
+            for i in first..c {
+                if i + k <= e {
+                    cross.push(pack(dense, i, k, bits));
+                }
+            }
+        }
+    }
+    train.par_sort_unstable();
+    test.par_sort_unstable();
+    cross.sort_unstable();
+
+    // statistics over the merge of the three sorted arrays (runs of equal keys)
+    let mut n = 0u64;
+    let (mut distinct, mut singletons, mut sum_joint) = (0u64, 0u64, 0f64);
+    let (mut contexts, mut singleton_contexts, mut sum_ctx) = (0u64, 0u64, 0f64);
+    let mut cur_ctx: Option<u128> = None;
+    let mut cur_count = 0u64;
+    {
+        let (mut a, mut b, mut x) = (0usize, 0usize, 0usize);
+        loop {
+            let mut key: Option<K> = None;
+            if a < train.len() {
+                key = Some(train[a]);
+            }
+            if b < test.len() && key.map_or(true, |kk| test[b].0 < kk) {
+                key = Some(test[b].0);
+            }
+            if x < cross.len() && key.map_or(true, |kk| cross[x] < kk) {
+                key = Some(cross[x]);
+            }
+            let Some(key) = key else { break };
+            let mut cnt = 0u64;
+            while a < train.len() && train[a] == key {
+                a += 1;
+                cnt += 1;
+            }
+            while b < test.len() && test[b].0 == key {
+                b += 1;
+                cnt += 1;
+            }
+            while x < cross.len() && cross[x] == key {
+                x += 1;
+                cnt += 1;
+            }
+            let wide = key.wide();
+            n += cnt;
+            distinct += 1;
+            if cnt == 1 {
+                singletons += 1;
+            }
+            sum_joint += xlogx(cnt);
+            let ctx = if k == 1 { 0 } else { wide >> bits };
+            if cur_ctx != Some(ctx) {
+                if cur_ctx.is_some() {
+                    contexts += 1;
+                    singleton_contexts += (cur_count == 1) as u64;
+                    sum_ctx += xlogx(cur_count);
+                }
+                cur_ctx = Some(ctx);
+                cur_count = 0;
+            }
+            cur_count += cnt;
+        }
+    }
+    if cur_ctx.is_some() {
+        contexts += 1;
+        singleton_contexts += (cur_count == 1) as u64;
+        sum_ctx += xlogx(cur_count);
+    }
+    let ln2 = std::f64::consts::LN_2;
+    let (block, ctx_h, block_mm, ctx_mm) = if n == 0 {
+        (f64::NAN, f64::NAN, f64::NAN, f64::NAN)
+    } else {
+        let nf = n as f64;
+        let logn = nf.log2();
+        let block = logn - sum_joint / nf;
+        let ctx_h = logn - sum_ctx / nf;
+        (
+            block,
+            ctx_h,
+            block + (distinct as f64 - 1.0) / (2.0 * nf * ln2),
+            ctx_h + (contexts as f64 - 1.0) / (2.0 * nf * ln2),
+        )
+    };
+    let stats = OrderStats {
+        order: k,
+        n,
+        distinct,
+        singletons,
+        contexts,
+        singleton_contexts,
+        block_entropy: block,
+        block_entropy_mm: block_mm,
+        conditional_entropy: block - ctx_h,
+        conditional_entropy_mm: block_mm - ctx_mm,
+    };
+    if !score {
+        return stats;
+    }
+
+    // Witten–Bell counts of the train k-grams, joined with the sorted held-out k-grams
+    if k == 1 {
+        let types = dense.iter().copied().max().map_or(0, |m| m as usize + 1);
+        let mut uni = vec![0u32; types];
+        let mut i = 0;
+        while i < train.len() {
+            let key = train[i];
+            let mut j = i + 1;
+            while j < train.len() && train[j] == key {
+                j += 1;
+            }
+            uni[key.wide() as usize] = (j - i) as u32;
+            model.n1 += (j - i) as f64;
+            model.t1 += 1.0;
+            i = j;
+        }
+        model.unigram = uni;
+        return stats;
+    }
+    let n_test = model.n_test;
+    let mut chw = vec![0u32; n_test];
+    let mut ch = vec![0u32; n_test];
+    let mut th = vec![0u32; n_test];
+    // two cursors over the sorted train k-grams, both moving forward only: one by k-gram, one by
+    // context (sorted k-grams are sorted by context too)
+    let mut a = 0usize; // k-gram cursor
+    let mut last: Option<(K, u32)> = None;
+    let mut g = 0usize; // start of the current context group in `train`
+    let mut g_ctx: Option<u128> = None;
+    let (mut g_c, mut g_t) = (0u32, 0u32);
+    for &(key, pos) in &test {
+        // c(h, w)
+        let c = match last {
+            Some((kk, c)) if kk == key => c,
+            _ => {
+                while a < train.len() && train[a] < key {
+                    a += 1;
+                }
+                let mut j = a;
+                while j < train.len() && train[j] == key {
+                    j += 1;
+                }
+                let c = (j - a) as u32;
+                a = j;
+                last = Some((key, c));
+                c
+            }
+        };
+        // c(h), T(h)
+        let ctx = key.wide() >> bits;
+        if g_ctx != Some(ctx) {
+            // the first train k-gram whose context is >= ctx
+            while g < train.len() && (train[g].wide() >> bits) < ctx {
+                g += 1;
+            }
+            let (mut cc, mut tt) = (0u32, 0u32);
+            let mut e = g;
+            while e < train.len() && (train[e].wide() >> bits) == ctx {
+                let kk = train[e];
+                let mut f = e + 1;
+                while f < train.len() && train[f] == kk {
+                    f += 1;
+                }
+                cc += (f - e) as u32;
+                tt += 1;
+                e = f;
+            }
+            g_ctx = Some(ctx);
+            g_c = cc;
+            g_t = tt;
+        }
+        let p = pos as usize;
+        chw[p] = c;
+        ch[p] = g_c;
+        th[p] = g_t;
+    }
+    model.chw[k - 1] = chw;
+    model.ch[k - 1] = ch;
+    model.th[k - 1] = th;
+    stats
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -562,5 +973,77 @@ mod tests {
             }
             assert!((total - 1.0).abs() < 1e-9, "order {order}: {total}");
         }
+    }
+
+    /// ngram_metrics against the two separate functions, for both kinds of split and both key widths.
+    #[test]
+    fn ngram_metrics_equals_stats_plus_cross_entropy() {
+        for &(types, n_docs, whole_docs) in &[
+            (50u32, 30usize, true),
+            (50, 30, false),
+            (5000, 12, false),
+            (5000, 40, true),
+        ] {
+            let mut x = 12345u64;
+            let mut next = || {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (x >> 33) as u32
+            };
+            let mut tokens = Vec::new();
+            let mut offsets = vec![0u64];
+            for d in 0..n_docs {
+                let len = if d == 3 {
+                    0
+                } else if d == 4 {
+                    2
+                } else {
+                    50 + (next() % 400) as usize
+                };
+                for _ in 0..len {
+                    // skewed ids, with large gaps between them
+                    let r = next() % types;
+                    tokens.push((r * r / types) * 7 + 3);
+                }
+                offsets.push(tokens.len() as u64);
+            }
+            let mut cuts = Vec::new();
+            let (mut tr, mut tro, mut te, mut teo) =
+                (Vec::new(), vec![0u64], Vec::new(), vec![0u64]);
+            for d in 0..n_docs {
+                let (s, e) = (offsets[d] as usize, offsets[d + 1] as usize);
+                let c = if whole_docs {
+                    if d % 10 == 9 {
+                        s
+                    } else {
+                        e
+                    }
+                } else {
+                    s + ((e - s) as f64 * 0.9).round() as usize
+                };
+                cuts.push(c as u64);
+                tr.extend_from_slice(&tokens[s..c]);
+                tro.push(tr.len() as u64);
+                te.extend_from_slice(&tokens[c..e]);
+                teo.push(te.len() as u64);
+            }
+            let v = types as u64 * 7 + 10;
+            let (stats, xent) = ngram_metrics(&tokens, &offsets, &cuts, 5, v, true).unwrap();
+            assert_eq!(stats, ngram_stats(&tokens, &offsets, 5).unwrap());
+            let want = cross_entropy(&tr, &tro, &te, &teo, 5, v).unwrap();
+            let got = xent.unwrap();
+            for (a, b) in got.iter().zip(&want) {
+                assert_eq!((a.order, a.n, a.unseen), (b.order, b.n, b.unseen));
+                assert!(
+                    (a.bits_per_token - b.bits_per_token).abs() < 1e-12 * b.bits_per_token.abs()
+                );
+            }
+            let (stats2, none) = ngram_metrics(&tokens, &offsets, &cuts, 5, v, false).unwrap();
+            assert_eq!(stats2, stats);
+            assert!(none.is_none());
+        }
+        assert!(ngram_metrics(&[1, 2], &[0, 2], &[3], 2, 10, true).is_err());
+        assert!(ngram_metrics(&[1, 2], &[0, 2], &[], 2, 10, true).is_err());
     }
 }

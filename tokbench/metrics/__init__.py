@@ -26,7 +26,7 @@ from tokbench.assets import iter_documents, resolve
 from tokbench.errors import TokbenchError
 from tokbench.metrics.core import (COMPRESSORS, DEFAULT_ALPHA, DEFAULT_MAX_ORDER, compression_metrics,
                                    corpus_metrics, count_words,
-                                   encode_documents, gini, renyi_efficiency, renyi_entropy, shannon_entropy,
+                                   encode_documents, stream_text, gini, renyi_efficiency, renyi_entropy, shannon_entropy,
                                    text_compression)
 from tokbench.metrics.encoders import Encoder, load_encoder
 from tokbench.metrics.parity import parity as parity_of, tatoeba_units, udhr_units
@@ -60,12 +60,80 @@ def _parity_kind(name: str) -> str | None:
     return None
 
 
+def _worker_count(workers: int | None, n_tokenizers: int) -> int:
+    if workers is None:
+        workers = os.cpu_count() or 1
+    return max(1, min(int(workers), n_tokenizers))
+
+
+# Per-process state of a run: set by _init (in a worker) or by run_metrics (in process).
+_STATE: dict = {}
+
+
+class _QueueProgress:
+    """tqdm-like update(n) that forwards to the parent's progress bar through a queue."""
+
+    def __init__(self, queue):
+        self.queue = queue
+
+    def update(self, n):
+        if self.queue is not None:
+            self.queue.put(int(n))
+
+    def set_postfix_str(self, s):
+        pass
+
+
+def _init(state: dict, queue) -> None:
+    """Worker initializer: the corpora, words and parallel units, loaded once by the parent."""
+    _STATE.clear()
+    _STATE.update(state)
+    _STATE["progress"] = _QueueProgress(queue)
+    _STATE["encoders"] = {}
+    _STATE["stream_text"] = {}
+
+
+def _one_tokenizer(name: str) -> tuple[list[dict], dict[str, dict], float, dict]:
+    """Every corpus row and every parity result of one tokenizer (run in a worker or in process)."""
+    st = _STATE
+    t0 = time.perf_counter()
+    e = st["encoders"].get(name) or load_encoder(name)
+    docs, words, units, progress = st["docs"], st["words"], st["units"], st["progress"]
+    rows, par, pending = [], {}, []
+    # compression runs in a background thread (zlib, lzma and zstd release the GIL) while the next
+    # corpus is encoded
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        for c in docs:
+            progress.set_postfix_str(f"{e.name} {c}")
+            enc = encode_documents(e, docs[c], progress)
+            text = None
+            if words[c].n_char_docs < len(docs[c]):
+                text = st["stream_text"].get(c)
+                if text is None:
+                    text = st["stream_text"][c] = stream_text(docs[c], words[c].char_docs)
+            row = corpus_metrics(e, docs[c], enc, words=words[c], alpha=st["alpha"], max_order=st["max_order"],
+                                 compressors=(), corpus=c, text=text)
+            rows.append(row)
+            pending.append(pool.submit(compression_metrics, row, enc, e.vocab_size, st["compressors"]))
+            del enc
+        for kind, u in units.items():
+            progress.set_postfix_str(f"{e.name} parity {kind}")
+            par[kind] = parity_of(e, u, dataset=kind, progress=progress)
+        for f in pending:
+            f.result()
+    return rows, par, round(time.perf_counter() - t0, 2), e.describe()
+
+
 def run_metrics(tokenizers: Sequence[str], corpora: Sequence[str], *, parity: Sequence[str] | None = None,
                 alpha: float = DEFAULT_ALPHA, max_order: int = DEFAULT_MAX_ORDER,
                 compressors: Sequence[str] = COMPRESSORS, limit_bytes: int | None = None,
-                text_field: str | None = None, progress: bool = True) -> dict:
+                text_field: str | None = None, progress: bool = True, workers: int | None = None) -> dict:
     """All metrics for every tokenizer x corpus, plus parity on the parallel sets in `parity`
-    (None: the corpora that are Tatoeba or UDHR)."""
+    (None: the corpora that are Tatoeba or UDHR).
+
+    workers: processes that take one tokenizer at a time (None: one per CPU core, at most one per
+    tokenizer; 1: everything in this process). Every tokenizer is computed by the same code on the
+    same data either way, so the values do not depend on it."""
     if not tokenizers:
         raise TokbenchError("no tokenizer given", fix="pass --tokenizer NAME (repeatable)")
     if not corpora and not parity:
@@ -79,7 +147,11 @@ def run_metrics(tokenizers: Sequence[str], corpora: Sequence[str], *, parity: Se
         if kind not in PARITY_SETS:
             raise TokbenchError(f"unknown parallel set {p!r}", fix="use tatoeba or udhr (a name or a path)")
         parity_paths[kind] = p
-    encoders = [load_encoder(t) for t in tokenizers]  # fail early on a bad tokenizer
+    n_workers = _worker_count(workers, len(tokenizers))
+    names = [str(t) for t in tokenizers]
+    # in process: fail early on a bad tokenizer; with workers, each loads its own (and reports
+    # a bad one as soon as it tries), so nothing is loaded twice
+    encoders = {n: load_encoder(t) for n, t in zip(names, tokenizers)} if n_workers == 1 else {}
     docs: dict[str, list[str]] = {}
     words = {}
     for c in corpora:
@@ -91,37 +163,48 @@ def run_metrics(tokenizers: Sequence[str], corpora: Sequence[str], *, parity: Se
     units = {kind: PARITY_SETS[kind](p) for kind, p in parity_paths.items()}
     total = sum(len(d) for c in docs for d in docs[c]) + sum(
         len(a) + len(b) for u in units.values() for pairs in u.values() for a, b in pairs)
-    bar = tqdm(total=total * len(encoders), unit="char", unit_scale=True, desc="metrics", disable=not progress)
-    results, par = [], {k: [] for k in units}
-    seconds = {}
-    pending = []
-    # compression runs in a background thread (zlib, lzma and zstd release the GIL) while the next
-    # corpus is encoded
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        for e in encoders:
-            t0 = time.perf_counter()
-            for c in corpora:
-                bar.set_postfix_str(f"{e.name} {c}")
-                enc = encode_documents(e, docs[c], bar)
-                row = corpus_metrics(e, docs[c], enc, words=words[c], alpha=alpha, max_order=max_order,
-                                     compressors=(), corpus=c)
-                results.append(row)
-                pending.append(pool.submit(compression_metrics, row, enc, e.vocab_size, compressors))
-            for kind, u in units.items():
-                bar.set_postfix_str(f"{e.name} parity {kind}")
-                par[kind].append(parity_of(e, u, dataset=kind, progress=bar))
-            seconds[e.name] = round(time.perf_counter() - t0, 2)
-        t_wait = time.perf_counter()
-        for f in pending:
-            f.result()
-        seconds["compression_wait"] = round(time.perf_counter() - t_wait, 2)
-    bar.close()
+    state = {"docs": docs, "words": words, "units": units, "alpha": alpha, "max_order": max_order,
+             "compressors": tuple(compressors)}
+    bar = tqdm(total=total * len(names), unit="char", unit_scale=True, desc="metrics", disable=not progress)
+    seconds: dict = {}
+    out: dict[str, tuple] = {}
+    # the tokenizer-independent text compression runs in a thread of this process meanwhile
+    # (the compressors release the GIL)
+    side = ThreadPoolExecutor(max_workers=1)
     t_text = time.perf_counter()
-    text_ref = {c: text_compression(docs[c], compressors) for c in corpora}
-    seconds["text_compression"] = round(time.perf_counter() - t_text, 2)
+
+    def _text_ref():
+        ref = {c: text_compression(docs[c], compressors) for c in corpora}
+        seconds["text_compression"] = round(time.perf_counter() - t_text, 2)
+        return ref
+
+    text_job = side.submit(_text_ref)
+    if n_workers == 1:
+        _STATE.clear()
+        _STATE.update(state, progress=bar, encoders=encoders, stream_text={})
+        try:
+            for n in names:
+                out[n] = _one_tokenizer(n)
+        finally:
+            _STATE.clear()
+    else:
+        out = _run_pool(names, state, n_workers, bar)
+    bar.close()
+    results, par = [], {k: [] for k in units}
+    described = []
+    for n in names:
+        rows, p, secs, desc = out[n]
+        described.append(desc)
+        results.extend(rows)
+        for kind in units:
+            par[kind].append(p[kind])
+        seconds[n] = secs
+    seconds["workers"] = n_workers
+    text_ref = text_job.result()
+    side.shutdown()
     seconds["total"] = round(time.perf_counter() - t_start, 2)
     return {
-        "tokenizers": [e.describe() for e in encoders],
+        "tokenizers": described,
         "corpora": [{"name": c, "path": str(resolve(c, kind="corpus")), "documents": len(docs[c]),
                      "bytes": sum(r["bytes"] for r in results[:len(corpora)] if r["corpus"] == c),
                      "word_segmentation": words[c].segmentation} for c in corpora],
@@ -134,6 +217,63 @@ def run_metrics(tokenizers: Sequence[str], corpora: Sequence[str], *, parity: Se
                                                             "load_average_at_end": list(os.getloadavg())}},
         "seconds": seconds,
     }
+
+
+def _cost_rank(name: str) -> int:
+    """Rough order of cost, most expensive first (the pool starts them first), from the format
+    alone: tokenizer.json files that are not byte-level BPE (WordPiece, Unigram) run in `tokenizers`,
+    SentencePiece models in `sentencepiece`; tiktoken files and byte-level BPE in the Rust encoder."""
+    try:
+        from tokbench.assets import resolve
+
+        path = resolve(name, kind="tokenizer")
+        text = open(path if os.path.isfile(path) else os.path.join(path, "tokenizer.json"), "rb").read(1 << 16)
+    except Exception:  # noqa: BLE001 - only an ordering hint; the worker reports real errors
+        return 1
+    if text.lstrip().startswith(b"{"):
+        return 2 if b'"ByteLevel"' in text else 0
+    return 2 if b" " in text[:200] and b"\x00" not in text[:200] else 1  # tiktoken text / binary model
+
+
+def _run_pool(names, state, n_workers, bar) -> dict:
+    """Tokenizers on a pool of fresh processes (spawn: no inherited thread pools), the most
+    expensive first; the progress of every worker flows to `bar` through a queue."""
+    import multiprocessing as mp
+    import threading
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+
+    def pump():
+        while True:
+            n = queue.get()
+            if n is None:
+                return
+            bar.update(n)
+
+    pumper = threading.Thread(target=pump, daemon=True)
+    pumper.start()
+    order = sorted(range(len(names)), key=lambda i: _cost_rank(names[i]))
+    out = {}
+    try:
+        pool = ctx.Pool(n_workers, initializer=_init, initargs=(state, queue))
+        try:
+            jobs = {names[i]: pool.apply_async(_one_tokenizer, (names[i],)) for i in order}
+            while jobs:  # collect as they finish, so that an error stops the run at once
+                done = [n for n, job in jobs.items() if job.ready()]
+                for n in done:
+                    out[n] = jobs.pop(n).get()  # raises the worker's error
+                    bar.set_postfix_str(f"{n} done")
+                if not done:
+                    time.sleep(0.05)
+            pool.close()  # workers exit cleanly, so their last progress updates reach the queue
+            pool.join()
+        finally:
+            pool.terminate()
+    finally:
+        queue.put(None)
+        pumper.join(timeout=5)
+    return out
 
 
 SUMMARY_COLUMNS = ["tokenizer", "corpus", "K", "documents", "bytes", "tokens", "words", "word_segmentation",

@@ -154,12 +154,40 @@ def token_byte_lengths(encoder: Encoder) -> np.ndarray:
                        count=encoder.vocab.size)
 
 
+@dataclass
+class StreamText:
+    """The tokenizer-independent part of continued_words_from_stream for one corpus: documents joined
+    by one newline (character-segmented documents blanked), its whitespace mask and word starts.
+    Computed once per corpus and shared by every tokenizer (`stream_text`)."""
+
+    n_bytes: int  # len of the joined buffer
+    ws: np.ndarray  # bool per byte: whitespace
+    word_start: np.ndarray  # bool per byte: first byte of a whitespace word
+    word_id: np.ndarray  # int64 per byte: index of the word holding it (or the previous word)
+    n_words: int
+
+
+def stream_text(docs: Sequence[str], char_docs: Sequence[bool]) -> StreamText:
+    parts = []
+    for d, is_char in zip(docs, char_docs):
+        b = d.encode("utf-8")
+        parts.append(b" " * len(b) if is_char else b)  # character-segmented documents: no words
+    data = b"\n".join(parts)
+    for sp in _UNICODE_SPACES:
+        if sp in data:
+            data = data.replace(sp, b" " * len(sp))
+    ws = _ASCII_WS[np.frombuffer(data, dtype=np.uint8)]
+    word_start = ~ws & np.concatenate(([True], ws[:-1]))
+    word_id = np.cumsum(word_start) - 1
+    return StreamText(len(data), ws, word_start, word_id, int(word_id[-1] + 1) if word_id.size else 0)
+
+
 def continued_words_from_stream(encoder: Encoder, docs: Sequence[str], enc: EncodedCorpus,
-                                char_docs: Sequence[bool]) -> float | None:
+                                char_docs: Sequence[bool], text: StreamText | None = None) -> float | None:
     """Share of whitespace words (documents segmented by characters excluded) that contain a token
     boundary strictly inside them, read off the stream itself. Only possible when the tokens' bytes
     rebuild every document byte for byte (plus one leading space for dummy-prefix tokenizers);
-    returns None otherwise."""
+    returns None otherwise. `text`: stream_text(docs, char_docs), when the caller keeps it."""
     tl = token_byte_lengths(encoder)
     if enc.n_tokens and int(enc.tokens.max()) >= tl.size:
         return None
@@ -173,29 +201,24 @@ def continued_words_from_stream(encoder: Encoder, docs: Sequence[str], enc: Enco
     if not np.array_equal(per_doc, expected):
         return None
     # documents joined by one newline; byte position of each token start in that buffer
-    parts = []
-    for d, is_char in zip(docs, char_docs):
-        b = d.encode("utf-8")
-        parts.append(b" " * len(b) if is_char else b)  # character-segmented documents: no words
-    data = b"\n".join(parts)
-    for sp in _UNICODE_SPACES:
-        if sp in data:
-            data = data.replace(sp, b" " * len(sp))
-    ws = _ASCII_WS[np.frombuffer(data, dtype=np.uint8)]
-    word_start = ~ws & np.concatenate(([True], ws[:-1]))
-    n_words = int(word_start.sum())
-    if n_words == 0:
+    if text is None:
+        text = stream_text(docs, char_docs)
+    if text.n_words == 0:
         return None
+    ws, word_start = text.ws, text.word_start
     doc_start = np.concatenate(([0], np.cumsum(enc.doc_bytes[:-1] + 1)))
-    tok_doc = np.repeat(np.arange(enc.n_docs), np.diff(off))
+    ntok = np.diff(off)
     within = np.cumsum(lens) - lens  # start of each token, counted over all token bytes
-    within = within - np.repeat(np.concatenate(([0], np.cumsum(per_doc)[:-1])), np.diff(off))
-    pos = doc_start[tok_doc] + within - lead
+    # minus the token bytes of the documents before, plus where the document starts in the buffer
+    shift = doc_start - np.concatenate(([0], np.cumsum(per_doc)[:-1])) - lead
+    pos = within + np.repeat(shift, ntok)
     # a boundary strictly inside a word: a token starting at a non-space byte that is not a word start
-    pos = pos[(pos > 0) & (pos < len(data))]
+    pos = pos[(pos > 0) & (pos < text.n_bytes)]
     inside = pos[~ws[pos] & ~word_start[pos]]
-    word_id = np.cumsum(word_start) - 1
-    return float(np.unique(word_id[inside]).size / n_words)
+    # positions only grow along the stream, so the words holding them form a sorted sequence
+    ids = text.word_id[inside]
+    distinct = int(np.count_nonzero(ids[1:] != ids[:-1])) + 1 if ids.size else 0
+    return float(distinct / text.n_words)
 
 
 # --------------------------------------------------------------------------------------------
@@ -236,19 +259,32 @@ def gini(values: Sequence[float]) -> float:
 # --------------------------------------------------------------------------------------------
 # n-grams and compression
 # --------------------------------------------------------------------------------------------
-def heldout_split(enc: EncodedCorpus) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
-    """(train, train_offsets, test, test_offsets, rule)."""
+def heldout_cuts(enc: EncodedCorpus) -> tuple[np.ndarray, str]:
+    """(cuts, rule): document d's tokens offsets[d]..cuts[d] are train, cuts[d]..offsets[d+1] held out."""
     off = enc.offsets.astype(np.int64)
-    docs = [(int(off[i]), int(off[i + 1])) for i in range(enc.n_docs)]
-    if len(docs) >= HELDOUT_MIN_DOCS:
-        test = [d for i, d in enumerate(docs) if i % HELDOUT_EVERY == HELDOUT_EVERY - 1]
-        train = [d for i, d in enumerate(docs) if i % HELDOUT_EVERY != HELDOUT_EVERY - 1]
+    if enc.n_docs >= HELDOUT_MIN_DOCS:
+        held = (np.arange(enc.n_docs) % HELDOUT_EVERY) == HELDOUT_EVERY - 1
+        cuts = np.where(held, off[:-1], off[1:])
         rule = f"documents with index % {HELDOUT_EVERY} == {HELDOUT_EVERY - 1} held out"
     else:
-        cut = [(s, s + int(round((e - s) * 0.9))) for s, e in docs]
-        train = cut
-        test = [(c, e) for (_, c), (_, e) in zip(cut, docs)]
+        cuts = np.array([s + int(round((e - s) * 0.9)) for s, e in zip(off[:-1].tolist(), off[1:].tolist())],
+                        dtype=np.int64)
         rule = f"fewer than {HELDOUT_MIN_DOCS} documents: last 10% of each document's tokens held out"
+    return cuts.astype(np.uint64), rule
+
+
+def heldout_split(enc: EncodedCorpus) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
+    """(train, train_offsets, test, test_offsets, rule): the heldout_cuts split as two streams."""
+    cuts, rule = heldout_cuts(enc)
+    off, c = enc.offsets.astype(np.int64).tolist(), cuts.astype(np.int64).tolist()
+    n = enc.n_docs
+    if n >= HELDOUT_MIN_DOCS:  # whole documents
+        held = [i % HELDOUT_EVERY == HELDOUT_EVERY - 1 for i in range(n)]
+        train = [(off[i], off[i + 1]) for i in range(n) if not held[i]]
+        test = [(off[i], off[i + 1]) for i in range(n) if held[i]]
+    else:
+        train = [(off[i], c[i]) for i in range(n)]
+        test = [(c[i], off[i + 1]) for i in range(n)]
 
     def gather(spans):
         parts = [enc.tokens[s:e] for s, e in spans]
@@ -289,7 +325,7 @@ def compress_size(data: bytes, method: str) -> int:
 def corpus_metrics(encoder: Encoder, docs: Sequence[str], enc: EncodedCorpus | None = None, *,
                    words: Words | None = None, alpha: float = DEFAULT_ALPHA,
                    max_order: int = DEFAULT_MAX_ORDER, compressors: Sequence[str] = COMPRESSORS,
-                   corpus: str = "<corpus>") -> dict:
+                   corpus: str = "<corpus>", text: StreamText | None = None) -> dict:
     """All per-corpus metrics (flat dict + `ngrams` list + `missing` reasons); see reports/metrics.md."""
     from tokbench import _core
 
@@ -317,7 +353,7 @@ def corpus_metrics(encoder: Encoder, docs: Sequence[str], enc: EncodedCorpus | N
         missing["fertility"] = "no words in the corpus"
     cw = None
     if words.n_char_docs < len(docs):
-        cw = continued_words_from_stream(encoder, docs, enc, words.char_docs)
+        cw = continued_words_from_stream(encoder, docs, enc, words.char_docs, text)
     if cw is not None:
         out["continued_words"], out["continued_words_method"] = cw, "stream"
     else:
@@ -357,18 +393,16 @@ def corpus_metrics(encoder: Encoder, docs: Sequence[str], enc: EncodedCorpus | N
     out["unigram_bits_per_byte"] = n * h1 / enc.n_bytes
 
     t1 = time.perf_counter()
-    stats = _core.ngram_stats(enc.tokens.astype("<u4").tobytes(), enc.offsets.astype("<u8").tobytes(),
-                              max_order)
-    tr, tro, te, teo, rule = heldout_split(enc)
+    # the whole stream's statistics and the held-out model in one pass (rust_ext/src/ngram.rs)
+    cuts, rule = heldout_cuts(enc)
     out["heldout_split"] = rule
-    out["heldout_tokens"] = int(te.size)
-    xent = None
-    if te.size == 0 or tr.size == 0:
+    n_test = int((enc.offsets[1:] - cuts).sum())
+    out["heldout_tokens"] = n_test
+    heldout = 0 < n_test < n
+    if not heldout:
         missing["heldout_cross_entropy"] = "held-out or train part is empty"
-    else:
-        xent = _core.ngram_cross_entropy(tr.astype("<u4").tobytes(), tro.astype("<u8").tobytes(),
-                                         te.astype("<u4").tobytes(), teo.astype("<u8").tobytes(),
-                                         max_order, k)
+    stats, xent = _core.ngram_metrics(enc.tokens.astype("<u4").tobytes(), enc.offsets.astype("<u8").tobytes(),
+                                      cuts.astype("<u8").tobytes(), max_order, k, heldout)
     ngrams = []
     for s in stats:
         row = {"order": s["order"], "n": s["n"], "distinct": s["distinct"], "contexts": s["contexts"],

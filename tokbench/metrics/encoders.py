@@ -11,6 +11,15 @@ library, not with tokbench's own segmenter:
 
 No special tokens are added; special-token text inside a corpus is encoded as ordinary text.
 The vocabulary (kinds, unk id, byte fallback ids, true size K) comes from `load_vocabulary`.
+
+Fast path (`fast=True`, the default): a tiktoken rank file, and a `tokenizer.json` that is plain
+byte-level BPE (what `tokbench.bpe.BPE.from_file` accepts: BPE model without byte fallback, dropout
+or subword prefixes, byte-level pre-tokenizer, no normaliser or NFC only, added tokens without
+lstrip/rstrip/single_word), are encoded by tokbench's Rust BPE encoder, whose ids are identical to
+those of the library (`tiktoken.encode_ordinary`; `tokenizers` with its added tokens matched, as
+`Tokenizer.encode` does): tested on the shared corpora in tests/test_metrics.py. It is 1.4x (tiktoken)
+to 8x (`tokenizers`) cheaper in CPU and encodes a batch on all cores. `encoder` in `describe()` says
+which ran; everything else (WordPiece, Unigram, SentencePiece, other normalisers) uses the library.
 """
 from __future__ import annotations
 
@@ -23,6 +32,8 @@ from tokbench.errors import TokbenchError
 from tokbench.vocab import load_vocabulary
 from tokbench.vocab.vocabulary import Kind, Vocabulary
 
+ENCODE_THREADS = 0  # tokbench.bpe batch encoding: 0 = all cores
+
 _LIBRARY_OF_FORMAT = {"tokenizer.json": "tokenizers", "tiktoken": "tiktoken", "sentencepiece": "sentencepiece"}
 
 
@@ -34,6 +45,8 @@ class Encoder:
     vocab: Vocabulary
     library: str
     _tok: object = field(repr=False)
+    # tokbench.bpe.BPE with the library's ids (fast path), or None
+    fast: object = field(default=None, repr=False)
     # token count of each word encoded alone (continued_words' isolated-word fallback), reused across corpora
     word_lengths: dict = field(default_factory=dict, repr=False)
 
@@ -50,6 +63,12 @@ class Encoder:
         texts = list(texts)
         if not texts:
             return []
+        if self.fast is not None:
+            if self.library == "tiktoken":
+                return self.fast.encode_ordinary_batch(texts, num_threads=ENCODE_THREADS)
+            # tokenizers matches its added tokens anywhere in the text
+            return self.fast.encode_batch(texts, num_threads=ENCODE_THREADS, allowed_special="all",
+                                          disallowed_special=())
         if self.library == "tokenizers":
             fast = getattr(self._tok, "encode_batch_fast", None)  # tokenizers >= 0.20: no offsets
             run = fast or self._tok.encode_batch
@@ -62,7 +81,8 @@ class Encoder:
         v = self.vocab
         return {"name": self.name, "source": v.source, "format": v.format, "family": v.family,
                 "style": v.style.value, "K": v.size, "library": self.library,
-                "library_version": self.library_version}
+                "library_version": self.library_version,
+                "encoder": "tokbench.bpe (ids identical to the library's)" if self.fast is not None else self.library}
 
     # ids that are unk / byte fallback (for rates)
     @property
@@ -74,8 +94,25 @@ class Encoder:
         return set(self.vocab.ids_of_kind(Kind.BYTE))
 
 
-def load_encoder(name_or_path: str | Path, pattern: str | None = None) -> Encoder:
-    """An Encoder for a tokenizer asset name, file or folder (TokbenchError when it cannot load)."""
+def _fast_tokenizer_json(file: Path):
+    """tokbench.bpe.BPE for a plain byte-level BPE tokenizer.json (ids identical to `tokenizers`),
+    else None."""
+    from tokbench.bpe import BPE
+    from tokbench.vocab.hf_json import read_tokenizer_json
+
+    data = read_tokenizer_json(file)
+    for t in data.get("added_tokens") or []:
+        if t.get("lstrip") or t.get("rstrip") or t.get("single_word"):
+            return None  # matched with surrounding whitespace rules BPE does not implement
+    try:
+        return BPE.from_file(file)
+    except TokbenchError:
+        return None  # not byte-level BPE (WordPiece, Unigram, other normalisers, ...)
+
+
+def load_encoder(name_or_path: str | Path, pattern: str | None = None, *, fast: bool = True) -> Encoder:
+    """An Encoder for a tokenizer asset name, file or folder (TokbenchError when it cannot load).
+    fast=False: always the tokenizer's own library (see the module docs)."""
     try:
         vocab = load_vocabulary(name_or_path, pattern=pattern)
     except TokbenchError:
@@ -84,6 +121,7 @@ def load_encoder(name_or_path: str | Path, pattern: str | None = None) -> Encode
         raise TokbenchError(f"cannot load tokenizer ({type(exc).__name__}: {exc})", path=name_or_path,
                             fix="pass a tokenizer.json, SentencePiece .model, tiktoken file or asset name") from None
     library = _LIBRARY_OF_FORMAT.get(vocab.format)
+    fast_bpe = None
     source = Path(vocab.source)
     if library is None:
         # vocab.json+merges.txt or vocab.txt: use a tokenizer.json beside it when there is one
@@ -99,6 +137,7 @@ def load_encoder(name_or_path: str | Path, pattern: str | None = None) -> Encode
         tok = Tokenizer.from_file(str(file))
         tok.no_padding()
         tok.no_truncation()
+        fast_bpe = _fast_tokenizer_json(file) if fast else None
     elif library == "tiktoken":
         import tiktoken
         from tiktoken.load import load_tiktoken_bpe
@@ -106,10 +145,14 @@ def load_encoder(name_or_path: str | Path, pattern: str | None = None) -> Encode
         if not vocab.pattern:
             raise TokbenchError("tiktoken file without a known split pattern", path=source,
                                 fix="pass --pattern REGEX")
-        tok = tiktoken.Encoding(str(name_or_path), pat_str=vocab.pattern,
-                                mergeable_ranks=load_tiktoken_bpe(str(source)), special_tokens={})
+        ranks = load_tiktoken_bpe(str(source))
+        tok = tiktoken.Encoding(str(name_or_path), pat_str=vocab.pattern, mergeable_ranks=ranks, special_tokens={})
+        if fast:
+            from tokbench.bpe import BPE
+
+            fast_bpe = BPE.from_ranks(ranks, vocab.pattern, {}, name=str(name_or_path))
     else:
         import sentencepiece as spm
 
         tok = spm.SentencePieceProcessor(model_file=str(source))
-    return Encoder(str(name_or_path), vocab, library, tok)
+    return Encoder(str(name_or_path), vocab, library, tok, fast=fast_bpe)

@@ -164,9 +164,10 @@ def _parity_table(data: dict) -> str:
 
 def _provenance(data: dict, command: str | None) -> str:
     s = data["settings"]
-    toks = _table(["tokenizer", "K", "format", "family", "library", "version", "source"],
+    toks = _table(["tokenizer", "K", "format", "family", "library", "version", "encoded by", "source"],
                   [[html.escape(t["name"]), _f(t["K"]), t["format"], t["family"], t["library"],
-                    html.escape(str(t["library_version"])), f'<span class="l">{html.escape(t["source"])}</span>']
+                    html.escape(str(t["library_version"])), html.escape(t.get("encoder", t["library"])),
+                    f'<span class="l">{html.escape(t["source"])}</span>']
                    for t in data["tokenizers"]])
     cors = _table(["corpus", "documents", "bytes", "words counted as", "path"],
                   [[html.escape(c["name"]), _f(c["documents"]), _f(c["bytes"]), c["word_segmentation"],
