@@ -283,23 +283,7 @@ mod python {
             let o = u64_le(&offsets, "offsets")?;
             crate::ngram::ngram_stats(&t, &o, k).map_err(value_error)
         })?;
-        stats
-            .into_iter()
-            .map(|s| {
-                let d = PyDict::new_bound(py);
-                d.set_item("order", s.order)?;
-                d.set_item("n", s.n)?;
-                d.set_item("distinct", s.distinct)?;
-                d.set_item("singletons", s.singletons)?;
-                d.set_item("contexts", s.contexts)?;
-                d.set_item("singleton_contexts", s.singleton_contexts)?;
-                d.set_item("block_entropy", s.block_entropy)?;
-                d.set_item("block_entropy_mm", s.block_entropy_mm)?;
-                d.set_item("conditional_entropy", s.conditional_entropy)?;
-                d.set_item("conditional_entropy_mm", s.conditional_entropy_mm)?;
-                Ok(d)
-            })
-            .collect()
+        stats.iter().map(|s| stats_dict(py, s)).collect()
     }
 
     /// Held-out bits/token of interpolated Witten–Bell k-gram models, orders 1..=max_order.
@@ -321,17 +305,7 @@ mod python {
             let teo = u64_le(&test_offsets, "test_offsets")?;
             crate::ngram::cross_entropy(&tr, &tro, &te, &teo, k, vocab_size).map_err(value_error)
         })?;
-        res.into_iter()
-            .map(|c| {
-                let d = PyDict::new_bound(py);
-                d.set_item("order", c.order)?;
-                d.set_item("bits_per_token", c.bits_per_token)?;
-                d.set_item("total_bits", c.total_bits)?;
-                d.set_item("n", c.n)?;
-                d.set_item("unseen", c.unseen)?;
-                Ok(d)
-            })
-            .collect()
+        res.iter().map(|c| xent_dict(py, c)).collect()
     }
 
     fn stats_dict<'py>(
@@ -349,6 +323,19 @@ mod python {
         d.set_item("block_entropy_mm", s.block_entropy_mm)?;
         d.set_item("conditional_entropy", s.conditional_entropy)?;
         d.set_item("conditional_entropy_mm", s.conditional_entropy_mm)?;
+        Ok(d)
+    }
+
+    fn xent_dict<'py>(
+        py: Python<'py>,
+        c: &crate::ngram::CrossEntropy,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new_bound(py);
+        d.set_item("order", c.order)?;
+        d.set_item("bits_per_token", c.bits_per_token)?;
+        d.set_item("total_bits", c.total_bits)?;
+        d.set_item("n", c.n)?;
+        d.set_item("unseen", c.unseen)?;
         Ok(d)
     }
 
@@ -378,19 +365,7 @@ mod python {
             .collect::<PyResult<Vec<_>>>()?;
         let xent = match xent {
             None => None,
-            Some(v) => Some(
-                v.into_iter()
-                    .map(|c| {
-                        let d = PyDict::new_bound(py);
-                        d.set_item("order", c.order)?;
-                        d.set_item("bits_per_token", c.bits_per_token)?;
-                        d.set_item("total_bits", c.total_bits)?;
-                        d.set_item("n", c.n)?;
-                        d.set_item("unseen", c.unseen)?;
-                        Ok(d)
-                    })
-                    .collect::<PyResult<Vec<_>>>()?,
-            ),
+            Some(v) => Some(v.iter().map(|c| xent_dict(py, c)).collect::<PyResult<Vec<_>>>()?),
         };
         Ok((stats, xent))
     }

@@ -179,6 +179,97 @@ fn xlogx(c: u64) -> f64 {
     c * c.log2()
 }
 
+/// Statistics of one order from the runs of equal k-grams, visited in sorted order (so the runs
+/// sharing a (k-1)-gram context are adjacent): counts, plug-in and Miller–Madow entropies.
+struct OrderAcc {
+    k: usize,
+    bits: u32,
+    n: u64,
+    distinct: u64,
+    singletons: u64,
+    sum_joint: f64,
+    contexts: u64,
+    singleton_contexts: u64,
+    sum_ctx: f64,
+    cur_ctx: Option<u128>,
+    cur_count: u64,
+}
+
+impl OrderAcc {
+    fn new(k: usize, bits: u32) -> Self {
+        OrderAcc {
+            k,
+            bits,
+            n: 0,
+            distinct: 0,
+            singletons: 0,
+            sum_joint: 0.0,
+            contexts: 0,
+            singleton_contexts: 0,
+            sum_ctx: 0.0,
+            cur_ctx: None,
+            cur_count: 0,
+        }
+    }
+
+    /// One distinct k-gram `key` seen `c` times.
+    fn add(&mut self, key: u128, c: u64) {
+        self.n += c;
+        self.distinct += 1;
+        if c == 1 {
+            self.singletons += 1;
+        }
+        self.sum_joint += xlogx(c);
+        let ctx = if self.k == 1 { 0 } else { key >> self.bits };
+        if self.cur_ctx != Some(ctx) {
+            self.close_context();
+            self.cur_ctx = Some(ctx);
+            self.cur_count = 0;
+        }
+        self.cur_count += c;
+    }
+
+    fn close_context(&mut self) {
+        if self.cur_ctx.is_some() {
+            self.contexts += 1;
+            self.singleton_contexts += (self.cur_count == 1) as u64;
+            self.sum_ctx += xlogx(self.cur_count);
+        }
+    }
+
+    fn finish(mut self) -> OrderStats {
+        self.close_context();
+        let (n, distinct, contexts) = (self.n, self.distinct, self.contexts);
+        let ln2 = std::f64::consts::LN_2;
+        let (block, ctx_h, block_mm, ctx_mm) = if n == 0 {
+            (f64::NAN, f64::NAN, f64::NAN, f64::NAN)
+        } else {
+            let nf = n as f64;
+            let logn = nf.log2();
+            let block = logn - self.sum_joint / nf;
+            let ctx_h = logn - self.sum_ctx / nf;
+            (
+                block,
+                ctx_h,
+                block + (distinct as f64 - 1.0) / (2.0 * nf * ln2),
+                ctx_h + (contexts as f64 - 1.0) / (2.0 * nf * ln2),
+            )
+        };
+        OrderStats {
+            order: self.k,
+            n,
+            distinct,
+            singletons: self.singletons,
+            contexts,
+            singleton_contexts: self.singleton_contexts,
+            block_entropy: block,
+            block_entropy_mm: block_mm,
+            conditional_entropy: block - ctx_h,
+            conditional_entropy_mm: block_mm - ctx_mm,
+        }
+    }
+}
+
 /// Plug-in and Miller–Madow statistics of orders 1..=max_order (see module docs).
 pub fn ngram_stats(tokens: &[u32], offsets: &[u64], max_order: usize) -> Result<Vec<OrderStats>> {
     check_offsets(tokens, offsets, "ngram_stats")?;
@@ -188,64 +279,11 @@ pub fn ngram_stats(tokens: &[u32], offsets: &[u64], max_order: usize) -> Result<
     let dense_map = Dense::new(&[tokens], max_order)?;
     let dense = dense_map.apply(tokens);
     let bits = dense_map.bits;
-    let ln2 = std::f64::consts::LN_2;
     let mut out = Vec::with_capacity(max_order);
     for k in 1..=max_order {
-        let mut n = 0u64;
-        let (mut distinct, mut singletons, mut sum_joint) = (0u64, 0u64, 0f64);
-        let (mut contexts, mut singleton_contexts, mut sum_ctx) = (0u64, 0u64, 0f64);
-        let mut cur_ctx: Option<u128> = None;
-        let mut cur_count = 0u64;
-        for_each_kgram(&dense, offsets, k, bits, |key, c| {
-            n += c;
-            distinct += 1;
-            if c == 1 {
-                singletons += 1;
-            }
-            sum_joint += xlogx(c);
-            let ctx = if k == 1 { 0 } else { key >> bits };
-            if cur_ctx != Some(ctx) {
-                if cur_ctx.is_some() {
-                    contexts += 1;
-                    singleton_contexts += (cur_count == 1) as u64;
-                    sum_ctx += xlogx(cur_count);
-                }
-                cur_ctx = Some(ctx);
-                cur_count = 0;
-            }
-            cur_count += c;
-        });
-        if cur_ctx.is_some() {
-            contexts += 1;
-            singleton_contexts += (cur_count == 1) as u64;
-            sum_ctx += xlogx(cur_count);
-        }
-        let (block, ctx_h, block_mm, ctx_mm) = if n == 0 {
-            (f64::NAN, f64::NAN, f64::NAN, f64::NAN)
-        } else {
-            let nf = n as f64;
-            let logn = nf.log2();
-            let block = logn - sum_joint / nf;
-            let ctx_h = logn - sum_ctx / nf;
-            (
-                block,
-                ctx_h,
-                block + (distinct as f64 - 1.0) / (2.0 * nf * ln2),
-                ctx_h + (contexts as f64 - 1.0) / (2.0 * nf * ln2),
-            )
-        };
-        out.push(OrderStats {
-            order: k,
-            n,
-            distinct,
-            singletons,
-            contexts,
-            singleton_contexts,
-            block_entropy: block,
-            block_entropy_mm: block_mm,
-            conditional_entropy: block - ctx_h,
-            conditional_entropy_mm: block_mm - ctx_mm,
-        });
+        let mut acc = OrderAcc::new(k, bits);
+        for_each_kgram(&dense, offsets, k, bits, |key, c| acc.add(key, c));
+        out.push(acc.finish());
     }
     Ok(out)
 }
@@ -666,11 +704,7 @@ fn order_pass<K: PackedKey>(
     cross.sort_unstable();
 
     // statistics over the merge of the three sorted arrays (runs of equal keys)
-    let mut n = 0u64;
-    let (mut distinct, mut singletons, mut sum_joint) = (0u64, 0u64, 0f64);
-    let (mut contexts, mut singleton_contexts, mut sum_ctx) = (0u64, 0u64, 0f64);
-    let mut cur_ctx: Option<u128> = None;
-    let mut cur_count = 0u64;
+    let mut acc = OrderAcc::new(k, bits);
     {
         let (mut a, mut b, mut x) = (0usize, 0usize, 0usize);
         loop {
@@ -698,58 +732,10 @@ fn order_pass<K: PackedKey>(
                 x += 1;
                 cnt += 1;
             }
-            let wide = key.wide();
-            n += cnt;
-            distinct += 1;
-            if cnt == 1 {
-                singletons += 1;
-            }
-            sum_joint += xlogx(cnt);
-            let ctx = if k == 1 { 0 } else { wide >> bits };
-            if cur_ctx != Some(ctx) {
-                if cur_ctx.is_some() {
-                    contexts += 1;
-                    singleton_contexts += (cur_count == 1) as u64;
-                    sum_ctx += xlogx(cur_count);
-                }
-                cur_ctx = Some(ctx);
-                cur_count = 0;
-            }
-            cur_count += cnt;
+            acc.add(key.wide(), cnt);
         }
     }
-    if cur_ctx.is_some() {
-        contexts += 1;
-        singleton_contexts += (cur_count == 1) as u64;
-        sum_ctx += xlogx(cur_count);
-    }
-    let ln2 = std::f64::consts::LN_2;
-    let (block, ctx_h, block_mm, ctx_mm) = if n == 0 {
-        (f64::NAN, f64::NAN, f64::NAN, f64::NAN)
-    } else {
-        let nf = n as f64;
-        let logn = nf.log2();
-        let block = logn - sum_joint / nf;
-        let ctx_h = logn - sum_ctx / nf;
-        (
-            block,
-            ctx_h,
-            block + (distinct as f64 - 1.0) / (2.0 * nf * ln2),
-            ctx_h + (contexts as f64 - 1.0) / (2.0 * nf * ln2),
-        )
-    };
-    let stats = OrderStats {
-        order: k,
-        n,
-        distinct,
-        singletons,
-        contexts,
-        singleton_contexts,
-        block_entropy: block,
-        block_entropy_mm: block_mm,
-        conditional_entropy: block - ctx_h,
-        conditional_entropy_mm: block_mm - ctx_mm,
-    };
+    let stats = acc.finish();
     if !score {
         return stats;
     }
