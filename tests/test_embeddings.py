@@ -74,6 +74,28 @@ def test_baselines_match_direct_reference():
         _check_records(res, req)
 
 
+def test_position_mean_weights_pieces_by_position():
+    rows, req = _base(), _request()
+    res = make_rows("position_mean", rows, req)
+    _check_records(res, req)
+    st = RowStats.of(rows)
+    for r, pieces in enumerate(req.decompositions):
+        n = len(pieces)
+        w = np.arange(n, 0, -1) / (n * (n + 1) / 2)
+        want = (w[:, None] * rows[pieces]).sum(0) if n else st.mean
+        np.testing.assert_allclose(res.rows[r], want, rtol=1e-5, atol=1e-6)
+        assert res.records[r]["weights"] == pytest.approx(list(w))
+    flat = make_rows("position_mean", rows, req, weights=lambda n: np.ones(n))  # equal weights: the subword mean
+    np.testing.assert_allclose(flat.rows, make_rows("subword", rows, req).rows, rtol=1e-5, atol=1e-6)
+    given = [[1.0] + [0.0] * (len(p) - 1) if p else [] for p in req.decompositions]  # first piece only
+    first = make_rows("position_mean", rows, req, weights=given).rows
+    for r, p in enumerate(req.decompositions):
+        if p:
+            np.testing.assert_array_equal(first[r], rows[p[0]])
+    with pytest.raises(TokbenchError, match="position weights"):
+        make_rows("position_mean", rows, req, weights=lambda n: -np.ones(n))
+
+
 def test_cap_option_bounds_every_row_by_the_typical_norm():
     rows, req = _base(), _request()
     rows[:10] *= 50.0  # a few huge rows: copies of them must be shrunk

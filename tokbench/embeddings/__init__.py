@@ -23,6 +23,9 @@ Methods (METHODS):
 - tokenadapt: length- and similarity-weighted pieces mixed with FAISS top-k neighbours in an `AuxSpace`
   (`aux_space(base_vocab, new_vocab, ids)`, an auxiliary sentence embedder).
 - copy: the row of another token (`sources=[base id, ...]`).
+- position_mean: weighted mean of the pieces' rows by position (`weights=`: n -> weights, default n..1;
+  dynamic merging's constituents). For "OMP over the model's own table", pass
+  `space=table_space(np.concatenate([base_rows, query_vectors]), id -> row)`: the base rows are the space.
 
 Statistics: `RowStats.of(base_rows, reference)` gives the mean, std and norm cap (median norm) of the reference
 rows (default every row); pass `stats=` to share one across calls. `cap=True` caps any method's rows at the
@@ -38,10 +41,10 @@ from tokbench.embeddings.norms import cap_mask, cap_norms
 from tokbench.embeddings.omp import (SpaceLookup, apply_codes, batch_omp, candidate_ks, centred_cosine, choose_omp,
                                      donor_space, omp_rows, table_space)
 from tokbench.embeddings.request import NewRows, NewTokens, RowStats
-from tokbench.embeddings.subword import subword_rows
+from tokbench.embeddings.subword import linear_decay, position_mean_rows, subword_rows
 from tokbench.embeddings.tokenadapt import tokenadapt_rows
 
 __all__ = ["DEFAULT_AUX", "METHODS", "AuxEmbedder", "AuxSpace", "NewRows", "NewTokens", "RowStats", "SpaceLookup",
            "apply_codes", "assemble", "aux_space", "baseline_rows", "batch_omp", "candidate_ks", "cap_mask",
-           "cap_norms", "centred_cosine", "choose_omp", "copy_rows", "donor_space", "fill_row", "make_rows",
-           "omp_rows", "subword_rows", "table_space", "token_texts", "tokenadapt_rows"]
+           "cap_norms", "centred_cosine", "choose_omp", "copy_rows", "donor_space", "fill_row", "linear_decay",
+           "make_rows", "omp_rows", "position_mean_rows", "subword_rows", "table_space", "token_texts", "tokenadapt_rows"]
