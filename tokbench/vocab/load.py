@@ -6,14 +6,16 @@ import re
 from pathlib import Path
 
 from tokbench.errors import TokbenchError
-from tokbench.vocab.hf_json import load_tokenizer_json
+from tokbench.vocab.hf_json import load_tokenizer_json, read_tokenizer_json
 from tokbench.vocab.sentencepiece_model import load_sentencepiece
 from tokbench.vocab.specials import roles_by_name, roles_from_folder
+from tokbench.vocab.tekken import is_tekken, load_tekken
 from tokbench.vocab.tiktoken_file import load_tiktoken
 from tokbench.vocab.vocabulary import Vocabulary
 
 _TIKTOKEN_LINE = re.compile(rb"^[A-Za-z0-9+/]+={0,2} \d+\r?$")
-_FIX = "pass a tokenizer.json, a SentencePiece .model, a .tiktoken rank file, a model folder, or an asset name"
+_FIX = ("pass a tokenizer.json, a tekken.json, a SentencePiece .model, a .tiktoken rank file, a model folder, "
+        "or an asset name")
 
 
 def _resolve(name_or_path: str | Path) -> Path:
@@ -59,9 +61,16 @@ def _from_vocab_txt(vocab_txt: Path) -> Vocabulary:
     return v
 
 
+def _load_json(path: Path) -> Vocabulary:
+    data = read_tokenizer_json(path)
+    if is_tekken(data):
+        return load_tekken(path, data)
+    return load_tokenizer_json(path, data)
+
+
 def _load_file(path: Path, pattern: str | None) -> Vocabulary:
     if path.suffix == ".json":
-        return load_tokenizer_json(path)
+        return _load_json(path)
     if path.suffix == ".tiktoken" or _looks_like_tiktoken(path):
         return load_tiktoken(path, pattern=pattern)
     if path.name == "vocab.txt":
@@ -74,9 +83,11 @@ def _load_file(path: Path, pattern: str | None) -> Vocabulary:
 
 
 def _load_folder(folder: Path, pattern: str | None) -> Vocabulary:
-    for name in ("tokenizer.json",):
-        if (folder / name).is_file():
-            return load_tokenizer_json(folder / name)
+    if (folder / "tokenizer.json").is_file():
+        return _load_json(folder / "tokenizer.json")
+    for candidate in sorted(folder.glob("tekken*.json")):  # Mistral's own format (tekken.json)
+        if candidate.is_file():
+            return _load_json(candidate)
     if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
         return _from_vocab_merges(folder / "vocab.json", folder / "merges.txt")
     for candidate in sorted(folder.glob("*.model*")) + sorted(folder.glob("*.tiktoken")):
