@@ -131,12 +131,10 @@ def load_encoder(name_or_path: str | Path, pattern: str | None = None, *, fast: 
                                 fix="pass the tokenizer.json of this tokenizer")
         library, source = "tokenizers", cand
     if library == "tokenizers":
-        from tokenizers import Tokenizer
+        from tokbench.vocab.hf_json import open_hf_tokenizer
 
         file = source / "tokenizer.json" if source.is_dir() else source
-        tok = Tokenizer.from_file(str(file))
-        tok.no_padding()
-        tok.no_truncation()
+        tok = open_hf_tokenizer(file)  # padding and truncation off, tokenizers 0.x or 1.0
         fast_bpe = _fast_tokenizer_json(file) if fast else None
     elif library == "tiktoken":
         import tiktoken

@@ -252,3 +252,19 @@ def _merge_ids(merges: list, strings: dict[int, str], kinds: list[Kind], path: P
             continue
         out.append(pair)
     return out
+
+
+def open_hf_tokenizer(file: str | Path):
+    """`tokenizers.Tokenizer.from_file(file)` with padding and truncation off, on either Python API
+    of the library: `no_padding()` / `no_truncation()` (0.x) or settable `padding` / `truncation`
+    properties (1.0, which has neither method)."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(file))
+    for name in ("padding", "truncation"):
+        off = getattr(tok, f"no_{name}", None)
+        if callable(off):
+            off()
+        else:
+            setattr(tok, name, None)
+    return tok

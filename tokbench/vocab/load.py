@@ -1,7 +1,6 @@
 """Load a Vocabulary from any tokenizer file, model folder or asset name (format sniffed)."""
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -34,29 +33,41 @@ def _looks_like_tiktoken(path: Path) -> bool:
     return bool(_TIKTOKEN_LINE.match(first))
 
 
-def _from_vocab_merges(vocab_json: Path, merges_txt: Path) -> Vocabulary:
-    from tokenizers import Tokenizer, decoders, pre_tokenizers
-    from tokenizers.models import BPE
-
+def _read_text_lines(path: Path) -> list[str]:
     try:
-        tok = Tokenizer(BPE.from_file(str(vocab_json), str(merges_txt)))
-    except Exception as exc:  # tokenizers raises plain Exception subclasses
-        raise TokbenchError(f"vocab.json + merges.txt did not load ({exc})", path=vocab_json.parent,
-                            fix="check both files come from the same byte-level BPE tokenizer") from None
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    v = load_tokenizer_json(vocab_json.parent, json.loads(tok.to_str()))
+        with open(path, encoding="utf-8", newline="") as f:
+            return [ln.rstrip("\r\n") for ln in f]
+    except UnicodeDecodeError:
+        raise TokbenchError("not a UTF-8 text file", path=path, fix=_FIX) from None
+
+
+def _from_vocab_merges(vocab_json: Path, merges_txt: Path) -> Vocabulary:
+    """GPT-2-style vocab.json + merges.txt, read as `tokenizers` reads them (BPE.from_file with a
+    ByteLevel pre-tokenizer and decoder), without calling the library (its API changes in 1.0)."""
+    vocab = read_tokenizer_json(vocab_json)
+    if not isinstance(vocab, dict) or not all(isinstance(i, int) for i in vocab.values()):
+        raise TokbenchError("vocab.json is not a {token: id} object", path=vocab_json,
+                            fix="check both files come from the same byte-level BPE tokenizer")
+    lines = _read_text_lines(merges_txt)
+    merges = [ln for n, ln in enumerate(lines) if ln and not (n == 0 and ln.startswith("#version"))]
+    bytelevel = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+    data = {"added_tokens": [], "normalizer": None, "pre_tokenizer": bytelevel, "decoder": bytelevel,
+            "model": {"type": "BPE", "vocab": vocab, "merges": merges}}
+    v = load_tokenizer_json(vocab_json.parent, data)
     v.format = "vocab.json+merges.txt"
     return v
 
 
 def _from_vocab_txt(vocab_txt: Path) -> Vocabulary:
-    from tokenizers import Tokenizer, decoders
-    from tokenizers.models import WordPiece
-
-    tok = Tokenizer(WordPiece.from_file(str(vocab_txt), unk_token="[UNK]"))
-    tok.decoder = decoders.WordPiece()
-    v = load_tokenizer_json(vocab_txt, json.loads(tok.to_str()))
+    """BERT-style vocab.txt (one token a line, id = line number), as `tokenizers`' WordPiece.from_file."""
+    vocab: dict[str, int] = {}
+    for i, t in enumerate(_read_text_lines(vocab_txt)):
+        vocab.setdefault(t, i)
+    data = {"added_tokens": [], "normalizer": None, "pre_tokenizer": None,
+            "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": True},
+            "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+                      "max_input_chars_per_word": 100, "vocab": vocab}}
+    v = load_tokenizer_json(vocab_txt, data)
     v.format = "vocab.txt"
     return v
 
