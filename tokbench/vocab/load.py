@@ -73,6 +73,8 @@ def _from_vocab_txt(vocab_txt: Path) -> Vocabulary:
 
 
 def _load_json(path: Path) -> Vocabulary:
+    if path.name == "vocab.json" and (path.parent / "merges.txt").is_file():
+        return _from_vocab_merges(path, path.parent / "merges.txt")
     data = read_tokenizer_json(path)
     if is_tekken(data):
         return load_tekken(path, data)

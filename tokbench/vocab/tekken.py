@@ -150,6 +150,9 @@ def tokenizer_json_from_ranks(id_ranks: list[tuple[bytes, int]], pattern: str,
         splits = [(rank_of[b[:k]], rank_of[b[k:]], k) for k in range(1, len(b))
                   if b[:k] in rank_of and b[k:] in rank_of]
         merges.extend([s(b[:k]), s(b[k:])] for _, _, k in sorted(splits))
+    # the specials are model vocabulary entries too: tokenizers gives an added token that is not in the
+    # vocabulary the next free id, whatever id the file names
+    vocab = {**{c: i for c, i in specials.items()}, **{s(b): i for b, i in id_ranks}}
     added = [{"id": i, "content": c, "single_word": False, "lstrip": False, "rstrip": False,
               "normalized": False, "special": True} for c, i in sorted(specials.items(), key=lambda x: x[1])]
     return {
@@ -162,7 +165,7 @@ def tokenizer_json_from_ranks(id_ranks: list[tuple[bytes, int]], pattern: str,
         "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
         "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
                   "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": True,
-                  "vocab": {s(b): i for b, i in id_ranks}, "merges": merges},
+                  "vocab": vocab, "merges": merges},
     }
 
 
