@@ -140,6 +140,11 @@ def tekken(tmp_path_factory, llama3_ranks) -> Path:
                         specials=TEKKEN_SPECIALS)
 
 
+@pytest.fixture(scope="module")
+def tekken_vocab(tekken):
+    return load_vocabulary(tekken)
+
+
 def _tiktoken(ranks: dict[bytes, int], inner: int):
     import tiktoken
 
@@ -150,14 +155,14 @@ def _tiktoken(ranks: dict[bytes, int], inner: int):
 @pytest.fixture(scope="module")
 def tekken_lines(require_asset) -> list[str]:
     out: list[str] = []
-    for name, n in (("udhr", 12000), ("code-python", 4000), ("code-rust", 2000), ("wikitext2-test", 2000),
-                    ("gsm8k-test", 1000)):
+    for name, n in (("udhr", 6000), ("code-python", 2000), ("code-rust", 1000), ("wikitext2-test", 1000),
+                    ("gsm8k-test", 500)):
         out += lines(name, require_asset(name))[:n]
     return out
 
 
-def test_tekken_vocabulary(tekken, llama3_ranks):
-    v = load_vocabulary(tekken)
+def test_tekken_vocabulary(tekken_vocab, llama3_ranks):
+    v = tekken_vocab
     assert (v.format, v.family, v.size) == ("tekken", "bpe", 128000)
     assert v.kind_counts == {"normal": 127000, "special": 3, "control": 4, "byte": 0, "unused": 993}
     assert [v.tokens[i] for i in range(7)] == TEKKEN_SPECIALS and v.tokens[999] == "<SPECIAL_999>"
@@ -168,7 +173,7 @@ def test_tekken_vocabulary(tekken, llama3_ranks):
     assert report["bytes"]["covers_all_bytes"] and report["kinds"]["unused"] == 993
 
 
-def test_tekken_bpe_ids_equal_tiktoken(tekken, llama3_ranks, tekken_lines):
+def test_tekken_bpe_ids_equal_tiktoken(tekken, tekken_vocab, llama3_ranks, tekken_lines):
     from tokbench.bpe import BPE
 
     enc = BPE.from_file(tekken)
@@ -177,17 +182,16 @@ def test_tekken_bpe_ids_equal_tiktoken(tekken, llama3_ranks, tekken_lines):
     expected = [[i + 1000 for i in ids] for ids in ref.encode_ordinary_batch(tekken_lines)]
     got = enc.encode_ordinary_batch(tekken_lines)
     bad = [(t[:60], e[:6], g[:6]) for t, e, g in zip(tekken_lines, expected, got) if e != g]
-    assert len(tekken_lines) > 20000
+    assert len(tekken_lines) > 10000
     assert not bad, f"{len(bad)}/{len(tekken_lines)} lines differ, first: {bad[0]}"
-    v = load_vocabulary(tekken)
-    assert all(v.decode(ids) == t for ids, t in zip(got[::20], tekken_lines[::20]))
+    assert all(tekken_vocab.decode(ids) == t for ids, t in zip(got[::20], tekken_lines[::20]))
     assert enc.encode("[INST]hi", allowed_special={"[INST]"})[0] == 3
 
 
-def test_tekken_segmenter_equals_tiktoken_per_pretoken(tekken, llama3_ranks, tekken_lines):
+def test_tekken_segmenter_equals_tiktoken_per_pretoken(tekken_vocab, llama3_ranks, tekken_lines):
     import regex
 
-    v = load_vocabulary(tekken)
+    v = tekken_vocab
     ref = _tiktoken(llama3_ranks, 127000)
     words = list(dict.fromkeys(w for t in tekken_lines[::10] for w in regex.findall(TEKKEN_PATTERN, t)))
     got = v.segment_batch([w.encode() for w in words], [False] * len(words))
@@ -195,14 +199,18 @@ def test_tekken_segmenter_equals_tiktoken_per_pretoken(tekken, llama3_ranks, tek
     assert len(words) > 3000 and got == expected
 
 
-def test_tekken_written_as_tokenizer_json_gives_the_same_ids(tekken, tekken_lines):
+def test_tekken_written_as_tokenizer_json_gives_the_same_ids(tmp_path, tekken_lines, require_asset):
+    # what transplant writes beside a tekken target; 20,000 GPT-2 ranks keep the test fast
+    from tiktoken.load import load_tiktoken_bpe
     from tokenizers import Tokenizer
 
     from tokbench.bpe import BPE
     from tokbench.vocab.tekken import tekken_tokenizer_json
 
+    ranks = load_tiktoken_bpe(str(require_asset("gpt2-tiktoken")))
+    tekken = write_tekken(tmp_path / "tekken.json", ranks, inner=20000, num_special=100, specials=TEKKEN_SPECIALS)
     tok = Tokenizer.from_str(json.dumps(tekken_tokenizer_json(tekken)))
-    assert tok.token_to_id("[INST]") == 3 and tok.get_vocab_size() == 128000
+    assert tok.token_to_id("[INST]") == 3 and tok.get_vocab_size() == 20100
     assert tok.encode("a[INST]b", add_special_tokens=False).ids[1] == 3  # specials matched in text, as HF does
     tok.encode_special_tokens = True  # ... and as text here, to compare with encode_ordinary
     sample = tekken_lines[::4]
@@ -222,8 +230,8 @@ def test_legacy_tekken_without_special_tokens(tmp_path, require_asset):
     assert v.kinds[20] == Kind.UNUSED and v.tokens[20] == "<SPECIAL_20>"
 
 
-def test_tekken_aligns_on_either_side(tekken, require_asset):
-    t, g = load_vocabulary(tekken), load_vocabulary(require_asset("gpt2"))
+def test_tekken_aligns_on_either_side(tekken_vocab, require_asset):
+    t, g = tekken_vocab, load_vocabulary(require_asset("gpt2"))
     for old, new in ((t, g), (g, t)):
         a = align(old, new)
         assert len(a.shared) > 30000
@@ -256,8 +264,8 @@ def test_bad_tekken_is_one_line_error(tmp_path, body):
 
 # --- placeholders and controls of the shared families ------------------------------------------------------
 def test_reserved_and_control_placeholders_of_real_families(require_asset):
-    for name in ("llama3", "llama3-hf"):
-        v = load_vocabulary(require_asset(name))
+    llama3 = {name: load_vocabulary(require_asset(name)) for name in ("llama3", "llama3-hf")}
+    for v in llama3.values():
         reserved = [i for i, t in enumerate(v.tokens) if t and t.startswith("<|reserved_special_token_")]
         assert len(reserved) == 247 and {v.kinds[i] for i in reserved} == {Kind.UNUSED}
         assert {v.tokens[i] for i, k in enumerate(v.kinds) if k == Kind.SPECIAL} >= {
@@ -269,7 +277,7 @@ def test_reserved_and_control_placeholders_of_real_families(require_asset):
     # non-special <|fim_prefix|> is control markup; non-special <think> stays text
     assert q.kinds[q.tokens.index("<|fim_prefix|>")] == Kind.CONTROL
     assert q.kinds[q.tokens.index("<think>")] == Kind.NORMAL and q.token_bytes[q.tokens.index("<think>")] == b"<think>"
-    a = align(load_vocabulary(require_asset("llama3")), load_vocabulary(require_asset("llama3-hf")))
+    a = align(llama3["llama3"], llama3["llama3-hf"])
     assert len(a.shared) == 128000 and a.new_only == []
     assert all(a.new.kinds[i] != Kind.UNUSED for i in a.special_map)
 
@@ -295,3 +303,26 @@ def test_open_hf_tokenizer_turns_padding_off_on_both_apis(require_asset, monkeyp
     monkeypatch.setattr(tokenizers, "Tokenizer", OneZero)
     stub = open_hf_tokenizer(bert)
     assert stub.padding is None and stub.truncation is None
+
+
+# --- vocab.json + merges.txt, vocab.txt (read without the library) ------------------------------------------
+def test_vocab_json_merges_and_vocab_txt_equal_the_library(require_asset):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    gpt2 = require_asset("gpt2").parent
+    v = load_vocabulary(gpt2 / "vocab.json")  # merges.txt beside it
+    ref = load_vocabulary(gpt2 / "tokenizer.json")
+    assert v.format == "vocab.json+merges.txt" and v.token_bytes[:50256] == ref.token_bytes[:50256]
+    assert v.segmenter_spec.merges == ref.segmenter_spec.merges
+    lib = Tokenizer(models.BPE.from_file(str(gpt2 / "vocab.json"), str(gpt2 / "merges.txt")))
+    lib.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    words = [" " + w for _, p in udhr_texts(str(require_asset("udhr")))[::7] for w in p.split()[:20]]
+    assert v.segment_batch([w.encode() for w in words]) == [e.ids for e in lib.encode_batch(words)]
+
+    bert = require_asset("bert")
+    w = load_vocabulary(bert / "vocab.txt")
+    ref = load_vocabulary(bert / "tokenizer.json")
+    assert w.format == "vocab.txt" and w.size == ref.size and w.unk_id == ref.unk_id == 100
+    same = [i for i, k in enumerate(ref.kinds) if k == Kind.NORMAL]
+    assert [w.token_bytes[i] for i in same] == [ref.token_bytes[i] for i in same]
+    assert w.kind_counts["unused"] == 994
