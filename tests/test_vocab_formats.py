@@ -188,6 +188,15 @@ def test_tekken_bpe_ids_equal_tiktoken(tekken, tekken_vocab, llama3_ranks, tekke
     assert enc.encode("[INST]hi", allowed_special={"[INST]"})[0] == 3
 
 
+def test_tekken_metrics_encoders_fast_and_library_agree(tekken, tekken_lines):
+    from tokbench.metrics.encoders import load_encoder
+
+    fast, lib = load_encoder(tekken), load_encoder(tekken, fast=False)
+    assert (fast.library, fast.vocab_size) == ("tiktoken", 128000) and fast.fast is not None and lib.fast is None
+    sample = tekken_lines[::5]
+    assert fast.encode(sample) == lib.encode(sample)
+
+
 def test_tekken_segmenter_equals_tiktoken_per_pretoken(tekken_vocab, llama3_ranks, tekken_lines):
     import regex
 
