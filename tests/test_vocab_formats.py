@@ -14,14 +14,13 @@ the shared corpora:
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
 from bpe_corpora import lines
-from corpus_samples import documents, udhr_texts
-from format_tokenizers import (GEMMA_CONTROL, GEMMA_UNUSED, TEKKEN_PATTERN, gemma_style, write_tekken)
+from corpus_samples import exactness_texts, udhr_texts
+from format_tokenizers import GEMMA_CONTROL, GEMMA_UNUSED, TEKKEN_PATTERN, gemma_style, write_tekken
 from tokbench.errors import TokbenchError
 from tokbench.vocab import Kind, align, align_report, inspect_report, load_vocabulary
 
@@ -31,11 +30,7 @@ TEKKEN_SPECIALS = ["<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[AVAILABLE_TOOL
 @pytest.fixture(scope="module")
 def corpus_texts(require_asset) -> list[tuple[str, str]]:
     """UDHR (120 languages), code in three languages, GSM8K: as in tests/test_vocab_exactness.py."""
-    out = [(f"udhr:{code}", p) for code, p in udhr_texts(str(require_asset("udhr")))]
-    for corpus in ("code-python", "code-rust", "code-cpp"):
-        out += [(corpus, d) for d in documents(str(require_asset(corpus)), 12)]
-    out += [("gsm8k-train", d) for d in documents(str(require_asset("gsm8k-train")), 300)]
-    return out
+    return exactness_texts(require_asset)
 
 
 # --- Gemma style ------------------------------------------------------------------------------------------
