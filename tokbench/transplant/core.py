@@ -129,7 +129,7 @@ def _run(model, base_dir: Path, tok_path: Path, donor_dir: Path | None, tmp: Pat
     base_vocab = load_vocabulary(base_dir)
     _check_rows(base_vocab, model.vocab_rows, base_dir, "base")
     target = load_vocabulary(tok_path)
-    tok_files = _tokenizer_files(tok_path)
+    tok_files = _tokenizer_files(tok_path, target.format == "tekken")
     al = align(base_vocab, target)
     timings["align"] = round(time.perf_counter() - t0, 2)
 
@@ -209,6 +209,11 @@ def _run(model, base_dir: Path, tok_path: Path, donor_dir: Path | None, tmp: Pat
     _write_generation_config(base_dir, tmp, updates)
     for src, name in tok_files:
         shutil.copy2(src, tmp / name)
+    if target.format == "tekken" and not (tmp / "tokenizer.json").exists():
+        from tokbench.vocab.tekken import tekken_tokenizer_json  # same ids, for transformers
+
+        (tmp / "tokenizer.json").write_text(json.dumps(tekken_tokenizer_json(Path(target.source)),
+                                                       ensure_ascii=False), encoding="utf-8")
     if not any(name == "tokenizer_config.json" for _, name in tok_files):
         _write_tokenizer_config(tmp, target)
     for lic in sorted(base_dir.glob("LICENSE*")) + sorted(base_dir.glob("NOTICE*")):
@@ -313,17 +318,20 @@ def _write_generation_config(base_dir: Path, tmp: Path, updates: dict) -> None:
         f.write("\n")
 
 
-def _tokenizer_files(tok_path: Path) -> list[tuple[Path, str]]:
-    """(source, name in OUT) of the target's tokenizer files; a bare tokenizer.json takes its side files."""
+def _tokenizer_files(tok_path: Path, tekken: bool = False) -> list[tuple[Path, str]]:
+    """(source, name in OUT) of the target's tokenizer files; a bare tokenizer.json takes its side files.
+    A tekken.json is copied as it is (a tokenizer.json with the same ids is written beside it)."""
     if tok_path.is_dir():
         files = [(tok_path / n, n) for n in TOKENIZER_FILES if (tok_path / n).is_file()]
-        if not any(n in ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt") for _, n in files):
+        files += [(f, f.name) for f in sorted(tok_path.glob("tekken*.json")) if tekken and f.is_file()]
+        if not tekken and not any(n in ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt")
+                                  for _, n in files):
             raise TokbenchError("no Hugging Face tokenizer files (tokenizer.json, tokenizer.model, vocab.json) to "
                                 "write into the output", path=tok_path, fix="pass a folder or tokenizer.json "
                                 "that transformers loads")
         return files
     if tok_path.suffix == ".json":
-        files = [(tok_path, "tokenizer.json")]
+        files = [(tok_path, tok_path.name if tekken else "tokenizer.json")]
         files += [(tok_path.parent / n, n) for n in _SIDE_FILES if (tok_path.parent / n).is_file()]
         return files
     raise TokbenchError("the output model needs a tokenizer transformers can load; this file is not a tokenizer.json",
