@@ -137,6 +137,10 @@ def test_report_refuses_the_current_folder_and_its_parents(metrics_json, tmp_pat
 
 
 # --- transplant --------------------------------------------------------------------------------------
+def mean_transplant(base, target, out, *extra, cwd=None):
+    return cli("transplant", base, "-t", target, "--method", "mean", "--no-cache", "-o", out, *extra, cwd=cwd)
+
+
 def test_transplant_refuses_a_folder_holding_its_input(tiny, tmp_path):
     import shutil
 
@@ -144,14 +148,10 @@ def test_transplant_refuses_a_folder_holding_its_input(tiny, tmp_path):
     par = tmp_path / "par"
     shutil.copytree(base, par / "base")
     before = tree_hash(par)
-    r = cli("transplant", par / "base", "-t", target, "--method", "mean", "--no-cache", "-o", par, "--overwrite")
-    one_line_error(r, "contains the input")
+    one_line_error(mean_transplant(par / "base", target, par, "--overwrite"), "contains the input")
     assert tree_hash(par) == before
-    r = cli("transplant", par / "base", "-t", target, "--method", "mean", "--no-cache", "-o", par / "base",
-            "--overwrite")
-    one_line_error(r, "is an input")
-    r = cli("transplant", par / "base", "-t", target, "--method", "mean", "--no-cache", "-o", par / "base" / "x")
-    one_line_error(r, "inside the input folder")
+    one_line_error(mean_transplant(par / "base", target, par / "base", "--overwrite"), "is an input")
+    one_line_error(mean_transplant(par / "base", target, par / "base" / "x"), "inside the input folder")
     assert tree_hash(par) == before
 
 
@@ -160,9 +160,7 @@ def test_transplant_refuses_the_current_folder(tiny, tmp_path):
     proj = project(tmp_path)
     before = tree_hash(proj)
     for out in (".", "..", str(proj)):
-        r = cli("transplant", base, "-t", target, "--method", "mean", "--no-cache", "-o", out, "--overwrite",
-                cwd=proj)
-        one_line_error(r, "current folder")
+        one_line_error(mean_transplant(base, target, out, "--overwrite", cwd=proj), "current folder")
     assert tree_hash(proj) == before
 
 
@@ -170,12 +168,11 @@ def test_transplant_overwrite_replaces_only_its_own_output(tiny, tmp_path):
     base, target, _ = tiny
     out = project(tmp_path)
     before = tree_hash(out)
-    r = cli("transplant", base, "-t", target, "--method", "mean", "--no-cache", "-o", out, "--overwrite")
-    one_line_error(r, "not made by tokbench")
+    one_line_error(mean_transplant(base, target, out, "--overwrite"), "not made by tokbench")
     assert tree_hash(out) == before
     out = tmp_path / "out"
     for _ in range(2):
-        r = cli("transplant", base, "-t", target, "--method", "mean", "--no-cache", "-o", out, "--overwrite")
+        r = mean_transplant(base, target, out, "--overwrite")
         assert r.exit_code == 0, r.output
     marker = json.loads((out / MARKER).read_text())
     assert "model.safetensors" in marker["files"] and marker["command"] == "transplant"
@@ -380,3 +377,15 @@ def test_sigkill_at_a_random_point_of_transplant(tiny, tmp_path):
     subprocess.run(args, env=env, check=True, capture_output=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["eval.txt", "out"]
     assert all(tree_hash(p) == h for p, h in inputs.items())
+
+
+def test_assets_reimport_of_an_intact_archive_also_finishes_a_killed_move(tokbench_home, tmp_path):
+    arch = make_archive(tmp_path / "a.tar.xz", {"corpora/one.txt": b"one\n"})
+    assert cli("assets", "import", arch, "-q").exit_code == 0
+    killed = tokbench_home / "data" / ".import-k1ll3d01"
+    (killed / "files" / "corpora").mkdir(parents=True)
+    (killed / "files" / "corpora" / "two.txt").write_text("two\n")
+    (killed / ".complete").write_text("x\n")
+    r = cli("assets", "import", arch)
+    assert r.exit_code == 0 and "already extracted" in r.output, r.output
+    assert (tokbench_home / "data" / "corpora" / "two.txt").read_text() == "two\n" and not killed.exists()

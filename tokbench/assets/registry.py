@@ -362,7 +362,7 @@ def import_assets(paths: Iterable[str | os.PathLike], *, progress: bool = True,
     Re-importing the same archive or folder changes nothing. A corrupt archive raises TokbenchError and
     leaves nothing behind (it is extracted in full into a temporary folder before anything moves).
     """
-    from tokbench.assets.archive import extract_archive
+    from tokbench.assets.archive import extract_archive, recover_imports
 
     results = []
     for raw in paths:
@@ -377,6 +377,8 @@ def import_assets(paths: Iterable[str | os.PathLike], *, progress: bool = True,
             data_dir = root_ / "data"
             sha = sha256_of(p)
             with _locked(root_):
+                if data_dir.is_dir():  # first finish or drop what a killed import left (before any scan)
+                    recover_imports(data_dir)
                 rec = _load_registry(root_)["sources"].get(f"archive:{sha}")
             skipped = _archive_intact(data_dir, rec)
             if skipped:
