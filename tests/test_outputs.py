@@ -351,30 +351,35 @@ def test_replacing_is_one_swap_and_leaves_nothing_beside(tmp_path):
 
 # --- kill -9 -----------------------------------------------------------------------------------------
 def test_sigkill_at_a_random_point_of_transplant(tiny, tmp_path):
-    """kill -9 during transplant (--eval included), at a seeded random moment: OUT is absent or complete,
-    the inputs are byte-identical, and the next run on the same OUT succeeds and removes the leftovers."""
+    """kill -9 during transplant --eval, at a seeded random moment after it started writing (its temporary
+    folder exists) while it replaces a complete OUT: OUT is the old or the new output, complete; inputs are
+    byte-identical; the next run on the same OUT succeeds and removes the leftovers."""
     base, target, _ = tiny
     text = tmp_path / "eval.txt"
     text.write_text("the cat ran into the forest with the dog. " * 30)
-    inputs = {p: tree_hash(p) for p in (base, target)}
+    inputs = {p: tree_hash(p) for p in (base, target, text)}
     out = tmp_path / "out"
+    t0 = time.perf_counter()
+    assert mean_transplant(base, target, out, "--eval", text).exit_code == 0  # a complete OUT to replace
+    work = time.perf_counter() - t0
+    expected = json.loads((out / MARKER).read_text())["files"]
+    rng = random.Random(int(os.environ.get("TOKBENCH_KILL_SEED", "10")))
     args = [sys.executable, "-c", "from tokbench.cli import main; main()", "transplant", str(base), "-t",
             str(target), "--method", "mean", "--no-cache", "--eval", str(text), "-o", str(out), "--overwrite"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
-    rng = random.Random(int(os.environ.get("TOKBENCH_KILL_SEED", "10")))
-    t0 = time.perf_counter()
-    subprocess.run(args, env=env, check=True, capture_output=True)  # a first, complete output to replace
-    full = time.perf_counter() - t0
-    expected = json.loads((out / MARKER).read_text())["files"]
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(rng.uniform(0.2, 1.0) * full)
+    deadline = time.time() + 120
+    while proc.poll() is None and not list(tmp_path.glob(".out.tmp-*")) and time.time() < deadline:
+        time.sleep(0.005)
+    assert list(tmp_path.glob(".out.tmp-*")), "the run never started writing"
+    time.sleep(rng.uniform(0.0, 1.2) * work)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    if out.exists():  # the old or the new output, complete
-        assert json.loads((out / MARKER).read_text())["files"] == expected
-        assert all((out / f).is_file() for f in expected)
+    print(f"killed with return code {proc.returncode}, {work:.2f} s of work in a run")
+    assert json.loads((out / MARKER).read_text())["files"] == expected
+    assert all((out / f).is_file() for f in expected)
     assert all(tree_hash(p) == h for p, h in inputs.items())
-    subprocess.run(args, env=env, check=True, capture_output=True)
+    assert mean_transplant(base, target, out, "--eval", text, "--overwrite").exit_code == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["eval.txt", "out"]
     assert all(tree_hash(p) == h for p, h in inputs.items())
 
