@@ -29,7 +29,8 @@ from tokbench.errors import TokbenchError
 from tokbench.embeddings import (NewTokens, RowStats, assemble, aux_space, donor_space, fill_row, make_rows,
                                  table_space)
 from tokbench.vocab import Kind, align, load_vocabulary
-from tokbench.vocab.model_io import commit_output, open_model_folder, prepare_output, write_model_folder
+from tokbench.outputs import commit_output, discard_output, prepare_output
+from tokbench.vocab.model_io import open_model_folder, write_model_folder
 
 METHODS = ("omp", "tokenadapt", "subword", "mean", "zero", "random")
 NUMBER_POLICIES = ("auto", "decomposition", "method")
@@ -47,6 +48,17 @@ def _resolve(name_or_path, kind: str | None) -> Path:
     from tokbench.assets import resolve
 
     return Path(resolve(str(name_or_path), kind=kind))
+
+
+def _input_path(name_or_path, kind: str | None) -> Path | None:
+    """The file or folder an optional input names (None when absent or not resolvable here: its own
+    loader reports that)."""
+    if name_or_path is None:
+        return None
+    try:
+        return _resolve(name_or_path, kind)
+    except TokbenchError:
+        return None
 
 
 def _model_dir(name_or_path, what: str) -> Path:
@@ -102,8 +114,8 @@ def transplant(base, tokenizer, out, *, donor=None, method: str = "omp", aux_emb
     model = open_model_folder(base_dir)
     tok_path = _resolve(tokenizer, None)
     donor_dir = _model_dir(donor, "donor") if donor is not None else None
-    final, tmp = prepare_output(out, overwrite, [base_dir] + ([donor_dir] if donor_dir else []) +
-                                ([tok_path] if tok_path.is_dir() else []))
+    inputs = [base_dir, tok_path, donor_dir, _input_path(eval_text, "corpus"), _input_path(aux_embedder, None)]
+    final, tmp = prepare_output(out, overwrite, [p for p in inputs if p is not None])
     try:
         report = _run(model, base_dir, tok_path, donor_dir, tmp, final, method=method, aux_embedder=aux_embedder,
                       k=k, ridge=ridge, blend=blend, global_weight=global_weight, temperature=temperature,
@@ -115,9 +127,9 @@ def transplant(base, tokenizer, out, *, donor=None, method: str = "omp", aux_emb
             json.dump(report, f, indent=2, ensure_ascii=False)
             f.write("\n")
         _write_card(tmp, report)
-        commit_output(tmp, final)
+        commit_output(tmp, final, command="transplant")
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        discard_output(tmp)
         raise
     return report
 
@@ -208,7 +220,7 @@ def _run(model, base_dir: Path, tok_path: Path, donor_dir: Path | None, tmp: Pat
     write_model_folder(model, tmp, new_matrices["embed"], new_matrices.get("head"), updates, progress=progress)
     _write_generation_config(base_dir, tmp, updates)
     for src, name in tok_files:
-        shutil.copy2(src, tmp / name)
+        shutil.copyfile(src, tmp / name)
     if target.format == "tekken" and not (tmp / "tokenizer.json").exists():
         from tokbench.vocab.tekken import tekken_tokenizer_json  # same ids, for transformers
 
@@ -218,7 +230,7 @@ def _run(model, base_dir: Path, tok_path: Path, donor_dir: Path | None, tmp: Pat
         _write_tokenizer_config(tmp, target)
     for lic in sorted(base_dir.glob("LICENSE*")) + sorted(base_dir.glob("NOTICE*")):
         if lic.is_file():
-            shutil.copy2(lic, tmp / lic.name)
+            shutil.copyfile(lic, tmp / lic.name)
     timings["write"] = round(time.perf_counter() - t0, 2)
 
     report = {
