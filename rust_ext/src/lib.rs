@@ -2,6 +2,7 @@
 //! usable from Rust tests without Python; this file only converts arguments, releases the GIL
 //! and turns errors into ValueError.
 pub mod bpe;
+pub mod dynamic;
 pub mod error;
 pub mod ngram;
 pub mod segment;
@@ -378,12 +379,40 @@ mod python {
     }
     // ---- end n-gram statistics ----------------------------------------------------------------
 
+    // ---- dynamic batch merging (dynamic.rs) --------------------------------------------------
+    type MergeOut = (Vec<Vec<u32>>, Vec<Vec<u32>>, Vec<(u32, u32, u32, u32)>, Vec<usize>);
+
+    /// One batch merge (see _core.pyi): (merged seqs, constituents per dynamic token, merges, lengths).
+    #[pyfunction]
+    #[pyo3(signature = (seqs, cut, base_bytes, max_merges=None, target_len=None, max_constituents=0,
+                        max_bytes=0, min_count=1))]
+    #[allow(clippy::too_many_arguments)]
+    fn dynamic_merge(
+        py: Python<'_>,
+        seqs: Vec<Vec<u32>>,
+        cut: Vec<Vec<bool>>,
+        base_bytes: Vec<u32>,
+        max_merges: Option<usize>,
+        target_len: Option<usize>,
+        max_constituents: usize,
+        max_bytes: usize,
+        min_count: usize,
+    ) -> PyResult<MergeOut> {
+        let cfg = crate::dynamic::MergeConfig { max_merges, target_len, max_constituents, max_bytes, min_count };
+        let r = py
+            .allow_threads(|| crate::dynamic::merge_batch(&seqs, &cut, &base_bytes, &cfg))
+            .map_err(value_error)?;
+        Ok((r.seqs, r.tokens, r.merges, r.lengths))
+    }
+    // ---- end dynamic batch merging --------------------------------------------------------------
+
     #[pymodule]
     fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add_function(wrap_pyfunction!(core_version, m)?)?;
         m.add_function(wrap_pyfunction!(token_bytes, m)?)?;
         m.add_class::<PySegmenter>()?;
         add_ngram(m)?;
+        m.add_function(wrap_pyfunction!(dynamic_merge, m)?)?;
         crate::bpe::py::register(m)?;
         Ok(())
     }

@@ -1,0 +1,105 @@
+"""Dynamic batch merging: the Rust kernel vs the pure-Python reference (tests/dynamic_reference.py) on real
+batches, and the merges -> length curve.
+
+    python benchmarks/bench_dynamic.py [--tokenizer smollm2] [--corpus wikitext2-test] [--batch 32]
+                                       [--batches 8] [--runs 3] [--mode word] [--json OUT.json]
+
+For each of the first `--batches` batches of `--batch` non-blank lines: the kernel and the reference merge
+the same ids and masks to exhaustion (outputs checked identical), each timed `--runs` times (median). Then the
+kernel at 100 merges per batch over all chosen batches (tokens/s = tokens before merging / kernel time).
+Prints the load average before and after: the machine is shared.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from dynamic_reference import reference_merge  # noqa: E402
+from tokbench.dynamic import DynamicTokenizer, boundary_mask, merge_ids  # noqa: E402
+from tokbench.dynamic.stats import corpus_lines  # noqa: E402
+
+
+def _median_time(fn, runs):
+    out, times = None, []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return out, statistics.median(times)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tokenizer", default="smollm2")
+    ap.add_argument("--corpus", default="wikitext2-test")
+    ap.add_argument("--mode", default="word")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--batches", type=int, default=8)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args(argv)
+    load0 = os.getloadavg()
+    tok = DynamicTokenizer.load(a.tokenizer)
+    lines = corpus_lines(a.corpus, limit_lines=a.batch * a.batches)
+    bb = tok.base_bytes()
+    rows = []
+    curve_words = []
+    for b in range(0, len(lines), a.batch):
+        texts = lines[b:b + a.batch]
+        ids = tok.bpe.encode_ordinary_batch(texts)
+        cut = boundary_mask(tok, ids, a.mode, texts)
+        got, tk = _median_time(lambda: merge_ids(ids, cut, bb), a.runs)
+        ref, tr = _median_time(lambda: reference_merge(ids, cut, bb), max(1, a.runs // 3))
+        got = (got[0], got[1], [tuple(m) for m in got[2]], got[3])
+        if got != ref:
+            print(f"batch {b // a.batch}: kernel and reference differ", file=sys.stderr)
+            return 1
+        lengths = got[3]
+        rows.append({"batch": b // a.batch, "tokens": lengths[0], "merges": len(lengths) - 1,
+                     "kernel_s": tk, "reference_s": tr, "ratio": tr / tk})
+        curve_words.append(lengths)
+        print(f"batch {b // a.batch}: {lengths[0]:,} tokens, {len(lengths) - 1} merges to exhaustion, "
+              f"kernel {tk * 1e3:.2f} ms, reference {tr * 1e3:.1f} ms, ratio {tr / tk:.0f}x")
+    # throughput at 100 merges per batch
+    prepared = []
+    for b in range(0, len(lines), a.batch):
+        texts = lines[b:b + a.batch]
+        ids = tok.bpe.encode_ordinary_batch(texts)
+        prepared.append((ids, boundary_mask(tok, ids, a.mode, texts)))
+    total = sum(sum(map(len, ids)) for ids, _ in prepared)
+
+    def at100():
+        for ids, cut in prepared:
+            merge_ids(ids, cut, bb, merges=100)
+    _, t100 = _median_time(at100, a.runs)
+    load1 = os.getloadavg()
+    ratios = [r["ratio"] for r in rows]
+    summary = {
+        "tokenizer": a.tokenizer, "corpus": a.corpus, "mode": a.mode, "batch": a.batch, "batches": len(rows),
+        "median_ratio_exhaustion": statistics.median(ratios), "min_ratio": min(ratios),
+        "median_kernel_ms": statistics.median(r["kernel_s"] for r in rows) * 1e3,
+        "median_reference_ms": statistics.median(r["reference_s"] for r in rows) * 1e3,
+        "tokens_per_s_at_100_merges": total / t100, "tokens_at_100": total,
+        "curve_batch0": curve_words[0], "load_before": load0, "load_after": load1, "rows": rows,
+    }
+    print(f"median ratio (reference / kernel, exhaustion): {summary['median_ratio_exhaustion']:.0f}x "
+          f"(min {summary['min_ratio']:.0f}x); 100 merges per batch: {total / t100 / 1e6:.2f}M tokens/s "
+          f"({total:,} tokens); load average {load0[0]:.2f} -> {load1[0]:.2f}")
+    c = curve_words[0]
+    marks = [m for m in (0, 1, 2, 5, 10, 20, 50, 100, 200, len(c) - 1) if m < len(c)]
+    print("batch 0 curve (merges: length, % shorter): " + ", ".join(
+        f"{m}: {c[m]} ({100 * (c[0] - c[m]) / c[0]:.1f}%)" for m in marks))
+    if a.json:
+        Path(a.json).write_text(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Length statistics of dynamic merging over a corpus, batch by batch (what `tokbench dynamic stats` prints)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from tokbench.errors import TokbenchError
+
+MAX_LINES = 10_000_000
+
+
+def corpus_lines(corpus: str | Path, limit_lines: int | None = None, limit_bytes: int | None = None) -> list[str]:
+    """The non-blank lines of a corpus (asset name or path), in order."""
+    from tokbench.assets.corpus import iter_documents
+
+    out: list[str] = []
+    for doc in iter_documents(corpus, limit_bytes):
+        for line in doc.splitlines():
+            if line.strip():
+                out.append(line)
+                if limit_lines is not None and len(out) >= limit_lines:
+                    return out
+    return out
+
+
+def corpus_stats(tokenizer, corpus: str | Path, *, mode: str = "word", batch: int = 32, merges: int | None = None,
+                 shorter_pct: float | None = None, max_constituents: int | None = None, max_bytes: int | None = None,
+                 limit_lines: int | None = None, limit_bytes: int | None = None, progress: bool = False) -> dict:
+    """Merge every batch of `batch` consecutive non-blank lines of `corpus` with the same budget (per batch) and
+    sum the lengths. Returns tokens before / after, absolute % shorter, % of the word level, merges, seconds,
+    and the merges -> length curve summed over batches (for `merges` or exhaustion budgets).
+
+    With `shorter_pct`, a batch whose word level cannot reach the target is merged to exhaustion and counted in
+    `batches_short_of_target`."""
+    from tqdm import tqdm
+
+    from tokbench.dynamic.merge import DynamicTokenizer, merge_batch
+
+    if not 1 <= batch <= 100_000:
+        raise TokbenchError(f"batch must be between 1 and 100,000 lines, got {batch}", fix="pass --batch 32")
+    tok = tokenizer if isinstance(tokenizer, DynamicTokenizer) else DynamicTokenizer.load(tokenizer)
+    lines = corpus_lines(corpus, limit_lines, limit_bytes)
+    if not lines:
+        raise TokbenchError(f"corpus {corpus} has no non-blank lines", fix="pass a corpus with text")
+    before = after = word = n_merges = short = 0
+    kernel = 0.0
+    curve: list[int] = []
+    t0 = time.perf_counter()
+    chunks = [lines[i:i + batch] for i in range(0, len(lines), batch)]
+    for chunk in tqdm(chunks, desc="dynamic merge", unit="batch", disable=not progress):
+        try:
+            mb = merge_batch(tok, chunk, mode=mode, merges=merges, shorter_pct=shorter_pct,
+                             max_constituents=max_constituents, max_bytes=max_bytes)
+        except TokbenchError as exc:
+            if shorter_pct is None or "cannot be met" not in str(exc):
+                raise
+            short += 1
+            mb = merge_batch(tok, chunk, mode=mode, max_constituents=max_constituents, max_bytes=max_bytes)
+        before += mb.tokens_before
+        after += mb.tokens_after
+        word += mb.word_level
+        n_merges += len(mb.merges)
+        kernel += mb.seconds
+        if shorter_pct is None:
+            _add_curve(curve, mb.lengths)
+    seconds = time.perf_counter() - t0
+    room = before - word
+    return {
+        "tokenizer": tok.name, "corpus": str(corpus), "mode": mode, "batch": batch, "batches": len(chunks),
+        "lines": len(lines), "budget": {"merges": merges, "shorter_pct": shorter_pct,
+                                        "max_constituents": max_constituents, "max_bytes": max_bytes},
+        "tokens_before": before, "tokens_after": after, "word_level": word,
+        "pct_shorter": 100.0 * (before - after) / before,
+        "pct_of_word_level": 100.0 * (before - after) / room if room else 100.0,
+        "word_level_pct_shorter": 100.0 * room / before,
+        "merges": n_merges, "merges_per_batch": n_merges / len(chunks), "batches_short_of_target": short,
+        "seconds": seconds, "kernel_seconds": kernel,
+        "kernel_tokens_per_s": before / kernel if kernel else None,
+        "curve": curve,
+    }
+
+
+def _add_curve(total: list[int], lengths: list[int]) -> None:
+    """Add one batch's lengths after 0..k merges to the summed curve (a batch that stopped early stays flat)."""
+    if len(total) < len(lengths):
+        # the batches summed so far stay flat after they stopped: total[-1] is the sum of their final lengths
+        total.extend([total[-1] if total else 0] * (len(lengths) - len(total)))
+    for i in range(len(total)):
+        total[i] += lengths[min(i, len(lengths) - 1)]
