@@ -11,6 +11,8 @@ from collections import Counter
 
 def reference_merge(seqs, cut, base_bytes, max_merges=None, target_len=None, max_constituents=0,
                     max_bytes=0, min_count=1):
+    if isinstance(base_bytes, bytes):  # uint32 little-endian, as the kernel takes them
+        base_bytes = [int.from_bytes(base_bytes[i:i + 4], "little") for i in range(0, len(base_bytes), 4)]
     n_base = len(base_bytes)
     for seq in seqs:
         for t in seq:

@@ -172,3 +172,14 @@ def bpe_train_super(runs: BpeCounter, vocab: list[bytes], merges: list[tuple[int
     """Supertoken stage 2 from the stage-1 vocab and merges on run counts: (whole vocab, stage-2 merges)."""
 def bpe_chunk_runs(runs: BpeCounter, pattern: str | None, max_words: int, seed: int = 0) -> BpeCounter:
     """TokenAdapt-style chunks (1..max_words pre-tokens of `pattern`, seeded) of the runs: a new count table."""
+
+def dynamic_merge(seqs: Sequence[Sequence[int]], cut: Sequence[Sequence[bool]], base_bytes: bytes,
+                  max_merges: int | None = None, target_len: int | None = None, max_constituents: int = 0,
+                  max_bytes: int = 0, min_count: int = 1
+                  ) -> tuple[list[list[int]], list[list[int]], list[tuple[int, int, int, int]], list[int]]:
+    """Dynamic BPE over one batch (rust_ext/src/dynamic.rs): cut[s][i] forbids joining positions i-1 and i;
+    base_bytes: each base token's byte length as uint32 little-endian (ids must be below their number). Each step merges the
+    most frequent allowed adjacent pair (ties: smallest ids), left to right. Stops after max_merges steps, at
+    total length <= target_len, or when no pair has count >= min_count; caps 0 = none.
+    Returns (merged seqs, constituents of dynamic id n_base + k, [(left, right, merged, count)],
+    total length after 0..k merges). ValueError on bad input. GIL released."""

@@ -382,7 +382,7 @@ mod python {
     // ---- dynamic batch merging (dynamic.rs) --------------------------------------------------
     type MergeOut = (Vec<Vec<u32>>, Vec<Vec<u32>>, Vec<(u32, u32, u32, u32)>, Vec<usize>);
 
-    /// One batch merge (see _core.pyi): (merged seqs, constituents per dynamic token, merges, lengths).
+    /// One batch merge (see _core.pyi; base_bytes: uint32 little-endian): (merged seqs, constituents per dynamic token, merges, lengths).
     #[pyfunction]
     #[pyo3(signature = (seqs, cut, base_bytes, max_merges=None, target_len=None, max_constituents=0,
                         max_bytes=0, min_count=1))]
@@ -391,13 +391,14 @@ mod python {
         py: Python<'_>,
         seqs: Vec<Vec<u32>>,
         cut: Vec<Vec<bool>>,
-        base_bytes: Vec<u32>,
+        base_bytes: &[u8],
         max_merges: Option<usize>,
         target_len: Option<usize>,
         max_constituents: usize,
         max_bytes: usize,
         min_count: usize,
     ) -> PyResult<MergeOut> {
+        let base_bytes = u32_le(base_bytes, "base_bytes")?;
         let cfg = crate::dynamic::MergeConfig { max_merges, target_len, max_constituents, max_bytes, min_count };
         let r = py
             .allow_threads(|| crate::dynamic::merge_batch(&seqs, &cut, &base_bytes, &cfg))

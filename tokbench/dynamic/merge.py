@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import math
+import sys
 import time
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -23,6 +25,7 @@ class DynamicTokenizer:
     name: str
     bpe: object
     vocab: object
+    _base_bytes: bytes | None = field(default=None, repr=False)
 
     @classmethod
     def load(cls, name_or_path: str | Path) -> "DynamicTokenizer":
@@ -44,8 +47,11 @@ class DynamicTokenizer:
     def n_base(self) -> int:
         return len(self.vocab.token_bytes)
 
-    def base_bytes(self) -> list[int]:
-        return [len(b) if b is not None else 0 for b in self.vocab.token_bytes]
+    def base_bytes(self) -> bytes:
+        """Byte length per id as uint32 little-endian (what the kernel takes), computed once."""
+        if self._base_bytes is None:
+            self._base_bytes = _u32([len(b) if b is not None else 0 for b in self.vocab.token_bytes])
+        return self._base_bytes
 
 
 def boundary_mask(tok: DynamicTokenizer, ids: Sequence[Sequence[int]], mode: str,
@@ -143,12 +149,21 @@ class MergedBatch:
         return b"".join((tb[t] or b"") if t < n else self.token_bytes[t - n] for t in self.merged[s])
 
 
+def _u32(values) -> bytes:
+    a = array("I", values)
+    if sys.byteorder != "little":
+        a.byteswap()
+    return a.tobytes()
+
+
 def merge_ids(ids: Sequence[Sequence[int]], cut: Sequence[Sequence[bool]], base_bytes: Sequence[int], *,
               merges: int | None = None, target_len: int | None = None, max_constituents: int | None = None,
               max_bytes: int | None = None, min_count: int = 1):
-    """The kernel on raw ids: (merged, constituents per dynamic token, merges, lengths). ValueError on bad input."""
-    return _core.dynamic_merge([list(map(int, s)) for s in ids], [list(map(bool, c)) for c in cut],
-                               list(map(int, base_bytes)), max_merges=merges, target_len=target_len,
+    """The kernel on raw ids: (merged, constituents per dynamic token, merges, lengths). ValueError on bad input.
+    base_bytes: byte length per base id (a sequence, or uint32 little-endian bytes as DynamicTokenizer.base_bytes)."""
+    if not isinstance(base_bytes, bytes):
+        base_bytes = _u32(base_bytes)
+    return _core.dynamic_merge(ids, cut, base_bytes, max_merges=merges, target_len=target_len,
                                max_constituents=max_constituents or 0, max_bytes=max_bytes or 0,
                                min_count=min_count)
 
