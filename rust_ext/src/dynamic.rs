@@ -107,6 +107,14 @@ impl State<'_> {
         }
     }
 
+    /// A neighbour pair changes from `old` to `new` (left symbol at `pos`); `risen` collects pairs to re-push.
+    fn replace(&mut self, old: (u32, u32), new: (u32, u32), pos: u32, risen: &mut Vec<(u32, u32)>) {
+        self.remove(old.0, old.1);
+        if self.add(new.0, new.1, pos) {
+            risen.push(new);
+        }
+    }
+
     fn constituents(&self, t: u32) -> Vec<u32> {
         if t < self.n_base {
             vec![t]
@@ -244,18 +252,12 @@ pub fn merge_batch(
             let l = st.prev[pu];
             if l != NONE {
                 let ls = st.sym[l as usize];
-                st.remove(ls, a);
-                if st.add(ls, x, l) {
-                    risen.push((ls, x));
-                }
+                st.replace((ls, a), (ls, x), l, &mut risen);
             }
             let r = st.next[qu];
             if r != NONE {
                 let rs = st.sym[r as usize];
-                st.remove(b, rs);
-                if st.add(x, rs, p) {
-                    risen.push((x, rs));
-                }
+                st.replace((b, rs), (x, rs), p, &mut risen);
                 st.prev[r as usize] = p;
             }
             st.sym[pu] = x;
