@@ -8,6 +8,12 @@ For each of the first `--batches` batches of `--batch` non-blank lines: the kern
 the same ids and masks to exhaustion (outputs checked identical), each timed `--runs` times (median). Then the
 kernel at 100 merges per batch over all chosen batches (tokens/s = tokens before merging / kernel time).
 Prints the load average before and after: the machine is shared.
+
+    python benchmarks/bench_dynamic.py --fidelity [--model smollm2-135m] [--windows 16] [--prefix 128]
+                                       [--continuation 64] [--json OUT.json]
+
+instead runs `tokbench.dynamic.fidelity.prefill_fidelity` (merged prefix through inputs_embeds, continuation
+bits/byte with the original head) at budgets 0, 2, 10 and exhaustion, methods mean and position_mean.
 """
 from __future__ import annotations
 
@@ -44,7 +50,14 @@ def main(argv=None) -> int:
     ap.add_argument("--batches", type=int, default=8)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--fidelity", action="store_true")
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--windows", type=int, default=16)
+    ap.add_argument("--prefix", type=int, default=128)
+    ap.add_argument("--continuation", type=int, default=64)
     a = ap.parse_args(argv)
+    if a.fidelity:
+        return fidelity(a)
     load0 = os.getloadavg()
     tok = DynamicTokenizer.load(a.tokenizer)
     lines = corpus_lines(a.corpus, limit_lines=a.batch * a.batches)
@@ -98,6 +111,27 @@ def main(argv=None) -> int:
         f"{m}: {c[m]} ({100 * (c[0] - c[m]) / c[0]:.1f}%)" for m in marks))
     if a.json:
         Path(a.json).write_text(json.dumps(summary, indent=1))
+    return 0
+
+
+def fidelity(a) -> int:
+    from tokbench.dynamic.fidelity import prefill_fidelity
+
+    load0 = os.getloadavg()
+    r = prefill_fidelity(a.model, a.tokenizer, a.corpus, n_windows=a.windows, prefix=a.prefix,
+                         continuation=a.continuation, budgets=(0, 2, 10, None), threads=2)
+    r["load_before"], r["load_after"] = load0, os.getloadavg()
+    print("| merges / batch | method | prefix tokens | % shorter | % of word level | bits/byte | delta |")
+    print("|---:|---|---:|---:|---:|---:|---:|")
+    for row in r["rows"]:
+        b = "exhaustion" if row["merges_budget"] is None else row["merges_budget"]
+        print(f"| {b} ({row['merges']}) | {row['method']} | {row['prefix_tokens_merged']:,} | "
+              f"{row['pct_shorter_prefix']:.2f}% | {row['pct_of_word_level']:.1f}% | {row['bits_per_byte']:.4f} | "
+              f"{row['delta_pct']:+.2f}% |")
+    print(f"{r['windows']} windows of {r['prefix']}+{r['continuation']} tokens, {r['continuation_bytes']:,} "
+          f"continuation bytes, {r['seconds']:.0f} s; load average {load0[0]:.2f} -> {r['load_after'][0]:.2f}")
+    if a.json:
+        Path(a.json).write_text(json.dumps(r, indent=1))
     return 0
 
 

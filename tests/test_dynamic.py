@@ -187,3 +187,31 @@ def test_cli_stats_text_json_and_errors(smollm2, wiki_lines):
     assert "absolute" in r.output and "of the word level" in r.output
     r = CliRunner().invoke(main, ["dynamic", "stats", "-t", "xlm-r", "-c", "wikitext2-test", "-q"])
     assert r.exit_code == 2 and "byte-level BPE" in r.stderr and "Traceback" not in r.output
+
+
+def test_prefill_fidelity_through_inputs_embeds_matches_ids_and_scores_merged_prefixes():
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from conftest import require_asset
+    from tokbench.dynamic.fidelity import prefill_fidelity, windows_from_corpus
+
+    model = require_asset("tbd-gpt2-d128")
+    require_asset("gpt2")
+    require_asset("qwen3")
+    tok = DynamicTokenizer.load("gpt2")
+    r = prefill_fidelity(model, tok, n_windows=4, prefix=32, continuation=16, budgets=(0, None),
+                         methods=("mean",), threads=1)
+    plain, merged = r["rows"]
+    # unmerged: the inputs_embeds path gives the same bits as feeding ids
+    lm = AutoModelForCausalLM.from_pretrained(str(model), dtype=torch.float32).eval()
+    bits = 0.0
+    with torch.inference_mode():
+        for p, c in windows_from_corpus(tok, "wikitext2-test", 4, 32, 16):
+            logp = torch.log_softmax(lm(input_ids=torch.tensor([p + c[:-1]])).logits[0].float(), -1)
+            bits -= float(logp[len(p) - 1:].gather(1, torch.tensor(c)[:, None]).sum()) / np.log(2)
+    assert plain["bits_per_byte"] == pytest.approx(bits / r["continuation_bytes"], rel=1e-4)
+    assert merged["pct_of_word_level"] == 100.0 and merged["prefix_tokens_merged"] < merged["prefix_tokens"]
+    assert np.isfinite(merged["bits_per_byte"]) and merged["bits_per_byte"] != plain["bits_per_byte"]
+    with pytest.raises(TokbenchError, match="embedding rows"):
+        prefill_fidelity(model, "qwen3", n_windows=1, prefix=8, continuation=4, budgets=(0,))
