@@ -215,3 +215,27 @@ def test_prefill_fidelity_through_inputs_embeds_matches_ids_and_scores_merged_pr
     assert np.isfinite(merged["bits_per_byte"]) and merged["bits_per_byte"] != plain["bits_per_byte"]
     with pytest.raises(TokbenchError, match="embedding rows"):
         prefill_fidelity(model, "qwen3", n_windows=1, prefix=8, continuation=4, budgets=(0,))
+
+
+def test_kernel_equals_reference_on_every_tatoeba_language(smollm2):
+    from conftest import require_asset
+    from tokbench.assets.corpus import iter_tatoeba
+
+    require_asset("tatoeba")
+    bb = smollm2.base_bytes()
+    langs = 0
+    for lang in iter_tatoeba("tatoeba"):
+        texts = [t for t in lang.lines[:16] if t]
+        ids = smollm2.bpe.encode_ordinary_batch(texts)
+        for mode in ("word", "pretokens"):
+            cut = boundary_mask(smollm2, ids, mode, texts)
+            full = reference_merge(ids, cut, bb)
+            for budget in (1, 10, 100, None):
+                got = _kernel(ids, cut, bb, merges=budget)
+                k = len(got[2])
+                assert got[3] == full[3][:k + 1], (lang.lang, mode, budget)
+                assert got[2] == full[2][:k], (lang.lang, mode, budget)
+                assert k == (len(full[2]) if budget is None else min(budget, len(full[2])))
+            assert got == full, (lang.lang, mode)
+        langs += 1
+    assert langs == 112
