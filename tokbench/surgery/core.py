@@ -223,7 +223,8 @@ def _idmap(state: State, new_ids: dict[int, int], head_specs: bool) -> list[dict
     return out
 
 
-def _checks(state: State, tmp: Path, rows: int, ctx: Context, recipe: Recipe, base_template_renders) -> dict:
+def _checks(state: State, tmp: Path, rows: int, ctx: Context, recipe: Recipe, base_template_renders,
+            new_ids: dict[int, int]) -> dict:
     from tokenizers import Tokenizer
 
     out: dict = {}
@@ -247,9 +248,39 @@ def _checks(state: State, tmp: Path, rows: int, ctx: Context, recipe: Recipe, ba
             raise TokbenchError(f"round trip failed on {name}: decode(encode(text)) != text", path=tmp,
                                 fix="report this recipe as a bug")
     out["roundtrip"] = rt
+    if "tokenizer.json" in state.touched:
+        out["reachability"] = _reachability(state, tok, new_ids)
     if state.template is not None:
         out["chat_template"] = _template_check(tmp, base_template_renders)
     return out
+
+
+def _reachability(state: State, tok, new_ids: dict[int, int]) -> dict:
+    """Every kept token the base could produce from its own text is still produced from it; and how many of
+    the added tokens are."""
+    from tokenizers import Tokenizer
+
+    from tokbench.surgery.prune import reachable, token_texts
+
+    base = Tokenizer.from_file(str(state.base_dir / "tokenizer.json"))
+    to_bytes = lambda c: _text_of(state, c)  # noqa: E731
+    base_vocab = {c: i for c, i in base.get_vocab(with_added_tokens=False).items()}
+    added = {t.content for t in base.get_added_tokens_decoder().values()}
+    base_items = [(i, t) for i, t in token_texts({c: i for c, i in base_vocab.items() if c not in added}, to_bytes)]
+    base_ok = reachable(base, base_items)
+    old_to_new = {s.old: new_ids[k] for k, s in enumerate(state.slots) if not s.removed and s.old is not None
+                  and s.content is not None and s.row.get("method") == "keep"}
+    kept = [(old_to_new[i], t) for i, t in base_items if i in base_ok and i in old_to_new]
+    kept_ok = reachable(tok, kept)
+    lost = [t for i, t in kept if i not in kept_ok]
+    new_items = token_texts({s.content: new_ids[k] for k, s in enumerate(state.slots)
+                             if not s.removed and s.old is None and s.content is not None and s.added is None}, to_bytes)
+    new_ok = reachable(tok, new_items)
+    if lost:
+        raise TokbenchError(f"{len(lost)} kept tokens the base could produce are no longer reachable (e.g. {lost[0]!r})",
+                            fix="report this recipe as a bug")
+    return {"base_reachable_kept": len(kept), "still_reachable": len(kept_ok), "unreachable": len(lost),
+            "added_normal_tokens": len(new_items), "added_reachable": len(new_ok)}
 
 
 def _render_all(folder: Path) -> list[str] | None:
@@ -312,10 +343,16 @@ def run(recipe: Recipe | str | Path | dict, out: str | Path | None = None, *, dr
         specs = [state.slots[i].row for i in order]
         real = np.array([s.old for s in state.slots if s.old is not None and s.content is not None
                          and s.row.get("method") == "keep"], dtype=np.int64)
-        embed, row_info = build_rows(specs, model.read_embedding(), real, recipe.seed)
+        hidden = None
+        if state.hidden_text is not None:
+            from tokbench.surgery.rows import mean_hidden
+
+            hidden = mean_hidden(ctx.base_dir, state.hidden_text)
+        embed, row_info = build_rows(specs, model.read_embedding(), real, recipe.seed,
+                                     hidden=hidden if model.tied else None)
         head = None
         if not model.tied:
-            head, _ = build_rows(specs, model.read_head(), real, recipe.seed + 1)
+            head, _ = build_rows(specs, model.read_head(), real, recipe.seed + 1, hidden=hidden)
         updates, gen, role_ids = _config_files(state, new_ids)
         write_model_folder(model, tmp, embed, head, updates, progress=progress)
         if gen is not None:
@@ -334,7 +371,7 @@ def run(recipe: Recipe | str | Path | dict, out: str | Path | None = None, *, dr
             if "suppress_tokens" in gen:
                 report["generation_config"]["suppress_tokens"] = len(gen["suppress_tokens"])
         t2 = time.perf_counter()
-        report["checks"] = _checks(state, tmp, embed.shape[0], ctx, recipe, base_renders)
+        report["checks"] = _checks(state, tmp, embed.shape[0], ctx, recipe, base_renders, new_ids)
         _write_json(tmp / "surgery_report.json", report)
         commit_output(tmp, final)
         report["seconds"] = {"plan": round(t1 - t0, 2), "write": round(t2 - t1, 2),

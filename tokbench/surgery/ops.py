@@ -26,6 +26,13 @@ _SAMPLE_CONVERSATIONS = [
 ]
 
 
+_HIDDEN_SAMPLE = (
+    "The history of the region goes back thousands of years. In 1850 the town had 2,000 inhabitants; today it is "
+    "a city of more than a million people.\n\ndef mean(xs):\n    return sum(xs) / len(xs)\n\nQuestion: Tom has 3 "
+    "apples and buys 5 more. How many apples does he have? Answer: 3 + 5 = 8.\n\"Where are you going?\" she "
+    "asked. \"To the market,\" he said, and walked on without looking back.\n") * 4
+
+
 class Context:
     """What ops need beyond the state: the recipe (corpora, models, seed), the base vocabulary, caches."""
 
@@ -465,6 +472,9 @@ def op_pad_vocab(state: State, op: PadVocabOp, where: str, ctx: Context) -> None
             for _ in range(target - n)]
     state.slots.extend(pads)
     state.suppress_pads = op.suppress_in_generation
+    if op.init == "anti_hidden":
+        text = "\n".join(ctx.corpus(op.corpus, f"{where}.corpus")) if op.corpus else _HIDDEN_SAMPLE
+        state.hidden_text = text[:20000]
     state.touched.update({"config.json", "generation_config.json"})
     state.plan.append({"op": where, "name": "pad_vocab", "multiple_of": op.multiple_of, "padded_rows": len(pads),
                        "rows": target, "init": op.init, "suppressed_in_generation": op.suppress_in_generation})

@@ -91,4 +91,31 @@ def naive_prune(merges: list[tuple[str, str]], remove: set[str]) -> set[int]:
     return {n for n, (a, b) in enumerate(merges) if a in remove or b in remove or a + b in remove}
 
 
-__all__ = ["leaf_prune", "merge_graph", "naive_prune"]
+
+
+
+def reachable(tok, items: list[tuple[int, str]], batch: int = 4096) -> set[int]:
+    """Ids among `items` (id, text) that encoding their own text gives back as that single id, with the
+    `tokenizers.Tokenizer` tok (no special tokens added)."""
+    out: set[int] = set()
+    for k in range(0, len(items), batch):
+        chunk = items[k:k + batch]
+        for (i, _), enc in zip(chunk, tok.encode_batch([t for _, t in chunk], add_special_tokens=False)):
+            if enc.ids == [i]:
+                out.add(i)
+    return out
+
+
+def token_texts(state_like_vocab: dict[str, int], to_bytes) -> list[tuple[int, str]]:
+    """(id, text) of every model-vocab token whose bytes are valid UTF-8 (others cannot be typed)."""
+    out = []
+    for content, i in state_like_vocab.items():
+        b = to_bytes(content)
+        if not b:
+            continue
+        try:
+            out.append((i, b.decode("utf-8")))
+        except UnicodeDecodeError:
+            continue
+    return sorted(out)
+__all__ = ["leaf_prune", "merge_graph", "naive_prune", "reachable", "token_texts"]

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tokbench.errors import TokbenchError
 
 ROW_METHODS = ("subword", "mean", "zero", "random", "copy")
-PAD_INITS = ("negative_mean", "mean", "zero")
+PAD_INITS = ("anti_hidden", "negative_mean", "mean", "zero")
 ROLES = ("bos", "eos", "pad", "unk", "eot")
 
 
@@ -138,7 +138,8 @@ class ChatTemplateOp(_Strict):
 class PadVocabOp(_Strict):
     op: Literal["pad_vocab"]
     multiple_of: int = Field(gt=0, le=1 << 20)
-    init: Literal["negative_mean", "mean", "zero"] = "negative_mean"
+    init: Literal["anti_hidden", "negative_mean", "mean", "zero"] = "anti_hidden"
+    corpus: str | None = Field(None, description="anti_hidden: text (a name in corpora:) for the mean hidden state")
     suppress_in_generation: bool = True
 
 

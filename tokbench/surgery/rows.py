@@ -2,7 +2,7 @@
 
 A spec is a dict: {"method": "keep", "old": id} (the base row), {"method": "copy", "old": id},
 {"method": "subword", "pieces": [old ids]}, {"method": "mean" | "zero" | "random"},
-{"method": "pad", "init": "negative_mean" | "mean" | "zero"}; "norm_cap": "median" | "none" (new rows are
+{"method": "pad", "init": "anti_hidden" | "negative_mean" | "mean" | "zero"}; "norm_cap": "median" | "none" (new rows are
 never longer than the median norm of the base's real rows unless "none").
 """
 from __future__ import annotations
@@ -38,6 +38,10 @@ def _new_row(s: dict, rows: np.ndarray, stats: dict, rng) -> np.ndarray:
         return stats["mean"] + stats["std"] * rng.standard_normal(rows.shape[1])
     if m == "pad":
         init = s.get("init", "negative_mean")
+        if init == "anti_hidden" and stats.get("hidden") is not None:
+            # opposite the mean final hidden state at the typical norm: a very low logit at every position
+            hb = stats["hidden"]
+            return -hb / max(float(np.linalg.norm(hb)), 1e-12) * stats["cap"]
         if init == "zero":
             return np.zeros(rows.shape[1], dtype=np.float32)
         if init == "mean":
@@ -48,9 +52,31 @@ def _new_row(s: dict, rows: np.ndarray, stats: dict, rng) -> np.ndarray:
     raise ValueError(f"unknown row method {m}")
 
 
-def build_rows(specs: list[dict], rows: np.ndarray, real: np.ndarray, seed: int) -> tuple[np.ndarray, dict]:
-    """The output matrix for `specs` (one per output id) from the base matrix `rows`; plus counts per method."""
+def mean_hidden(model_dir, text: str, max_tokens: int = 2048) -> np.ndarray:
+    """Mean final hidden state (the head's input) of the causal LM in model_dir over the first max_tokens
+    tokens of text, in windows of 512."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), local_files_only=True, dtype=torch.float32)
+    model.eval()
+    ids = tok(text, add_special_tokens=False, return_tensors="pt").input_ids[:, :max_tokens]
+    total, n = None, 0
+    with torch.no_grad():
+        for k in range(0, ids.shape[1], 512):
+            h = model(ids[:, k:k + 512], output_hidden_states=True).hidden_states[-1][0].float()
+            total = h.sum(0) if total is None else total + h.sum(0)
+            n += h.shape[0]
+    return (total / max(n, 1)).numpy().astype(np.float32)
+
+
+def build_rows(specs: list[dict], rows: np.ndarray, real: np.ndarray, seed: int,
+               hidden: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+    """The output matrix for `specs` (one per output id) from the base matrix `rows`; plus counts per method.
+    hidden: the base's mean final hidden state (for pad rows with init anti_hidden; else negative_mean)."""
     stats = base_stats(rows, real)
+    stats["hidden"] = hidden
     rng = np.random.default_rng(seed)
     out = np.empty((len(specs), rows.shape[1]), dtype=np.float32)
     counts: dict[str, int] = {}
