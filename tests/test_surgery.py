@@ -164,7 +164,7 @@ def test_rename_special_keeps_row(smol, tmp_path):
 
 # --- prune ---------------------------------------------------------------------------------------------------
 def test_prune_leaf_frequency_is_lossless_and_reachable(smol_untied, tmp_path, require_asset):
-    from tokbench.surgery.prune import leaf_prune, naive_prune, reachable, token_texts
+    from tokbench.surgery.prune import naive_unreachable
 
     wiki = tmp_path / "calib.txt"
     wiki.write_text("\n".join(_lines(require_asset, "wikitext2-valid", 400)), encoding="utf-8")
@@ -186,13 +186,19 @@ def test_prune_leaf_frequency_is_lossless_and_reachable(smol_untied, tmp_path, r
     a, b = open_model_folder(smol_untied), open_model_folder(out)
     assert np.array_equal(b.read_embedding(), a.read_embedding()[old])
     assert np.array_equal(b.read_head(), a.read_head()[old])
-    # the naive edit (delete unseen tokens and every merge mentioning them) strands tokens
+    # the naive edit (delete every unseen token and every merge mentioning it) strands tokens
+    from tokbench.bpe.encoding import bytelevel_bytes
+    from tokbench.surgery.ops import hf_tokenizer  # noqa: F401  (same counting as the op)
+
     data = json.loads((smol_untied / "tokenizer.json").read_text())
-    merges = [tuple(m) for m in data["model"]["merges"]]
-    removed = {r for r in data["model"]["vocab"]} - {r["token"] for r in idmap}
-    drop = naive_prune(merges, removed)
-    assert drop >= {n for n, (x, y) in enumerate(merges) if x + y in removed}
-    assert len(drop) > len(removed)
+    counts = {}
+    for e in base_tok.encode_batch(wiki.read_text(encoding="utf-8").split("\n"), add_special_tokens=False):
+        for t in e.tokens:
+            counts[t] = counts.get(t, 0) + 1
+    added = {t["content"] for t in data["added_tokens"]}
+    unseen = {t for t in data["model"]["vocab"] if t not in counts and t not in added and len(t) > 1}
+    naive = naive_unreachable(data, unseen, bytelevel_bytes)
+    assert naive["unreachable"] > 100 and len(unseen) > plan["removed"]
 
 
 def test_leaf_prune_only_removes_leaves():

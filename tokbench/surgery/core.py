@@ -210,12 +210,12 @@ def _write_special_map(state: State, src: Path, dest: Path) -> None:
     _write_json(dest, data)
 
 
-def _idmap(state: State, new_ids: dict[int, int], head_specs: bool) -> list[dict]:
+def _idmap(state: State, new_ids: dict[int, int], records: list[dict]) -> list[dict]:
     out = []
     for i, n in sorted(new_ids.items(), key=lambda x: x[1]):
         s = state.slots[i]
         b = _text_of(state, s.content) if s.content is not None and s.added is None else None
-        row = {k: v for k, v in s.row.items() if k not in ("norm_cap",)}
+        row = records[n]
         if s.added is not None and s.content is not None:
             b = s.content.encode("utf-8") if not s.special else None
         out.append({"id": n, "old_id": s.old if s.row.get("method") == "keep" else None, "token": s.content,
@@ -248,7 +248,7 @@ def _checks(state: State, tmp: Path, rows: int, ctx: Context, recipe: Recipe, ba
             raise TokbenchError(f"round trip failed on {name}: decode(encode(text)) != text", path=tmp,
                                 fix="report this recipe as a bug")
     out["roundtrip"] = rt
-    if "tokenizer.json" in state.touched:
+    if "merges" in state.touched:
         out["reachability"] = _reachability(state, tok, new_ids)
     if state.template is not None:
         out["chat_template"] = _template_check(tmp, base_template_renders)
@@ -302,7 +302,7 @@ def _template_check(tmp: Path, base: list[str] | None) -> dict:
     ids = [tok.apply_chat_template(c, tokenize=True) for c in _SAMPLE_CONVERSATIONS]
     return {"conversations": len(rendered), "rendered": True,
             "unchanged_from_base": (base == rendered) if base is not None else None,
-            "tokens": [len(x["input_ids"] if isinstance(x, dict) else x) for x in ids]}
+            "tokens": [len(x["input_ids"] if hasattr(x, "keys") else x) for x in ids]}
 
 
 def run(recipe: Recipe | str | Path | dict, out: str | Path | None = None, *, dry_run: bool = False,
@@ -348,17 +348,18 @@ def run(recipe: Recipe | str | Path | dict, out: str | Path | None = None, *, dr
             from tokbench.surgery.rows import mean_hidden
 
             hidden = mean_hidden(ctx.base_dir, state.hidden_text)
-        embed, row_info = build_rows(specs, model.read_embedding(), real, recipe.seed,
-                                     hidden=hidden if model.tied else None)
+        embed, row_info, records = build_rows(specs, model.read_embedding(), real, recipe.seed,
+                                              hidden=hidden if model.tied else None)
         head = None
         if not model.tied:
-            head, _ = build_rows(specs, model.read_head(), real, recipe.seed + 1, hidden=hidden)
+            head, head_info, _ = build_rows(specs, model.read_head(), real, recipe.seed + 1, hidden=hidden)
+            row_info["head_norm_capped"] = head_info["norm_capped"]
         updates, gen, role_ids = _config_files(state, new_ids)
         write_model_folder(model, tmp, embed, head, updates, progress=progress)
         if gen is not None:
             _write_json(tmp / "generation_config.json", gen)
         _write_tokenizer(state, tmp, new_ids)
-        idmap = _idmap(state, new_ids, not model.tied)
+        idmap = _idmap(state, new_ids, records)
         with open(tmp / "idmap.json", "w", encoding="utf-8") as f:
             f.write('{"tokens": [\n' + ",\n".join(json.dumps(r, ensure_ascii=False) for r in idmap) + "\n]}\n")
         (tmp / "recipe.yml").write_text(raw, encoding="utf-8")

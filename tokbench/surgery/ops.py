@@ -249,7 +249,7 @@ def op_prune(state: State, op: PruneOp, where: str, ctx: Context) -> None:
             s.removed = True
             s.removed_by = f"{where} (prune)"
     state.merges = [m for n, m in enumerate(state.merges) if n not in removed_merges]
-    state.touched.add("tokenizer.json")
+    state.touched.update({"tokenizer.json", "merges"})
     hidden = int(state.config.get("hidden_size") or state.config.get("n_embd") or 0)
     state.plan.append({"op": where, "name": "prune", "strategy": op.strategy, "removed": len(removed),
                        "merges_removed": len(removed_merges), "protected": len(protect),
@@ -336,7 +336,7 @@ def op_add_tokens(state: State, op: AddTokensOp, where: str, ctx: Context) -> No
         slots.append(Slot(content, None, f"{where} (add_tokens)", _row_spec(state, op.init, b, ctx, where)))
     _insert(state, slots)
     state.merges.extend(new_merges)
-    state.touched.add("tokenizer.json")
+    state.touched.update({"tokenizer.json", "merges"})
     state.plan.append({"op": where, "name": "add_tokens", "added": len(slots), "learned": learned,
                        "explicit": explicit, "merges_added": len(new_merges), "init": op.init.method,
                        "examples": [c for c, _ in new_tokens[:8]]})

@@ -94,6 +94,37 @@ def naive_prune(merges: list[tuple[str, str]], remove: set[str]) -> set[int]:
 
 
 
+def naive_unreachable(tokenizer_json: dict, remove: set[str], to_bytes) -> dict:
+    """The contrast: delete `remove` from a BPE tokenizer.json and every merge mentioning or producing them
+    (what hand edits do). Returns how many kept tokens the base could produce from their own text are then
+    unreachable, with examples."""
+    import copy
+    import json
+
+    from tokenizers import Tokenizer
+
+    data = copy.deepcopy(tokenizer_json)
+    model = data["model"]
+    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    drop = naive_prune(merges, remove)
+    added = {t["content"] for t in data.get("added_tokens") or []}
+    kept = [t for t, _ in sorted(model["vocab"].items(), key=lambda x: x[1]) if t not in remove]
+    base = Tokenizer.from_str(json.dumps(tokenizer_json))
+    base_ok = reachable(base, token_texts({t: i for t, i in model["vocab"].items() if t not in added}, to_bytes))
+    vocab = {t: n for n, t in enumerate(kept)}
+    for t in data.get("added_tokens") or []:
+        t["id"] = vocab[t["content"]] if t["content"] in vocab else t["id"]
+    model["vocab"] = vocab
+    model["merges"] = [list(m) for n, m in enumerate(merges) if n not in drop]
+    naive = Tokenizer.from_str(json.dumps(data))
+    old_id = tokenizer_json["model"]["vocab"]
+    cand = [(vocab[t], to_bytes(t).decode("utf-8")) for t in kept if t not in added and old_id[t] in base_ok]
+    ok = reachable(naive, cand)
+    lost = [txt for i, txt in cand if i not in ok]
+    return {"removed": len(remove), "merges_removed": len(drop), "base_reachable_kept": len(cand),
+            "unreachable": len(lost), "examples": lost[:10]}
+
+
 def reachable(tok, items: list[tuple[int, str]], batch: int = 4096) -> set[int]:
     """Ids among `items` (id, text) that encoding their own text gives back as that single id, with the
     `tokenizers.Tokenizer` tok (no special tokens added)."""
@@ -118,4 +149,4 @@ def token_texts(state_like_vocab: dict[str, int], to_bytes) -> list[tuple[int, s
         except UnicodeDecodeError:
             continue
     return sorted(out)
-__all__ = ["leaf_prune", "merge_graph", "naive_prune", "reachable", "token_texts"]
+__all__ = ["leaf_prune", "merge_graph", "naive_prune", "naive_unreachable", "reachable", "token_texts"]

@@ -1,55 +1,15 @@
-"""Rows for the tokens surgery creates, computed once at write time from each slot's row spec.
+"""Rows for the output ids, computed once at write time from each slot's row spec.
 
-A spec is a dict: {"method": "keep", "old": id} (the base row), {"method": "copy", "old": id},
-{"method": "subword", "pieces": [old ids]}, {"method": "mean" | "zero" | "random"},
-{"method": "pad", "init": "anti_hidden" | "negative_mean" | "mean" | "zero"}; "norm_cap": "median" | "none" (new rows are
-never longer than the median norm of the base's real rows unless "none").
+Spec per output id: {"method": "keep", "old": id} (the base row); a new token's {"method": "subword" | "mean" |
+"zero" | "random" | "copy", ...} made by the shared initialisers (`tokbench.embeddings.make_rows`: "pieces" are
+the base ids its bytes split into, "old" the row copied, "norm_cap": "median" caps the row at the typical base
+row); or a padding row's {"method": "pad", "init": "anti_hidden" | "negative_mean" | "mean" | "zero"}.
 """
 from __future__ import annotations
 
 import numpy as np
 
-
-def base_stats(rows: np.ndarray, real: np.ndarray) -> dict:
-    """Mean, per-dimension std and the median norm of the real (token-bearing) base rows."""
-    r = rows[real] if len(real) else rows
-    return {"mean": r.mean(axis=0), "std": r.std(axis=0), "cap": float(np.median(np.linalg.norm(r, axis=1)))}
-
-
-def cap_rows(x: np.ndarray, cap: float) -> int:
-    """Shrink rows longer than cap to cap in place (never scale up); returns how many were shrunk."""
-    n = np.linalg.norm(x, axis=1)
-    over = n > cap
-    if over.any():
-        x[over] *= (cap / n[over])[:, None]
-    return int(over.sum())
-
-
-def _new_row(s: dict, rows: np.ndarray, stats: dict, rng) -> np.ndarray:
-    m = s["method"]
-    if m == "subword":
-        pieces = s.get("pieces") or []
-        return rows[pieces].mean(axis=0) if pieces else stats["mean"]
-    if m == "mean":
-        return stats["mean"]
-    if m == "zero":
-        return np.zeros(rows.shape[1], dtype=np.float32)
-    if m == "random":
-        return stats["mean"] + stats["std"] * rng.standard_normal(rows.shape[1])
-    if m == "pad":
-        init = s.get("init", "negative_mean")
-        if init == "anti_hidden" and stats.get("hidden") is not None:
-            # opposite the mean final hidden state at the typical norm: a very low logit at every position
-            hb = stats["hidden"]
-            return -hb / max(float(np.linalg.norm(hb)), 1e-12) * stats["cap"]
-        if init == "zero":
-            return np.zeros(rows.shape[1], dtype=np.float32)
-        if init == "mean":
-            return stats["mean"]
-        # away from the mean row at the typical norm: a low logit wherever hidden states share the mean's direction
-        mu = stats["mean"]
-        return -mu / max(float(np.linalg.norm(mu)), 1e-12) * stats["cap"]
-    raise ValueError(f"unknown row method {m}")
+from tokbench.embeddings import NewTokens, RowStats, make_rows
 
 
 def mean_hidden(model_dir, text: str, max_tokens: int = 2048) -> np.ndarray:
@@ -71,26 +31,52 @@ def mean_hidden(model_dir, text: str, max_tokens: int = 2048) -> np.ndarray:
     return (total / max(n, 1)).numpy().astype(np.float32)
 
 
+def pad_row(init: str, stats: RowStats, hidden: np.ndarray | None) -> np.ndarray:
+    """A padding row. anti_hidden: opposite the base's mean final hidden state at the typical norm, so its
+    logit is very low wherever hidden states share that direction (measured: reports/surgery.md);
+    negative_mean: opposite the mean row; mean; zero."""
+    if init == "zero":
+        return np.zeros_like(stats.mean, dtype=np.float32)
+    if init == "mean":
+        return stats.mean.astype(np.float32)
+    v = hidden if init == "anti_hidden" and hidden is not None else stats.mean
+    return (-v / max(float(np.linalg.norm(v)), 1e-12) * stats.cap).astype(np.float32)
+
+
 def build_rows(specs: list[dict], rows: np.ndarray, real: np.ndarray, seed: int,
-               hidden: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
-    """The output matrix for `specs` (one per output id) from the base matrix `rows`; plus counts per method.
-    hidden: the base's mean final hidden state (for pad rows with init anti_hidden; else negative_mean)."""
-    stats = base_stats(rows, real)
-    stats["hidden"] = hidden
-    rng = np.random.default_rng(seed)
+               hidden: np.ndarray | None = None) -> tuple[np.ndarray, dict, list[dict]]:
+    """(output matrix for `specs` from the base matrix `rows`, counts per method, one record per output id).
+    real: the base ids with tokens (their rows give the mean, std and norm cap new rows lean on)."""
+    stats = RowStats.of(rows, real)
     out = np.empty((len(specs), rows.shape[1]), dtype=np.float32)
-    counts: dict[str, int] = {}
-    gather = [(i, s["old"]) for i, s in enumerate(specs) if s["method"] in ("keep", "copy")]
-    if gather:
-        dst, src = zip(*gather)
-        out[list(dst)] = rows[list(src)]
-    capped = 0
+    records: list[dict] = [{} for _ in specs]
+    keep = [i for i, s in enumerate(specs) if s["method"] == "keep"]
+    if keep:
+        out[keep] = rows[[specs[i]["old"] for i in keep]]
+        for i in keep:
+            records[i] = {"method": "keep", "old": specs[i]["old"]}
+    groups: dict[tuple[str, bool], list[int]] = {}
     for i, s in enumerate(specs):
-        m = s["method"]
-        counts[m] = counts.get(m, 0) + 1
-        if m in ("keep", "copy"):
-            continue
-        out[i] = _new_row(s, rows, stats, rng)
-        if m in ("subword", "mean", "random") and s.get("norm_cap", "median") == "median":
-            capped += cap_rows(out[i:i + 1], stats["cap"])
-    return out, {"methods": dict(sorted(counts.items())), "norm_capped": capped, "norm_cap": round(stats["cap"], 6)}
+        if s["method"] not in ("keep", "pad"):
+            capped_method = s["method"] in ("subword", "mean", "random")
+            groups.setdefault((s["method"], capped_method and s.get("norm_cap", "median") == "median"), []).append(i)
+    capped = 0
+    for (method, cap), pos in sorted(groups.items()):
+        req = NewTokens(ids=pos, decompositions=[specs[i].get("pieces") or [] for i in pos])
+        res = make_rows(method, rows, req, stats=stats, seed=seed, cap=cap,
+                        sources=[specs[i]["old"] for i in pos] if method == "copy" else None)
+        out[pos] = res.rows
+        capped += res.norm_capped
+        for i, rec in zip(pos, res.records):
+            rec = {k: v for k, v in rec.items() if k != "id"}
+            if "copied_from" in specs[i]:
+                rec["copied_from"] = specs[i]["copied_from"]
+            records[i] = rec
+    for i, s in enumerate(specs):
+        if s["method"] == "pad":
+            out[i] = pad_row(s.get("init", "anti_hidden"), stats, hidden)
+            records[i] = {"method": "pad", "init": s.get("init")}
+    counts: dict[str, int] = {}
+    for s in specs:
+        counts[s["method"]] = counts.get(s["method"], 0) + 1
+    return out, {"methods": dict(sorted(counts.items())), "norm_capped": capped, "norm_cap": round(stats.cap, 6)}, records

@@ -51,6 +51,8 @@ class State:
     touched: set[str] = field(default_factory=set)  # which files must be rewritten
     plan: list[dict] = field(default_factory=list)
     tied: bool = True
+    _bytelevel: bool | None = None
+    key_order: tuple[list[str], list[str]] = ([], [])  # top-level and model keys of the base tokenizer.json
 
     # --- lookups ------------------------------------------------------------------------------
     def index(self) -> dict[str, int]:
@@ -96,7 +98,10 @@ class State:
 
     @property
     def bytelevel(self) -> bool:
-        return "ByteLevel" in json.dumps(self.tok.get("pre_tokenizer")) or "ByteLevel" in json.dumps(self.tok.get("decoder"))
+        if self._bytelevel is None:
+            self._bytelevel = ("ByteLevel" in json.dumps(self.tok.get("pre_tokenizer"))
+                               or "ByteLevel" in json.dumps(self.tok.get("decoder")))
+        return self._bytelevel
 
     def template_tokens(self) -> list[str]:
         """Added-token contents that the chat template names literally."""
@@ -121,14 +126,15 @@ class State:
                 entry = {"id": nid, "content": s.content}
                 entry.update({k: v for k, v in s.added.items() if k not in ("id", "content")})
                 added.append(entry)
-        if isinstance(model.get("vocab"), dict) or model.get("vocab") is None:
-            model["vocab"] = vocab
+        model["vocab"] = vocab
         model["merges"] = [f"{a} {b}" for a, b in self.merges] if self.merges_as_strings else [list(m) for m in self.merges]
         data["added_tokens"] = added
         _fix_post_processor(data.get("post_processor"), {s.content: new_ids[i] for i, s in enumerate(self.slots)
                                                          if not s.removed and s.content is not None})
         # keep the key order of the base file
-        return data
+        model = {k: model[k] for k in self.key_order[1] if k in model} | model
+        data["model"] = model
+        return {k: data[k] for k in self.key_order[0] if k in data} | data
 
 
 def _fix_post_processor(pp, ids: dict[str, int]) -> None:
@@ -205,8 +211,8 @@ def load_state(base_dir: Path, rows: int, config: dict) -> State:
             slots.append(Slot(by_id[i], i, "base", {"method": "keep", "old": i}))
         else:
             slots.append(Slot(None, i, "base", {"method": "keep", "old": i}, in_model=False))
-    tok = {k: v for k, v in data.items()}
-    tok["model"] = {k: v for k, v in model.items()}
+    tok = {k: v for k, v in data.items() if k != "added_tokens"}
+    tok["model"] = {k: v for k, v in model.items() if k not in ("vocab", "merges")}
     gen = read_json(base_dir / "generation_config.json")
     tcfg = read_json(base_dir / "tokenizer_config.json")
     template, where = None, []
@@ -228,4 +234,5 @@ def load_state(base_dir: Path, rows: int, config: dict) -> State:
         if isinstance(v, str):
             roles[role] = v
     return State(base_dir=base_dir, tok=tok, merges=merges, merges_as_strings=as_strings, slots=slots,
-                 config=config, gen=gen, tok_config=tcfg, template=template, template_where=where, roles=roles)
+                 config=config, gen=gen, tok_config=tcfg, template=template, template_where=where, roles=roles,
+                 key_order=(list(data), list(model)))
