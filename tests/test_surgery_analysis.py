@@ -371,21 +371,35 @@ def test_from_mergekit_converts_the_tokenizer_part(tmp_path):
            "models": [{"model": "org/base"}, {"model": "org/chat", "parameters": {"weight": 0.5}}],
            "tokenizer": {"source": "union", "pad_to_multiple_of": 64,
                          "tokens": {"<|im_start|>": {"source": {"kind": "model_token", "model": "org/chat", "token": "<|im_start|>"}},
-                                    "<|im_end|>": {"source": "org/chat", "force": True}}},
+                                    "<|im_end|>": {"source": "org/base", "force": True}}},
            "chat_template": "chatml"}
-    r = un.from_mergekit(cfg)
-    assert r["base"] == "org/base" and r["models"] == {"chat": {"path": "org/chat"}}
-    assert r["ops"][0] == {"union": {"with": ["chat"], "vocab": "union", "emit": "permuted", "tokens": {
+    r = un.from_mergekit(cfg, files=tmp_path)
+    assert r["version"] == 1 and r["base"] == "org/base" and r["models"] == {"chat": {"path": "org/chat"}}
+    assert r["ops"][0] == {"op": "union", "with": ["chat"], "emit": "permuted", "tokens": {
         "<|im_start|>": {"source": {"kind": "model_token", "model": "chat", "token": "<|im_start|>"}},
-        "<|im_end|>": {"source": "chat", "force": True}}}}
-    assert r["ops"][1] == {"chat_template": {"source": "builtin:chatml"}}
-    assert r["ops"][2] == {"pad_vocab": {"multiple_of": 64, "init": "mean"}}
+        "<|im_end|>": {"source": "base", "force": True}}}
+    assert r["ops"][1] == {"op": "chat_template", "source": "file", "path": "chat_template.jinja"}
+    assert r["ops"][2] == {"op": "pad_vocab", "multiple_of": 64, "init": "mean"}
+    # the ChatML template renders the format transformers' tokenizers expect
+    import jinja2
+
+    text = jinja2.Template((tmp_path / "chat_template.jinja").read_text()).render(
+        messages=[{"role": "user", "content": "hi"}], add_generation_prompt=True)
+    assert text == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    try:  # once the recipe schema of the surgery branch is present, the result must validate against it
+        from tokbench.surgery.recipe import parse_recipe
+    except ImportError:
+        parse_recipe = None
+    if parse_recipe is not None:
+        parse_recipe(r, "converted", tmp_path)
     p = tmp_path / "m.yml"
     p.write_text("base_model: a\nslices:\n  - sources:\n      - model: a\n      - model: b\ntokenizer_source: b\n"
                  "chat_template: '{% for m in messages %}{{ m.content }}{% endfor %}'\n")
-    r2 = un.from_mergekit(p)
-    assert r2["ops"][0]["union"]["vocab"] == "b" and r2["ops"][1]["chat_template"]["source"] == "inline"
-    assert un.from_mergekit({"base_model": "a", "tokenizer_source": "base"})["ops"][0]["union"]["vocab"] == "base"
+    r2 = un.from_mergekit(p, files=tmp_path / "t")
+    assert r2["ops"][0]["vocab"] == "b" and r2["ops"][1]["source"] == "file"
+    assert (tmp_path / "t" / "chat_template.jinja").read_text().startswith("{% for m in messages %}")
+    assert un.from_mergekit({"base_model": "a", "tokenizer_source": "base"})["ops"][0]["vocab"] == "base"
+    assert un.from_mergekit({"base_model": "a", "chat_template": "auto"})["ops"] == [{"op": "chat_template", "source": "keep"}]
     assert un.from_mergekit({"models": [{"model": "a"}]})["ops"] == []
     with pytest.raises(TokbenchError, match="both set"):
         un.from_mergekit({"base_model": "a", "tokenizer": {}, "tokenizer_source": "union"})
@@ -393,6 +407,10 @@ def test_from_mergekit_converts_the_tokenizer_part(tmp_path):
         un.from_mergekit({"base_model": "a", "tokenizer_source": "zzz"})
     with pytest.raises(TokbenchError, match="pad_to_multiple_of"):
         un.from_mergekit({"base_model": "a", "tokenizer": {"pad_to_multiple_of": 0}})
+    with pytest.raises(TokbenchError, match="bundled templates"):
+        un.from_mergekit({"base_model": "a", "chat_template": "llama3"}, files=tmp_path)
+    with pytest.raises(TokbenchError, match="pass files="):
+        un.from_mergekit({"base_model": "a", "chat_template": "chatml"})
     bad = tmp_path / "bad.yml"
     bad.write_text("a: [1,\n")
     with pytest.raises(TokbenchError, match="cannot read the mergekit config"):

@@ -54,7 +54,7 @@ INVALID_UTF8_BYTES = frozenset([0xC0, 0xC1, *range(0xF5, 0x100)])
 _RESERVED_NAME = re.compile(r"^<\|?(unused|reserved|reserved_special_token|extra_token)[_-]?\d*\|?>$|"
                             r"^<\|?(unused|reserved_special_token)_?\d+\|?>$|^\[unused\d+\]$", re.IGNORECASE)
 CENTROID_FRACTION = 0.001  # rule (e): share of rows taken as references
-MAX_VERIFY = 5000  # resource bound on prompted candidates
+MAX_VERIFY = 10_000  # resource bound on prompted candidates
 LABELS = ("strong_rejected", "weak_rejected", "weak_verified", "strong_verified")
 
 
@@ -98,7 +98,7 @@ def known_unused(vocab: Vocabulary, rows: int, tokenizer_json: str | Path | dict
         from tokbench.surgery.union import reachability
 
         reach = reachability(tokenizer_json)
-        found = [i for i in reach.unreachable if i < rows]
+        found = [i for i in reach.never_produced if i < rows]
         if found:
             rules.append("tokens the tokenizer cannot produce")
     return sorted(set(found)), " + ".join(rules) if rules else "none"

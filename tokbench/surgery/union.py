@@ -666,6 +666,10 @@ def reindex_rows(plan: Sequence[RowSource], rows: Mapping[str, np.ndarray]) -> n
 
 # --- mergekit config -> recipe ----------------------------------------------------------------------
 _MK_BUILTIN_TEMPLATES = ("alpaca", "chatml", "exaone", "llama3", "mistral")
+# ChatML, written for tokbench (mergekit's builtin `chatml` renders the same format)
+CHATML_TEMPLATE = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content']"
+                   " + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
+                   "{% endif %}")
 
 
 def _model_ref(m: Any) -> str:
@@ -704,37 +708,70 @@ def _name_for(ref: str, used: set[str]) -> str:
     return out
 
 
-def from_mergekit(config: Mapping[str, Any] | str | os.PathLike) -> dict:
-    """Convert the tokenizer part of a mergekit merge config (``tokenizer_source:`` / ``tokenizer:``
-    with ``source``, ``tokens``, ``pad_to_multiple_of`` / ``chat_template:``) into a tokbench recipe dict:
+def _read_mergekit(config: Mapping[str, Any] | str | os.PathLike) -> tuple[Mapping[str, Any], str]:
+    if isinstance(config, Mapping):
+        return config, "mergekit config"
+    import yaml
 
-    ``{"version": 1, "base": BASE, "models": {name: {"path": ref}}, "ops": [{"union": {...}},
-    {"chat_template": {...}}, {"pad_vocab": {...}}]}`` (ops only for what the config sets). The merge
-    method, slices and weights are not a tokenizer matter and are left out. mergekit's
-    ``source: base`` / ``union`` / a model map to the union op's ``vocab``; the ``tokens:`` block is
-    copied verbatim with its model references rewritten to member names. A config path is read with
-    ``yaml.safe_load``.
+    path = Path(config)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise TokbenchError(f"cannot read the mergekit config ({str(exc).splitlines()[0]})", path=path,
+                            fix="pass a mergekit merge YAML file") from None
+    if not isinstance(data, Mapping):
+        raise TokbenchError("not a YAML mapping", path=path, fix="pass a mergekit merge YAML file")
+    return data, str(path)
+
+
+def _template_op(template: Any, where: str, files: Path | None) -> dict:
+    """mergekit's chat_template -> a chat_template op (keep / file)."""
+    if not isinstance(template, str):
+        raise TokbenchError("chat_template must be a string", path=where, fix="write auto, chatml or a Jinja template")
+    if template == "auto":  # mergekit: the most common template of the models; tokbench: the base's
+        return {"op": "chat_template", "source": "keep"}
+    if template in _MK_BUILTIN_TEMPLATES and template != "chatml":
+        raise TokbenchError(f"chat_template {template!r} names one of mergekit's bundled templates", path=where,
+                            fix="put the Jinja text itself in chat_template (or use chatml / auto)")
+    text = CHATML_TEMPLATE if template == "chatml" else template
+    if files is None:
+        raise TokbenchError("the chat template has to be written to a file for the recipe", path=where,
+                            fix="pass files= (the folder the recipe will live in)")
+    files.mkdir(parents=True, exist_ok=True)
+    dest = files / "chat_template.jinja"
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, dest)
+    return {"op": "chat_template", "source": "file", "path": dest.name}
+
+
+def from_mergekit(config: Mapping[str, Any] | str | os.PathLike, files: str | os.PathLike | None = None) -> dict:
+    """Convert the tokenizer part of a mergekit merge config into a tokbench surgery recipe dict.
+
+    Reads ``tokenizer_source:`` (union / base / a model) or ``tokenizer:`` (``source``, ``tokens``,
+    ``pad_to_multiple_of``) and ``chat_template:``; the merge method, slices and weights are not a
+    tokenizer matter and are left out. Result (the schema of ``tokbench.surgery.recipe``)::
+
+        {"version": 1, "base": BASE, "models": {name: {"path": ref}},
+         "ops": [{"op": "union", "with": [names], "tokens": {...}, "emit": "permuted"},
+                 {"op": "chat_template", "source": "keep" | "file", "path": "chat_template.jinja"},
+                 {"op": "pad_vocab", "multiple_of": N, "init": "mean"}]}
+
+    (ops only for what the config sets). The ``tokens:`` block is copied verbatim with its model
+    references rewritten to member names (``base`` for the base model). A ``source`` other than union
+    becomes ``"vocab": "base"`` or ``"vocab": <name>`` on the union op. ``chat_template: auto`` keeps
+    the base's template; ``chatml`` or a Jinja string is written to ``files/chat_template.jinja`` (files:
+    the recipe's folder; paths in a recipe are relative to it). ``pad_vocab`` uses mergekit's mean rows.
+    A config path is read with ``yaml.safe_load``.
     """
-    where = "mergekit config"
-    if not isinstance(config, Mapping):
-        import yaml
-
-        path = Path(config)
-        try:
-            config = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
-            raise TokbenchError(f"cannot read the mergekit config ({str(exc).splitlines()[0]})", path=path,
-                                fix="pass a mergekit merge YAML file") from None
-        where = str(path)
-        if not isinstance(config, Mapping):
-            raise TokbenchError("not a YAML mapping", path=path, fix="pass a mergekit merge YAML file")
+    config, where = _read_mergekit(config)
     if config.get("tokenizer") is not None and config.get("tokenizer_source") is not None:
         raise TokbenchError("tokenizer and tokenizer_source are both set", path=where,
                             fix="keep one (mergekit refuses both as well)")
     refs = _mk_models(config)
     if not refs:
         raise TokbenchError("no models (base_model, models or slices)", path=where, fix="name the models to merge")
-    used: set[str] = set()
+    used: set[str] = {"base"}
     names = {ref: _name_for(ref, used) for ref in refs}
     base_ref = _model_ref(config["base_model"]) if config.get("base_model") else refs[0]
     recipe: dict[str, Any] = {"version": 1, "base": base_ref,
@@ -754,49 +791,44 @@ def from_mergekit(config: Mapping[str, Any] | str | os.PathLike) -> dict:
         source = tok.get("source", "union")
         tokens = tok.get("tokens")
         pad = tok.get("pad_to_multiple_of")
+
+    def member(ref: str) -> str:
+        return "base" if ref in ("base", base_ref) else names.get(ref, ref)
+
     if source is not None:
         if isinstance(source, str) and source in ("union", "base"):
             vocab = source
         else:
             ref = _model_ref(source)
-            vocab = "base" if ref == base_ref else names.get(ref)
-            if vocab is None:
+            if ref != base_ref and ref not in names:
                 raise TokbenchError(f"tokenizer source {ref!r} is not one of the merged models", path=where,
                                     fix="name the base_model or a model of the merge")
-        op: dict[str, Any] = {"with": [names[r] for r in refs if r != base_ref], "vocab": vocab, "emit": "permuted"}
+            vocab = member(ref)
+        op: dict[str, Any] = {"op": "union", "with": [names[r] for r in refs if r != base_ref], "emit": "permuted"}
+        if vocab != "union":
+            op["vocab"] = vocab
         if tokens is not None:
-            block = parse_tokens_block(tokens, where="tokenizer.tokens")
+            parse_tokens_block(tokens, where="tokenizer.tokens")
             rewritten = {}
             for key, raw in tokens.items():
                 entry = dict(raw or {})
                 src = entry.get("source")
                 if isinstance(src, str):
-                    entry["source"] = "base" if src in ("base", base_ref) else names.get(src, src)
+                    entry["source"] = member(src)
                 elif isinstance(src, Mapping) and src.get("kind") == "model_token":
-                    s2 = dict(src)
-                    s2["model"] = "base" if src["model"] in ("base", base_ref) else names.get(src["model"], src["model"])
-                    entry["source"] = s2
+                    entry["source"] = dict(src, model=member(src["model"]))
                 rewritten[key] = entry
-            assert set(block) == set(rewritten)
             op["tokens"] = rewritten
-        recipe["ops"].append({"union": op})
-    template = config.get("chat_template")
-    if template is not None:
-        if not isinstance(template, str):
-            raise TokbenchError("chat_template must be a string", path=where, fix="write auto, a builtin name or Jinja")
-        if template == "auto":
-            recipe["ops"].append({"chat_template": {"source": "auto"}})
-        elif template in _MK_BUILTIN_TEMPLATES:
-            recipe["ops"].append({"chat_template": {"source": f"builtin:{template}"}})
-        else:
-            recipe["ops"].append({"chat_template": {"source": "inline", "template": template}})
+        recipe["ops"].append(op)
+    if config.get("chat_template") is not None:
+        recipe["ops"].append(_template_op(config["chat_template"], where, None if files is None else Path(files)))
     if pad is not None:
         if not isinstance(pad, int) or isinstance(pad, bool) or pad < 1:
             raise TokbenchError("tokenizer.pad_to_multiple_of must be a positive integer", path=where,
                                 fix="write pad_to_multiple_of: 64")
-        recipe["ops"].append({"pad_vocab": {"multiple_of": pad, "init": "mean"}})
+        recipe["ops"].append({"op": "pad_vocab", "multiple_of": pad, "init": "mean"})
     return recipe
 
 
 __all__ = ["BpeFile", "Reachability", "RowSource", "TokenEntry", "UnionVocab", "build_union", "from_mergekit",
-           "parse_tokens_block", "reachability", "read_bpe", "reindex_rows", "row_plan"]
+           "CHATML_TEMPLATE", "parse_tokens_block", "reachability", "read_bpe", "reindex_rows", "row_plan"]
