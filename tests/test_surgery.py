@@ -243,10 +243,10 @@ def test_add_learned_tokens_are_real_merges(smol, tmp_path, require_asset):
 def test_add_explicit_token(smol, tmp_path):
     out = tmp_path / "ex"
     run(_recipe(tmp_path, {"version": 1, "base": str(smol), "ops": [
-        {"op": "add_tokens", "tokens": [" photosynthesis"], "init": {"method": "mean"}}]}), out, progress=False)
+        {"op": "add_tokens", "tokens": [" zorblaxify"], "init": {"method": "mean"}}]}), out, progress=False)
     tok = _tok(out)
-    ids = tok.encode("Plants do photosynthesis.", add_special_tokens=False).ids
-    assert tok.id_to_token(ids[2]) == "Ġphotosynthesis"
+    ids = tok.encode("They zorblaxify it.", add_special_tokens=False).ids
+    assert tok.id_to_token(ids[1]) == "Ġzorblaxify"
     with pytest.raises(TokbenchError, match=r"ops\[0\]\.tokens: 'two words' is split by the pre-tokenizer"):
         run(_recipe(tmp_path, {"version": 1, "base": str(smol), "ops": [
             {"op": "add_tokens", "tokens": ["two words"]}]}), tmp_path / "ex2", progress=False)
@@ -311,3 +311,40 @@ def test_sigkill_leaves_no_out(smol, tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not out.exists()
+
+
+# --- under-trained tokens (detector from tokbench.surgery.undertrained, wired as an op) ------------------------
+def test_undertrained_op_reports_and_reinitialises(tmp_path, require_asset):
+    base = require_asset("tbd-gpt2-d128", "model")
+    out = tmp_path / "ut"
+    rep = run(_recipe(tmp_path, {"version": 1, "base": str(base), "ops": [
+        {"op": "undertrained", "percentile": 1.0, "action": "reinit"}]}), out, progress=False)
+    ut = rep["undertrained"]
+    assert ut["candidates"] > 100 and ut["indicator"] == "eout_cos"
+    idmap = json.loads((out / "idmap.json").read_text())["tokens"]
+    redone = [r["id"] for r in idmap if r["row"]["method"] != "keep"]
+    assert len(redone) == rep["plan"]["ops"][0]["acted_on"] > 100
+    assert [r["old_id"] for r in idmap] == list(range(50257))
+    a, b = open_model_folder(base).read_embedding(), open_model_folder(out).read_embedding()
+    kept = np.setdiff1d(np.arange(50257), redone)
+    assert np.array_equal(a[kept], b[kept]) and not np.array_equal(a[redone], b[redone])
+
+
+# --- replace the tokenizer (alignment core + shared initialisers, as transplant) --------------------------------
+def test_replace_tokenizer_keeps_shared_rows(smol, tmp_path, require_asset):
+    from tokbench.vocab import align, load_vocabulary
+
+    gpt2 = require_asset("gpt2")
+    out = tmp_path / "rp"
+    rep = run(_recipe(tmp_path, {"version": 1, "base": str(smol), "ops": [
+        {"op": "replace_tokenizer", "tokenizer": str(gpt2), "method": "subword"}]}), out, progress=False)
+    p = rep["plan"]["ops"][0]
+    assert p["size"] == 50257 and p["shared"] > 30000 and p["new"] > 1000
+    assert json.loads((out / "tokenizer.json").read_text())["model"]["vocab"] == \
+        json.loads(Path(gpt2).read_text())["model"]["vocab"]
+    al = align(load_vocabulary(smol), load_vocabulary(gpt2))
+    a, b = open_model_folder(smol).read_embedding(), open_model_folder(out).read_embedding()
+    new, old = zip(*sorted(al.shared.items()))
+    assert b.shape[0] == 50257 and np.array_equal(b[list(new)], a[list(old)])
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["vocab_size"] == 50257 and cfg["eos_token_id"] in (50256, None)

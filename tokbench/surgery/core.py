@@ -107,8 +107,7 @@ def _map_id(v, old_to_new: dict[int, int]):
 
 def _config_files(state: State, new_ids: dict[int, int]) -> tuple[dict, dict | None, dict]:
     """(config.json updates, generation_config.json, role -> new id)."""
-    old_to_new = {s.old: new_ids[i] for i, s in enumerate(state.slots) if not s.removed and s.old is not None
-                  and s.row.get("method") == "keep"}
+    old_to_new = {s.old: new_ids[i] for i, s in enumerate(state.slots) if not s.removed and s.old is not None}
     content_id = {state.slots[i].content: n for i, n in new_ids.items() if state.slots[i].content is not None}
     role_ids = {r: content_id.get(t) if t else None for r, t in state.roles.items()}
     for role, t in state.roles.items():
@@ -116,7 +115,7 @@ def _config_files(state: State, new_ids: dict[int, int]) -> tuple[dict, dict | N
             raise TokbenchError(f"the {role} token {t!r} is not in the output vocabulary",
                                 fix=f"keep it or set special_tokens.roles.{role}")
     updates: dict = {}
-    roles_set = any(p["name"] == "special_tokens" and p.get("roles") for p in state.plan)
+    roles_set = "roles" in state.touched or any(p["name"] == "special_tokens" and p.get("roles") for p in state.plan)
     for role, key in ROLE_KEYS.items():
         if key in state.config:
             updates[key] = _map_id(state.config[key], old_to_new)
@@ -153,7 +152,7 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def _write_tokenizer(state: State, tmp: Path, new_ids: dict[int, int]) -> None:
-    base = state.base_dir
+    base = state.tokenizer_dir or state.base_dir
     if "tokenizer.json" in state.touched:
         _write_json(tmp / "tokenizer.json", state.tokenizer_json(new_ids))
     else:
@@ -193,7 +192,7 @@ def _write_tokenizer(state: State, tmp: Path, new_ids: dict[int, int]) -> None:
                 _write_special_map(state, base / name, tmp / name)
             else:
                 shutil.copy2(base / name, tmp / name)
-    for lic in sorted(base.glob("LICENSE*")) + sorted(base.glob("NOTICE*")):
+    for lic in sorted(state.base_dir.glob("LICENSE*")) + sorted(state.base_dir.glob("NOTICE*")):
         if lic.is_file():
             shutil.copy2(lic, tmp / lic.name)
 
@@ -218,7 +217,7 @@ def _idmap(state: State, new_ids: dict[int, int], records: list[dict]) -> list[d
         row = records[n]
         if s.added is not None and s.content is not None:
             b = s.content.encode("utf-8") if not s.special else None
-        out.append({"id": n, "old_id": s.old if s.row.get("method") == "keep" else None, "token": s.content,
+        out.append({"id": n, "old_id": s.old, "token": s.content,
                     "bytes": b.hex() if b is not None else None, "special": s.special, "op": s.op, "row": row})
     return out
 
@@ -248,7 +247,7 @@ def _checks(state: State, tmp: Path, rows: int, ctx: Context, recipe: Recipe, ba
             raise TokbenchError(f"round trip failed on {name}: decode(encode(text)) != text", path=tmp,
                                 fix="report this recipe as a bug")
     out["roundtrip"] = rt
-    if "merges" in state.touched:
+    if "merges" in state.touched and state.tokenizer_dir is None:
         out["reachability"] = _reachability(state, tok, new_ids)
     if state.template is not None:
         out["chat_template"] = _template_check(tmp, base_template_renders)
@@ -269,7 +268,7 @@ def _reachability(state: State, tok, new_ids: dict[int, int]) -> dict:
     base_items = [(i, t) for i, t in token_texts({c: i for c, i in base_vocab.items() if c not in added}, to_bytes)]
     base_ok = reachable(base, base_items)
     old_to_new = {s.old: new_ids[k] for k, s in enumerate(state.slots) if not s.removed and s.old is not None
-                  and s.content is not None and s.row.get("method") == "keep"}
+                  and s.content is not None}
     kept = [(old_to_new[i], t) for i, t in base_items if i in base_ok and i in old_to_new]
     kept_ok = reachable(tok, kept)
     lost = [t for i, t in kept if i not in kept_ok]
@@ -364,6 +363,8 @@ def run(recipe: Recipe | str | Path | dict, out: str | Path | None = None, *, dr
             f.write('{"tokens": [\n' + ",\n".join(json.dumps(r, ensure_ascii=False) for r in idmap) + "\n]}\n")
         (tmp / "recipe.yml").write_text(raw, encoding="utf-8")
         report["rows"] = row_info
+        if state.undertrained is not None:
+            report["undertrained"] = state.undertrained
         report["config_ids"] = updates
         report["roles"] = {r: {"token": state.roles.get(r), "id": role_ids.get(r)} for r in sorted(role_ids)}
         if gen is not None:

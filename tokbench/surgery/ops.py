@@ -231,9 +231,10 @@ def op_prune(state: State, op: PruneOp, where: str, ctx: Context) -> None:
             else (lambda t: bad(_text_of(state, t)))
     elif op.strategy == "frequency":
         candidate = lambda t: counts.get(t, 0) < op.min_count  # noqa: E731
-    else:
-        raise TokbenchError(f"{where}: strategy undertrained needs the undertrained detector, which this build lacks",
-                            fix="use strategy frequency, list or script")
+    else:  # undertrained: the detector's candidates (on the base rows), still leaf by leaf
+        found = _undertrained(state, ctx, where, indicator="auto", percentile=2.0)
+        cands = {state.slots[i].content for i in _slots_of_old(state, found.candidates)}
+        candidate = cands.__contains__
     removed, removed_merges = leaf_prune(model_tokens, state.merges, counts, candidate=candidate, protected=set(protect),
                                          target_size=op.target_vocab_size, current_size=state.size)
     if op.strategy == "list":
@@ -480,5 +481,131 @@ def op_pad_vocab(state: State, op: PadVocabOp, where: str, ctx: Context) -> None
                        "rows": target, "init": op.init, "suppressed_in_generation": op.suppress_in_generation})
 
 
-OPS = {"prune": op_prune, "add_tokens": op_add_tokens, "special_tokens": op_special_tokens,
+# --- replace the tokenizer ------------------------------------------------------------------------------------
+def op_replace_tokenizer(state: State, op, where: str, ctx: Context) -> None:
+    """The whole vocabulary from another tokenizer, through the alignment core (as `tokbench transplant`):
+    shared tokens keep their rows, specials are mapped by role (then by identical content), every other token
+    gets a row from the shared initialisers over its decomposition into base tokens."""
+    from tokbench.surgery.state import load_state
+    from tokbench.vocab import align, load_vocabulary
+
+    p = ctx.path(op.tokenizer)
+    if not p.exists():
+        try:
+            from tokbench.assets import resolve
+
+            p = Path(resolve(op.tokenizer))
+        except TokbenchError:
+            raise TokbenchError(f"{where}.tokenizer: {op.tokenizer!r} not found",
+                                fix="pass a tokenizer folder / tokenizer.json (relative to the recipe) or an asset name") from None
+    folder = p if p.is_dir() else p.parent
+    if not (folder / "tokenizer.json").is_file():
+        raise TokbenchError(f"{where}.tokenizer: no tokenizer.json", path=folder,
+                            fix="pass a folder holding a tokenizers tokenizer.json")
+    target = load_vocabulary(folder / "tokenizer.json")
+    al = align(ctx.base_vocab, target)
+    new = load_state(folder, len(target), state.config)
+    specials: dict[int, int | None] = {}
+    for role, (i, o) in al.roles.items():
+        specials[i] = o if o is not None else ctx.base_vocab.special_contents.get(target.tokens[i] or "")
+    for i, o in al.special_map.items():
+        specials.setdefault(i, o)
+    counts = {"shared": 0, "special_mapped": 0, "new": 0}
+    for i, s in enumerate(new.slots):
+        s.op = f"{where} (replace_tokenizer)"
+        o = al.shared.get(i)
+        if o is None and i in specials:
+            o = specials[i]
+            if o is not None:
+                counts["special_mapped"] += 1
+        elif o is not None:
+            counts["shared"] += 1
+        if o is not None:
+            s.old, s.row = o, {"method": "keep", "old": o}
+        else:
+            s.old = None
+            s.row = {"method": op.method, "pieces": list(al.decompositions.get(i) or []), "norm_cap": "median"}
+            counts["new"] += 1 if s.content is not None else 0
+    for f in ("tok", "merges", "merges_as_strings", "slots", "tok_config", "template", "template_where", "roles",
+              "key_order", "_bytelevel"):
+        setattr(state, f, getattr(new, f))
+    state.gen = state.gen if state.gen is not None else new.gen
+    state.tokenizer_dir = folder
+    state.touched.update({"tokenizer.json", "tokenizer_config.json", "config.json", "generation_config.json", "roles"})
+    if state.template:
+        state.touched.add("template")
+    state.plan.append({"op": where, "name": "replace_tokenizer", "tokenizer": str(op.tokenizer), "size": len(target),
+                       "init": op.method, **counts})
+
+
+# --- under-trained tokens ------------------------------------------------------------------------------------
+def _slots_of_old(state: State, old_ids) -> list[int]:
+    """Live slots that still hold the base rows of `old_ids`."""
+    want = {int(i) for i in old_ids}
+    return [k for k, s in enumerate(state.slots) if not s.removed and s.old in want and s.row.get("method") == "keep"]
+
+
+def _undertrained(state: State, ctx: Context, where: str, *, indicator: str, percentile: float):
+    from tokbench.surgery.undertrained import detect_model
+
+    key = (indicator, percentile)
+    cache = getattr(ctx, "_undertrained", {})
+    if key not in cache:
+        cache[key] = detect_model(ctx.base_dir, indicator=indicator, percentile=percentile)
+        ctx._undertrained = cache
+    return cache[key]
+
+
+def op_undertrained(state: State, op, where: str, ctx: Context) -> None:
+    found = _undertrained(state, ctx, where, indicator=op.indicator, percentile=op.percentile)
+    if op.verify and op.max_verify and found.candidates:
+        import torch
+        from tokenizers import Tokenizer
+        from transformers import AutoModelForCausalLM
+
+        from tokbench.surgery.undertrained import verify
+
+        model = AutoModelForCausalLM.from_pretrained(str(ctx.base_dir), local_files_only=True, dtype=torch.float32)
+        model.eval()
+        tok = Tokenizer.from_file(str(ctx.base_dir / "tokenizer.json"))
+        found.verified = verify(model, lambda t: tok.encode(t, add_special_tokens=False).ids, found.candidates,
+                                max_candidates=min(op.max_verify, len(found.candidates)), progress=ctx.progress)
+    cands = found.candidates
+    if found.verified:  # prompted candidates the model does re-emit are not under-trained
+        cands = [i for i in cands if found.verified.get(i, {}).get("label", "").endswith("verified") or i not in found.verified]
+    slots = _slots_of_old(state, cands)
+    acted = 0
+    if op.action == "prune":
+        live = [state.slots[i] for i in state.live()]
+        model_tokens = [s.content for s in live if s.in_model and s.added is None and s.content is not None]
+        protect = protected_tokens(state, [])
+        names = {state.slots[i].content for i in slots}
+        removed, removed_merges = leaf_prune(model_tokens, state.merges, {}, candidate=names.__contains__,
+                                             protected=set(protect))
+        for s in state.slots:
+            if not s.removed and s.content in removed and s.added is None:
+                s.removed, s.removed_by = True, f"{where} (undertrained prune)"
+        state.merges = [m for n, m in enumerate(state.merges) if n not in removed_merges]
+        state.touched.update({"tokenizer.json", "merges"})
+        acted = len(removed)
+    elif op.action == "reinit":
+        produced = {a + b: (a, b) for a, b in state.merges}
+        index = state.index()
+        for k in slots:
+            s = state.slots[k]
+            parts = produced.get(s.content or "")
+            pieces = [state.slots[index[p]].old for p in parts if p in index] if parts else []
+            pieces = [p for p in pieces if p is not None]
+            s.row = {"method": "subword", "pieces": pieces, "norm_cap": "median", "reinit_from": s.old}
+            s.op = f"{where} (undertrained reinit)"
+            acted += 1
+    summary = found.to_dict(top=50)
+    state.plan.append({"op": where, "name": "undertrained", "indicator": summary["indicator"],
+                       "reference_rule": summary["reference_rule"], "candidates": summary["candidates"],
+                       "degenerate": summary["degenerate"], "verified": summary["verified"], "action": op.action,
+                       "acted_on": acted, "examples": [t["token"] for t in summary["tokens"][:8]]})
+    state.undertrained = summary
+
+
+OPS = {"replace_tokenizer": op_replace_tokenizer, "undertrained": op_undertrained, "prune": op_prune, "add_tokens": op_add_tokens, "special_tokens": op_special_tokens,
        "chat_template": op_chat_template, "pad_vocab": op_pad_vocab}

@@ -46,6 +46,8 @@ class State:
     template_where: list[str]  # where the base kept its template: jinja, tokenizer_config, json
     roles: dict[str, str | None]  # role -> token content
     eot: list[str] = field(default_factory=list)
+    tokenizer_dir: Path | None = None  # where the tokenizer files come from (the base unless replace_tokenizer)
+    undertrained: dict | None = None  # the detector's summary (op undertrained), kept in the report
     hidden_text: str | None = None  # text for the mean hidden state (pad rows, init anti_hidden)
     suppress_pads: bool = False  # padding rows go into generation_config suppress_tokens
     touched: set[str] = field(default_factory=set)  # which files must be rewritten
