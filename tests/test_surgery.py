@@ -348,3 +348,17 @@ def test_replace_tokenizer_keeps_shared_rows(smol, tmp_path, require_asset):
     assert b.shape[0] == 50257 and np.array_equal(b[list(new)], a[list(old)])
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["vocab_size"] == 50257 and cfg["eos_token_id"] in (50256, None)
+
+
+def test_from_mergekit_writes_a_valid_recipe(tmp_path, smol):
+    from tokbench.surgery import load_recipe
+
+    mk = tmp_path / "merge.yml"
+    mk.write_text(f"merge_method: linear\nbase_model: {smol}\nmodels:\n  - model: {smol}\n  - model: other/model\n"
+                  "tokenizer:\n  source: union\n  pad_to_multiple_of: 64\nchat_template: chatml\n", encoding="utf-8")
+    out = tmp_path / "recipe.yml"
+    proc = subprocess.run([sys.executable, "-m", "tokbench.cli", "surgery", "--from-mergekit", str(mk), "-o", str(out)],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert proc.returncode == 0, proc.stderr
+    recipe, _ = load_recipe(out)
+    assert [o.op for o in recipe.ops] == ["union", "chat_template", "pad_vocab"]

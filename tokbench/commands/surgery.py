@@ -18,17 +18,38 @@ def _print_plan(p: dict) -> None:
 
 
 @click.command("surgery")
-@click.argument("recipe", type=click.Path(dir_okay=False))
-@click.option("-o", "--out", default=None, help="Output model folder (required unless --dry-run).")
+@click.argument("recipe", type=click.Path(dir_okay=False), required=False)
+@click.option("-o", "--out", default=None, help="Output model folder (required unless --dry-run); with "
+              "--from-mergekit: the recipe file to write.")
+@click.option("--from-mergekit", "mergekit", type=click.Path(dir_okay=False), default=None,
+              help="Convert a mergekit merge config (tokenizer / tokenizer_source / chat_template) into a recipe.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (per op: tokens added/removed/renamed, final size, "
               "padded rows, row initialisers) and write nothing.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def surgery(recipe, out, dry_run, overwrite, as_json) -> None:
+def surgery(recipe, out, mergekit, dry_run, overwrite, as_json) -> None:
     """Apply the surgery RECIPE (YAML) to its base model and write the edited model to OUT."""
+    from pathlib import Path
+
     from tokbench.errors import TokbenchError
     from tokbench.surgery import run
 
+    if mergekit:
+        import yaml
+
+        from tokbench.surgery.union import from_mergekit
+
+        if not out:
+            raise TokbenchError("no recipe file to write", fix="pass -o recipe.yml with --from-mergekit")
+        dest = Path(out)
+        if dest.exists() and not overwrite:
+            raise TokbenchError("recipe file exists", path=dest, fix="pass --overwrite or choose another -o")
+        body = from_mergekit(mergekit, files=dest.absolute().parent)
+        dest.write_text(yaml.safe_dump(body, sort_keys=False, allow_unicode=True), encoding="utf-8")
+        click.echo(f"wrote {dest}: {len(body.get('ops', []))} ops ({', '.join(o['op'] for o in body.get('ops', []))})")
+        return
+    if not recipe:
+        raise TokbenchError("no recipe", fix="pass RECIPE.yml (or --from-mergekit merge.yml -o recipe.yml)")
     if not dry_run and not out:
         raise TokbenchError("no output folder", fix="pass -o OUT, or --dry-run to see the plan")
     report = run(recipe, out, dry_run=dry_run, overwrite=overwrite)

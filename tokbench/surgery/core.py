@@ -76,9 +76,10 @@ def plan(recipe: Recipe, progress: bool = True) -> tuple[State, Context, object]
 
 
 def _external(name: str, where: str):
-    """Ops whose internals live in sibling modules (undertrained, union, replace_tokenizer)."""
-    raise TokbenchError(f"{where}: op {name} is defined in the recipe schema but not available in this build",
-                        fix="remove the op (see README: tokbench surgery, op status)")
+    """Ops the schema accepts but `run` does not execute yet (union)."""
+    raise TokbenchError(f"{where}: op {name} is accepted by the recipe schema, but writing its re-indexed member "
+                        "checkpoints from a recipe is not wired yet", fix="use tokbench.surgery.union (build_union, "
+                        "row_plan, reindex_rows) from Python for now, or remove the op")
 
 
 def _new_ids(state: State) -> dict[int, int]:

@@ -161,6 +161,7 @@ class UndertrainedOp(_Strict):
 class UnionOp(_Strict):
     op: Literal["union"]
     with_: list[str] = Field(alias="with", min_length=1)
+    vocab: str = "union"
     tokens: dict[str, Any] = Field(default_factory=dict)
     emit: Literal["permuted", "merged"] = "permuted"
     weights: dict[str, float] | None = None
