@@ -362,3 +362,22 @@ def test_from_mergekit_writes_a_valid_recipe(tmp_path, smol):
     assert proc.returncode == 0, proc.stderr
     recipe, _ = load_recipe(out)
     assert [o.op for o in recipe.ops] == ["union", "chat_template", "pad_vocab"]
+
+
+def test_prune_by_script_keeps_latin_and_stays_lossless(smol, tmp_path, require_asset):
+    out = tmp_path / "sc"
+    rep = run(_recipe(tmp_path, {"version": 1, "base": str(smol), "ops": [
+        {"op": "prune", "strategy": "script", "scripts_keep": ["Latin", "Common", "Inherited"]}]}), out, progress=False)
+    assert rep["plan"]["ops"][0]["removed"] > 200 and rep["checks"]["reachability"]["unreachable"] == 0
+    import regex
+
+    from tokbench.bpe.encoding import bytelevel_bytes
+
+    latin = regex.compile(r"^[\p{Script=Latin}\p{Script=Common}\p{Script=Inherited}]*$")
+    data = json.loads((out / "tokenizer.json").read_text())["model"]
+    used = {p for m in data["merges"] for p in m}
+    other = [t for t in data["vocab"] if len(t) > 1 and not latin.match(bytelevel_bytes(t).decode("utf-8", errors="ignore"))]
+    assert all(t in used for t in other)  # a non-Latin token survives only as a part of a kept merge
+    tok = _tok(out)
+    texts = _lines(require_asset, "udhr", 300)
+    assert all(tok.decode(e.ids) == t for t, e in zip(texts, tok.encode_batch(texts, add_special_tokens=False)))

@@ -155,13 +155,14 @@ def _insert(state: State, slots: list[Slot]) -> None:
 # --- prune -----------------------------------------------------------------------------------------------
 def protected_tokens(state: State, extra: list[str]) -> dict[str, str]:
     """token -> why it may not be removed: specials/added tokens, single symbols (bytes), the tokens the chat
-    template's own text encodes to (on the sample conversations), and the recipe's `protect` list."""
+    template's own text encodes to (sample conversations with empty contents), and the recipe's `protect` list."""
     out: dict[str, str] = {}
     if state.template:
         tok, new_ids = hf_tokenizer(state)
         inv = {n: i for i, n in new_ids.items()}
-        for conv in _SAMPLE_CONVERSATIONS:
-            text = render_template(state.template, conv, state, "chat template")
+        for conv in _SAMPLE_CONVERSATIONS:  # the template's own text: the conversations with empty contents
+            empty = [{"role": m["role"], "content": ""} for m in conv]
+            text = render_template(state.template, empty, state, "chat template", add_generation_prompt=True)
             for tid in tok.encode(text, add_special_tokens=False).ids:
                 c = state.slots[inv[tid]].content
                 if c is not None:

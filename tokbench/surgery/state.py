@@ -165,16 +165,10 @@ def _fix_post_processor(pp, ids: dict[str, int]) -> None:
 
 
 def read_json(path: Path) -> dict | None:
-    if not path.is_file():
-        return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError) as exc:
-        raise TokbenchError(f"not readable JSON ({exc})", path=path, fix="restore the file from the model's source") from None
-    if not isinstance(data, dict):
-        raise TokbenchError("expected a JSON object", path=path, fix="restore the file from the model's source")
-    return data
+    """A model folder's JSON file as a dict, or None when it is absent."""
+    from tokbench.vocab.model_io import _read_json
+
+    return _read_json(path) if path.is_file() else None
 
 
 def load_state(base_dir: Path, rows: int, config: dict) -> State:
