@@ -3,7 +3,7 @@
     nice python benchmarks/bench_surgery.py --work /tmp/bench-surgery --max-chars 20000 [--items 1,2,3,4,5,8]
 
 Writes <work>/bench_surgery.json and prints one line per figure. Bits/byte use tokbench.eval on the first
---max-chars characters of each evaluation text (the same text for base and edited model), CPU, 2 threads.
+--max-chars characters of each evaluation text (the same text for base and edited model), CPU, --threads torch threads (default 1).
 """
 from __future__ import annotations
 
@@ -193,6 +193,7 @@ def item4(work: Path, res: dict, max_chars: int) -> None:
             p = m(x).logits.float().softmax(-1)
             tot += p[0, :, V:].sum().item()
             n += x.shape[1]
+    print(f"  pad: {n} positions scored", flush=True)
     prompts = [x for x in text.split("\n") if len(x) > 40][:20]
     greedy = sampled = 0
     for i, pr in enumerate(prompts):
@@ -266,10 +267,11 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/bench-surgery")
     ap.add_argument("--max-chars", type=int, default=20000)
     ap.add_argument("--items", default="1,2,3,4,5,8")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: no spin-waiting on a loaded machine)")
     args = ap.parse_args()
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     from tokbench.assets import resolve
 
     work = Path(args.work)
