@@ -137,6 +137,29 @@ def item2(work: Path, base: Path, res: dict, max_chars: int, cache: Path) -> Non
     shutil.rmtree(out)
 
 
+def item2b(work: Path, base: Path, res: dict, max_chars: int, cache: Path, targets: list[int]) -> None:
+    """The same calibration with a vocabulary budget: least frequent leaves first down to each target size."""
+    from tokbench.surgery.ops import read_corpus
+
+    held = "\n".join(read_corpus("code-python", None, "80%:100%", None, "held-out"))[:max_chars]
+    wiki = "\n".join(docs("wikitext2-test"))[:max_chars]
+    out = {}
+    for target in targets:
+        body = {"version": 1, "base": str(base),
+                "corpora": {"wiki": {"path": "wikitext2-valid"}, "py": {"path": "code-python", "split": "0%:80%"}},
+                "ops": [{"op": "prune", "strategy": "frequency", "corpora": ["wiki", "py"], "target_vocab_size": target}]}
+        folder, rep = surgery(work, f"prune-{target}", body)
+        fig = {}
+        for label, text in (("wikitext2-test", wiki), ("code-python 80-100%", held)):
+            b0, b1 = bpb(base, text, cache), bpb(folder, text, cache)
+            fig[label] = {"base": round(b0, 5), "pruned": round(b1, 5), "ratio": round(b1 / b0, 5)}
+        out[str(target)] = {"kept_vocab": rep["plan"]["tokens"], "removed": rep["plan"]["ops"][0]["removed"],
+                            "embedding_parameters_saved": rep["plan"]["ops"][0]["embedding_parameters_saved"],
+                            "unreachable": rep["checks"]["reachability"]["unreachable"], "bits_per_byte": fig}
+        shutil.rmtree(folder)
+    res["2b_prune_budget"] = out
+
+
 def item3(work: Path, base: Path, res: dict, max_chars: int, cache: Path) -> None:
     from tokenizers import Tokenizer
 
@@ -284,7 +307,8 @@ def main() -> None:
     for key, fn in (("1", lambda: item1(work, base, res)), ("4", lambda: item4(work, res, args.max_chars)),
                     ("5", lambda: item5(work, base, res)), ("8", lambda: item8(work, res)),
                     ("2", lambda: item2(work, base, res, args.max_chars, cache)),
-                    ("3", lambda: item3(work, base, res, args.max_chars, cache))):
+                    ("3", lambda: item3(work, base, res, args.max_chars, cache)),
+                    ("2b", lambda: item2b(work, base, res, args.max_chars, cache, [40960, 45056]))):
         if key in items:
             t0 = time.perf_counter()
             fn()

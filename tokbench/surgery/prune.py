@@ -8,8 +8,8 @@ lowest-ranked applicable merge at each step, and a leaf's merge, once applied, w
 in the output, so it is never applied on the way to another kept token. Hence every token the base could
 produce from its own text stays producible and every text still encodes losslessly.
 
-`leaf_prune` removes candidates leaf by leaf, least frequent first (a removed leaf's frequency is added
-to its parts, which may become leaves in turn), until no candidate leaf is left or the target size is
+`leaf_prune` removes candidates leaf by leaf, least frequent first, ties latest merge first (a removed
+leaf's frequency is added to its parts, which may become leaves in turn), until no candidate leaf is left or the target size is
 reached. `naive_prune` is the contrast the benchmark counts: delete every candidate and every merge that
 mentions it, leaf or not (what hand edits of tokenizer.json do); tokens whose only merge used a deleted
 token then become unreachable.
@@ -53,13 +53,15 @@ def leaf_prune(tokens: list[str], merges: list[tuple[str, str]], counts: dict[st
             return candidate(t)
         return True
 
-    heap = [(freq[t], t) for t in tokens if live_uses.get(t, 0) == 0 and eligible(t)]
+    # ties (e.g. all the unseen tokens) go latest merge first: the base learned those from the rarest pairs
+    rank = {t: -produced.get(t, len(merges)) for t in tokens}
+    heap = [(freq[t], rank[t], t) for t in tokens if live_uses.get(t, 0) == 0 and eligible(t)]
     heapq.heapify(heap)
     size = current_size if current_size is not None else len(tokens)
     while heap:
         if target_size is not None and size <= target_size:
             break
-        f, t = heapq.heappop(heap)
+        f, _, t = heapq.heappop(heap)
         if t in removed or f != freq[t] or live_uses.get(t, 0) != 0 or not eligible(t):
             continue
         removed.add(t)
@@ -74,9 +76,7 @@ def leaf_prune(tokens: list[str], merges: list[tuple[str, str]], counts: dict[st
             freq[p] = freq.get(p, 0) + freq[t]
             live_uses[p] = live_uses.get(p, 1) - 1
             if live_uses[p] == 0 and eligible(p):
-                heapq.heappush(heap, (freq[p], p))
-            elif p in freq and eligible(p) and live_uses[p] == 0:
-                heapq.heappush(heap, (freq[p], p))
+                heapq.heappush(heap, (freq[p], rank.get(p, 0), p))
     # merges that produce a removed token by another route, or consume one, cannot stay
     for n, (a, b) in enumerate(merges):
         if n in removed_merges:
