@@ -297,9 +297,13 @@ def part_verify(res: dict, args) -> None:
     t0 = time.time()
     v = verify(lm, lambda s: tk.encode(s, add_special_tokens=False).ids, r.candidates, max_candidates=args.verify)
     labels = Counter(x["label"] for x in v.values())
+    secs = time.time() - t0
+    frequent = [int(i) for i in np.argsort(-counts, kind="stable")[:50]]  # control: the most frequent tokens
+    vf = verify(lm, lambda s: tk.encode(s, add_special_tokens=False).ids, frequent, max_candidates=50)
     out["tbd-gpt2-d128"] = {"tested": len(v), "labels": dict(labels),
                             "tested_never_seen": int(sum(counts[i] == 0 for i in v)),
-                            "seconds": round(time.time() - t0, 1), "load": _load_avg()}
+                            "control_50_most_frequent": dict(Counter(x["label"] for x in vf.values())),
+                            "seconds": round(secs, 1), "load": _load_avg()}
     smol, vocab, planted, ids = _planted()
     lm = AutoModelForCausalLM.from_pretrained(smol, dtype=torch.float32).eval()
     with torch.no_grad():
