@@ -71,8 +71,8 @@ class BPE:
     @classmethod
     def from_file(cls, path: str | Path, pattern: str | None = None, *,
                   special_tokens: dict[str, int] | None = None, engine: str = "auto") -> "BPE":
-        """Load a tiktoken rank file or a byte-level BPE `tokenizer.json` (or a folder holding one),
-        by path or asset name (`gpt2`, `llama3`, `qwen3`, ...).
+        """Load a tiktoken rank file, Mistral's `tekken.json` or a byte-level BPE `tokenizer.json` (or a
+        folder holding one), by path or asset name (`gpt2`, `llama3`, `qwen3`, ...).
 
         pattern: a built-in name (gpt2, llama3 = cl100k, qwen2, o200k, whitespace), "none"
         (no split) or a regex. Default: the file's own (tokenizer.json) or the pattern known
@@ -88,11 +88,11 @@ class BPE:
 
             path = Path(resolve(str(path), kind="tokenizer"))
         if path.is_dir():
-            if (path / "tokenizer.json").is_file():
-                path = path / "tokenizer.json"
-            else:
-                raise TokbenchError("folder has no tokenizer.json", path=path,
-                                    fix="pass the tokenizer.json or a .tiktoken rank file")
+            found = [path / "tokenizer.json"] + sorted(path.glob("tekken*.json"))
+            path = next((f for f in found if f.is_file()), None) or path
+            if path.is_dir():
+                raise TokbenchError("folder has no tokenizer.json or tekken.json", path=path,
+                                    fix="pass the tokenizer.json, tekken.json or a .tiktoken rank file")
         if not path.is_file():
             raise TokbenchError("no such file", path=path, fix="check the path")
         with open(path, "rb") as f:
@@ -134,10 +134,29 @@ class BPE:
             raise TokbenchError(str(exc), path=path) from None
 
     @classmethod
+    def _from_tekken(cls, path: Path, data: dict, pattern, special_tokens, engine) -> "BPE":
+        """tekken.json: tiktoken over its ranks with its pattern; id = rank + number of specials."""
+        from tokbench.vocab.tekken import read_tekken
+
+        tk = read_tekken(path, data)
+        regex = resolve_pattern(pattern) if pattern is not None else tk.pattern
+        specials = tk.special_ids if special_tokens is None else special_tokens
+        try:
+            core = _core.BpeEncoder(tk.id_ranks, None, pattern=regex,
+                                    specials=sorted(specials.items(), key=lambda x: x[1]), engine=engine)
+        except ValueError as exc:
+            raise TokbenchError(f"cannot build the encoder ({exc})", path=path,
+                                fix="check the pattern and the special tokens") from None
+        return cls(core, name=path.stem, pattern=regex, source="tekken")
+
+    @classmethod
     def _from_tokenizer_json(cls, path: Path, pattern, special_tokens, engine) -> "BPE":
         from tokbench.vocab.hf_json import read_tokenizer_json
+        from tokbench.vocab.tekken import is_tekken
 
         data = read_tokenizer_json(path)
+        if is_tekken(data):
+            return cls._from_tekken(path, data, pattern, special_tokens, engine)
         model = data.get("model") if isinstance(data, dict) else None
         if not isinstance(model, dict) or "vocab" not in model:
             raise TokbenchError("no model.vocab, so not a tokenizers tokenizer.json", path=path,

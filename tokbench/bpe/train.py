@@ -27,7 +27,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import tempfile
 import threading
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
@@ -36,6 +35,7 @@ from pathlib import Path
 
 from tokbench import _core
 from tokbench.errors import TokbenchError
+from tokbench.outputs import atomic_write, output_folder
 from tokbench.vocab.patterns import PATTERNS, resolve_pattern
 
 _BATCH_BYTES = 8 << 20
@@ -194,7 +194,7 @@ def save_counts(counter: "_core.BpeCounter", path: str | os.PathLike, pattern: s
                             path=path, fix="pass the pattern the counter was built with")
     lines = [f"{_COUNTS_HEADER} pattern={json.dumps(counter.pattern)}\n"]
     lines.extend(f"{base64.b64encode(k).decode('ascii')} {c}\n" for k, c in counter.items())
-    _atomic_write(Path(path), "".join(lines).encode("utf-8"))
+    atomic_write(Path(path), "".join(lines).encode("utf-8"))
 
 
 def _pattern_name(regex: str | None) -> str:
@@ -298,15 +298,32 @@ class Trained:
         if path.is_dir():
             path = path / "tokenizer.json"
         data = json.dumps(self.tokenizer_json(), ensure_ascii=False, indent=1)
-        _atomic_write(path, data.encode("utf-8"))
+        atomic_write(path, data.encode("utf-8"))
         return path
 
     def save_tiktoken(self, path: str | os.PathLike) -> Path:
         """Write a tiktoken rank file (`<base64> <rank>`, rank = id; specials are not in it)."""
         path = Path(path)
         body = "".join(f"{base64.b64encode(t).decode('ascii')} {i}\n" for i, t in enumerate(self.tokens))
-        _atomic_write(path, body.encode("ascii"))
+        atomic_write(path, body.encode("ascii"))
         return path
+
+    def save_folder(self, out: str | os.PathLike, *, overwrite: bool = False, inputs: Iterable = (),
+                    tiktoken: bool = False, report: dict | None = None) -> list[Path]:
+        """Write the output folder OUT all at once (tokbench.outputs): tokenizer.json, with `tiktoken`
+        tokenizer.tiktoken, with `report` train_report.json. Nothing appears in OUT until all are written;
+        an existing non-empty OUT is replaced only with `overwrite` and only when tokbench wrote it.
+        Returns the final paths of the files."""
+        names = ["tokenizer.json"] + (["tokenizer.tiktoken"] if tiktoken else []) + \
+            (["train_report.json"] if report is not None else [])
+        with output_folder(out, overwrite, inputs, command="train") as tmp:
+            self.save(tmp / "tokenizer.json")
+            if tiktoken:
+                self.save_tiktoken(tmp / "tokenizer.tiktoken")
+            if report is not None:
+                (tmp / "train_report.json").write_text(json.dumps({**report, "files": names}, indent=1) + "\n",
+                                                       encoding="utf-8")
+        return [Path(out).absolute() / n for n in names]
 
     def encoder(self):
         """A tokbench.bpe.BPE over this vocabulary (merge priority = merge order)."""
@@ -316,21 +333,6 @@ class Trained:
         core = _core.BpeEncoder(tokens, list(self.merges), ignore_merges=False, pattern=self.pattern,
                                 keep_unmatched=True, specials=list(self.special_tokens.items()))
         return BPE(core, name="trained", pattern=self.pattern, source="tokenizer.json")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 # ---- training ------------------------------------------------------------------------------

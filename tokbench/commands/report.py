@@ -14,16 +14,20 @@ from tokbench.commands.metrics import run_from_options, tokenizer_corpus_options
 @click.command()
 @tokenizer_corpus_options
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Report folder (replaced if it exists).")
+              help="Report folder (new or empty; see --overwrite).")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it is a report tokbench wrote earlier.")
 @click.option("--from-json", "from_json", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="Render a saved `tokbench metrics --json` output instead of computing "
                                  "(--tokenizer/--corpus then only select what to show).")
 def report(tokenizers, corpora, parity, no_parity, alpha, max_order, limit_bytes, text_field, quiet, output,
-           from_json) -> None:
+           overwrite, from_json) -> None:
     """Compute the metrics of TOKENIZERs on CORPORA and write an offline HTML report to -o DIR
     (index.html, metrics.json/csv, ngrams.csv, parity.csv, PNG/SVG figures)."""
     from tokbench.errors import TokbenchError
+    from tokbench.outputs import check_output
     from tokbench.report import write_report
+
+    check_output(output, overwrite, [from_json] if from_json else [])  # before the metrics are computed
 
     command = "tokbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if from_json:
@@ -49,5 +53,5 @@ def report(tokenizers, corpora, parity, no_parity, alpha, max_order, limit_bytes
     else:
         data = run_from_options(tokenizers, corpora, parity, no_parity, alpha, max_order, limit_bytes, text_field,
                                 quiet)
-    out = write_report(data, output, command)
+    out = write_report(data, output, command, overwrite=overwrite, inputs=[from_json] if from_json else [])
     click.echo(f"wrote {out}/index.html")

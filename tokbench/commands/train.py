@@ -21,7 +21,9 @@ import click
 @click.option("--load-counts", multiple=True, type=click.Path(dir_okay=False),
               help="Start from saved counts (repeatable: the tables are summed).")
 @click.option("--tiktoken", "tiktoken_file", is_flag=True, help="Also write tokenizer.tiktoken (rank file).")
-@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Output folder (new or empty; see --overwrite), written all at once.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it is a folder tokbench wrote earlier.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.option("--mode", default="classic", show_default=True, type=click.Choice(["classic", "super", "compress"]),
               help="classic BPE; super: supertokens across words from --transition on; compress: "
@@ -38,7 +40,7 @@ import click
 @click.option("--candidates", default=None, type=int,
               help="compress: most frequent pairs compared by the code-length objective [16].")
 def train(corpus, vocab_size, pattern, specials, min_frequency, max_token_length, threads, text_field,
-          save_counts, load_counts, tiktoken_file, out_dir, quiet, mode, transition, max_words, run_pattern,
+          save_counts, load_counts, tiktoken_file, out_dir, overwrite, quiet, mode, transition, max_words, run_pattern,
           strategy, candidates) -> None:
     """Train a byte-level BPE on CORPUS (files, folders, corpus asset names; text or JSONL) and write
     OUT/tokenizer.json (loads in tokenizers and transformers)."""
@@ -51,6 +53,10 @@ def train(corpus, vocab_size, pattern, specials, min_frequency, max_token_length
 
     if not corpus and not load_counts:
         raise TokbenchError("nothing to train on", fix="pass CORPUS files or --load-counts FILE")
+    from tokbench.outputs import check_output
+
+    inputs = [p for p in (*corpus, *load_counts) if Path(p).exists()]
+    check_output(out_dir, overwrite, inputs)  # before the counting
     from tokbench.bpe import modes
 
     runs = modes.check_cli(mode, vocab_size, specials, transition=transition, max_words=max_words,
@@ -92,15 +98,11 @@ def train(corpus, vocab_size, pattern, specials, min_frequency, max_token_length
                                               else candidates, **common)
     else:
         trained = bpe.train_counts(counter, vocab_size, pattern=resolve_pattern(pattern), **common)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = trained.save(out / "tokenizer.json")
-    written = [str(path)]
-    if tiktoken_file:
-        written.append(str(trained.save_tiktoken(out / "tokenizer.tiktoken")))
     t2 = time.perf_counter()
     info = {k: v for k, v in trained.meta.items() if k not in ("word_pattern", "run_pattern")}
-    click.echo(json.dumps({"mode": mode, **info, "vocab_size": trained.vocab_size, "merges": len(trained.merges),
-                           "distinct_pretokens": len(counter), "bytes_counted": stats.bytes,
-                           "non_utf8_lines": stats.non_utf8_lines, "count_s": round(t1 - t0, 3),
-                           "train_s": round(t2 - t1, 3), "written": written}, indent=1))
+    summary = {"mode": mode, **info, "vocab_size": trained.vocab_size, "merges": len(trained.merges),
+               "distinct_pretokens": len(counter), "bytes_counted": stats.bytes,
+               "non_utf8_lines": stats.non_utf8_lines, "count_s": round(t1 - t0, 3), "train_s": round(t2 - t1, 3)}
+    written = trained.save_folder(out_dir, overwrite=overwrite, inputs=inputs, tiktoken=tiktoken_file,
+                                  report=summary)
+    click.echo(json.dumps({**summary, "written": [str(p) for p in written]}, indent=1))

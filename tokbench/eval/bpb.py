@@ -160,6 +160,7 @@ def bits_per_byte(model: str | os.PathLike, text: str, *, chunk: int = 512, batc
         "model": str(model_dir),
     }
     if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        cache_file.write_text(json.dumps(result, indent=2))
+        from tokbench.outputs import atomic_write
+
+        atomic_write(cache_file, json.dumps(result, indent=2))  # a killed run leaves no truncated cache
     return result

@@ -17,11 +17,11 @@ import html
 import json
 import math
 import os
-import shutil
-import tempfile
+import warnings
 from pathlib import Path
+from typing import Iterable
 
-from tokbench.errors import TokbenchError
+from tokbench.outputs import output_folder
 from tokbench.report.plots import DOMAINS, compression_bars, domain_of, domain_table, hk_curves, parity_chart
 
 __all__ = ["write_report", "domain_of"]
@@ -218,19 +218,25 @@ def render_html(data: dict, figures: dict[str, list[str]], command: str | None) 
     return "\n".join(parts)
 
 
-def write_report(data: dict, out_dir: str | os.PathLike, command: str | None = None, *, force: bool = True) -> Path:
-    """Write the report folder (temporary sibling renamed into place). Returns the folder."""
+def _inputs_of(data: dict) -> list[str]:
+    """The corpus and tokenizer files a metrics run read (the report folder may not touch them)."""
+    paths = [c.get("path") for c in data.get("corpora", []) if isinstance(c, dict)]
+    paths += [t.get("source") for t in data.get("tokenizers", []) if isinstance(t, dict)]
+    return [p for p in paths if isinstance(p, str) and p and os.path.exists(p)]
+
+
+def write_report(data: dict, out_dir: str | os.PathLike, command: str | None = None, *, overwrite: bool = False,
+                 inputs: Iterable[str | os.PathLike] = (), force: bool | None = None) -> Path:
+    """Write the report folder through a temporary sibling renamed into place (tokbench.outputs: an
+    existing non-empty folder is replaced only with `overwrite` and only when tokbench wrote it; never a
+    folder holding an input, the current folder or a parent). `inputs`: files read besides those the
+    data names. `force`: deprecated name of `overwrite`. Returns the folder."""
     from tokbench.commands.metrics import to_json
 
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise TokbenchError("exists and is not a folder", path=out, fix="pass a folder path to -o")
-    if out.exists() and not force:
-        raise TokbenchError("folder exists", path=out, fix="pass --force to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    os.chmod(tmp, 0o755)
-    try:
+    if force is not None:
+        warnings.warn("write_report(force=...) is deprecated; use overwrite=", DeprecationWarning, stacklevel=2)
+        overwrite = force
+    with output_folder(out_dir, overwrite, [*inputs, *_inputs_of(data)], command="report") as tmp:
         (tmp / "metrics.json").write_text(to_json(data), encoding="utf-8")
         _csvs(data, tmp)
         figures = {}
@@ -240,14 +246,4 @@ def write_report(data: dict, out_dir: str | os.PathLike, command: str | None = N
         for k in data["parity"]:
             figures[f"parity_{k}"] = parity_chart(data, tmp, k)
         (tmp / "index.html").write_text(render_html(data, figures, command), encoding="utf-8")
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return Path(out_dir)

@@ -10,8 +10,6 @@ Floating dtypes are kept as they were (F32, F16, BF16, F64); new rows are conver
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -19,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 from tokbench.errors import TokbenchError
+from tokbench.outputs import commit_output, prepare_output  # noqa: F401  (the output-folder API, re-exported)
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -351,35 +350,3 @@ def write_model_folder(model: ModelFolder, dest: Path, embedding: np.ndarray, he
     with open(dest / "config.json", "w", encoding="utf-8") as f:
         json.dump(config, f, indent=2)
         f.write("\n")
-
-
-def prepare_output(out: str | Path, overwrite: bool, inputs: list[Path]) -> tuple[Path, Path]:
-    """Check OUT and make the temporary sibling folder to write into: (final path, temp path)."""
-    final = Path(out).absolute()
-    for p in inputs:
-        try:
-            if final.resolve() == Path(p).resolve():
-                raise TokbenchError("the output folder is an input folder", path=final,
-                                    fix="pass a new folder to -o; inputs are never modified")
-        except OSError:
-            pass
-    if final.exists() and not overwrite:
-        raise TokbenchError("output folder exists", path=final, fix="pass --overwrite or choose another -o")
-    if final.exists() and not final.is_dir():
-        raise TokbenchError("output path exists and is not a folder", path=final, fix="choose another -o")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    import tempfile
-
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    return final, tmp
-
-
-def commit_output(tmp: Path, final: Path) -> None:
-    """Rename the finished temporary folder into place (replacing an old OUT when allowed)."""
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
