@@ -6,6 +6,10 @@ Two kinds of files:
   order (priority = merge index), so ids are identical to `tokenizers`; the Split regex of the
   pre-tokenizer, `Digits(individual_digits=True)`, `ByteLevel(use_regex=True)` (GPT-2 regex),
   an NFC normalizer and `ignore_merges` are honoured.
+
+Text with lone surrogates follows tiktoken (tokbench.text): a lone surrogate encodes as U+FFFD, so
+`encode("\\ud800")` is tiktoken's `[4210]` for GPT-2. Batch calls take `num_threads` >= 0 (0: all
+cores; more than the cores runs on all of them, on one shared pool).
 """
 from __future__ import annotations
 
@@ -14,8 +18,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import AbstractSet, Literal
 
-from tokbench import _core
+from tokbench import _core, limits
 from tokbench.errors import TokbenchError
+from tokbench.text import clean
 from tokbench.vocab.patterns import PATTERNS, resolve_pattern
 
 # The GPT-2 regex as `tokenizers`' ByteLevel(use_regex=True) writes it (same language as
@@ -217,7 +222,8 @@ class BPE:
 
     # ---- encoding -----------------------------------------------------------------------
     def _norm(self, text: str) -> str:
-        return unicodedata.normalize("NFC", text) if self.nfc else text
+        # the Rust core applies tokbench.text's surrogate rule itself; NFC must see the clean text
+        return unicodedata.normalize("NFC", clean(text)) if self.nfc else text
 
     def _allowed(self, allowed_special: SpecialSet) -> list[int]:
         if allowed_special == "all":
@@ -272,6 +278,7 @@ class BPE:
 
     def encode_ordinary_batch(self, texts: Sequence[str], *, num_threads: int = 0) -> list[list[int]]:
         """encode_ordinary over many texts in parallel (num_threads=0: all cores), GIL released."""
+        num_threads = limits.threads(num_threads)
         texts = [self._norm(t) for t in texts] if self.nfc else texts if isinstance(texts, list) else list(texts)
         return self._core.encode_batch(texts, [], num_threads)
 
@@ -279,6 +286,7 @@ class BPE:
                      allowed_special: SpecialSet = frozenset(),
                      disallowed_special: SpecialSet = "all") -> list[list[int]]:
         """encode over many texts in parallel (num_threads=0: all cores), GIL released."""
+        num_threads = limits.threads(num_threads)
         texts = [self._norm(t) for t in texts] if self.nfc else list(texts)
         allowed = self._allowed(allowed_special)
         mask = self._disallowed_mask(allowed, disallowed_special)

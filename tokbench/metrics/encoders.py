@@ -9,7 +9,9 @@ library, not with tokbench's own segmenter:
 | `tiktoken` rank file | `tiktoken` | `Encoding(pat_str=vocab.pattern, special_tokens={}).encode_ordinary_batch(texts)` |
 | `sentencepiece` `.model` | `sentencepiece` | `SentencePieceProcessor.encode(texts)` (no bos/eos) |
 
-No special tokens are added; special-token text inside a corpus is encoded as ordinary text.
+No special tokens are added; special-token text inside a corpus is encoded as ordinary text. Texts
+first follow tokbench.text's rule (lone surrogates become U+FFFD), on every path, so every library
+sees the same valid text.
 The vocabulary (kinds, unk id, byte fallback ids, true size K) comes from `load_vocabulary`.
 
 Fast path (`fast=True`, the default): a tiktoken rank file, and a `tokenizer.json` that is plain
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Sequence
 
 from tokbench.errors import TokbenchError
+from tokbench.text import clean_all
 from tokbench.vocab import load_vocabulary
 from tokbench.vocab.vocabulary import Kind, Vocabulary
 
@@ -60,7 +63,7 @@ class Encoder:
         return metadata.version(self.library)
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
-        texts = list(texts)
+        texts = clean_all(texts)
         if not texts:
             return []
         if self.fast is not None:

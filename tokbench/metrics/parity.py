@@ -25,6 +25,7 @@ from tokbench.assets.corpus import iter_jsonl, iter_tatoeba
 from tokbench.errors import TokbenchError
 from tokbench.metrics.core import gini
 from tokbench.metrics.encoders import Encoder
+from tokbench.text import clean
 
 ENCODE_CHUNK = 5000
 
@@ -51,7 +52,7 @@ def udhr_units(name_or_path: str | os.PathLike = "udhr", english: str = "eng") -
         if v is None:
             return ""
         vals = v if isinstance(v, list) else [v]
-        return "\n".join(str(x) for x in vals if x is not None).strip()
+        return clean("\n".join(str(x) for x in vals if x is not None).strip())
 
     eng = {k: text(v) for k, v in records[english].items()}
     out = {}

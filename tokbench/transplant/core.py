@@ -24,7 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tokbench import limits
 from tokbench.errors import TokbenchError
+from tokbench.extras import need
 from tokbench.transplant.omp import apply_codes, batch_omp, candidate_ks, centred_cosine, choose_omp
 from tokbench.vocab import Kind, align, load_vocabulary
 from tokbench.vocab.model_io import commit_output, open_model_folder, prepare_output, write_model_folder
@@ -121,6 +123,7 @@ def transplant(base, tokenizer, out, *, donor=None, method: str = "omp", aux_emb
         raise TokbenchError(f"unknown method {method!r}", fix=f"use one of {', '.join(METHODS)}")
     if numbers not in NUMBER_POLICIES:
         raise TokbenchError(f"unknown numbers policy {numbers!r}", fix=f"use one of {', '.join(NUMBER_POLICIES)}")
+    _check_arguments(method=method, donor=donor, k=k, top_k=top_k, eval_text=eval_text, eval_max_chars=eval_max_chars)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     base_dir = _model_dir(base, "base")
@@ -145,6 +148,22 @@ def transplant(base, tokenizer, out, *, donor=None, method: str = "omp", aux_emb
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return report
+
+
+def _check_arguments(*, method, donor, k, top_k, eval_text, eval_max_chars) -> None:
+    """Refuse out-of-range sizes and name a missing optional dependency before any work."""
+    limits.optional("k", k, 1, what="OMP sparsity")
+    limits.at_least("top_k", top_k, 1, what="TokenAdapt neighbours")
+    limits.optional("eval_max_chars", eval_max_chars, 1)
+    modules = []
+    if method == "tokenadapt" or (method == "omp" and donor is None):
+        modules += ["torch", "transformers"]  # the auxiliary text embedder
+    if method == "tokenadapt":
+        modules.append("faiss")
+    if eval_text is not None:
+        modules += ["torch", "transformers"]
+    need(*dict.fromkeys(modules), what=f"tokbench transplant --method {method}" +
+         (" --eval" if eval_text is not None else ""))
 
 
 def _run(model, base_dir: Path, tok_path: Path, donor_dir: Path | None, tmp: Path, final: Path, *, method, aux_embedder,
