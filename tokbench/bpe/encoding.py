@@ -102,9 +102,15 @@ class BPE:
             raise TokbenchError("no such file", path=path, fix="check the path")
         with open(path, "rb") as f:
             head = f.read(64).lstrip()
-        if path.suffix == ".json" or head.startswith(b"{"):
-            return cls._from_tokenizer_json(path, pattern, special_tokens, engine)
-        return cls._from_tiktoken(path, pattern, special_tokens, engine)
+        try:
+            if path.suffix == ".json" or head.startswith(b"{"):
+                return cls._from_tokenizer_json(path, pattern, special_tokens, engine)
+            return cls._from_tiktoken(path, pattern, special_tokens, engine)
+        except TokbenchError:
+            raise
+        except (AttributeError, KeyError, IndexError, TypeError, ValueError) as exc:  # a file of the wrong schema
+            raise TokbenchError(f"not a tokenizer file this encoder can read ({type(exc).__name__}: {exc})",
+                                path=path, fix="pass a byte-level BPE tokenizer.json or a .tiktoken rank file") from None
 
     @classmethod
     def from_ranks(cls, ranks: dict[bytes, int], pattern: str | None,

@@ -34,12 +34,29 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tokbench import _core
+from tokbench import _core, limits
 from tokbench.errors import TokbenchError
 from tokbench.vocab.patterns import PATTERNS, resolve_pattern
 
 _BATCH_BYTES = 8 << 20
 _COUNTS_HEADER = "# tokbench-bpe-counts v1"
+
+
+class ShortVocabWarning(UserWarning):
+    """Training stopped before the vocabulary size asked for (or learned no merge at all)."""
+
+
+def shortfall(trained: "Trained", vocab_size: int, min_frequency: int) -> list[str]:
+    """Warnings (one line each) when `trained` has fewer tokens than `vocab_size` asked for."""
+    out = []
+    if not trained.merges:
+        out.append(f"no merges learned: no pair of bytes occurs {max(1, min_frequency)} times or more in the "
+                   "corpus (random or binary data?); the tokenizer is the 256 byte tokens only")
+    elif trained.vocab_size < vocab_size:
+        out.append(f"--vocab-size {vocab_size:,} asked for, {trained.vocab_size:,} tokens learned: the corpus has "
+                   f"no more pairs occurring {max(1, min_frequency)} times or more (more text or a lower "
+                   "--min-frequency gives more)")
+    return out
 
 
 class NonUtf8Warning(UserWarning):
@@ -160,6 +177,7 @@ def count_texts(texts: Iterable[str], counter: "_core.BpeCounter", *, num_thread
                 also: Sequence["_core.BpeCounter"] = ()) -> "_core.BpeCounter":
     """Stream texts into counter in batches (map on num_threads + reduce in Rust); the counters in
     `also` (other split patterns, e.g. supertoken runs) get the same batches in the same pass."""
+    num_threads = limits.threads(num_threads)
     stats = stats if stats is not None else CountStats()
     batch: list[str] = []
     size = 0
@@ -385,15 +403,21 @@ def train_counts(counter: "_core.BpeCounter", vocab_size: int, *, pattern: str |
                             f"{len(specials)} special tokens", fix=f"pass --vocab-size >= {256 + len(specials)}")
     if len(counter) == 0:
         raise TokbenchError("the corpus is empty (no text to count)", fix="pass files holding text")
+    limits.at_least("min_frequency", min_frequency, 1)
+    limits.optional("max_token_length", max_token_length, 1, what="bytes")
+    limits.at_least("candidates", candidates, 1)
     vocab, merges = run_cancellable(
         lambda prog: _core.bpe_train(counter, target, max(1, min_frequency), max_token_length, prog,
                                      candidates=max(1, candidates)),
         target - 256, "merging", progress)
     tokens = list(vocab)
-    return Trained(tokens=tokens, merges=[(a, b) for a, b, _, _ in merges],
-                   merge_counts=[c for *_, c in merges],
-                   special_tokens={s: len(tokens) + i for i, s in enumerate(specials)},
-                   pattern=pattern, stats=stats or CountStats())
+    trained = Trained(tokens=tokens, merges=[(a, b) for a, b, _, _ in merges],
+                      merge_counts=[c for *_, c in merges],
+                      special_tokens={s: len(tokens) + i for i, s in enumerate(specials)},
+                      pattern=pattern, stats=stats or CountStats())
+    for line in shortfall(trained, vocab_size, min_frequency):
+        warnings.warn(line, ShortVocabWarning, stacklevel=2)
+    return trained
 
 
 def count_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike], counter: "_core.BpeCounter", *,
@@ -440,5 +464,5 @@ def train(inputs: str | os.PathLike | Sequence[str | os.PathLike], vocab_size: i
                         stats=stats, progress=progress)
 
 
-__all__ = ["CountStats", "NonUtf8Warning", "Trained", "count_inputs", "count_texts", "iter_texts", "load_counts",
+__all__ = ["CountStats", "NonUtf8Warning", "ShortVocabWarning", "Trained", "shortfall", "count_inputs", "count_texts", "iter_texts", "load_counts",
            "new_counter", "run_cancellable", "save_counts", "train", "train_counts"]

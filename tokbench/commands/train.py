@@ -3,19 +3,20 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 
 import click
 
 
 @click.command("train")
 @click.argument("corpus", nargs=-1)
-@click.option("--vocab-size", required=True, type=int, help="Tokens in all: 256 bytes + merges + specials.")
+@click.option("--vocab-size", required=True, type=click.IntRange(min=257), help="Tokens in all: 256 bytes + merges + specials.")
 @click.option("--pattern", default="gpt2", show_default=True,
               help="Split pattern: gpt2, llama3, qwen2, o200k, whitespace, none, or a regex.")
 @click.option("--special", "specials", multiple=True, help="A special token (repeatable); ids after the merges.")
-@click.option("--min-frequency", default=2, show_default=True, type=int, help="Stop when the best pair is rarer.")
-@click.option("--max-token-length", default=None, type=int, help="Longest token, in bytes.")
-@click.option("--threads", default=0, type=int, help="Counting threads (0: all cores).")
+@click.option("--min-frequency", default=2, show_default=True, type=click.IntRange(min=1), help="Stop when the best pair is rarer.")
+@click.option("--max-token-length", default=None, type=click.IntRange(min=1), help="Longest token, in bytes.")
+@click.option("--threads", default=0, type=click.IntRange(min=0), help="Counting threads (0: all cores).")
 @click.option("--text-field", default=None, help="JSONL field(s) holding the text ('question,answer').")
 @click.option("--save-counts", type=click.Path(dir_okay=False), help="Also write the pre-token counts here.")
 @click.option("--load-counts", multiple=True, type=click.Path(dir_okay=False),
@@ -26,16 +27,16 @@ import click
 @click.option("--mode", default="classic", show_default=True, type=click.Choice(["classic", "super", "compress"]),
               help="classic BPE; super: supertokens across words from --transition on; compress: "
                    "compression-aware merges (tokbench.bpe.modes).")
-@click.option("--transition", default=None, type=int,
+@click.option("--transition", default=None, type=click.IntRange(min=257),
               help="super: vocab size (same units as --vocab-size) where stage 2 (cross-word merges) starts.")
-@click.option("--max-words", default=None, type=int, help="super: most words one token may span [4].")
+@click.option("--max-words", default=None, type=click.IntRange(min=1), help="super: most words one token may span [4].")
 @click.option("--run-pattern", default=None,
               help="super: stage-2 split, super-punct (newlines and punctuation runs bound tokens), "
                    "super-lines (newlines only) or a regex [super-punct].")
 @click.option("--strategy", default=None, type=click.Choice(["curriculum", "chunks"]),
               help="super: curriculum (SuperBPE, needs --transition) or chunks (TokenAdapt-style sampled "
                    "chunks of 1..--max-words words) [curriculum].")
-@click.option("--candidates", default=None, type=int,
+@click.option("--candidates", default=None, type=click.IntRange(min=1),
               help="compress: most frequent pairs compared by the code-length objective [16].")
 def train(corpus, vocab_size, pattern, specials, min_frequency, max_token_length, threads, text_field,
           save_counts, load_counts, tiktoken_file, out_dir, quiet, mode, transition, max_words, run_pattern,
@@ -91,7 +92,12 @@ def train(corpus, vocab_size, pattern, specials, min_frequency, max_token_length
                                               candidates=modes.DEFAULT_CANDIDATES if candidates is None
                                               else candidates, **common)
     else:
-        trained = bpe.train_counts(counter, vocab_size, pattern=resolve_pattern(pattern), **common)
+        with warnings.catch_warnings():  # said once below, for every mode
+            warnings.simplefilter("ignore", bpe.ShortVocabWarning)
+            trained = bpe.train_counts(counter, vocab_size, pattern=resolve_pattern(pattern), **common)
+    short = bpe.shortfall(trained, vocab_size, min_frequency)
+    for line in short:
+        click.echo(f"warning: {line}", err=True)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = trained.save(out / "tokenizer.json")
@@ -100,7 +106,8 @@ def train(corpus, vocab_size, pattern, specials, min_frequency, max_token_length
         written.append(str(trained.save_tiktoken(out / "tokenizer.tiktoken")))
     t2 = time.perf_counter()
     info = {k: v for k, v in trained.meta.items() if k not in ("word_pattern", "run_pattern")}
-    click.echo(json.dumps({"mode": mode, **info, "vocab_size": trained.vocab_size, "merges": len(trained.merges),
+    click.echo(json.dumps({"mode": mode, **info, "vocab_size": trained.vocab_size,
+                           "vocab_size_requested": vocab_size, "warnings": short, "merges": len(trained.merges),
                            "distinct_pretokens": len(counter), "bytes_counted": stats.bytes,
                            "non_utf8_lines": stats.non_utf8_lines, "count_s": round(t1 - t0, 3),
                            "train_s": round(t2 - t1, 3), "written": written}, indent=1))

@@ -85,6 +85,9 @@ def bits_per_byte(model: str | os.PathLike, text: str, *, chunk: int = 512, batc
     batch = limits.at_least("batch", batch, 1, what="windows per forward pass")
     text = clean(text)
     model_dir = Path(model) if Path(model).is_dir() else Path(resolve(str(model), kind="model"))
+    from tokbench.vocab.model_io import open_model_folder
+
+    open_model_folder(model_dir)  # headers only: a damaged or truncated model is refused before any work
     cache_file = None
     if cache_dir is not None:
         cache_file = Path(cache_dir) / f"bpb-{_cache_key(model_dir, text, chunk)}.json"

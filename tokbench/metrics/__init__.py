@@ -29,7 +29,7 @@ from tokbench.metrics.core import (COMPRESSORS, DEFAULT_ALPHA, DEFAULT_MAX_ORDER
                                    encode_documents, stream_text, gini, renyi_efficiency, renyi_entropy, shannon_entropy,
                                    text_compression)
 from tokbench.metrics.encoders import Encoder, load_encoder
-from tokbench.metrics.parity import parity as parity_of, tatoeba_units, udhr_units
+from tokbench.metrics.parity import distinct_texts, parity as parity_of, tatoeba_units, udhr_units
 
 __all__ = ["run_metrics", "load_encoder", "Encoder", "corpus_metrics", "renyi_entropy", "renyi_efficiency",
            "shannon_entropy", "gini", "PARITY_SETS", "flat_rows"]
@@ -161,8 +161,8 @@ def run_metrics(tokenizers: Sequence[str], corpora: Sequence[str], *, parity: Se
                                 fix="pass a corpus with text")
         words[c] = count_words(docs[c])
     units = {kind: PARITY_SETS[kind](p) for kind, p in parity_paths.items()}
-    total = sum(len(d) for c in docs for d in docs[c]) + sum(
-        len(a) + len(b) for u in units.values() for pairs in u.values() for a, b in pairs)
+    # exactly what the encoders report: every document, every distinct parity text once
+    total = sum(len(d) for c in docs for d in docs[c]) + sum(len(t) for u in units.values() for t in distinct_texts(u))
     state = {"docs": docs, "words": words, "units": units, "alpha": alpha, "max_order": max_order,
              "compressors": tuple(compressors)}
     bar = tqdm(total=total * len(names), unit="char", unit_scale=True, desc="metrics", disable=not progress)
