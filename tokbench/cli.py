@@ -56,7 +56,7 @@ def _command_path(exc: BaseException, ctx: click.Context) -> str:
         if isinstance(inner, click.Context):
             path = inner.command_path
         tb = tb.tb_next
-    return path
+    return " ".join(["tokbench"] + path.split()[1:])  # the program name, however it was started
 
 
 def one_line(exc: BaseException, command: str = "tokbench") -> str:
