@@ -13,6 +13,7 @@ cores; more than the cores runs on all of them, on one shared pool).
 """
 from __future__ import annotations
 
+import functools
 import unicodedata
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -55,6 +56,22 @@ def bytelevel_bytes(token: str) -> bytes | None:
         return bytes(_UNICODE_TO_BYTE[c] for c in token)
     except KeyError:
         return None
+
+
+@functools.lru_cache(maxsize=1)
+def _tokenizers_nfc():
+    from tokenizers.normalizers import NFC
+
+    return NFC().normalize_str
+
+
+def nfc(text: str) -> str:
+    """NFC exactly as `tokenizers` does it. Its Unicode tables are older than Python's: characters they
+    do not know are left alone (Python's unicodedata reorders e.g. U+0819 U+08D1), so text that is not
+    already NFC by Python's check goes through the library's own normalizer."""
+    if unicodedata.is_normalized("NFC", text):
+        return text
+    return _tokenizers_nfc()(text)
 
 
 class BPE:
@@ -229,7 +246,7 @@ class BPE:
     # ---- encoding -----------------------------------------------------------------------
     def _norm(self, text: str) -> str:
         # the Rust core applies tokbench.text's surrogate rule itself; NFC must see the clean text
-        return unicodedata.normalize("NFC", clean(text)) if self.nfc else text
+        return nfc(clean(text)) if self.nfc else text
 
     def _allowed(self, allowed_special: SpecialSet) -> list[int]:
         if allowed_special == "all":
