@@ -247,6 +247,10 @@ def test_resource_arguments_are_checked(tmp_path, require_asset):
         ["transplant", model, "-t", "gpt2", "--top-k", "0", "-o", tmp_path / "x"],
         ["transplant", model, "-t", "gpt2", "--k", "-3", "-o", tmp_path / "x"],
         ["transplant", model, "-t", "gpt2", "--max-chars", "-5", "--eval", corpus, "-o", tmp_path / "x"],
+        ["transplant", model, "-t", "gpt2", "--blend", "1.5", "-o", tmp_path / "x"],
+        ["transplant", model, "-t", "gpt2", "--temperature", "0", "-o", tmp_path / "x"],
+        ["transplant", model, "-t", "gpt2", "--ridge", "-1", "-o", tmp_path / "x"],
+        ["metrics", "-t", "gpt2", "-c", corpus, "--alpha", "0"],
         ["vocab", "align", "gpt2", "gpt2", "--threads", "-2"],
         ["vocab", "align", "gpt2", "gpt2", "--examples", "-1"],
     ]
@@ -314,3 +318,36 @@ def test_surrogates_in_a_corpus_are_not_an_error(tmp_path, require_asset):
     assert r.exit_code == 0, r.stderr
     r = run("report", "-q", "-t", require_asset("gpt2"), "-c", corpus, "-o", tmp_path / "rep")
     assert r.exit_code == 0, r.stderr
+
+
+def test_api_resource_arguments_are_checked(tmp_path, require_asset):
+    """The Python API refuses the same values with a LimitError (a TokbenchError and a ValueError)."""
+    from tokbench.bpe import train
+    from tokbench.eval import bits_per_byte, load_eval_text
+    from tokbench.limits import LimitError
+    from tokbench.metrics import run_metrics
+    from tokbench.transplant import transplant
+    from tokbench.vocab import align, load_vocabulary
+
+    corpus = _write(tmp_path, "c.txt", b"hello world\n" * 20)
+    model = require_asset("tbd-gpt2-d128", kind="model")
+    v = load_vocabulary(require_asset("gpt2"))
+    calls = [
+        lambda: run_metrics(["gpt2"], [str(corpus)], max_order=0),
+        lambda: run_metrics(["gpt2"], [str(corpus)], alpha=float("nan")),
+        lambda: run_metrics(["gpt2"], [str(corpus)], workers=0),
+        lambda: run_metrics(["gpt2"], [str(corpus)], limit_bytes=-1),
+        lambda: transplant(model, "gpt2", tmp_path / "x", method="mean", blend=2.0),
+        lambda: transplant(model, "gpt2", tmp_path / "x", method="mean", k=0),
+        lambda: transplant(model, "gpt2", tmp_path / "x", method="mean", top_k=-1),
+        lambda: bits_per_byte(model, "hello", chunk=1),
+        lambda: bits_per_byte(model, "hello", batch=0),
+        lambda: load_eval_text(corpus, max_chars=0),
+        lambda: train(corpus, 300, num_threads=-1, progress=False),
+        lambda: train(corpus, 300, min_frequency=0, progress=False),
+        lambda: align(v, v, num_threads=-3),
+    ]
+    for i, call in enumerate(calls):
+        with pytest.raises(LimitError, match="must be"):
+            call()
+    assert not (tmp_path / "x").exists()

@@ -45,7 +45,8 @@ def tokenizer_corpus_options(f):
                      help="Parallel set for cross-language parity: tatoeba, udhr or a path (repeatable; "
                           "default: the corpora that are Tatoeba or UDHR)."),
         click.option("--no-parity", is_flag=True, help="Skip cross-language parity."),
-        click.option("--alpha", default=2.5, show_default=True, type=float, help="Rényi order."),
+        click.option("--alpha", default=2.5, show_default=True, type=click.FloatRange(0, min_open=True),
+                     help="Rényi order."),
         click.option("--max-order", default=5, show_default=True, type=click.IntRange(1, 8),
                      help="Largest n-gram order for H_k."),
         click.option("--limit-bytes", default=None, type=click.IntRange(1), help="Read at most this many bytes per corpus."),

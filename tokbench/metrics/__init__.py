@@ -22,6 +22,7 @@ from typing import Sequence
 
 from tqdm import tqdm
 
+from tokbench import limits
 from tokbench.assets import iter_documents, resolve
 from tokbench.errors import TokbenchError
 from tokbench.metrics.core import (COMPRESSORS, DEFAULT_ALPHA, DEFAULT_MAX_ORDER, compression_metrics,
@@ -138,6 +139,10 @@ def run_metrics(tokenizers: Sequence[str], corpora: Sequence[str], *, parity: Se
         raise TokbenchError("no tokenizer given", fix="pass --tokenizer NAME (repeatable)")
     if not corpora and not parity:
         raise TokbenchError("no corpus given", fix="pass --corpus NAME (repeatable)")
+    limits.at_least("max_order", max_order, 1, 8, what="n-gram orders")
+    limits.optional("limit_bytes", limit_bytes, 1)
+    limits.optional("workers", workers, 1, what="processes")
+    limits.real("alpha", alpha, 0, lo_open=True, what="the Rényi order")
     t_start = time.perf_counter()
     if parity is None:
         parity = [c for c in corpora if _parity_kind(c)]
