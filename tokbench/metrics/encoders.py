@@ -124,6 +124,16 @@ def load_encoder(name_or_path: str | Path, pattern: str | None = None, *, fast: 
         raise TokbenchError(f"cannot load tokenizer ({type(exc).__name__}: {exc})", path=name_or_path,
                             fix="pass a tokenizer.json, SentencePiece .model, tiktoken file or asset name") from None
     library = _LIBRARY_OF_FORMAT.get(vocab.format)
+    try:
+        return _library_encoder(name_or_path, vocab, library, fast)
+    except TokbenchError:
+        raise
+    except Exception as exc:  # the library refuses a file tokbench's own loader read
+        raise TokbenchError(f"{library or 'the library'} cannot load this tokenizer ({type(exc).__name__}: {exc})",
+                            path=vocab.source, fix="pass a tokenizer file its own library loads") from None
+
+
+def _library_encoder(name_or_path, vocab: Vocabulary, library: str | None, fast: bool) -> Encoder:
     fast_bpe = None
     source = Path(vocab.source)
     if library is None:
