@@ -351,3 +351,26 @@ def test_api_resource_arguments_are_checked(tmp_path, require_asset):
         with pytest.raises(LimitError, match="must be"):
             call()
     assert not (tmp_path / "x").exists()
+
+
+def test_train_says_when_it_falls_short(tmp_path):
+    import random
+    import warnings
+
+    from tokbench.bpe import train
+    from tokbench.bpe.train import ShortVocabWarning
+
+    noise = _write(tmp_path, "noise.txt", random.Random(0).randbytes(200_000))
+    r = run("train", noise, "--vocab-size", "32000", "-q", "-o", tmp_path / "a")
+    assert r.exit_code == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["vocab_size_requested"] == 32000 and info["vocab_size"] < 32000
+    assert info["warnings"] and "--vocab-size 32,000 asked for" in r.stderr
+    tiny = _write(tmp_path, "tiny.txt", b"xy")  # no pair occurs twice: no merge at all
+    r = run("train", tiny, "--vocab-size", "300", "-q", "-o", tmp_path / "b")
+    assert r.exit_code == 0 and "no merges learned" in r.stderr
+    assert json.loads(r.stdout)["merges"] == 0
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        t = train(tiny, 300, progress=False)
+    assert t.vocab_size == 256 and any(issubclass(w.category, ShortVocabWarning) for w in seen)

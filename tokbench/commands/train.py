@@ -10,7 +10,7 @@ import click
 
 @click.command("train")
 @click.argument("corpus", nargs=-1)
-@click.option("--vocab-size", required=True, type=click.IntRange(min=257), help="Tokens in all: 256 bytes + merges + specials.")
+@click.option("--vocab-size", required=True, type=int, help="Tokens in all: 256 bytes + merges + specials.")
 @click.option("--pattern", default="gpt2", show_default=True,
               help="Split pattern: gpt2, llama3, qwen2, o200k, whitespace, none, or a regex.")
 @click.option("--special", "specials", multiple=True, help="A special token (repeatable); ids after the merges.")
@@ -27,16 +27,16 @@ import click
 @click.option("--mode", default="classic", show_default=True, type=click.Choice(["classic", "super", "compress"]),
               help="classic BPE; super: supertokens across words from --transition on; compress: "
                    "compression-aware merges (tokbench.bpe.modes).")
-@click.option("--transition", default=None, type=click.IntRange(min=257),
+@click.option("--transition", default=None, type=int,
               help="super: vocab size (same units as --vocab-size) where stage 2 (cross-word merges) starts.")
-@click.option("--max-words", default=None, type=click.IntRange(min=1), help="super: most words one token may span [4].")
+@click.option("--max-words", default=None, type=int, help="super: most words one token may span [4].")
 @click.option("--run-pattern", default=None,
               help="super: stage-2 split, super-punct (newlines and punctuation runs bound tokens), "
                    "super-lines (newlines only) or a regex [super-punct].")
 @click.option("--strategy", default=None, type=click.Choice(["curriculum", "chunks"]),
               help="super: curriculum (SuperBPE, needs --transition) or chunks (TokenAdapt-style sampled "
                    "chunks of 1..--max-words words) [curriculum].")
-@click.option("--candidates", default=None, type=click.IntRange(min=1),
+@click.option("--candidates", default=None, type=int,
               help="compress: most frequent pairs compared by the code-length objective [16].")
 def train(corpus, vocab_size, pattern, specials, min_frequency, max_token_length, threads, text_field,
           save_counts, load_counts, tiktoken_file, out_dir, quiet, mode, transition, max_words, run_pattern,
@@ -54,6 +54,7 @@ def train(corpus, vocab_size, pattern, specials, min_frequency, max_token_length
         raise TokbenchError("nothing to train on", fix="pass CORPUS files or --load-counts FILE")
     from tokbench.bpe import modes
 
+    bpe.check_vocab_size(vocab_size, specials)
     runs = modes.check_cli(mode, vocab_size, specials, transition=transition, max_words=max_words,
                            run_pattern=run_pattern, candidates=candidates,
                            counts_files=bool(save_counts or load_counts), strategy=strategy)
@@ -82,18 +83,18 @@ def train(corpus, vocab_size, pattern, specials, min_frequency, max_token_length
 
     common = dict(special_tokens=specials, min_frequency=min_frequency, max_token_length=max_token_length,
                   stats=stats, progress=not quiet)
-    if mode == "super":
-        trained = modes.train_super_counts(counter, runs, vocab_size, transition, pattern=pattern,
-                                           run_pattern=run_pattern or "super-punct",
-                                           max_words=modes.DEFAULT_MAX_WORDS if max_words is None else max_words,
-                                           strategy=strategy or "curriculum", **common)
-    elif mode == "compress":
-        trained = modes.train_compress_counts(counter, vocab_size, pattern=pattern,
-                                              candidates=modes.DEFAULT_CANDIDATES if candidates is None
-                                              else candidates, **common)
-    else:
-        with warnings.catch_warnings():  # said once below, for every mode
-            warnings.simplefilter("ignore", bpe.ShortVocabWarning)
+    with warnings.catch_warnings():  # said once below, for every mode
+        warnings.simplefilter("ignore", bpe.ShortVocabWarning)
+        if mode == "super":
+            trained = modes.train_super_counts(counter, runs, vocab_size, transition, pattern=pattern,
+                                               run_pattern=run_pattern or "super-punct",
+                                               max_words=modes.DEFAULT_MAX_WORDS if max_words is None else max_words,
+                                               strategy=strategy or "curriculum", **common)
+        elif mode == "compress":
+            trained = modes.train_compress_counts(counter, vocab_size, pattern=pattern,
+                                                  candidates=modes.DEFAULT_CANDIDATES if candidates is None
+                                                  else candidates, **common)
+        else:
             trained = bpe.train_counts(counter, vocab_size, pattern=resolve_pattern(pattern), **common)
     short = bpe.shortfall(trained, vocab_size, min_frequency)
     for line in short:
