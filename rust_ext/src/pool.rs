@@ -15,7 +15,8 @@ pub fn max_threads() -> usize {
     static GLOBAL: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *GLOBAL.get_or_init(|| match rayon::current_thread_index() {
         None => rayon::current_num_threads(), // outside any pool: the global pool's size
-        Some(_) => rayon::ThreadPoolBuilder::new().build().map_or(1, |p| p.current_num_threads()),
+        // inside a pool (never the case from Python): one thread per core, rayon's default
+        Some(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
     })
 }
 

@@ -13,8 +13,10 @@ pub fn text<'a>(s: &'a Bound<'_, PyString>) -> PyResult<Cow<'a, str>> {
         Err(_) => {
             let raw = s.call_method1("encode", ("utf-16-le", "surrogatepass"))?;
             let raw = raw.downcast::<PyBytes>()?.as_bytes();
-            let units: Vec<u16> =
-                raw.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+            let units: Vec<u16> = raw
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .collect();
             Ok(Cow::Owned(String::from_utf16_lossy(&units)))
         }
     }
