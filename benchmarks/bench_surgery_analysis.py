@@ -1,8 +1,8 @@
 """Figures for the analysis half of `tokbench surgery` (issue 11, acceptance items 6 and 7).
 
     python benchmarks/bench_surgery_analysis.py [--parts undertrained,planted,verify,union,mergekit,stress]
-        [--work /tmp/tb-surgery-analysis] [--new-tokens 2000] [--lines 20] [--verify 200]
-        [--mergekit /tmp/mkvenv/bin/mergekit-yaml] [--results results.json]
+        [--work /tmp/tb-surgery-analysis] [--new-tokens 2000] [--lines 20] [--verify 200] [--verify-planted 200]
+        [--mergekit /tmp/mkvenv/bin/mergekit-yaml] [--threads 1] [--results results.json]
 
 undertrained: tbd-gpt2-d128's training text is known (shared/data models README, train_donors.py: WikiText-2
     valid, first 90% of Tiny Shakespeare, TheAlgorithms python/rust/cpp, GSM8K train, Tatoeba, UDHR); its
@@ -219,7 +219,9 @@ def logits_gap(orig_dir: Path, reidx_dir: Path, inverse: dict[int, int], lines: 
 
 # --- parts ----------------------------------------------------------------------------------------
 def part_undertrained(res: dict, args) -> None:
-    from tokbench.surgery.undertrained import INDICATORS, auroc, detect_model, indicator_scores
+    from tokbench.surgery.undertrained import (INDICATORS, _centroid_references, auroc, degenerate_rows,
+                                               detect_model, indicator_scores)
+    from tokbench.vocab import load_vocabulary
     from tokbench.vocab.model_io import open_model_folder
 
     model = Path(resolve("tbd-gpt2-d128"))
@@ -232,11 +234,15 @@ def part_undertrained(res: dict, args) -> None:
     t_detect = time.time() - t0
     emb = open_model_folder(model).read_embedding()
     per = {ind: auroc(indicator_scores(ind, embedding=emb, references=r.references), never) for ind in INDICATORS}
+    # rule (e), as if the model had no known-unused tokens
+    centroid = _centroid_references(emb, load_vocabulary(model), degenerate_rows(emb))
+    per_centroid = auroc(indicator_scores("eout_cos", embedding=emb, references=centroid), never)
     cand = np.asarray(r.candidates)
     res["undertrained"] = {
         "model": "tbd-gpt2-d128", "train_tokens": int(counts.sum()), "never_seen": int(never.sum()),
         "rows": int(len(counts)), "indicator": r.indicator, "reference_rule": r.reference_rule,
         "references": len(r.references), "auroc_default": per[r.indicator], "auroc": per,
+        "auroc_centroid_references": per_centroid, "centroid_references": len(centroid),
         "candidates": len(r.candidates), "candidates_never_seen": int(never[cand].sum()),
         "count_seconds": round(t_count, 2), "detect_seconds": round(t_detect, 2), "load": _load_avg(),
     }
@@ -281,7 +287,7 @@ def part_verify(res: dict, args) -> None:
 
     from tokbench.surgery.undertrained import detect, detect_model, verify
 
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(args.threads)
     out = {}
     model = Path(resolve("tbd-gpt2-d128"))
     counts = training_counts(model, tbd_training_texts())
@@ -291,19 +297,25 @@ def part_verify(res: dict, args) -> None:
     t0 = time.time()
     v = verify(lm, lambda s: tk.encode(s, add_special_tokens=False).ids, r.candidates, max_candidates=args.verify)
     labels = Counter(x["label"] for x in v.values())
+    secs = time.time() - t0
+    frequent = [int(i) for i in np.argsort(-counts, kind="stable")[:50]]  # control: the most frequent tokens
+    vf = verify(lm, lambda s: tk.encode(s, add_special_tokens=False).ids, frequent, max_candidates=50)
     out["tbd-gpt2-d128"] = {"tested": len(v), "labels": dict(labels),
                             "tested_never_seen": int(sum(counts[i] == 0 for i in v)),
-                            "seconds": round(time.time() - t0, 1), "load": _load_avg()}
+                            "control_50_most_frequent": dict(Counter(x["label"] for x in vf.values())),
+                            "seconds": round(secs, 1), "load": _load_avg()}
     smol, vocab, planted, ids = _planted()
     lm = AutoModelForCausalLM.from_pretrained(smol, dtype=torch.float32).eval()
     with torch.no_grad():
         lm.get_input_embeddings().weight.copy_(torch.from_numpy(planted))
     tk = Tokenizer.from_file(str(smol / "tokenizer.json"))
     rr = detect(vocab, planted, tokenizer_json=smol / "tokenizer.json")
-    order = [i for i in rr.candidates if i in set(ids)]
+    found = set(rr.candidates)
+    half = max(1, args.verify_planted // 2)  # as many zero rows as mean rows
+    order = [i for i in ids[:half] + ids[100:100 + half] if i in found]
     t0 = time.time()
     v = verify(lm, lambda s: tk.encode(s, add_special_tokens=False).ids, order, max_candidates=len(order))
-    out["smollm2-planted"] = {"tested": len(v), "labels": dict(Counter(x["label"] for x in v.values())),
+    out["smollm2-planted"] = {"tested": len(v), "zero_rows": half, "mean_rows": half, "labels": dict(Counter(x["label"] for x in v.values())),
                               "max_prob_max": max(x["max_prob"] for x in v.values()),
                               "seconds": round(time.time() - t0, 1), "load": _load_avg()}
     res["verify"] = out
@@ -411,6 +423,8 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=2000)
     ap.add_argument("--lines", type=int, default=20)
     ap.add_argument("--verify", type=int, default=200)
+    ap.add_argument("--verify-planted", type=int, default=200, help="planted SmolLM2 rows to verify (half zero, half mean)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: no spin-waiting on a loaded machine)")
     ap.add_argument("--mergekit", default="/tmp/mkvenv/bin/mergekit-yaml")
     ap.add_argument("--results", default="surgery-analysis-results.json")
     args = ap.parse_args()

@@ -91,8 +91,13 @@ class AuxEmbedder:
                 out[sel] = pooled
         assert out is not None
         if cache is not None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            np.save(cache, out)
+            import io
+
+            from tokbench.outputs import atomic_write
+
+            buf = io.BytesIO()
+            np.save(buf, out)
+            atomic_write(cache, buf.getvalue())
         return out
 
 

@@ -6,7 +6,8 @@ are read into memory (float32) and rewritten in the base's dtype, every other te
 byte in the base's shard layout; tied models stay tied; it is written to a temporary sibling and renamed
 into place, inputs are never modified. Next to the weights: `idmap.json` (for every new id: the old id or
 null, the token and its bytes, the op that made it and how its row was made), `surgery_report.json`
-(deterministic: no timings, no absolute output path) and `recipe.yml` (the recipe as given).
+(deterministic: no timings, no absolute output path; only tokbench's output marker `.tokbench-output.json`
+carries a creation time) and `recipe.yml` (the recipe as given).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from tokbench.surgery.ops import OPS, Context, check_template, hf_tokenizer, ren
 from tokbench.surgery.recipe import Recipe, load_recipe, parse_recipe
 from tokbench.surgery.rows import build_rows
 from tokbench.surgery.state import ROLE_KEYS, State, load_state
+from tokbench.outputs import discard_output
 from tokbench.vocab.model_io import commit_output, open_model_folder, prepare_output, write_model_folder
 
 _COPY_ALONG = ("special_tokens_map.json",)
@@ -376,12 +378,12 @@ def run(recipe: Recipe | str | Path | dict, out: str | Path | None = None, *, dr
         t2 = time.perf_counter()
         report["checks"] = _checks(state, tmp, embed.shape[0], ctx, recipe, base_renders, new_ids)
         _write_json(tmp / "surgery_report.json", report)
-        commit_output(tmp, final)
+        commit_output(tmp, final, command="surgery")
         report["seconds"] = {"plan": round(t1 - t0, 2), "write": round(t2 - t1, 2),
                              "checks": round(time.perf_counter() - t2, 2),
                              "total": round(time.perf_counter() - t0, 2)}
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        discard_output(tmp)
         raise
     report["out"] = str(final)
     return report

@@ -25,11 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
+from tokbench import limits
 from tokbench.errors import TokbenchError
 from tokbench.embeddings import (NewTokens, RowStats, assemble, aux_space, donor_space, fill_row, make_rows,
                                  table_space)
+from tokbench.extras import need
 from tokbench.vocab import Kind, align, load_vocabulary
-from tokbench.vocab.model_io import commit_output, open_model_folder, prepare_output, write_model_folder
+from tokbench.outputs import commit_output, discard_output, prepare_output
+from tokbench.vocab.model_io import open_model_folder, write_model_folder
 
 METHODS = ("omp", "tokenadapt", "subword", "mean", "zero", "random")
 NUMBER_POLICIES = ("auto", "decomposition", "method")
@@ -47,6 +50,17 @@ def _resolve(name_or_path, kind: str | None) -> Path:
     from tokbench.assets import resolve
 
     return Path(resolve(str(name_or_path), kind=kind))
+
+
+def _input_path(name_or_path, kind: str | None) -> Path | None:
+    """The file or folder an optional input names (None when absent or not resolvable here: its own
+    loader reports that)."""
+    if name_or_path is None:
+        return None
+    try:
+        return _resolve(name_or_path, kind)
+    except TokbenchError:
+        return None
 
 
 def _model_dir(name_or_path, what: str) -> Path:
@@ -96,14 +110,16 @@ def transplant(base, tokenizer, out, *, donor=None, method: str = "omp", aux_emb
         raise TokbenchError(f"unknown method {method!r}", fix=f"use one of {', '.join(METHODS)}")
     if numbers not in NUMBER_POLICIES:
         raise TokbenchError(f"unknown numbers policy {numbers!r}", fix=f"use one of {', '.join(NUMBER_POLICIES)}")
+    _check_arguments(method=method, donor=donor, k=k, ridge=ridge, blend=blend, global_weight=global_weight,
+                     temperature=temperature, top_k=top_k, eval_text=eval_text, eval_max_chars=eval_max_chars)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     base_dir = _model_dir(base, "base")
     model = open_model_folder(base_dir)
     tok_path = _resolve(tokenizer, None)
     donor_dir = _model_dir(donor, "donor") if donor is not None else None
-    final, tmp = prepare_output(out, overwrite, [base_dir] + ([donor_dir] if donor_dir else []) +
-                                ([tok_path] if tok_path.is_dir() else []))
+    inputs = [base_dir, tok_path, donor_dir, _input_path(eval_text, "corpus"), _input_path(aux_embedder, None)]
+    final, tmp = prepare_output(out, overwrite, [p for p in inputs if p is not None])
     try:
         report = _run(model, base_dir, tok_path, donor_dir, tmp, final, method=method, aux_embedder=aux_embedder,
                       k=k, ridge=ridge, blend=blend, global_weight=global_weight, temperature=temperature,
@@ -115,11 +131,33 @@ def transplant(base, tokenizer, out, *, donor=None, method: str = "omp", aux_emb
             json.dump(report, f, indent=2, ensure_ascii=False)
             f.write("\n")
         _write_card(tmp, report)
-        commit_output(tmp, final)
+        commit_output(tmp, final, command="transplant")
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        discard_output(tmp)
         raise
     return report
+
+
+def _check_arguments(*, method, donor, k, ridge, blend, global_weight, temperature, top_k, eval_text,
+                     eval_max_chars) -> None:
+    """Refuse out-of-range values and name a missing optional dependency before any work."""
+    limits.optional("k", k, 1, what="OMP sparsity")
+    limits.at_least("top_k", top_k, 1, what="TokenAdapt neighbours")
+    limits.optional("eval_max_chars", eval_max_chars, 1)
+    if ridge is not None:
+        limits.real("ridge", ridge, 0)
+    limits.real("blend", blend, 0, 1)
+    limits.real("global_weight", global_weight, 0, 1)
+    limits.real("temperature", temperature, 0, lo_open=True)
+    modules = []
+    if method == "tokenadapt" or (method == "omp" and donor is None):
+        modules += ["torch", "transformers"]  # the auxiliary text embedder
+    if method == "tokenadapt":
+        modules.append("faiss")
+    if eval_text is not None:
+        modules += ["torch", "transformers"]
+    need(*dict.fromkeys(modules), what=f"tokbench transplant --method {method}" +
+         (" --eval" if eval_text is not None else ""))
 
 
 def _run(model, base_dir: Path, tok_path: Path, donor_dir: Path | None, tmp: Path, final: Path, *, method, aux_embedder,
@@ -129,7 +167,7 @@ def _run(model, base_dir: Path, tok_path: Path, donor_dir: Path | None, tmp: Pat
     base_vocab = load_vocabulary(base_dir)
     _check_rows(base_vocab, model.vocab_rows, base_dir, "base")
     target = load_vocabulary(tok_path)
-    tok_files = _tokenizer_files(tok_path)
+    tok_files = _tokenizer_files(tok_path, target.format == "tekken")
     al = align(base_vocab, target)
     timings["align"] = round(time.perf_counter() - t0, 2)
 
@@ -208,12 +246,17 @@ def _run(model, base_dir: Path, tok_path: Path, donor_dir: Path | None, tmp: Pat
     write_model_folder(model, tmp, new_matrices["embed"], new_matrices.get("head"), updates, progress=progress)
     _write_generation_config(base_dir, tmp, updates)
     for src, name in tok_files:
-        shutil.copy2(src, tmp / name)
+        shutil.copyfile(src, tmp / name)
+    if target.format == "tekken" and not (tmp / "tokenizer.json").exists():
+        from tokbench.vocab.tekken import tekken_tokenizer_json  # same ids, for transformers
+
+        (tmp / "tokenizer.json").write_text(json.dumps(tekken_tokenizer_json(Path(target.source)),
+                                                       ensure_ascii=False), encoding="utf-8")
     if not any(name == "tokenizer_config.json" for _, name in tok_files):
         _write_tokenizer_config(tmp, target)
     for lic in sorted(base_dir.glob("LICENSE*")) + sorted(base_dir.glob("NOTICE*")):
         if lic.is_file():
-            shutil.copy2(lic, tmp / lic.name)
+            shutil.copyfile(lic, tmp / lic.name)
     timings["write"] = round(time.perf_counter() - t0, 2)
 
     report = {
@@ -313,17 +356,20 @@ def _write_generation_config(base_dir: Path, tmp: Path, updates: dict) -> None:
         f.write("\n")
 
 
-def _tokenizer_files(tok_path: Path) -> list[tuple[Path, str]]:
-    """(source, name in OUT) of the target's tokenizer files; a bare tokenizer.json takes its side files."""
+def _tokenizer_files(tok_path: Path, tekken: bool = False) -> list[tuple[Path, str]]:
+    """(source, name in OUT) of the target's tokenizer files; a bare tokenizer.json takes its side files.
+    A tekken.json is copied as it is (a tokenizer.json with the same ids is written beside it)."""
     if tok_path.is_dir():
         files = [(tok_path / n, n) for n in TOKENIZER_FILES if (tok_path / n).is_file()]
-        if not any(n in ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt") for _, n in files):
+        files += [(f, f.name) for f in sorted(tok_path.glob("tekken*.json")) if tekken and f.is_file()]
+        if not tekken and not any(n in ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt")
+                                  for _, n in files):
             raise TokbenchError("no Hugging Face tokenizer files (tokenizer.json, tokenizer.model, vocab.json) to "
                                 "write into the output", path=tok_path, fix="pass a folder or tokenizer.json "
                                 "that transformers loads")
         return files
     if tok_path.suffix == ".json":
-        files = [(tok_path, "tokenizer.json")]
+        files = [(tok_path, tok_path.name if tekken else "tokenizer.json")]
         files += [(tok_path.parent / n, n) for n in _SIDE_FILES if (tok_path.parent / n).is_file()]
         return files
     raise TokbenchError("the output model needs a tokenizer transformers can load; this file is not a tokenizer.json",
