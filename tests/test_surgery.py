@@ -188,7 +188,6 @@ def test_prune_leaf_frequency_is_lossless_and_reachable(smol_untied, tmp_path, r
     assert np.array_equal(b.read_head(), a.read_head()[old])
     # the naive edit (delete every unseen token and every merge mentioning it) strands tokens
     from tokbench.bpe.encoding import bytelevel_bytes
-    from tokbench.surgery.ops import hf_tokenizer  # noqa: F401  (same counting as the op)
 
     data = json.loads((smol_untied / "tokenizer.json").read_text())
     counts = {}

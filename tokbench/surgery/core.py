@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from tokbench.errors import TokbenchError
-from tokbench.surgery.ops import OPS, Context, check_template, hf_tokenizer, render_template, resolve_model, \
-    _SAMPLE_CONVERSATIONS, _text_of
+from tokbench.surgery.ops import OPS, Context, _SAMPLE_CONVERSATIONS, _text_of, check_template, resolve_model
 from tokbench.surgery.recipe import Recipe, load_recipe, parse_recipe
 from tokbench.surgery.rows import build_rows
 from tokbench.surgery.state import ROLE_KEYS, State, load_state
