@@ -382,3 +382,39 @@ def test_prune_by_script_keeps_latin_and_stays_lossless(smol, tmp_path, require_
     tok = _tok(out)
     texts = _lines(require_asset, "udhr", 300)
     assert all(tok.decode(e.ids) == t for t, e in zip(texts, tok.encode_batch(texts, add_special_tokens=False)))
+
+
+# --- union (tokbench.surgery.union's vocabulary and row plans, written by run) -----------------------------------
+def test_union_members_give_the_same_logits(smol, tmp_path, require_asset):
+    import torch
+    from tokenizers import Tokenizer
+    from transformers import AutoModelForCausalLM
+
+    train = tmp_path / "gsm.txt"
+    train.write_text("\n".join(_lines(require_asset, "gsm8k-train", 1500)), encoding="utf-8")
+    other = tmp_path / "other"
+    run(_recipe(tmp_path, {"version": 1, "base": str(smol), "corpora": {"g": {"path": str(train)}},
+                           "ops": [{"op": "add_tokens", "learn": {"corpora": ["g"], "n": 60}}]}), other, progress=False)
+    out = tmp_path / "union"
+    rep = run(_recipe(tmp_path, {"version": 1, "base": str(smol), "models": {"gsm": {"path": str(other)}},
+                                  "ops": [{"op": "union", "with": ["gsm"]}]}), out, progress=False)
+    assert rep["union"]["size"] == 49212 and (out / "members" / "gsm" / "model.safetensors").is_file()
+    utok = Tokenizer.from_file(str(out / "tokenizer.json"))
+    lines = _lines(require_asset, "gsm8k-test", 5)
+    perms = {"base": [r["old_id"] for r in json.loads((out / "idmap.json").read_text())["tokens"]],
+             "gsm": json.loads((out / "members" / "gsm" / "idmap.json").read_text())["union_id_to_member_id"]}
+    for name, member, folder in (("base", smol, out), ("gsm", other, out / "members" / "gsm")):
+        a = AutoModelForCausalLM.from_pretrained(str(member), dtype=torch.float32)
+        b = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+        inv = {m: u for u, m in enumerate(perms[name]) if m is not None}
+        mtok = Tokenizer.from_file(str(member / "tokenizer.json"))
+        for line in lines:
+            ids = mtok.encode(line, add_special_tokens=False).ids[:64]
+            with torch.no_grad():
+                la = a(torch.tensor([ids])).logits[0]
+                lb = b(torch.tensor([[inv[i] for i in ids]])).logits[0]
+            cols = [inv[i] for i in range(la.shape[1])]
+            assert float((la - lb[:, cols]).abs().max()) <= 1e-3
+    # every union token its own text can produce is produced by the union tokenizer
+    assert rep["union"]["unreachable_new"] == 0
+    assert utok.get_vocab_size() == 49212

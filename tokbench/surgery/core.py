@@ -38,7 +38,17 @@ def _check_order(recipe: Recipe) -> None:
         if n == "replace_tokenizer" and i != 0:
             raise TokbenchError(f"ops[{i}] (replace_tokenizer) must be the first op: it replaces the whole "
                                 "vocabulary the earlier ops edited", fix="move replace_tokenizer to the start")
-    for n in ("chat_template", "pad_vocab", "replace_tokenizer"):
+    if "union" in names:
+        i = names.index("union")
+        if i != 0:
+            raise TokbenchError(f"ops[{i}] (union) must be the first op: it replaces the vocabulary the earlier ops "
+                                "edited", fix="move union to the start")
+        other = [(k, n) for k, n in enumerate(names[1:], 1) if n not in ("chat_template", "pad_vocab")]
+        if other:
+            raise TokbenchError(f"ops[{other[0][0]}] ({other[0][1]}) after a union: the member checkpoints are "
+                                "re-indexed rows only", fix="edit the members before the union, or keep only "
+                                "chat_template / pad_vocab after it")
+    for n in ("chat_template", "pad_vocab", "replace_tokenizer", "union"):
         where = [i for i, x in enumerate(names) if x == n]
         if len(where) > 1:
             raise TokbenchError(f"ops[{where[0]}] and ops[{where[1]}] are both {n}; the second would undo the first",
@@ -67,20 +77,57 @@ def plan(recipe: Recipe, progress: bool = True) -> tuple[State, Context, object]
     ctx = Context(recipe, base_dir, progress=progress)
     for i, op in enumerate(recipe.ops):
         where = f"ops[{i}]"
-        fn = OPS.get(op.op)
-        if fn is None:
-            fn = _external(op.op, where)
-        fn(state, op, where, ctx)
+        OPS[op.op](state, op, where, ctx)
     if state.template and "template" not in state.touched:
         check_template(state, "chat template (kept)")
     return state, ctx, model
 
 
-def _external(name: str, where: str):
-    """Ops the schema accepts but `run` does not execute yet (union)."""
-    raise TokbenchError(f"{where}: op {name} is accepted by the recipe schema, but writing its re-indexed member "
-                        "checkpoints from a recipe is not wired yet", fix="use tokbench.surgery.union (build_union, "
-                        "row_plan, reindex_rows) from Python for now, or remove the op")
+def _union_members(state: State, model, base_embed, base_head) -> dict:
+    """Every member's rows (name -> matrix, the base under "base") and the other members' folders."""
+    embeds, heads, folders = {"base": base_embed}, {"base": base_head}, {}
+    for name, folder in state.union["members"].items():
+        if name == "base":
+            continue
+        m = open_model_folder(folder)
+        if m.hidden != model.hidden or m.tied != model.tied:
+            raise TokbenchError(f"union member {name} has hidden size {m.hidden} ({'tied' if m.tied else 'untied'}); "
+                                f"the base {model.hidden} ({'tied' if model.tied else 'untied'})", path=folder,
+                                fix="unite models of one architecture")
+        folders[name] = m
+        embeds[name] = m.read_embedding()
+        heads[name] = None if m.tied else m.read_head()
+    return {"embeds": embeds, "heads": heads if not model.tied else None, "folders": folders}
+
+
+def _union_rows(state: State, member: str, rows: dict, specs: list[dict], seed: int, hidden):
+    """The output matrix of `member` re-indexed onto the union (padding rows after it as specified)."""
+    from tokbench.surgery.union import reindex_rows
+
+    u = reindex_rows(state.union["plans"][member], rows)
+    out, _, _ = build_rows(specs, rows[member], np.arange(0), seed, hidden=hidden, union=u)
+    return out
+
+
+def _write_members(state: State, members: dict, specs: list[dict], seed: int, hidden, tmp: Path,
+                   updates: dict, gen: dict | None) -> dict:
+    """OUT/members/<name>: each other member re-indexed onto the union vocabulary (the same tokenizer files)."""
+    written = {}
+    for name, model in members["folders"].items():
+        dest = tmp / "members" / name
+        dest.mkdir(parents=True)
+        embed = _union_rows(state, name, members["embeds"], specs, seed, None)
+        head = None if model.tied else _union_rows(state, name, members["heads"], specs, seed + 1, None)
+        write_model_folder(model, dest, embed, head, updates, progress=False)
+        for f in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json"):
+            if (tmp / f).is_file():
+                shutil.copy2(tmp / f, dest / f)
+        if gen is not None:
+            _write_json(dest / "generation_config.json", gen)
+        perm = state.union["permutations"][name]
+        (dest / "idmap.json").write_text(json.dumps({"union_id_to_member_id": perm}) + "\n", encoding="utf-8")
+        written[name] = {"path": f"members/{name}", "source": str(model.path), "rows": int(embed.shape[0])}
+    return {"size": state.union["size"], **state.union["summary"], "members": written}
 
 
 def _new_ids(state: State) -> dict[int, int]:
@@ -349,17 +396,28 @@ def run(recipe: Recipe | str | Path | dict, out: str | Path | None = None, *, dr
             from tokbench.surgery.rows import mean_hidden
 
             hidden = mean_hidden(ctx.base_dir, state.hidden_text)
-        embed, row_info, records = build_rows(specs, model.read_embedding(), real, recipe.seed,
-                                              hidden=hidden if model.tied else None)
-        head = None
-        if not model.tied:
-            head, head_info, _ = build_rows(specs, model.read_head(), real, recipe.seed + 1, hidden=hidden)
-            row_info["head_norm_capped"] = head_info["norm_capped"]
+        base_embed = model.read_embedding()
+        base_head = None if model.tied else model.read_head()
+        members = _union_members(state, model, base_embed, base_head) if state.union else None
+        if members:
+            embed = _union_rows(state, "base", members["embeds"], specs, recipe.seed, hidden if model.tied else None)
+            head = None if model.tied else _union_rows(state, "base", members["heads"], specs, recipe.seed + 1, hidden)
+            row_info = {"methods": {"union": len(specs)}, "norm_capped": 0}
+            records = [{"method": s["method"], **({"source": s["source"]} if "source" in s else {})} for s in specs]
+        else:
+            embed, row_info, records = build_rows(specs, base_embed, real, recipe.seed,
+                                                  hidden=hidden if model.tied else None)
+            head = None
+            if not model.tied:
+                head, head_info, _ = build_rows(specs, base_head, real, recipe.seed + 1, hidden=hidden)
+                row_info["head_norm_capped"] = head_info["norm_capped"]
         updates, gen, role_ids = _config_files(state, new_ids)
         write_model_folder(model, tmp, embed, head, updates, progress=progress)
         if gen is not None:
             _write_json(tmp / "generation_config.json", gen)
         _write_tokenizer(state, tmp, new_ids)
+        if members:
+            report["union"] = _write_members(state, members, specs, recipe.seed, hidden, tmp, updates, gen)
         idmap = _idmap(state, new_ids, records)
         with open(tmp / "idmap.json", "w", encoding="utf-8") as f:
             f.write('{"tokens": [\n' + ",\n".join(json.dumps(r, ensure_ascii=False) for r in idmap) + "\n]}\n")

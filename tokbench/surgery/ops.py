@@ -3,6 +3,7 @@ renamed, padded, and how the new rows are made). Nothing here touches the weight
 `tokbench.surgery.rows` materialises at write time, so a dry run costs no embedding reads."""
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from pathlib import Path
@@ -482,6 +483,48 @@ def op_pad_vocab(state: State, op: PadVocabOp, where: str, ctx: Context) -> None
                        "rows": target, "init": op.init, "suppressed_in_generation": op.suppress_in_generation})
 
 
+def _adopt(state: State, new: State, folder: Path) -> None:
+    """Take the whole vocabulary (tokenizer files, slots, roles, template) of `new` into `state`."""
+    for f in ("tok", "merges", "merges_as_strings", "slots", "tok_config", "template", "template_where", "roles",
+              "key_order", "_bytelevel"):
+        setattr(state, f, getattr(new, f))
+    state.gen = state.gen if state.gen is not None else new.gen
+    state.tokenizer_dir = folder
+    state.touched.update({"tokenizer.json", "tokenizer_config.json", "config.json", "generation_config.json", "roles"})
+    if state.template:
+        state.touched.add("template")
+
+
+# --- union of several models' vocabularies ---------------------------------------------------------------------
+def op_union(state: State, op, where: str, ctx: Context) -> None:
+    """One vocabulary for the base and the `with` models (tokbench.surgery.union: real merges, mergekit's
+    tokens: block); OUT is the base re-indexed onto it, OUT/members/<name> each other member (emit: permuted)."""
+    from tokbench.surgery.state import load_state
+    from tokbench.surgery.union import build_union, row_plan
+
+    if op.emit != "permuted":
+        raise TokbenchError(f"{where}.emit: only permuted is written by this build",
+                            fix="use emit: permuted (one re-indexed checkpoint per member)")
+    members = {"base": str(state.base_dir)}
+    for n in op.with_:
+        if n == "base" or n in members:
+            raise TokbenchError(f"{where}.with: {n!r} is named twice or is the base", fix="list each other model once")
+        members[n] = str(ctx.model_dir(n, f"{where}.with"))
+    u = build_union(members, "base", vocab=op.vocab, tokens=op.tokens or None)
+    plans = row_plan(u, base="base")
+    data = json.loads(json.dumps(u.tokenizer))
+    new = load_state(state.base_dir, len(u), state.config, data=data)
+    for k, s in enumerate(new.slots):
+        s.old = u.permutations["base"][k]
+        s.row = {"method": "union", "index": k, "source": plans["base"][k].why}
+        s.op = f"{where} (union: {u.origin[k]})"
+    _adopt(state, new, state.base_dir)
+    state.union = {"plans": plans, "members": {n: Path(p) for n, p in members.items()}, "size": len(u),
+                   "summary": u.summary(), "permutations": u.permutations}
+    state.plan.append({"op": where, "name": "union", "members": list(members), "size": len(u),
+                       **{k: v for k, v in u.summary().items() if k != "coverage"}})
+
+
 # --- replace the tokenizer ------------------------------------------------------------------------------------
 def op_replace_tokenizer(state: State, op, where: str, ctx: Context) -> None:
     """The whole vocabulary from another tokenizer, through the alignment core (as `tokbench transplant`):
@@ -527,14 +570,7 @@ def op_replace_tokenizer(state: State, op, where: str, ctx: Context) -> None:
             s.old = None
             s.row = {"method": op.method, "pieces": list(al.decompositions.get(i) or []), "norm_cap": "median"}
             counts["new"] += 1 if s.content is not None else 0
-    for f in ("tok", "merges", "merges_as_strings", "slots", "tok_config", "template", "template_where", "roles",
-              "key_order", "_bytelevel"):
-        setattr(state, f, getattr(new, f))
-    state.gen = state.gen if state.gen is not None else new.gen
-    state.tokenizer_dir = folder
-    state.touched.update({"tokenizer.json", "tokenizer_config.json", "config.json", "generation_config.json", "roles"})
-    if state.template:
-        state.touched.add("template")
+    _adopt(state, new, folder)
     state.plan.append({"op": where, "name": "replace_tokenizer", "tokenizer": str(op.tokenizer), "size": len(target),
                        "init": op.method, **counts})
 
@@ -608,5 +644,5 @@ def op_undertrained(state: State, op, where: str, ctx: Context) -> None:
     state.undertrained = summary
 
 
-OPS = {"replace_tokenizer": op_replace_tokenizer, "undertrained": op_undertrained, "prune": op_prune, "add_tokens": op_add_tokens, "special_tokens": op_special_tokens,
+OPS = {"union": op_union, "replace_tokenizer": op_replace_tokenizer, "undertrained": op_undertrained, "prune": op_prune, "add_tokens": op_add_tokens, "special_tokens": op_special_tokens,
        "chat_template": op_chat_template, "pad_vocab": op_pad_vocab}

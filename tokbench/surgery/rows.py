@@ -44,9 +44,10 @@ def pad_row(init: str, stats: RowStats, hidden: np.ndarray | None) -> np.ndarray
 
 
 def build_rows(specs: list[dict], rows: np.ndarray, real: np.ndarray, seed: int,
-               hidden: np.ndarray | None = None) -> tuple[np.ndarray, dict, list[dict]]:
+               hidden: np.ndarray | None = None, union: np.ndarray | None = None) -> tuple[np.ndarray, dict, list[dict]]:
     """(output matrix for `specs` from the base matrix `rows`, counts per method, one record per output id).
-    real: the base ids with tokens (their rows give the mean, std and norm cap new rows lean on)."""
+    real: the base ids with tokens (their rows give the mean, std and norm cap new rows lean on).
+    union: the re-indexed union matrix (op union) that {"method": "union", "index": k} specs take row k of."""
     stats = RowStats.of(rows, real)
     out = np.empty((len(specs), rows.shape[1]), dtype=np.float32)
     records: list[dict] = [{} for _ in specs]
@@ -57,7 +58,10 @@ def build_rows(specs: list[dict], rows: np.ndarray, real: np.ndarray, seed: int,
             records[i] = {"method": "keep", "old": specs[i]["old"]}
     groups: dict[tuple[str, bool], list[int]] = {}
     for i, s in enumerate(specs):
-        if s["method"] not in ("keep", "pad"):
+        if s["method"] == "union":
+            out[i] = union[s["index"]]
+            records[i] = {"method": "union", "source": s.get("source")}
+        elif s["method"] not in ("keep", "pad"):
             capped_method = s["method"] in ("subword", "mean", "random")
             groups.setdefault((s["method"], capped_method and s.get("norm_cap", "median") == "median"), []).append(i)
     capped = 0

@@ -47,6 +47,7 @@ class State:
     roles: dict[str, str | None]  # role -> token content
     eot: list[str] = field(default_factory=list)
     tokenizer_dir: Path | None = None  # where the tokenizer files come from (the base unless replace_tokenizer)
+    union: dict | None = None  # op union: row plans per member, member folders
     undertrained: dict | None = None  # the detector's summary (op undertrained), kept in the report
     hidden_text: str | None = None  # text for the mean hidden state (pad rows, init anti_hidden)
     suppress_pads: bool = False  # padding rows go into generation_config suppress_tokens
@@ -171,9 +172,10 @@ def read_json(path: Path) -> dict | None:
     return _read_json(path) if path.is_file() else None
 
 
-def load_state(base_dir: Path, rows: int, config: dict) -> State:
+def load_state(base_dir: Path, rows: int, config: dict, data: dict | None = None) -> State:
+    """The working state of base_dir's tokenizer files (or of the tokenizer.json `data`) over `rows` rows."""
     tj = base_dir / "tokenizer.json"
-    data = read_json(tj)
+    data = read_json(tj) if data is None else data
     if data is None:
         raise TokbenchError("no tokenizer.json in the model folder", path=base_dir,
                             fix="surgery edits tokenizer.json; save the tokenizer with a fast (tokenizers) backend")
