@@ -194,6 +194,39 @@ def item3(work: Path, base: Path, res: dict, max_chars: int, cache: Path) -> Non
         shutil.rmtree(f)
 
 
+def item6(work: Path, base: Path, res: dict) -> None:
+    """Union of SmolLM2 with SmolLM2 + 2,000 GSM8K tokens: each member's re-indexed checkpoint vs the original."""
+    import torch
+    from tokenizers import Tokenizer
+    from transformers import AutoModelForCausalLM
+
+    other, _ = surgery(work, "gsm2k", {"version": 1, "base": str(base), "corpora": {"gsm": {"path": "gsm8k-train"}},
+                                        "ops": [{"op": "add_tokens", "learn": {"corpora": ["gsm"], "n": 2000}}]})
+    out, rep = surgery(work, "union", {"version": 1, "base": str(base), "models": {"gsm": {"path": str(other)}},
+                                       "ops": [{"op": "union", "with": ["gsm"]}]})
+    perms = {"base": [r["old_id"] for r in json.loads((out / "idmap.json").read_text())["tokens"]],
+             "gsm": json.loads((out / "members" / "gsm" / "idmap.json").read_text())["union_id_to_member_id"]}
+    lines = [x for d in docs("wikitext2-test") for x in d.split("\n") if len(x.strip()) > 40][:20]
+    diffs = {}
+    for name, member, folder in (("base", base, out), ("gsm", other, out / "members" / "gsm")):
+        a = AutoModelForCausalLM.from_pretrained(str(member), dtype=torch.float32)
+        b = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+        inv = {m: u for u, m in enumerate(perms[name]) if m is not None}
+        tok = Tokenizer.from_file(str(member / "tokenizer.json"))
+        worst = 0.0
+        for line in lines:
+            ids = tok.encode(line, add_special_tokens=False).ids[:128]
+            with torch.no_grad():
+                la = a(torch.tensor([ids])).logits[0]
+                lb = b(torch.tensor([[inv[i] for i in ids]])).logits[0]
+            worst = max(worst, float((la - lb[:, [inv[i] for i in range(la.shape[1])]]).abs().max()))
+        diffs[name] = worst
+    res["6_union"] = {"size": rep["union"]["size"], "summary": {k: v for k, v in rep["union"].items() if k != "members"},
+                      "max_abs_logit_diff": diffs, "lines": len(lines), "seconds": rep["seconds"]}
+    shutil.rmtree(out)
+    shutil.rmtree(other)
+
+
 def item4(work: Path, res: dict, max_chars: int) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -308,6 +341,7 @@ def main() -> None:
                     ("5", lambda: item5(work, base, res)), ("8", lambda: item8(work, res)),
                     ("2", lambda: item2(work, base, res, args.max_chars, cache)),
                     ("3", lambda: item3(work, base, res, args.max_chars, cache)),
+                    ("6", lambda: item6(work, base, res)),
                     ("2b", lambda: item2b(work, base, res, args.max_chars, cache, [40960, 45056]))):
         if key in items:
             t0 = time.perf_counter()
