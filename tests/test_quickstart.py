@@ -85,6 +85,28 @@ def test_run_tiny_end_to_end(tiny, tmp_path, method):
     assert tok.eos_token == qs.EOS
     assert any(c.startswith(f"tokbench eval {out.absolute()}") for c in s["next_commands"])
     assert not list(tmp_path.glob(".*tmp*"))  # nothing half-written left beside OUT
+    assert s["seconds"]["total"] > 0 and s["seconds"]["cpu"] > 0 and len(s["load_average"]["end"]) == 3
+
+
+def test_cli_prints_figures_and_next_commands(tiny, tmp_path, monkeypatch):
+    real_run = qs.run
+
+    def small(out, **kw):
+        kw.update(base=str(tiny["base"]), aux_embedder=str(tiny["aux"]), train_text=tiny["train"],
+                  eval_text=tiny["held"], cache_dir=tmp_path / "cache")
+        return real_run(out, **kw)
+
+    monkeypatch.setattr(qs, "run", small)
+    out = tmp_path / "cli-out"
+    r = CliRunner().invoke(main, ["quickstart", "-o", str(out), "--vocab-size", "300", "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert "bits/byte" in r.output and "before" in r.output and "ratio after/before" in r.output
+    assert f"model written to {out.absolute()}" in r.output and "next:" in r.output
+    assert "[4/4]" in r.output and "load average" in r.output
+    r = CliRunner().invoke(main, ["quickstart", "-o", str(out), "--vocab-size", "300", "--quiet", "--overwrite",
+                                  "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output[r.output.index("{"):])["eval"]["ratio"] > 0
 
 
 def test_existing_out_refused_before_any_work(tiny, tmp_path, monkeypatch):

@@ -23,6 +23,8 @@ refused when it exists unless `overwrite`, and appears only when complete.
 from __future__ import annotations
 
 import importlib.util
+import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -110,7 +112,7 @@ def run(out: str | Path = DEFAULT_OUT, *, overwrite: bool = False, method: str =
     if not 256 < vocab_size <= 1 << 20:
         raise TokbenchError(f"vocab size {vocab_size} out of range", fix="pass 257 .. 1048576 (default 8192)")
     say = log or (lambda line: print(line, file=sys.stderr, flush=True))
-    t_start = time.perf_counter()
+    t_start, cpu_start, load_start = time.perf_counter(), _cpu_seconds(), os.getloadavg()
     seconds: dict[str, float] = {}
     _need_packages(method)
     if train_text is None or eval_text is None:
@@ -156,6 +158,7 @@ def run(out: str | Path = DEFAULT_OUT, *, overwrite: bool = False, method: str =
     finally:
         shutil.rmtree(work, ignore_errors=True)
     seconds["total"] = round(time.perf_counter() - t_start, 2)
+    seconds["cpu"] = round(_cpu_seconds() - cpu_start, 2)
     ev = report["eval"]
     final = Path(report["out"])
     return {
@@ -171,9 +174,16 @@ def run(out: str | Path = DEFAULT_OUT, *, overwrite: bool = False, method: str =
                  "ratio": ev["ratio"], "tokens_before": ev["before"]["tokens"],
                  "tokens_after": ev["after"]["tokens"]},
         "seconds": seconds,
+        "load_average": {"start": [round(x, 2) for x in load_start], "end": [round(x, 2) for x in os.getloadavg()]},
         "next_commands": next_commands(final, eval_text, method),
         "report": str(final / "transplant_report.json"),
     }
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its finished children (pip downloads)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def _model(name: str, fetch, progress: bool) -> Path:

@@ -47,7 +47,9 @@ def quickstart(out, overwrite, method, vocab_size, device, no_cache, quiet, as_j
     click.echo(f"    before {ev['before']:.4f} ({ev['tokens_before']:,} tokens)   after {ev['after']:.4f} "
                f"({ev['tokens_after']:,} tokens)   ratio after/before {ev['ratio']:.4f}")
     click.echo(f"  model written to {s['out']} (report: {s['report']})")
-    click.echo("  seconds: " + ", ".join(f"{k} {v}" for k, v in s["seconds"].items()))
+    la = s["load_average"]
+    click.echo("  seconds: " + ", ".join(f"{k} {v}" for k, v in s["seconds"].items())
+               + f" (load average {la['start'][0]:.2f} at the start, {la['end'][0]:.2f} at the end)")
     click.echo("next:")
     for c in s["next_commands"]:
         click.echo(f"  {c}")
