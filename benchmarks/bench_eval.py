@@ -6,7 +6,8 @@ Every variant computes the same quantity on the same windows (512 tokens overlap
 - plain: one window at a time, `model(input_ids).logits`, `cross_entropy(reduction="sum")` (the reference);
 - previous: tokbench's code before this change (batches of 4 padded to the longest window, attention mask,
   full log_softmax over the vocabulary, gather);
-- tokbench: `tokbench.eval.bpb.window_nats` (unpadded same-length batches, no mask, head on slices);
+- tokbench-batch4 / -batch1: `tokbench.eval.bpb.window_nats` (unpadded same-length batches of 4 or 1
+  windows, no mask, head on slices);
 - bf16 (with --bf16): the plain loop with the model in bfloat16, for the dtype question only (its figure
   differs beyond float32 rounding, so tokbench does not use it on the CPU).
 Variants run interleaved, `--reps` rounds; printed: median wall and CPU seconds (user + sys of this
@@ -82,10 +83,10 @@ def main() -> None:
                 nats += float(nll[mask[:, 1:].bool()].double().sum())
         return nats
 
-    def fast():
-        return window_nats(lm, ids, windows, batch=4, device="cpu", progress=False)[0]
+    def fast(batch):
+        return lambda: window_nats(lm, ids, windows, batch=batch, device="cpu", progress=False)[0]
 
-    variants = {"plain": plain, "previous": previous, "tokbench": fast}
+    variants = {"plain": plain, "previous": previous, "tokbench-batch4": fast(4), "tokbench-batch1": fast(1)}
     if a.bf16:
         lm16 = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16).eval()
         variants["bf16-plain"] = lambda: plain(lm16)
