@@ -34,3 +34,13 @@ def documents(path: str, count: int) -> tuple[str, ...]:
         if len(out) == count:
             break
     return tuple(out)
+
+
+def exactness_texts(require_asset) -> list[tuple[str, str]]:
+    """(where, text): UDHR paragraphs (N_LANGUAGES languages), 12 files each of Python, Rust and C++
+    code, 300 GSM8K problems: the texts of the vocabulary exactness tests."""
+    out = [(f"udhr:{code}", p) for code, p in udhr_texts(str(require_asset("udhr")))]
+    for corpus in ("code-python", "code-rust", "code-cpp"):
+        out += [(corpus, d) for d in documents(str(require_asset(corpus)), 12)]
+    out += [("gsm8k-train", d) for d in documents(str(require_asset("gsm8k-train")), 300)]
+    return out

@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from tokbench.cli import main
+from tokbench.errors import TokbenchError
 from tokbench.metrics import run_metrics
 from tokbench.report import write_report
 from tokbench.report.screenshot import find_browser, screenshot
@@ -53,9 +54,14 @@ def test_report_folder(data, tmp_path):
 def test_report_replaces_atomically(data, tmp_path):
     d, _ = data
     write_report(d, tmp_path / "rep")
-    (tmp_path / "rep" / "stale.txt").write_text("x")
-    write_report(d, tmp_path / "rep")
-    assert not (tmp_path / "rep" / "stale.txt").exists()
+    before = (tmp_path / "rep" / "metrics.json").stat().st_ino
+    write_report(d, tmp_path / "rep", overwrite=True)  # a report tokbench wrote: replaced
+    assert (tmp_path / "rep" / "metrics.json").stat().st_ino != before
+    (tmp_path / "rep" / "stale.txt").write_text("x")  # a file tokbench did not write: never deleted
+    with pytest.raises(TokbenchError, match="did not write"):
+        write_report(d, tmp_path / "rep", overwrite=True)
+    assert (tmp_path / "rep" / "stale.txt").read_text() == "x"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rep"]
 
 
 def test_report_cli_from_json(data, tmp_path):

@@ -143,8 +143,13 @@ def test_out_exists_refused_unless_overwrite(tmp_path):
         transplant(base, target, out, method="mean", progress=False)
     assert str(out) in str(e.value)
     assert (out / "keep.txt").is_file()
-    transplant(base, target, out, method="mean", overwrite=True, progress=False)
-    assert not (out / "keep.txt").exists() and (out / "model.safetensors").is_file()
+    with pytest.raises(TokbenchError, match="not made by tokbench"):  # never deletes what it did not write
+        transplant(base, target, out, method="mean", overwrite=True, progress=False)
+    assert (out / "keep.txt").is_file()
+    (out / "keep.txt").unlink()
+    transplant(base, target, out, method="mean", progress=False)  # an empty folder is written
+    transplant(base, target, out, method="mean", overwrite=True, progress=False)  # its own output is replaced
+    assert (out / "model.safetensors").is_file()
 
 
 def test_pickled_weights_refused(tmp_path):

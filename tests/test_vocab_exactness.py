@@ -8,18 +8,14 @@ from __future__ import annotations
 
 import pytest
 
-from corpus_samples import documents, udhr_texts
+from corpus_samples import exactness_texts
 from reference_tokenizers import FAMILIES, Reference
 from tokbench.vocab import load_vocabulary
 
 
 @pytest.fixture(scope="module")
 def texts(require_asset) -> list[tuple[str, str]]:
-    out = [(f"udhr:{code}", p) for code, p in udhr_texts(str(require_asset("udhr")))]
-    for corpus in ("code-python", "code-rust", "code-cpp"):
-        out += [(corpus, d) for d in documents(str(require_asset(corpus)), 12)]
-    out += [("gsm8k-train", d) for d in documents(str(require_asset("gsm8k-train")), 300)]
-    return out
+    return exactness_texts(require_asset)
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))

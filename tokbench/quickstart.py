@@ -67,10 +67,9 @@ def _need_packages(method: str) -> None:
 
 def _check_out(out, overwrite: bool) -> None:
     """Refuse a bad OUT before minutes of work, with the very check the transplant applies at the end."""
-    from tokbench.vocab.model_io import prepare_output
+    from tokbench.outputs import check_output
 
-    _, tmp = prepare_output(out, overwrite, [])
-    shutil.rmtree(tmp, ignore_errors=True)
+    check_output(out, overwrite, [])
 
 
 def next_commands(out: Path, held: Path, method: str) -> list[str]:

@@ -1,5 +1,6 @@
-"""Extract an archive into the cache all-or-nothing: unpack in full into a temporary folder next to the
-destination, then move complete files and folders into place (rename, merging into folders that exist).
+"""Extract an archive into the cache all-or-nothing: unpack in full into a locked temporary folder next to
+the destination, then move complete files and folders into place (rename, merging into folders that
+exist); a move cut short by a kill is finished by the next import (`recover_imports`).
 """
 from __future__ import annotations
 
@@ -8,8 +9,6 @@ import lzma
 import os
 import shutil
 import tarfile
-import tempfile
-import time
 import zlib
 from pathlib import Path, PurePosixPath
 
@@ -17,8 +16,7 @@ from tqdm import tqdm
 
 from tokbench.assets import registry
 from tokbench.errors import TokbenchError
-
-_STALE_SECONDS = 24 * 3600
+from tokbench.outputs import apply_umask, discard_output, is_stale, make_temp
 
 
 def _safe_relpath(name: str, archive: Path) -> PurePosixPath | None:
@@ -97,29 +95,41 @@ def _merge(src: Path, dst: Path) -> None:
             os.replace(entry, target)
 
 
-def _clean_stale(data_dir: Path) -> None:
-    now = time.time()
-    for p in data_dir.glob(".import-*"):
-        try:
-            if now - p.stat().st_mtime > _STALE_SECONDS:
-                shutil.rmtree(p, ignore_errors=True)
-        except OSError:
-            pass
+_COMPLETE = ".complete"  # in a temporary import folder: the archive is fully unpacked under files/
+
+
+def recover_imports(data_dir: Path) -> list[Path]:
+    """Finish or drop the imports into `data_dir` that a killed run left (`.import-*` folders no live run
+    holds): one that was fully unpacked (it has the `.complete` mark) is moved into place, the rest of it
+    (roll forward: the kill came during the move); one that was not is removed. Returns the folders handled."""
+    handled = []
+    for p in sorted(Path(data_dir).glob(".import-*")):
+        if not is_stale(p):
+            continue
+        if (p / _COMPLETE).is_file() and (p / "files").is_dir():
+            _merge(p / "files", data_dir)
+        shutil.rmtree(p, ignore_errors=True)
+        handled.append(p)
+    return handled
 
 
 def extract_archive(archive: Path, data_dir: Path, *, progress: bool = True) -> dict[str, int]:
     """Extract `archive` into `data_dir` keeping its inner layout; returns {relative path: size}.
 
-    Nothing appears under `data_dir` unless the whole archive read cleanly.
+    Nothing appears under `data_dir` unless the whole archive read cleanly: it is unpacked in full into a
+    locked temporary folder `data_dir/.import-XXXXXXXX/files`, marked complete, then moved into place
+    under the cache lock. A run killed while unpacking leaves a folder the next import removes; one killed
+    while moving leaves a complete one the next import finishes moving (`recover_imports`).
     """
     archive = Path(archive)
     data_dir = registry._writable_home(Path(data_dir).parent) / Path(data_dir).name
     data_dir.mkdir(parents=True, exist_ok=True)
-    _clean_stale(data_dir)
-    tmp = Path(tempfile.mkdtemp(prefix=".import-", dir=data_dir))
+    with registry._locked(data_dir.parent):
+        recover_imports(data_dir)
+    tmp = make_temp(data_dir, ".import-")
     try:
         try:
-            files = _unpack(archive, tmp, progress)
+            files = _unpack(archive, tmp / "files", progress)
         except (tarfile.TarError, lzma.LZMAError, zlib.error, EOFError) as exc:
             raise TokbenchError(f"not a readable archive ({type(exc).__name__}: {exc})", path=archive,
                                 fix="download it again, or check it with `tar -tf`") from None
@@ -130,7 +140,10 @@ def extract_archive(archive: Path, data_dir: Path, *, progress: bool = True) -> 
         if not files:
             raise TokbenchError("the archive holds no files", path=archive,
                                 fix="pass an archive of tokenizers/, corpora/ or models/")
-        _merge(tmp, data_dir)
+        apply_umask(tmp / "files")
+        (tmp / _COMPLETE).write_text(str(archive) + "\n", encoding="utf-8")
+        with registry._locked(data_dir.parent):
+            _merge(tmp / "files", data_dir)
         return files
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        discard_output(tmp)

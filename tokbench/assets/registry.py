@@ -9,11 +9,11 @@ Layout of the cache (`$TOKBENCH_HOME`, default `~/.cache/tokbench`)::
 from __future__ import annotations
 
 import contextlib
+import io
 import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -87,27 +87,25 @@ def _load_registry(root: Path) -> dict:
         raise TokbenchError(f"the asset registry is unreadable ({exc})", path=path,
                             fix=f"delete it and re-run `{IMPORT_HINT}`") from None
     if not isinstance(data, dict) or data.get("format") != REGISTRY_FORMAT:
-        raise TokbenchError(f"the asset registry has an unknown format ({data.get('format')!r})", path=path,
+        what = repr(data.get("format")) if isinstance(data, dict) else f"a JSON {type(data).__name__}"
+        raise TokbenchError(f"the asset registry has an unknown format ({what})", path=path,
                             fix=f"delete it and re-run `{IMPORT_HINT}`")
     data.setdefault("assets", {})
     data.setdefault("sources", {})
+    if not isinstance(data["assets"], dict) or not isinstance(data["sources"], dict) or \
+            not all(isinstance(a, dict) for a in data["assets"].values()):
+        raise TokbenchError("the asset registry is damaged ('assets' / 'sources' are not objects of objects)",
+                            path=path, fix=f"delete it and re-run `{IMPORT_HINT}`")
     return data
 
 
 def _save_registry(root: Path, data: dict) -> None:
+    from tokbench.outputs import atomic_write
+
     root = _writable_home(root)
-    fd, tmp = tempfile.mkstemp(prefix=".registry-", suffix=".json", dir=root)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, ensure_ascii=False, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, root / REGISTRY_FILE)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    buf = io.StringIO()
+    json.dump(data, buf, indent=1, ensure_ascii=False, sort_keys=True)
+    atomic_write(root / REGISTRY_FILE, buf.getvalue() + "\n", fsync=True)
 
 
 @contextlib.contextmanager
@@ -369,7 +367,7 @@ def import_assets(paths: Iterable[str | os.PathLike], *, progress: bool = True,
     Re-importing the same archive or folder changes nothing. A corrupt archive raises TokbenchError and
     leaves nothing behind (it is extracted in full into a temporary folder before anything moves).
     """
-    from tokbench.assets.archive import extract_archive
+    from tokbench.assets.archive import extract_archive, recover_imports
 
     results = []
     for raw in paths:
@@ -384,6 +382,8 @@ def import_assets(paths: Iterable[str | os.PathLike], *, progress: bool = True,
             data_dir = root_ / "data"
             sha = sha256_of(p)
             with _locked(root_):
+                if data_dir.is_dir():  # first finish or drop what a killed import left (before any scan)
+                    recover_imports(data_dir)
                 rec = _load_registry(root_)["sources"].get(f"archive:{sha}")
             skipped = _archive_intact(data_dir, rec)
             if skipped:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 
 import click
 
@@ -13,15 +14,17 @@ import click
 @click.option("--pattern", default="gpt2", show_default=True,
               help="Split pattern: gpt2, llama3, qwen2, o200k, whitespace, none, or a regex.")
 @click.option("--special", "specials", multiple=True, help="A special token (repeatable); ids after the merges.")
-@click.option("--min-frequency", default=2, show_default=True, type=int, help="Stop when the best pair is rarer.")
-@click.option("--max-token-length", default=None, type=int, help="Longest token, in bytes.")
-@click.option("--threads", default=0, type=int, help="Counting threads (0: all cores).")
+@click.option("--min-frequency", default=2, show_default=True, type=click.IntRange(min=1), help="Stop when the best pair is rarer.")
+@click.option("--max-token-length", default=None, type=click.IntRange(min=1), help="Longest token, in bytes.")
+@click.option("--threads", default=0, type=click.IntRange(min=0), help="Counting threads (0: all cores).")
 @click.option("--text-field", default=None, help="JSONL field(s) holding the text ('question,answer').")
 @click.option("--save-counts", type=click.Path(dir_okay=False), help="Also write the pre-token counts here.")
 @click.option("--load-counts", multiple=True, type=click.Path(dir_okay=False),
               help="Start from saved counts (repeatable: the tables are summed).")
 @click.option("--tiktoken", "tiktoken_file", is_flag=True, help="Also write tokenizer.tiktoken (rank file).")
-@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Output folder (new or empty; see --overwrite), written all at once.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it is a folder tokbench wrote earlier.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.option("--mode", default="classic", show_default=True, type=click.Choice(["classic", "super", "compress"]),
               help="classic BPE; super: supertokens across words from --transition on; compress: "
@@ -38,7 +41,7 @@ import click
 @click.option("--candidates", default=None, type=int,
               help="compress: most frequent pairs compared by the code-length objective [16].")
 def train(corpus, vocab_size, pattern, specials, min_frequency, max_token_length, threads, text_field,
-          save_counts, load_counts, tiktoken_file, out_dir, quiet, mode, transition, max_words, run_pattern,
+          save_counts, load_counts, tiktoken_file, out_dir, overwrite, quiet, mode, transition, max_words, run_pattern,
           strategy, candidates) -> None:
     """Train a byte-level BPE on CORPUS (files, folders, corpus asset names; text or JSONL) and write
     OUT/tokenizer.json (loads in tokenizers and transformers)."""
@@ -51,8 +54,13 @@ def train(corpus, vocab_size, pattern, specials, min_frequency, max_token_length
 
     if not corpus and not load_counts:
         raise TokbenchError("nothing to train on", fix="pass CORPUS files or --load-counts FILE")
+    from tokbench.outputs import check_output
+
+    inputs = [p for p in (*corpus, *load_counts) if Path(p).exists()]
+    check_output(out_dir, overwrite, inputs)  # before the counting
     from tokbench.bpe import modes
 
+    bpe.check_vocab_size(vocab_size, specials)
     runs = modes.check_cli(mode, vocab_size, specials, transition=transition, max_words=max_words,
                            run_pattern=run_pattern, candidates=candidates,
                            counts_files=bool(save_counts or load_counts), strategy=strategy)
@@ -81,26 +89,28 @@ def train(corpus, vocab_size, pattern, specials, min_frequency, max_token_length
 
     common = dict(special_tokens=specials, min_frequency=min_frequency, max_token_length=max_token_length,
                   stats=stats, progress=not quiet)
-    if mode == "super":
-        trained = modes.train_super_counts(counter, runs, vocab_size, transition, pattern=pattern,
-                                           run_pattern=run_pattern or "super-punct",
-                                           max_words=modes.DEFAULT_MAX_WORDS if max_words is None else max_words,
-                                           strategy=strategy or "curriculum", **common)
-    elif mode == "compress":
-        trained = modes.train_compress_counts(counter, vocab_size, pattern=pattern,
-                                              candidates=modes.DEFAULT_CANDIDATES if candidates is None
-                                              else candidates, **common)
-    else:
-        trained = bpe.train_counts(counter, vocab_size, pattern=resolve_pattern(pattern), **common)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = trained.save(out / "tokenizer.json")
-    written = [str(path)]
-    if tiktoken_file:
-        written.append(str(trained.save_tiktoken(out / "tokenizer.tiktoken")))
+    with warnings.catch_warnings():  # said once below, for every mode
+        warnings.simplefilter("ignore", bpe.ShortVocabWarning)
+        if mode == "super":
+            trained = modes.train_super_counts(counter, runs, vocab_size, transition, pattern=pattern,
+                                               run_pattern=run_pattern or "super-punct",
+                                               max_words=modes.DEFAULT_MAX_WORDS if max_words is None else max_words,
+                                               strategy=strategy or "curriculum", **common)
+        elif mode == "compress":
+            trained = modes.train_compress_counts(counter, vocab_size, pattern=pattern,
+                                                  candidates=modes.DEFAULT_CANDIDATES if candidates is None
+                                                  else candidates, **common)
+        else:
+            trained = bpe.train_counts(counter, vocab_size, pattern=resolve_pattern(pattern), **common)
+    short = bpe.shortfall(trained, vocab_size, min_frequency)
+    for line in short:
+        click.echo(f"warning: {line}", err=True)
     t2 = time.perf_counter()
     info = {k: v for k, v in trained.meta.items() if k not in ("word_pattern", "run_pattern")}
-    click.echo(json.dumps({"mode": mode, **info, "vocab_size": trained.vocab_size, "merges": len(trained.merges),
-                           "distinct_pretokens": len(counter), "bytes_counted": stats.bytes,
-                           "non_utf8_lines": stats.non_utf8_lines, "count_s": round(t1 - t0, 3),
-                           "train_s": round(t2 - t1, 3), "written": written}, indent=1))
+    summary = {"mode": mode, **info, "vocab_size": trained.vocab_size, "vocab_size_requested": vocab_size,
+               "warnings": short, "merges": len(trained.merges),
+               "distinct_pretokens": len(counter), "bytes_counted": stats.bytes,
+               "non_utf8_lines": stats.non_utf8_lines, "count_s": round(t1 - t0, 3), "train_s": round(t2 - t1, 3)}
+    written = trained.save_folder(out_dir, overwrite=overwrite, inputs=inputs, tiktoken=tiktoken_file,
+                                  report=summary)
+    click.echo(json.dumps({**summary, "written": [str(p) for p in written]}, indent=1))

@@ -28,9 +28,9 @@ from tokbench.transplant.core import METHODS, NUMBER_POLICIES
 @click.option("--max-chars", type=int, default=None, help="Evaluate on the first N characters of --eval.")
 @click.option("--device", default=None, help="torch device (default: cuda when present, else cpu).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it is a folder tokbench wrote earlier.")
 @click.option("--no-cache", is_flag=True, help="Do not cache base bits/byte and auxiliary embeddings.")
-@click.option("-o", "--out", required=True, help="Output model folder.")
+@click.option("-o", "--out", required=True, help="Output model folder (new or empty; see --overwrite).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def transplant(base, target, donor, method, aux_embedder, k, ridge, blend, global_weight, temperature, top_k,
                numbers, eval_text, max_chars, device, seed, overwrite, no_cache, out, as_json) -> None:

@@ -16,13 +16,17 @@ import os
 import time
 from pathlib import Path
 
+from tokbench import limits
 from tokbench.errors import TokbenchError
+from tokbench.extras import need
+from tokbench.text import clean
 
 
 def load_eval_text(text: str | os.PathLike, max_chars: int | None = None) -> tuple[str, str]:
     """(text, label) from a file path or a corpus asset name; first `max_chars` characters."""
     from tokbench.assets import iter_documents
 
+    limits.optional("max_chars", max_chars, 1)
     p = Path(text)
     if p.is_file():
         from tokbench.assets import read_text
@@ -39,6 +43,7 @@ def load_eval_text(text: str | os.PathLike, max_chars: int | None = None) -> tup
                 break
         body = "\n\n".join(parts)
         label = str(text)
+    body = clean(body)
     if max_chars is not None:
         body = body[:max_chars]
     if not body:
@@ -76,7 +81,13 @@ def bits_per_byte(model: str | os.PathLike, text: str, *, chunk: int = 512, batc
     """
     from tokbench.assets import resolve
 
+    chunk = limits.at_least("chunk", chunk, 2, what="tokens per window")
+    batch = limits.at_least("batch", batch, 1, what="windows per forward pass")
+    text = clean(text)
     model_dir = Path(model) if Path(model).is_dir() else Path(resolve(str(model), kind="model"))
+    from tokbench.vocab.model_io import open_model_folder
+
+    open_model_folder(model_dir)  # headers only: a damaged or truncated model is refused before any work
     cache_file = None
     if cache_dir is not None:
         cache_file = Path(cache_dir) / f"bpb-{_cache_key(model_dir, text, chunk)}.json"
@@ -87,6 +98,7 @@ def bits_per_byte(model: str | os.PathLike, text: str, *, chunk: int = 512, batc
                 return data
             except ValueError:
                 pass
+    need("torch", "transformers", what="bits/byte evaluation (tokbench eval, transplant --eval)")
     import numpy as np
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -140,8 +152,9 @@ def bits_per_byte(model: str | os.PathLike, text: str, *, chunk: int = 512, batc
         "model": str(model_dir),
     }
     if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        cache_file.write_text(json.dumps(result, indent=2))
+        from tokbench.outputs import atomic_write
+
+        atomic_write(cache_file, json.dumps(result, indent=2))  # a killed run leaves no truncated cache
     return result
 
 

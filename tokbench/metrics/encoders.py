@@ -7,9 +7,12 @@ library, not with tokbench's own segmenter:
 |---|---|---|
 | `tokenizer.json` (HF; also a model folder holding one) | `tokenizers` | `Tokenizer.encode_batch(texts, add_special_tokens=False)`, padding and truncation off |
 | `tiktoken` rank file | `tiktoken` | `Encoding(pat_str=vocab.pattern, special_tokens={}).encode_ordinary_batch(texts)` |
+| Mistral `tekken.json` | `tiktoken` | the same over its ranks and pattern, ids = rank + number of special ids (as `mistral_common`) |
 | `sentencepiece` `.model` | `sentencepiece` | `SentencePieceProcessor.encode(texts)` (no bos/eos) |
 
-No special tokens are added; special-token text inside a corpus is encoded as ordinary text.
+No special tokens are added; special-token text inside a corpus is encoded as ordinary text. Texts
+first follow tokbench.text's rule (lone surrogates become U+FFFD), on every path, so every library
+sees the same valid text.
 The vocabulary (kinds, unk id, byte fallback ids, true size K) comes from `load_vocabulary`.
 
 Fast path (`fast=True`, the default): a tiktoken rank file, and a `tokenizer.json` that is plain
@@ -29,12 +32,14 @@ from pathlib import Path
 from typing import Sequence
 
 from tokbench.errors import TokbenchError
+from tokbench.text import clean_all
 from tokbench.vocab import load_vocabulary
 from tokbench.vocab.vocabulary import Kind, Vocabulary
 
 ENCODE_THREADS = 0  # tokbench.bpe batch encoding: 0 = all cores
 
-_LIBRARY_OF_FORMAT = {"tokenizer.json": "tokenizers", "tiktoken": "tiktoken", "sentencepiece": "sentencepiece"}
+_LIBRARY_OF_FORMAT = {"tokenizer.json": "tokenizers", "tiktoken": "tiktoken", "tekken": "tiktoken",
+                      "sentencepiece": "sentencepiece"}
 
 
 @dataclass
@@ -60,7 +65,7 @@ class Encoder:
         return metadata.version(self.library)
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
-        texts = list(texts)
+        texts = clean_all(texts)
         if not texts:
             return []
         if self.fast is not None:
@@ -121,6 +126,16 @@ def load_encoder(name_or_path: str | Path, pattern: str | None = None, *, fast: 
         raise TokbenchError(f"cannot load tokenizer ({type(exc).__name__}: {exc})", path=name_or_path,
                             fix="pass a tokenizer.json, SentencePiece .model, tiktoken file or asset name") from None
     library = _LIBRARY_OF_FORMAT.get(vocab.format)
+    try:
+        return _library_encoder(name_or_path, vocab, library, fast)
+    except TokbenchError:
+        raise
+    except Exception as exc:  # the library refuses a file tokbench's own loader read
+        raise TokbenchError(f"{library or 'the library'} cannot load this tokenizer ({type(exc).__name__}: {exc})",
+                            path=vocab.source, fix="pass a tokenizer file its own library loads") from None
+
+
+def _library_encoder(name_or_path, vocab: Vocabulary, library: str | None, fast: bool) -> Encoder:
     fast_bpe = None
     source = Path(vocab.source)
     if library is None:
@@ -131,13 +146,17 @@ def load_encoder(name_or_path: str | Path, pattern: str | None = None, *, fast: 
                                 fix="pass the tokenizer.json of this tokenizer")
         library, source = "tokenizers", cand
     if library == "tokenizers":
-        from tokenizers import Tokenizer
+        from tokbench.vocab.hf_json import open_hf_tokenizer
 
         file = source / "tokenizer.json" if source.is_dir() else source
-        tok = Tokenizer.from_file(str(file))
-        tok.no_padding()
-        tok.no_truncation()
         fast_bpe = _fast_tokenizer_json(file) if fast else None
+        try:
+            tok = open_hf_tokenizer(file)  # padding and truncation off, tokenizers 0.x or 1.0
+        except Exception as exc:  # tokenizers 1.0 refuses a byte-level vocabulary missing some bytes (SmolLM2)
+            if fast_bpe is None:
+                raise TokbenchError(f"tokenizers {metadata.version('tokenizers')} cannot load this file ({exc})",
+                                    path=file, fix="use a tokenizers version that loads it") from None
+            tok = None  # the fast path alone: its ids are those of tokenizers 0.x (tests/test_metrics.py)
     elif library == "tiktoken":
         import tiktoken
         from tiktoken.load import load_tiktoken_bpe
@@ -145,7 +164,13 @@ def load_encoder(name_or_path: str | Path, pattern: str | None = None, *, fast: 
         if not vocab.pattern:
             raise TokbenchError("tiktoken file without a known split pattern", path=source,
                                 fix="pass --pattern REGEX")
-        ranks = load_tiktoken_bpe(str(source))
+        if vocab.format == "tekken":  # tiktoken over its ranks, ids shifted by its special ids (as mistral_common)
+            from tokbench.vocab.hf_json import read_tokenizer_json
+            from tokbench.vocab.tekken import read_tekken
+
+            ranks = dict(read_tekken(source, read_tokenizer_json(source)).id_ranks)
+        else:
+            ranks = load_tiktoken_bpe(str(source))
         tok = tiktoken.Encoding(str(name_or_path), pat_str=vocab.pattern, mergeable_ranks=ranks, special_tokens={})
         if fast:
             from tokbench.bpe import BPE

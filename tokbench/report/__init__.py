@@ -17,11 +17,11 @@ import html
 import json
 import math
 import os
-import shutil
-import tempfile
+import warnings
 from pathlib import Path
+from typing import Iterable
 
-from tokbench.errors import TokbenchError
+from tokbench.outputs import output_folder
 from tokbench.report.plots import DOMAINS, compression_bars, domain_of, domain_table, hk_curves, parity_chart
 
 __all__ = ["write_report", "domain_of"]
@@ -33,14 +33,16 @@ def _f(v, digits=3) -> str:
     if isinstance(v, int):
         return f"{v:,}"
     if isinstance(v, float):
-        return f"{v:.{digits}f}"
+        text = f"{v:.{digits}f}"
+        return text[1:] if text.startswith("-") and not text.strip("-0.") else text  # no "-0.000"
     return html.escape(str(v))
 
 
 def _table(head: list[str], rows: list[list[str]], cls: str = "") -> str:
     th = "".join(f"<th>{h}</th>" for h in head)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
-    return f'<table class="{cls}"><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>'
+    # wide tables scroll inside their own box instead of overflowing the page
+    return f'<div class="wide"><table class="{cls}"><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def _csvs(data: dict, out: Path) -> None:
@@ -68,6 +70,7 @@ table{border-collapse:collapse;font-size:12px;margin:.6em 0}th,td{border:1px sol
 th{background:#f3f3f3}td:first-child,th:first-child,td.l{text-align:left}tr:nth-child(even) td{background:#fafafa}
 .na{color:#b00}.note{color:#555;font-size:13px}img{max-width:100%}code,pre{background:#f6f6f6;font-size:12px}
 pre{padding:.6em;white-space:pre-wrap}
+.wide{max-width:100%;overflow-x:auto}.full td:last-child{min-width:26em;text-align:left}
 """
 
 
@@ -135,12 +138,12 @@ def _full_table(data: dict) -> str:
                      _f(r.get("gzip_bits_per_byte")), _f(r.get("zstd_bits_per_byte")),
                      _f(r.get("lzma_bits_per_byte")),
                      f'<span class="l">{html.escape("; ".join(f"{k}: {v}" for k, v in r["missing"].items()))}</span>'])
-    return _table(head, rows)
+    return _table(head, rows, "full")
 
 
 def _ngram_table(data: dict) -> str:
     head = ["tokenizer", "corpus", "k", "N k-grams", "distinct contexts", "singleton contexts",
-            "H(X_k|X_<k) plug-in", "Miller–Madow", "held-out WB", "block H_k"]
+            "H(X<sub>k</sub>|X<sub>&lt;k</sub>) plug-in", "Miller–Madow", "held-out WB", "block H_k"]
     rows = []
     for r in data["results"]:
         for g in r["ngrams"]:
@@ -156,7 +159,7 @@ def _parity_table(data: dict) -> str:
     rows = []
     for k, ps in data["parity"].items():
         for p in ps:
-            rows.append([k, html.escape(p["tokenizer"]), _f(p.get("n_languages")), _f(p.get("premium_sum_mean"), 2),
+            rows.append([html.escape(k), html.escape(p["tokenizer"]), _f(p.get("n_languages")), _f(p.get("premium_sum_mean"), 2),
                          _f(p.get("premium_sum_max"), 2), _f(p.get("gini")), _f(p.get("cv")),
                          html.escape("; ".join(f"{a}: {b}" for a, b in p["missing"].items()))])
     return _table(head, rows)
@@ -165,12 +168,12 @@ def _parity_table(data: dict) -> str:
 def _provenance(data: dict, command: str | None) -> str:
     s = data["settings"]
     toks = _table(["tokenizer", "K", "format", "family", "library", "version", "encoded by", "source"],
-                  [[html.escape(t["name"]), _f(t["K"]), t["format"], t["family"], t["library"],
+                  [[html.escape(t["name"]), _f(t["K"]), _f(t["format"]), _f(t["family"]), _f(t["library"]),
                     html.escape(str(t["library_version"])), html.escape(t.get("encoder", t["library"])),
                     f'<span class="l">{html.escape(t["source"])}</span>']
                    for t in data["tokenizers"]])
     cors = _table(["corpus", "documents", "bytes", "words counted as", "path"],
-                  [[html.escape(c["name"]), _f(c["documents"]), _f(c["bytes"]), c["word_segmentation"],
+                  [[html.escape(c["name"]), _f(c["documents"]), _f(c["bytes"]), _f(c["word_segmentation"]),
                     f'<span class="l">{html.escape(c["path"])}</span>'] for c in data["corpora"]])
     split = sorted({r["heldout_split"] for r in data["results"]})
     ser = sorted({r["serialisation"] for r in data["results"]})
@@ -218,19 +221,25 @@ def render_html(data: dict, figures: dict[str, list[str]], command: str | None) 
     return "\n".join(parts)
 
 
-def write_report(data: dict, out_dir: str | os.PathLike, command: str | None = None, *, force: bool = True) -> Path:
-    """Write the report folder (temporary sibling renamed into place). Returns the folder."""
+def _inputs_of(data: dict) -> list[str]:
+    """The corpus and tokenizer files a metrics run read (the report folder may not touch them)."""
+    paths = [c.get("path") for c in data.get("corpora", []) if isinstance(c, dict)]
+    paths += [t.get("source") for t in data.get("tokenizers", []) if isinstance(t, dict)]
+    return [p for p in paths if isinstance(p, str) and p and os.path.exists(p)]
+
+
+def write_report(data: dict, out_dir: str | os.PathLike, command: str | None = None, *, overwrite: bool = False,
+                 inputs: Iterable[str | os.PathLike] = (), force: bool | None = None) -> Path:
+    """Write the report folder through a temporary sibling renamed into place (tokbench.outputs: an
+    existing non-empty folder is replaced only with `overwrite` and only when tokbench wrote it; never a
+    folder holding an input, the current folder or a parent). `inputs`: files read besides those the
+    data names. `force`: deprecated name of `overwrite`. Returns the folder."""
     from tokbench.commands.metrics import to_json
 
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise TokbenchError("exists and is not a folder", path=out, fix="pass a folder path to -o")
-    if out.exists() and not force:
-        raise TokbenchError("folder exists", path=out, fix="pass --force to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    os.chmod(tmp, 0o755)
-    try:
+    if force is not None:
+        warnings.warn("write_report(force=...) is deprecated; use overwrite=", DeprecationWarning, stacklevel=2)
+        overwrite = force
+    with output_folder(out_dir, overwrite, [*inputs, *_inputs_of(data)], command="report") as tmp:
         (tmp / "metrics.json").write_text(to_json(data), encoding="utf-8")
         _csvs(data, tmp)
         figures = {}
@@ -240,14 +249,4 @@ def write_report(data: dict, out_dir: str | os.PathLike, command: str | None = N
         for k in data["parity"]:
             figures[f"parity_{k}"] = parity_chart(data, tmp, k)
         (tmp / "index.html").write_text(render_html(data, figures, command), encoding="utf-8")
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return Path(out_dir)

@@ -1,5 +1,7 @@
-"""Training-free tokenizer transplantation: `transplant(base, tokenizer, out, method=...)`."""
+"""Training-free tokenizer transplantation: `transplant(base, tokenizer, out, method=...)`.
+
+The row initialisers it uses live in `tokbench.embeddings` (re-exported here for existing callers)."""
+from tokbench.embeddings import batch_omp, candidate_ks, centred_cosine, choose_omp
 from tokbench.transplant.core import METHODS, transplant
-from tokbench.transplant.omp import batch_omp, candidate_ks, centred_cosine, choose_omp
 
 __all__ = ["METHODS", "batch_omp", "candidate_ks", "centred_cosine", "choose_omp", "transplant"]

@@ -1,7 +1,8 @@
 """`transplant()`: put a pretrained causal LM on a new tokenizer without training.
 
 Shared tokens keep their rows, specials are mapped by role (then by identical content), every other new
-token gets a row from the chosen method:
+token gets a row from the chosen method (the initialisers live in `tokbench.embeddings`; this module only
+orchestrates: alignment, donor and auxiliary spaces, the numbers policy, files and the report):
 
 - omp: each new token is coded as a sparse combination of anchor tokens (shared between base and target)
   in a donor's embedding space (or, without a donor, in the auxiliary embedder's space); the codes are
@@ -24,10 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
+from tokbench import limits
 from tokbench.errors import TokbenchError
-from tokbench.transplant.omp import apply_codes, batch_omp, candidate_ks, centred_cosine, choose_omp
+from tokbench.embeddings import (NewTokens, RowStats, assemble, aux_space, donor_space, fill_row, make_rows,
+                                 table_space)
+from tokbench.extras import need
 from tokbench.vocab import Kind, align, load_vocabulary
-from tokbench.vocab.model_io import commit_output, open_model_folder, prepare_output, write_model_folder
+from tokbench.outputs import commit_output, discard_output, prepare_output
+from tokbench.vocab.model_io import open_model_folder, write_model_folder
 
 METHODS = ("omp", "tokenadapt", "subword", "mean", "zero", "random")
 NUMBER_POLICIES = ("auto", "decomposition", "method")
@@ -47,6 +52,17 @@ def _resolve(name_or_path, kind: str | None) -> Path:
     return Path(resolve(str(name_or_path), kind=kind))
 
 
+def _input_path(name_or_path, kind: str | None) -> Path | None:
+    """The file or folder an optional input names (None when absent or not resolvable here: its own
+    loader reports that)."""
+    if name_or_path is None:
+        return None
+    try:
+        return _resolve(name_or_path, kind)
+    except TokbenchError:
+        return None
+
+
 def _model_dir(name_or_path, what: str) -> Path:
     p = _resolve(name_or_path, "model")
     if p.is_file():
@@ -61,42 +77,15 @@ def _check_rows(vocab, rows: int, folder: Path, what: str) -> None:
                             fix=f"pass the tokenizer that belongs to the {what} model in {folder}")
 
 
-# --- estimates shared by the methods ------------------------------------------------------------------
-def subword_rows(al, ids: list[int], rows: np.ndarray, fallback: np.ndarray) -> np.ndarray:
-    out = np.empty((len(ids), rows.shape[1]), dtype=np.float32)
-    for r, i in enumerate(ids):
-        pieces = al.decompositions.get(i) or []
-        out[r] = rows[pieces].mean(axis=0) if pieces else fallback
-    return out
-
-
-def cap_norms(x: np.ndarray, cap: float) -> int:
-    """Shrink rows longer than `cap` to `cap` (in place); never scale up. Returns how many were shrunk."""
-    n = np.linalg.norm(x, axis=1)
-    over = n > cap
-    x[over] *= (cap / n[over])[:, None]
-    return int(over.sum())
-
-
-def _softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    x = x - x.max(axis=axis, keepdims=True)
-    e = np.exp(x)
-    return e / e.sum(axis=axis, keepdims=True)
-
-
 class _Context:
-    """What every method needs: alignment, base rows of one matrix, ids, caps."""
+    """What every method needs: alignment, base rows of one matrix, shared ids, statistics of the shared rows."""
 
-    def __init__(self, al, rows: np.ndarray, seed: int):
+    def __init__(self, al, rows: np.ndarray):
         self.al = al
         self.rows = rows
         self.shared_new = np.array(sorted(al.shared), dtype=np.int64)
         self.shared_old = np.array([al.shared[i] for i in self.shared_new], dtype=np.int64)
-        shared_rows = rows[self.shared_old] if len(self.shared_old) else rows
-        self.mean = shared_rows.mean(axis=0)
-        self.std = shared_rows.std(axis=0)
-        self.cap = float(np.median(np.linalg.norm(shared_rows, axis=1)))
-        self.rng = np.random.default_rng(seed)
+        self.stats = RowStats.of(rows, self.shared_old)
 
 
 # --- the transplant ---------------------------------------------------------------------------------
@@ -121,14 +110,16 @@ def transplant(base, tokenizer, out, *, donor=None, method: str = "omp", aux_emb
         raise TokbenchError(f"unknown method {method!r}", fix=f"use one of {', '.join(METHODS)}")
     if numbers not in NUMBER_POLICIES:
         raise TokbenchError(f"unknown numbers policy {numbers!r}", fix=f"use one of {', '.join(NUMBER_POLICIES)}")
+    _check_arguments(method=method, donor=donor, k=k, ridge=ridge, blend=blend, global_weight=global_weight,
+                     temperature=temperature, top_k=top_k, eval_text=eval_text, eval_max_chars=eval_max_chars)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     base_dir = _model_dir(base, "base")
     model = open_model_folder(base_dir)
     tok_path = _resolve(tokenizer, None)
     donor_dir = _model_dir(donor, "donor") if donor is not None else None
-    final, tmp = prepare_output(out, overwrite, [base_dir] + ([donor_dir] if donor_dir else []) +
-                                ([tok_path] if tok_path.is_dir() else []))
+    inputs = [base_dir, tok_path, donor_dir, _input_path(eval_text, "corpus"), _input_path(aux_embedder, None)]
+    final, tmp = prepare_output(out, overwrite, [p for p in inputs if p is not None])
     try:
         report = _run(model, base_dir, tok_path, donor_dir, tmp, final, method=method, aux_embedder=aux_embedder,
                       k=k, ridge=ridge, blend=blend, global_weight=global_weight, temperature=temperature,
@@ -140,11 +131,33 @@ def transplant(base, tokenizer, out, *, donor=None, method: str = "omp", aux_emb
             json.dump(report, f, indent=2, ensure_ascii=False)
             f.write("\n")
         _write_card(tmp, report)
-        commit_output(tmp, final)
+        commit_output(tmp, final, command="transplant")
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        discard_output(tmp)
         raise
     return report
+
+
+def _check_arguments(*, method, donor, k, ridge, blend, global_weight, temperature, top_k, eval_text,
+                     eval_max_chars) -> None:
+    """Refuse out-of-range values and name a missing optional dependency before any work."""
+    limits.optional("k", k, 1, what="OMP sparsity")
+    limits.at_least("top_k", top_k, 1, what="TokenAdapt neighbours")
+    limits.optional("eval_max_chars", eval_max_chars, 1)
+    if ridge is not None:
+        limits.real("ridge", ridge, 0)
+    limits.real("blend", blend, 0, 1)
+    limits.real("global_weight", global_weight, 0, 1)
+    limits.real("temperature", temperature, 0, lo_open=True)
+    modules = []
+    if method == "tokenadapt" or (method == "omp" and donor is None):
+        modules += ["torch", "transformers"]  # the auxiliary text embedder
+    if method == "tokenadapt":
+        modules.append("faiss")
+    if eval_text is not None:
+        modules += ["torch", "transformers"]
+    need(*dict.fromkeys(modules), what=f"tokbench transplant --method {method}" +
+         (" --eval" if eval_text is not None else ""))
 
 
 def _run(model, base_dir: Path, tok_path: Path, donor_dir: Path | None, tmp: Path, final: Path, *, method, aux_embedder,
@@ -154,7 +167,7 @@ def _run(model, base_dir: Path, tok_path: Path, donor_dir: Path | None, tmp: Pat
     base_vocab = load_vocabulary(base_dir)
     _check_rows(base_vocab, model.vocab_rows, base_dir, "base")
     target = load_vocabulary(tok_path)
-    tok_files = _tokenizer_files(tok_path)
+    tok_files = _tokenizer_files(tok_path, target.format == "tekken")
     al = align(base_vocab, target)
     timings["align"] = round(time.perf_counter() - t0, 2)
 
@@ -165,7 +178,7 @@ def _run(model, base_dir: Path, tok_path: Path, donor_dir: Path | None, tmp: Pat
     timings["read"] = round(time.perf_counter() - t0, 2)
 
     donor_info = None
-    donor_space: dict[str, np.ndarray] = {}
+    donor_space_rows: dict[str, np.ndarray] = {}
     donor_map: dict[int, int] = {}
     if donor_dir is not None and method == "omp":
         t0 = time.perf_counter()
@@ -179,9 +192,9 @@ def _run(model, base_dir: Path, tok_path: Path, donor_dir: Path | None, tmp: Pat
             dal = align(dvocab, target)
             donor_map = dict(dal.shared)
             donor_same = False
-        donor_space["embed"] = dmodel.read_embedding()
+        donor_space_rows["embed"] = dmodel.read_embedding()
         if not model.tied:
-            donor_space["head"] = dmodel.read_head()
+            donor_space_rows["head"] = dmodel.read_head()
         donor_info = {"path": str(donor_dir), "rows": dmodel.vocab_rows, "hidden": dmodel.hidden, "tied": dmodel.tied,
                       "tokenizer_is_target": donor_same, "target_ids_with_donor_rows": len(donor_map)}
         timings["donor"] = round(time.perf_counter() - t0, 2)
@@ -201,33 +214,31 @@ def _run(model, base_dir: Path, tok_path: Path, donor_dir: Path | None, tmp: Pat
     aux = None
     if method == "tokenadapt" or (method == "omp" and donor_dir is None):
         t0 = time.perf_counter()
-        aux = _aux_spaces(al, base_vocab, target, aux_embedder, device, cache_dir, progress)
+        aux = aux_space(base_vocab, target, sorted(set(al.new_only) | set(al.shared)), aux_embedder, device=device,
+                        cache_dir=cache_dir, progress=progress)
         timings["aux_embeddings"] = round(time.perf_counter() - t0, 2)
 
     params: dict = {}
     held_out: dict = {}
     norm_capped: dict = {}
     new_matrices: dict[str, np.ndarray] = {}
+    req = NewTokens.from_alignment(al, new_ids, subword_only=numeric)
     t0 = time.perf_counter()
     for role, rows in matrices.items():
-        ctx = _Context(al, rows, seed)
+        ctx = _Context(al, rows)
+        space = None
         if method == "omp":
-            if donor_dir is not None:
-                space_of = _donor_lookup(donor_space[role], donor_map)
-            else:
-                space_of = _aux_lookup(aux)
-            est, p, h, capped = _omp_rows(ctx, new_ids, numeric, space_of, k=k, ridge=ridge, blend=blend, seed=seed,
-                                          device=device, progress=progress)
-        elif method == "tokenadapt":
-            est, p, h, capped = _tokenadapt_rows(ctx, new_ids, numeric, aux, global_weight=global_weight,
-                                                 temperature=temperature, top_k=top_k, seed=seed)
-        else:
-            est, p, h, capped = _baseline_rows(ctx, new_ids, method)
-        params[role] = p
-        if h:
-            held_out[role] = h
-        norm_capped[role] = capped
-        new_matrices[role] = _assemble(ctx, target, new_ids, est, method)
+            space = (donor_space(donor_space_rows[role], donor_map) if donor_dir is not None
+                     else table_space(aux.new_vecs, aux.new_pos))
+        res = make_rows(method, rows, req, stats=ctx.stats, seed=seed, space=space,
+                        anchors=(ctx.shared_new, ctx.shared_old), k=k, ridge=ridge, blend=blend, aux=aux,
+                        global_weight=global_weight, temperature=temperature, top_k=top_k, device=device,
+                        progress=progress)
+        params[role] = res.params
+        if res.held_out:
+            held_out[role] = res.held_out
+        norm_capped[role] = res.norm_capped
+        new_matrices[role] = _assemble(ctx, target, new_ids, res.rows, method)
     timings["method"] = round(time.perf_counter() - t0, 2)
 
     t0 = time.perf_counter()
@@ -235,18 +246,23 @@ def _run(model, base_dir: Path, tok_path: Path, donor_dir: Path | None, tmp: Pat
     write_model_folder(model, tmp, new_matrices["embed"], new_matrices.get("head"), updates, progress=progress)
     _write_generation_config(base_dir, tmp, updates)
     for src, name in tok_files:
-        shutil.copy2(src, tmp / name)
+        shutil.copyfile(src, tmp / name)
+    if target.format == "tekken" and not (tmp / "tokenizer.json").exists():
+        from tokbench.vocab.tekken import tekken_tokenizer_json  # same ids, for transformers
+
+        (tmp / "tokenizer.json").write_text(json.dumps(tekken_tokenizer_json(Path(target.source)),
+                                                       ensure_ascii=False), encoding="utf-8")
     if not any(name == "tokenizer_config.json" for _, name in tok_files):
         _write_tokenizer_config(tmp, target)
     for lic in sorted(base_dir.glob("LICENSE*")) + sorted(base_dir.glob("NOTICE*")):
         if lic.is_file():
-            shutil.copy2(lic, tmp / lic.name)
+            shutil.copyfile(lic, tmp / lic.name)
     timings["write"] = round(time.perf_counter() - t0, 2)
 
     report = {
         "base": str(base_dir), "tokenizer": str(tok_path), "out": str(final), "method": method,
         "donor": donor_info,
-        "aux_embedder": (str(aux["path"]) if aux else None),
+        "aux_embedder": (str(aux.path) if aux else None),
         "model": {"embedding": model.embed_name, "head": model.head_name, "tied": model.tied, "dtype": model.dtype,
                   "hidden": model.hidden, "base_rows": model.vocab_rows, "new_rows": len(target),
                   "shards": len(model.shards)},
@@ -284,161 +300,6 @@ def _run(model, base_dir: Path, tok_path: Path, donor_dir: Path | None, tmp: Pat
     return report
 
 
-# --- methods -----------------------------------------------------------------------------------------
-def _baseline_rows(ctx: _Context, new_ids: list[int], method: str):
-    n, d = len(new_ids), ctx.rows.shape[1]
-    if method == "subword":
-        est = subword_rows(ctx.al, new_ids, ctx.rows, ctx.mean)
-    elif method == "mean":
-        est = np.tile(ctx.mean, (n, 1))
-    elif method == "zero":
-        est = np.zeros((n, d), dtype=np.float32)
-    else:  # random
-        est = (ctx.mean + ctx.std * ctx.rng.standard_normal((n, d))).astype(np.float32)
-    return est, {}, {}, 0
-
-
-def _donor_lookup(space: np.ndarray, dmap: dict[int, int]):
-    def lookup(target_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        ok = np.array([int(t) in dmap and dmap[int(t)] < space.shape[0] for t in target_ids], dtype=bool)
-        vecs = np.zeros((len(target_ids), space.shape[1]), dtype=np.float32)
-        if ok.any():
-            vecs[ok] = space[[dmap[int(t)] for t in target_ids[ok]]]
-        return ok, vecs
-    return lookup
-
-
-def _aux_lookup(aux: dict):
-    pos = aux["new_pos"]
-    space = aux["new_vecs"]
-
-    def lookup(target_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        ok = np.array([int(t) in pos for t in target_ids], dtype=bool)
-        vecs = np.zeros((len(target_ids), space.shape[1]), dtype=np.float32)
-        if ok.any():
-            vecs[ok] = space[[pos[int(t)] for t in target_ids[ok]]]
-        return ok, vecs
-    return lookup
-
-
-def _omp_rows(ctx: _Context, new_ids, numeric, space_of, *, k, ridge, blend, seed, device, progress):
-    ok, anchor_vecs = space_of(ctx.shared_new)
-    anchors_new = ctx.shared_new[ok]
-    anchors_old = ctx.shared_old[ok]
-    X = anchor_vecs[ok]
-    if len(X) < 2:
-        raise TokbenchError("fewer than 2 anchor tokens (shared between base and target, with donor rows)",
-                            fix="use a donor whose tokenizer overlaps the target, or --method tokenadapt")
-    dim = X.shape[1]
-    anchor_rows = ctx.rows[anchors_old]
-    ks = [k] if k else candidate_ks(dim, len(X))
-    ridges = [ridge] if ridge is not None else [0.1, 1.0]
-    choice = choose_omp(X, anchor_rows, ks=ks, ridges=ridges, seed=seed, device=device, progress=progress)
-    sub = subword_rows(ctx.al, new_ids, ctx.rows, ctx.mean)
-    est = sub.copy()
-    ids = np.array(new_ids, dtype=np.int64)
-    has, Y = space_of(ids)
-    use = has & np.array([i not in numeric for i in new_ids], dtype=bool)
-    norms = np.linalg.norm(X, axis=1)
-    norms[norms == 0] = 1.0
-    if use.any():
-        path = batch_omp(Y[use], X / norms[:, None], choice.k, choice.ridge, device=device, progress=progress,
-                         desc=f"omp k={choice.k}")
-        coef = path.coefs[choice.k] / norms[path.idx]
-        omp = apply_codes(path.idx, coef, anchor_rows)
-        # shrink towards the mean row by the held-out least-squares scale: with a weak donor (low held-out
-        # cosine) a full-size OMP row is mostly noise, and in a tied model it becomes a loud output logit
-        omp = ctx.mean + choice.shrink * (omp - ctx.mean)
-        capped = cap_norms(omp, ctx.cap)
-        est[use] = (1.0 - blend) * omp + blend * sub[use]
-    else:
-        capped = 0
-    capped += cap_norms(est, ctx.cap)
-    params = {"k": choice.k, "ridge": choice.ridge, "shrink": round(choice.shrink, 5), "blend_subword": blend, "anchors": int(len(X)),
-              "space_dim": int(dim), "k_candidates": ks, "omp_tokens": int(use.sum()),
-              "decomposition_tokens": int((~use).sum()), "norm_cap": round(ctx.cap, 5)}
-    held = {"metric": "centred cosine of rebuilt held-out anchor rows (before blending)",
-            "held_out": choice.held_out, "chosen": choice.scores[f"k={choice.k},ridge={choice.ridge}"],
-            "scores": choice.scores}
-    return est, params, held, capped
-
-
-def _tokenadapt_rows(ctx: _Context, new_ids, numeric, aux, *, global_weight, temperature, top_k, seed):
-    import faiss
-
-    old_ids = aux["old_ids"]  # old ids with aux vectors (normal/byte tokens)
-    old_vecs = aux["old_vecs"]
-    old_pos = {int(j): r for r, j in enumerate(old_ids)}
-    new_pos = aux["new_pos"]
-    new_vecs = aux["new_vecs"]
-    lens = aux["old_lens"]
-    al = ctx.al
-    index = faiss.IndexFlatIP(old_vecs.shape[1])
-    index.add(np.ascontiguousarray(old_vecs, dtype=np.float32))
-    ids = list(new_ids)
-    q = np.stack([new_vecs[new_pos[i]] for i in ids]) if ids else np.zeros((0, old_vecs.shape[1]), np.float32)
-    sims, nbrs = index.search(np.ascontiguousarray(q, dtype=np.float32), top_k) if ids else (None, None)
-    est = np.empty((len(ids), ctx.rows.shape[1]), dtype=np.float32)
-    for r, i in enumerate(ids):
-        pieces = [p for p in (al.decompositions.get(i) or [])]
-        if pieces:
-            pv = np.stack([old_vecs[old_pos[p]] if p in old_pos else np.zeros(old_vecs.shape[1], np.float32)
-                           for p in pieces])
-            s = pv @ q[r]
-            w = _softmax(s / temperature) * np.array([max(1, lens.get(p, 1)) for p in pieces], dtype=np.float64)
-            w = w / w.sum()
-            local = (w[:, None] * ctx.rows[pieces]).sum(0)
-        else:
-            local = ctx.mean
-        if i in numeric:
-            est[r] = ctx.rows[pieces].mean(0) if pieces else ctx.mean
-            continue
-        nb = nbrs[r]
-        valid = nb >= 0
-        if valid.any():
-            g = _softmax(sims[r][valid] / temperature)
-            glob = (g[:, None] * ctx.rows[old_ids[nb[valid]]]).sum(0)
-            est[r] = (1 - global_weight) * local + global_weight * glob
-        else:
-            est[r] = local
-    capped = cap_norms(est, ctx.cap)
-    # held-out view of the global estimate: shared tokens rebuilt from their top-k other old tokens
-    rng = np.random.default_rng(seed)
-    held_n = int(min(2000, max(1, round(0.05 * len(ctx.shared_old)))))
-    held = {}
-    cand = np.array([j for j in ctx.shared_old if int(j) in old_pos], dtype=np.int64)
-    if len(cand) > top_k + 1:
-        pick = rng.choice(cand, size=min(held_n, len(cand)), replace=False)
-        qv = np.stack([old_vecs[old_pos[int(j)]] for j in pick])
-        s2, n2 = index.search(np.ascontiguousarray(qv), top_k + 1)
-        preds = np.empty((len(pick), ctx.rows.shape[1]), dtype=np.float32)
-        for r, j in enumerate(pick):
-            keep = (n2[r] >= 0) & (old_ids[np.maximum(n2[r], 0)] != j)
-            nb, sv = n2[r][keep][:top_k], s2[r][keep][:top_k]
-            g = _softmax(sv / temperature)
-            preds[r] = (g[:, None] * ctx.rows[old_ids[nb]]).sum(0)
-        held = {"metric": "centred cosine of held-out shared rows rebuilt by the global (FAISS top-k) estimate",
-                "held_out": int(len(pick)),
-                "global_estimate": round(float(centred_cosine(preds, ctx.rows[pick], ctx.mean).mean()), 5)}
-    params = {"global_weight": global_weight, "temperature": temperature, "top_k": top_k,
-              "faiss_index": "IndexFlatIP", "aux_dim": int(old_vecs.shape[1]), "norm_cap": round(ctx.cap, 5)}
-    return est, params, held, capped
-
-
-def _aux_spaces(al, base_vocab, target, aux_embedder, device, cache_dir, progress) -> dict:
-    from tokbench.transplant.aux import DEFAULT_AUX, AuxEmbedder, token_texts
-
-    emb = AuxEmbedder(aux_embedder or DEFAULT_AUX, device=device)
-    old_ids = np.array([j for j, kd in enumerate(base_vocab.kinds) if kd in (Kind.NORMAL, Kind.BYTE)
-                        and base_vocab.key(j) is not None], dtype=np.int64)
-    old_vecs = emb.embed(token_texts(base_vocab, old_ids), progress=progress, cache_dir=cache_dir)
-    tgt_ids = sorted(set(al.new_only) | set(al.shared))
-    new_vecs = emb.embed(token_texts(target, tgt_ids), progress=progress, cache_dir=cache_dir)
-    return {"path": emb.path, "old_ids": old_ids, "old_vecs": old_vecs,
-            "old_lens": {int(j): len(base_vocab.key(int(j))[0]) for j in old_ids},
-            "new_pos": {i: r for r, i in enumerate(tgt_ids)}, "new_vecs": new_vecs}
-
-
 # --- assembling, specials, files ----------------------------------------------------------------------
 def _special_rows(al, base_vocab, target) -> dict[int, int | None]:
     """new special/control id -> old id whose row it takes (by role, else identical content), or None."""
@@ -451,20 +312,14 @@ def _special_rows(al, base_vocab, target) -> dict[int, int | None]:
 
 
 def _assemble(ctx: _Context, target, new_ids, est, method: str) -> np.ndarray:
-    n = len(target)
-    if method == "zero":
-        fill = np.zeros(ctx.rows.shape[1], dtype=np.float32)
-    else:
-        fill = ctx.mean
-    out = np.tile(fill.astype(np.float32), (n, 1))
-    if len(ctx.shared_new):
-        out[ctx.shared_new] = ctx.rows[ctx.shared_old]
-    if new_ids:
-        out[np.array(new_ids)] = est
-    for i, o in _special_rows(ctx.al, ctx.al.old, target).items():
-        if o is not None and o < ctx.rows.shape[0]:
-            out[i] = ctx.rows[o]
-    return out
+    """The full table: fill row, shared rows copied, new rows, then specials copied from their base rows."""
+    specials = [(i, o) for i, o in _special_rows(ctx.al, ctx.al.old, target).items()
+                if o is not None and o < ctx.rows.shape[0]]
+    return assemble(len(target), fill_row(method, ctx.stats, ctx.rows.shape[1]), [
+        (ctx.shared_new, ctx.rows[ctx.shared_old]),
+        (np.array(new_ids, dtype=np.int64), est),
+        (np.array([i for i, _ in specials], dtype=np.int64), ctx.rows[[o for _, o in specials]]),
+    ])
 
 
 def _config_ids(al, base_vocab, target, config: dict) -> tuple[dict, dict]:
@@ -501,17 +356,20 @@ def _write_generation_config(base_dir: Path, tmp: Path, updates: dict) -> None:
         f.write("\n")
 
 
-def _tokenizer_files(tok_path: Path) -> list[tuple[Path, str]]:
-    """(source, name in OUT) of the target's tokenizer files; a bare tokenizer.json takes its side files."""
+def _tokenizer_files(tok_path: Path, tekken: bool = False) -> list[tuple[Path, str]]:
+    """(source, name in OUT) of the target's tokenizer files; a bare tokenizer.json takes its side files.
+    A tekken.json is copied as it is (a tokenizer.json with the same ids is written beside it)."""
     if tok_path.is_dir():
         files = [(tok_path / n, n) for n in TOKENIZER_FILES if (tok_path / n).is_file()]
-        if not any(n in ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt") for _, n in files):
+        files += [(f, f.name) for f in sorted(tok_path.glob("tekken*.json")) if tekken and f.is_file()]
+        if not tekken and not any(n in ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt")
+                                  for _, n in files):
             raise TokbenchError("no Hugging Face tokenizer files (tokenizer.json, tokenizer.model, vocab.json) to "
                                 "write into the output", path=tok_path, fix="pass a folder or tokenizer.json "
                                 "that transformers loads")
         return files
     if tok_path.suffix == ".json":
-        files = [(tok_path, "tokenizer.json")]
+        files = [(tok_path, tok_path.name if tekken else "tokenizer.json")]
         files += [(tok_path.parent / n, n) for n in _SIDE_FILES if (tok_path.parent / n).is_file()]
         return files
     raise TokbenchError("the output model needs a tokenizer transformers can load; this file is not a tokenizer.json",

@@ -2,15 +2,13 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 from tokbench import _core
 from tokbench.errors import TokbenchError
-from tokbench.vocab.vocabulary import Kind, SegmenterSpec, Style, Vocabulary
+from tokbench.vocab.vocabulary import Kind, SegmenterSpec, Style, Vocabulary, added_token_kind, is_placeholder
 
 _BYTE_TOKEN = "<0x{:02X}>"
-_UNUSED = re.compile(r"^\[unused\d+\]$")
 
 
 def _walk(node) -> list[dict]:
@@ -65,6 +63,34 @@ def _strips_leading_space(data: dict, style: Style) -> bool:
     return False
 
 
+def _normalizer_space_marker(norm) -> str | None:
+    """"▁" when the normaliser replaces spaces by it (Gemma: Replace(" ", "▁"), no Metaspace)."""
+    for c in _walk(norm):
+        if c.get("type") == "Replace" and (c.get("pattern") or {}).get("String") == " " \
+                and c.get("content") == "\u2581":
+            return "\u2581"
+    return None
+
+
+def _byte_fallback_table(byte_ids: list[int | None], token_bytes: list[bytes | None],
+                         kinds: list[Kind], unk_id: int | None) -> list[int] | None:
+    """The 256 byte-fallback ids, or None. A byte whose <0xNN> token is missing falls back to the
+    normal token of that one byte (Gemma has a literal "\t" token in place of <0x09>; the library
+    never needs the fallback there, that character being a piece of its own), else to unk."""
+    if all(i is None for i in byte_ids):
+        return None
+    singles = {b: i for i, b in enumerate(token_bytes)
+               if b is not None and len(b) == 1 and kinds[i] == Kind.NORMAL}
+    table: list[int] = []
+    for value, i in enumerate(byte_ids):
+        if i is None:
+            i = singles.get(bytes([value]), unk_id)
+            if i is None:
+                return None
+        table.append(i)
+    return table
+
+
 def _normalizer_name(data: dict) -> str | None:
     names = [c.get("type") for c in _walk(data.get("normalizer")) if c.get("type") != "Sequence"]
     return "+".join(n for n in names if n) or None
@@ -113,15 +139,19 @@ def load_tokenizer_json(path: Path, data: dict | None = None) -> Vocabulary:
     for i, t in strings.items():
         tokens[i] = t
         kinds[i] = Kind.NORMAL
-    byte_fallback_on = bool(model.get("byte_fallback"))
-    byte_fallback: list[int] | None = None
-    if byte_fallback_on:
+    byte_ids: list[int | None] = [None] * 256
+    if model.get("byte_fallback"):
         lookup = {t: i for i, t in strings.items()}
-        ids = [lookup.get(_BYTE_TOKEN.format(b)) for b in range(256)]
-        if all(i is not None for i in ids):
-            byte_fallback = ids  # type: ignore[assignment]
-            for i in ids:
-                kinds[i] = Kind.BYTE
+        byte_ids = [lookup.get(_BYTE_TOKEN.format(b)) for b in range(256)]
+        if sum(i is not None for i in byte_ids) >= 128:  # else <0xNN> strings are plain tokens
+            for i in byte_ids:
+                if i is not None:
+                    kinds[i] = Kind.BYTE
+        else:
+            byte_ids = [None] * 256
+    for i, t in strings.items():  # reserved slots of the model vocabulary (BERT [unusedN], Gemma <unusedN>)
+        if kinds[i] == Kind.NORMAL and is_placeholder(t):
+            kinds[i] = Kind.UNUSED
 
     convert_style = {Style.BYTELEVEL: "bytelevel", Style.METASPACE: "metaspace",
                      Style.WORDPIECE: "wordpiece", Style.RAW: "utf8"}[style]
@@ -130,19 +160,29 @@ def load_tokenizer_json(path: Path, data: dict | None = None) -> Vocabulary:
     token_bytes: list[bytes | None] = [None] * size
     for i, b in zip(normal_ids, converted):
         token_bytes[i] = b
-    if byte_fallback is not None:
-        for value, i in enumerate(byte_fallback):
+    for value, i in enumerate(byte_ids):
+        if i is not None:
             token_bytes[i] = bytes([value])
 
-    # added tokens: specials stand for no text; non-special added tokens are literal text
+    # Added tokens. One that is also in the model vocabulary under the same string is that model
+    # token (Gemma's whitespace runs "▁▁", newline runs, HTML tags): its bytes follow the vocabulary's
+    # convention. Others: specials stand for no text, placeholders and control markup are kinds of
+    # their own, any other non-special added token is literal text (with the normaliser's "▁" for a
+    # space when it is matched on normalised text).
+    space_marker = _normalizer_space_marker(data.get("normalizer"))
     for i, t in added.items():
-        tokens[i] = t["content"]
-        if t.get("special", False):
-            kinds[i] = Kind.SPECIAL
-            token_bytes[i] = None
-        else:
-            kinds[i] = Kind.NORMAL
-            token_bytes[i] = t["content"].encode("utf-8")
+        content = t["content"]
+        kind = added_token_kind(content, bool(t.get("special", False)))
+        in_model = strings.get(i) == content and kinds[i] in (Kind.NORMAL, Kind.BYTE)
+        tokens[i] = content
+        if kind == Kind.NORMAL and in_model:
+            continue
+        kinds[i] = kind
+        token_bytes[i] = None
+        if kind == Kind.NORMAL:
+            if space_marker and t.get("normalized", True):
+                content = content.replace(space_marker, " ")
+            token_bytes[i] = content.encode("utf-8")
 
     unk_id: int | None = None
     if model_type == "Unigram" and model.get("unk_id") is not None:
@@ -152,11 +192,7 @@ def load_tokenizer_json(path: Path, data: dict | None = None) -> Vocabulary:
     if unk_id is not None:
         kinds[unk_id] = Kind.SPECIAL
         token_bytes[unk_id] = None
-    if style == Style.WORDPIECE:  # BERT's reserved "[unusedN]" slots
-        for i, t in enumerate(tokens):
-            if kinds[i] == Kind.NORMAL and t is not None and _UNUSED.match(t):
-                kinds[i] = Kind.UNUSED
-                token_bytes[i] = None
+    byte_fallback = _byte_fallback_table(byte_ids, token_bytes, kinds, unk_id)
 
     for i, b in enumerate(token_bytes):
         if kinds[i] == Kind.NORMAL and b is None:
@@ -174,7 +210,7 @@ def load_tokenizer_json(path: Path, data: dict | None = None) -> Vocabulary:
     spec: SegmenterSpec
     if model_type == "BPE":
         spec = SegmenterSpec("bpe_merges", units="bytes" if style == Style.BYTELEVEL else "chars",
-                             merges=_merge_ids(model.get("merges") or [], strings, path),
+                             merges=_merge_ids(model.get("merges") or [], strings, kinds, path),
                              ignore_merges=bool(model.get("ignore_merges")),
                              fuse_unk=bool(model.get("fuse_unk")))
     elif model_type == "Unigram":
@@ -191,8 +227,11 @@ def load_tokenizer_json(path: Path, data: dict | None = None) -> Vocabulary:
     )
 
 
-def _merge_ids(merges: list, strings: dict[int, str], path: Path) -> list[tuple[int, int]]:
+def _merge_ids(merges: list, strings: dict[int, str], kinds: list[Kind], path: Path) -> list[tuple[int, int]]:
+    """Merges as id pairs. A merge that makes a token standing for no text (a placeholder or control
+    symbol of the model vocabulary) is left out: segmentation never produces such ids."""
     lookup = {t: i for i, t in strings.items()}
+    textual = (Kind.NORMAL, Kind.BYTE)
     out: list[tuple[int, int]] = []
     for n, m in enumerate(merges):
         if isinstance(m, str):
@@ -203,8 +242,28 @@ def _merge_ids(merges: list, strings: dict[int, str], path: Path) -> list[tuple[
         else:
             parts = m
         try:
-            out.append((lookup[parts[0]], lookup[parts[1]]))
+            pair = (lookup[parts[0]], lookup[parts[1]])
         except KeyError:
             raise TokbenchError(f"merge {n} ({m!r}) uses a token missing from the vocabulary",
                                 path=path, fix="check the tokenizer file is intact") from None
+        joined = lookup.get(parts[0] + parts[1])
+        if joined is not None and kinds[joined] not in textual:
+            continue
+        out.append(pair)
     return out
+
+
+def open_hf_tokenizer(file: str | Path):
+    """`tokenizers.Tokenizer.from_file(file)` with padding and truncation off, on either Python API
+    of the library: `no_padding()` / `no_truncation()` (0.x) or settable `padding` / `truncation`
+    properties (1.0, which has neither method)."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(file))
+    for name in ("padding", "truncation"):
+        off = getattr(tok, f"no_{name}", None)
+        if callable(off):
+            off()
+        else:
+            setattr(tok, name, None)
+    return tok

@@ -10,8 +10,6 @@ Floating dtypes are kept as they were (F32, F16, BF16, F64); new rows are conver
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -19,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 from tokbench.errors import TokbenchError
+from tokbench.outputs import commit_output, prepare_output  # noqa: F401  (the output-folder API, re-exported)
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -70,7 +69,35 @@ def read_header(path: Path) -> tuple[dict, int]:
                             fix="re-download or re-save the weights with safetensors") from None
     if not isinstance(header, dict):
         raise TokbenchError("safetensors header is not a JSON object", path=path, fix="re-save the weights")
+    _check_sizes(path, header, path.stat().st_size - 8 - n)
     return header, 8 + n
+
+
+def _check_sizes(path: Path, header: dict, data_size: int) -> None:
+    """Every tensor's byte range is as long as its shape and dtype say and lies inside the file: a
+    truncated or damaged file is refused from its header, before any tensor is read."""
+    fix = "the file is truncated or damaged: re-download or re-save the weights"
+    end_max = 0
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape, (start, end) = info["dtype"], info["shape"], info["data_offsets"]
+            ok = (isinstance(start, int) and isinstance(end, int) and 0 <= start <= end
+                  and isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape))
+        except (TypeError, KeyError, ValueError):
+            ok = False
+        if not ok:
+            raise TokbenchError(f"tensor {name!r} has a malformed header entry", path=path, fix=fix)
+        item = _ANY_DTYPE_SIZE.get(dtype)
+        if item is not None and end - start != int(np.prod(shape, dtype=np.int64)) * item:
+            raise TokbenchError(f"tensor {name!r} ({dtype} {shape}) should take "
+                                f"{int(np.prod(shape, dtype=np.int64)) * item:,} bytes, its header gives "
+                                f"{end - start:,}", path=path, fix=fix)
+        end_max = max(end_max, end)
+    if end_max > data_size:
+        raise TokbenchError(f"the header describes {end_max:,} bytes of tensors but the file holds {max(data_size, 0):,}",
+                            path=path, fix=fix)
 
 
 def bf16_to_f32(raw: np.ndarray) -> np.ndarray:
@@ -351,35 +378,3 @@ def write_model_folder(model: ModelFolder, dest: Path, embedding: np.ndarray, he
     with open(dest / "config.json", "w", encoding="utf-8") as f:
         json.dump(config, f, indent=2)
         f.write("\n")
-
-
-def prepare_output(out: str | Path, overwrite: bool, inputs: list[Path]) -> tuple[Path, Path]:
-    """Check OUT and make the temporary sibling folder to write into: (final path, temp path)."""
-    final = Path(out).absolute()
-    for p in inputs:
-        try:
-            if final.resolve() == Path(p).resolve():
-                raise TokbenchError("the output folder is an input folder", path=final,
-                                    fix="pass a new folder to -o; inputs are never modified")
-        except OSError:
-            pass
-    if final.exists() and not overwrite:
-        raise TokbenchError("output folder exists", path=final, fix="pass --overwrite or choose another -o")
-    if final.exists() and not final.is_dir():
-        raise TokbenchError("output path exists and is not a folder", path=final, fix="choose another -o")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    import tempfile
-
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    return final, tmp
-
-
-def commit_output(tmp: Path, final: Path) -> None:
-    """Rename the finished temporary folder into place (replacing an old OUT when allowed)."""
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from tokbench import _core
 from tokbench.errors import TokbenchError
-from tokbench.vocab.vocabulary import Kind, SegmenterSpec, Style, Vocabulary
+from tokbench.vocab.vocabulary import Kind, SegmenterSpec, Style, Vocabulary, added_token_kind, is_placeholder
 
 # sentencepiece_model.proto: ModelProto.SentencePiece.Type and TrainerSpec.ModelType
 _NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED, _UNUSED, _BYTE = 1, 2, 3, 4, 5, 6
@@ -37,9 +37,14 @@ def load_sentencepiece(path: Path) -> Vocabulary:
     types = [p.type for p in proto.pieces]
     scores = [float(p.score) for p in proto.pieces]
     kinds: list[Kind] = []
-    for t in types:
-        kinds.append({_NORMAL: Kind.NORMAL, _USER_DEFINED: Kind.NORMAL, _UNKNOWN: Kind.SPECIAL,
-                      _CONTROL: Kind.CONTROL, _UNUSED: Kind.UNUSED, _BYTE: Kind.BYTE}.get(t, Kind.NORMAL))
+    for piece, t in zip(tokens, types):
+        if t == _USER_DEFINED:  # text, except placeholders (<unusedN>) and control markup (<start_of_turn>)
+            kinds.append(added_token_kind(piece, special=False))
+        elif t == _CONTROL and is_placeholder(piece):  # Mistral v3's [control_N] slots
+            kinds.append(Kind.UNUSED)
+        else:
+            kinds.append({_NORMAL: Kind.NORMAL, _UNKNOWN: Kind.SPECIAL, _CONTROL: Kind.CONTROL,
+                          _UNUSED: Kind.UNUSED, _BYTE: Kind.BYTE}.get(t, Kind.NORMAL))
     normal_ids = [i for i in range(n) if kinds[i] in (Kind.NORMAL, Kind.BYTE)]
     converted = _core.token_bytes([tokens[i] for i in normal_ids], "metaspace")
     token_bytes: list[bytes | None] = [None] * n

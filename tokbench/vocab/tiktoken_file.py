@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tokbench.errors import TokbenchError
 from tokbench.vocab.patterns import PATTERNS, resolve_pattern
-from tokbench.vocab.vocabulary import Kind, SegmenterSpec, Style, Vocabulary
+from tokbench.vocab.vocabulary import Kind, SegmenterSpec, Style, Vocabulary, is_placeholder
 
 _WHISPER_LANGUAGES = (
     "en zh de es ru ko fr ja pt tr pl ca nl ar sv it id hi fi vi he uk el ms cs ro da hu ta no th "
@@ -84,7 +84,7 @@ def load_tiktoken(path: Path, pattern: str | None = None,
     for content, i in specials.items():
         tokens[i] = content
         token_bytes[i] = None
-        kinds[i] = Kind.SPECIAL
+        kinds[i] = Kind.UNUSED if is_placeholder(content) else Kind.SPECIAL  # <|reserved_special_token_N|>
     word_start = [b is not None and len(b) > 1 and b.startswith(b" ")
                   for b, k in zip(token_bytes, kinds)]
     pat = resolve_pattern(pattern) if pattern is not None else (

@@ -6,6 +6,7 @@ nowhere else. What the rest of tokbench sees is, per id: bytes, kind, word-start
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import cached_property
@@ -17,9 +18,11 @@ class Kind(str, Enum):
 
     NORMAL = "normal"  # an ordinary piece of text
     SPECIAL = "special"  # an added/special token matched as a whole (bos, eos, chat tokens, unk)
-    CONTROL = "control"  # sentencepiece control symbols (never produced from text)
+    CONTROL = "control"  # control symbols: sentencepiece/tekken controls, non-special markup such as
+    #                      <|fim_prefix|> or <start_of_turn> (stand for no text)
     BYTE = "byte"  # byte-fallback token <0xNN>
-    UNUSED = "unused"  # an id with no token (a hole) or a sentencepiece UNUSED piece
+    UNUSED = "unused"  # a hole, a sentencepiece UNUSED piece, or a reserved placeholder
+    #                    (<unusedN>, [unusedN], <|reserved_special_token_N|>, [control_N], <SPECIAL_N>)
 
 
 class Style(str, Enum):
@@ -33,6 +36,29 @@ class Style(str, Enum):
 
 # Styles where a word start is a leading space inside the token's bytes.
 SPACE_PREFIX_STYLES = (Style.BYTELEVEL, Style.METASPACE, Style.RAW)
+
+# Reserved slots that stand for nothing yet: Gemma <unusedN>, BERT [unusedN], Llama 3
+# <|reserved_special_token_N|>, Mistral v3 [control_N], tekken's <SPECIAL_N> fillers.
+_PLACEHOLDER = re.compile(r"^(?:<unused\d+>|\[unused\d+\]|<\|reserved_special_token_\d+\|>"
+                          r"|\[control_\d+\]|<SPECIAL_\d+>)$")
+# Markup that an added token marked non-special still uses as a control symbol, not as text:
+# <|fim_prefix|>-style tokens, Gemma's <start_of_turn>/<end_of_turn>/<start_of_image>, <mask>, [@BOS@].
+_CONTROL_MARKUP = re.compile(r"^(?:<\|[^|\s]+\|>|<(?:start|end)_of_[a-z_]+>|<mask>|<2mass>|\[@[A-Z_]+@\])$")
+
+
+def is_placeholder(token: str | None) -> bool:
+    """A reserved, meaningless slot (kind UNUSED wherever a loader finds it)."""
+    return token is not None and _PLACEHOLDER.match(token) is not None
+
+
+def added_token_kind(content: str, special: bool) -> Kind:
+    """Kind of a tokenizer.json added token: placeholders are UNUSED; special ones SPECIAL;
+    non-special control markup CONTROL; any other non-special added token is text (NORMAL)."""
+    if is_placeholder(content):
+        return Kind.UNUSED
+    if special:
+        return Kind.SPECIAL
+    return Kind.CONTROL if _CONTROL_MARKUP.match(content) else Kind.NORMAL
 
 
 @dataclass

@@ -1,14 +1,19 @@
 """Auxiliary embedding space for donor-free methods: a sentence-embedding model (all-MiniLM-L6-v2 by
-default: mean pooling over tokens, then L2 normalisation) applied to every token's text."""
+default: mean pooling over tokens, then L2 normalisation) applied to every token's text.
+
+`aux_space(base_vocab, new_vocab, new_ids)` embeds the base's normal and byte tokens and the given new-vocabulary
+tokens into one `AuxSpace`, the space TokenAdapt and donor-free OMP work in."""
 from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from tokbench.errors import TokbenchError
+from tokbench.vocab import Kind
 
 DEFAULT_AUX = "minilm"
 
@@ -86,6 +91,39 @@ class AuxEmbedder:
                 out[sel] = pooled
         assert out is not None
         if cache is not None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            np.save(cache, out)
+            import io
+
+            from tokbench.outputs import atomic_write
+
+            buf = io.BytesIO()
+            np.save(buf, out)
+            atomic_write(cache, buf.getvalue())
         return out
+
+
+@dataclass
+class AuxSpace:
+    """Token vectors in an auxiliary embedder's space: old_ids (base ids with a vector), old_vecs (their rows),
+    old_lens (base id -> byte length), new_pos (new id -> row of new_vecs), new_vecs; path of the embedder."""
+
+    path: Path
+    old_ids: np.ndarray
+    old_vecs: np.ndarray
+    old_lens: dict[int, int]
+    new_pos: dict[int, int]
+    new_vecs: np.ndarray
+
+
+def aux_space(base_vocab, new_vocab, new_ids, embedder=None, *, device: str | None = None, cache_dir=None,
+              progress: bool = True) -> AuxSpace:
+    """Embed the base's normal/byte tokens and `new_ids` of `new_vocab` (in that order) with `embedder`
+    (a folder or asset name; default minilm). Vectors are cached in cache_dir by the texts' hash."""
+    emb = AuxEmbedder(embedder or DEFAULT_AUX, device=device)
+    old_ids = np.array([j for j, kd in enumerate(base_vocab.kinds) if kd in (Kind.NORMAL, Kind.BYTE)
+                        and base_vocab.key(j) is not None], dtype=np.int64)
+    old_vecs = emb.embed(token_texts(base_vocab, old_ids), progress=progress, cache_dir=cache_dir)
+    new_ids = [int(i) for i in new_ids]
+    new_vecs = emb.embed(token_texts(new_vocab, new_ids), progress=progress, cache_dir=cache_dir)
+    return AuxSpace(path=emb.path, old_ids=old_ids, old_vecs=old_vecs,
+                    old_lens={int(j): len(base_vocab.key(int(j))[0]) for j in old_ids},
+                    new_pos={i: r for r, i in enumerate(new_ids)}, new_vecs=new_vecs)

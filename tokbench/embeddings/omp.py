@@ -1,4 +1,11 @@
-"""Batched Orthogonal Matching Pursuit and the held-out choice of its sparsity.
+"""OMP rows: new tokens coded as sparse combinations of anchor tokens in another space, codes applied to the base.
+
+`omp_rows(...)` codes each new token's vector in a space (a donor model's rows, an auxiliary embedder's
+vectors, or any `lookup(ids) -> (found, vectors)`) over the anchors' vectors in that space, applies the codes
+to the anchors' base rows, shrinks towards the mean row by the held-out scale, caps norms and blends with the
+subword mean. k and the ridge are chosen by held-out reconstruction of anchors (`choose_omp`).
+
+Batched Orthogonal Matching Pursuit and the held-out choice of its sparsity:
 
 `batch_omp(Y, X, k)` finds for every row y of Y a set of at most k atoms (rows of X) and coefficients c
 minimising ||y - c X_S||^2 + ridge ||c||^2, greedily: pick the atom most correlated with the residual, re-solve
@@ -8,9 +15,18 @@ block's residuals against all atoms, so the work is BLAS-bound; torch runs it on
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+from tokbench.embeddings.norms import cap_mask
+from tokbench.embeddings.request import NewTokens, RowStats
+from tokbench.embeddings.subword import subword_record, subword_rows
+from tokbench.errors import TokbenchError
+
+# lookup(ids) -> (found: bool array, vectors: (len(ids), dim) float32, zero where not found)
+SpaceLookup = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 def _torch_device(device: str | None):
@@ -176,3 +192,91 @@ def choose_omp(space: np.ndarray, target: np.ndarray, *, ks: list[int], ridges: 
                 best = (score, kk, ridge, shrink)
     assert best is not None
     return OmpChoice(k=best[1], ridge=best[2], scores=scores, held_out=m, shrink=best[3])
+
+
+def donor_space(space: np.ndarray, dmap: dict[int, int]) -> SpaceLookup:
+    """Lookup of new ids in a donor's rows `space` through `dmap` (new id -> donor id)."""
+    def lookup(target_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ok = np.array([int(t) in dmap and dmap[int(t)] < space.shape[0] for t in target_ids], dtype=bool)
+        vecs = np.zeros((len(target_ids), space.shape[1]), dtype=np.float32)
+        if ok.any():
+            vecs[ok] = space[[dmap[int(t)] for t in target_ids[ok]]]
+        return ok, vecs
+    return lookup
+
+
+def table_space(space: np.ndarray, pos: dict[int, int]) -> SpaceLookup:
+    """Lookup of ids in a table of vectors `space` whose row for id i is pos[i] (an auxiliary embedder's)."""
+    def lookup(target_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ok = np.array([int(t) in pos for t in target_ids], dtype=bool)
+        vecs = np.zeros((len(target_ids), space.shape[1]), dtype=np.float32)
+        if ok.any():
+            vecs[ok] = space[[pos[int(t)] for t in target_ids[ok]]]
+        return ok, vecs
+    return lookup
+
+
+def omp_rows(rows: np.ndarray, req: NewTokens, stats: RowStats, space_of: SpaceLookup,
+             anchor_keys: np.ndarray, anchor_rows_ids: np.ndarray, *, k: int | None, ridge: float | None,
+             blend: float, seed: int, device: str | None, progress: bool):
+    """OMP rows for `req`: anchors are `anchor_keys` (ids looked up in the space) with base rows
+    `rows[anchor_rows_ids]`; returns (rows, records, params, held_out, norm_capped)."""
+    ok, anchor_vecs = space_of(anchor_keys)
+    anchors_old = anchor_rows_ids[ok]
+    X = anchor_vecs[ok]
+    if len(X) < 2:
+        raise TokbenchError("fewer than 2 anchor tokens (shared between base and target, with donor rows)",
+                            fix="use a donor whose tokenizer overlaps the target, or --method tokenadapt")
+    dim = X.shape[1]
+    anchor_rows = rows[anchors_old]
+    ks = [k] if k else candidate_ks(dim, len(X))
+    ridges = [ridge] if ridge is not None else [0.1, 1.0]
+    choice = choose_omp(X, anchor_rows, ks=ks, ridges=ridges, seed=seed, device=device, progress=progress)
+    sub = subword_rows(req.decompositions, rows, stats.mean)
+    est = sub.copy()
+    new_ids = req.ids
+    ids = np.array(new_ids, dtype=np.int64)
+    has, Y = space_of(ids)
+    use = has & np.array([i not in req.subword_only for i in new_ids], dtype=bool)
+    norms = np.linalg.norm(X, axis=1)
+    norms[norms == 0] = 1.0
+    capped_rows = np.zeros(len(new_ids), dtype=bool)
+    path = coef = None
+    if use.any():
+        path = batch_omp(Y[use], X / norms[:, None], choice.k, choice.ridge, device=device, progress=progress,
+                         desc=f"omp k={choice.k}")
+        coef = path.coefs[choice.k] / norms[path.idx]
+        omp = apply_codes(path.idx, coef, anchor_rows)
+        # shrink towards the mean row by the held-out least-squares scale: with a weak donor (low held-out
+        # cosine) a full-size OMP row is mostly noise, and in a tied model it becomes a loud output logit
+        omp = stats.mean + choice.shrink * (omp - stats.mean)
+        over = cap_mask(omp, stats.cap)
+        capped = int(over.sum())
+        capped_rows[use] = over
+        est[use] = (1.0 - blend) * omp + blend * sub[use]
+    else:
+        capped = 0
+    over = cap_mask(est, stats.cap)
+    capped += int(over.sum())
+    capped_rows |= over
+    records = []
+    u = 0
+    for r, (i, pieces) in enumerate(zip(new_ids, req.decompositions)):
+        if use[r]:
+            assert path is not None and coef is not None
+            rec = {"method": "omp", "anchors": [int(a) for a in anchors_old[path.idx[u]]],
+                   "coefficients": [float(c) for c in coef[u]], "k": choice.k, "shrink": round(choice.shrink, 5),
+                   "blend_subword": blend, "pieces": list(pieces)}
+            u += 1
+        else:
+            rec = subword_record(pieces)
+            rec["reason"] = "subword_only" if i in req.subword_only else "not in the space"
+        rec["norm_capped"] = bool(capped_rows[r])
+        records.append(rec)
+    params = {"k": choice.k, "ridge": choice.ridge, "shrink": round(choice.shrink, 5), "blend_subword": blend, "anchors": int(len(X)),
+              "space_dim": int(dim), "k_candidates": ks, "omp_tokens": int(use.sum()),
+              "decomposition_tokens": int((~use).sum()), "norm_cap": round(stats.cap, 5)}
+    held = {"metric": "centred cosine of rebuilt held-out anchor rows (before blending)",
+            "held_out": choice.held_out, "chosen": choice.scores[f"k={choice.k},ridge={choice.ridge}"],
+            "scores": choice.scores}
+    return est, records, params, held, capped

@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from tokbench.transplant.omp import apply_codes, batch_omp, candidate_ks, centred_cosine, choose_omp
+from tokbench.embeddings import apply_codes, batch_omp, candidate_ks, centred_cosine, choose_omp
 
 
 def _problem(n=400, d=64, b=200, k=4, seed=0):
