@@ -3,14 +3,10 @@
 # Usage: bash scripts/test.sh [pytest args]   (DATA=<folder of the *.tar.xz archives>, default ../shared/data)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# the testbed's archives: $DATA, else ../shared/data beside the checkout, else /work/shared/data
-if [ -z "${DATA:-}" ]; then
-  for d in ../shared/data /work/shared/data; do
-    if ls "$d"/*.tar.xz >/dev/null 2>&1; then DATA="$d"; break; fi
-  done
-fi
-if [ -z "${DATA:-}" ]; then
-  echo "scripts/test.sh: no testbed archives found; set DATA=<folder with tokenizers.tar.xz ...>" >&2
+# the testbed's archives: $DATA, else ../shared/data beside the checkout (no other fallback)
+DATA="${DATA:-../shared/data}"
+if ! ls "$DATA"/*.tar.xz >/dev/null 2>&1; then
+  echo "scripts/test.sh: no testbed archives (*.tar.xz) in $DATA; set DATA=<folder with tokenizers.tar.xz ...>" >&2
   exit 2
 fi
 python -m pip install -e '.[test]'

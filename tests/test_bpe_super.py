@@ -398,18 +398,18 @@ def test_cli_modes(tmp_path):
     r = CliRunner().invoke(cli, ["train", str(corpus), "--mode", "super", "--vocab-size", "650", "--transition",
                                  "400", "--max-words", "3", "-o", str(out), "-q"])
     assert r.exit_code == 0, r.output
-    info = json.loads(r.output)
+    info = json.loads(r.stdout)
     assert info["mode"] == "super" and info["stage2_merges"] > 0 and info["vocab_size"] <= 650
     ids = tokenizers.Tokenizer.from_file(str(out / "tokenizer.json")).encode("the cat sat on the mat").ids
     assert len(ids) < 6
     r2 = CliRunner().invoke(cli, ["train", str(corpus), "--mode", "compress", "--vocab-size", "500",
                                   "--candidates", "8", "-o", str(tmp_path / "c"), "-q"])
     assert r2.exit_code == 0, r2.output
-    assert json.loads(r2.output)["mode"] == "compress"
+    assert json.loads(r2.stdout)["mode"] == "compress"
     r4 = CliRunner().invoke(cli, ["train", str(corpus), "--mode", "super", "--strategy", "chunks", "--vocab-size",
                                   "500", "--max-words", "2", "-o", str(tmp_path / "ch"), "-q"])
     assert r4.exit_code == 0, r4.output
-    assert json.loads(r4.output)["strategy"] == "chunks"
+    assert json.loads(r4.stdout)["strategy"] == "chunks"
     for args, msg in [(["--mode", "super", "--transition", "700"], "--transition 700 is not below"),
                       (["--mode", "super", "--transition", "400", "--max-words", "0"], "--max-words 0"),
                       (["--mode", "super"], "needs --transition"),

@@ -9,6 +9,8 @@ from click.testing import CliRunner
 
 from tokbench.cli import main
 from tokbench.eval import bits_per_byte, load_eval_text
+from tokbench.eval import bpb as bpb_module
+from tokbench.errors import TokbenchError
 from transplant_tiny import WORDS_A, make_model, train_tokenizer
 
 torch = pytest.importorskip("torch")
@@ -41,6 +43,49 @@ def test_matches_single_window_reference(model):
     assert r["bytes_covered"] == covered and r["bytes_total"] == len(TEXT.encode())
     assert r["bits_per_byte"] == pytest.approx(ref, rel=1e-4)
     assert r["predicted_tokens"] == r["tokens"] - 1
+
+
+def _plain_windows(folder, text, chunk):
+    """The same windows done plainly: one window at a time, model(input_ids).logits, cross-entropy."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    lm = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    nats, n = 0.0, 0
+    with torch.no_grad():
+        for s in range(0, len(ids) - 1, chunk - 1):
+            w = torch.tensor([ids[s:s + chunk]])
+            logits = lm(w).logits[0, :-1].float()
+            nats += torch.nn.functional.cross_entropy(logits, w[0, 1:], reduction="sum").item()
+            n += w.shape[1] - 1
+    return nats, n
+
+
+@pytest.mark.parametrize("chunk,batch", [(16, 3), (16, 1), (37, 4), (256, 4)])
+def test_fast_path_equals_plain_reference(model, chunk, batch):
+    r = bits_per_byte(model, TEXT, chunk=chunk, batch=batch, progress=False)
+    nats, n = _plain_windows(model, TEXT, chunk)
+    assert r["predicted_tokens"] == n
+    assert r["bits_per_byte"] == pytest.approx(nats / math.log(2) / r["bytes_covered"], rel=1e-6)
+
+
+def test_sliced_head_equals_full_logits(model, monkeypatch):
+    a = bits_per_byte(model, TEXT, chunk=40, batch=2, progress=False)
+    monkeypatch.setattr(bpb_module, "_HEAD_ROWS", 7)  # slices that cut windows and batches anywhere
+    b = bits_per_byte(model, TEXT, chunk=40, batch=2, progress=False)
+    monkeypatch.setattr(bpb_module, "_split_head", lambda lm: None)  # the plain path, for any architecture
+    c = bits_per_byte(model, TEXT, chunk=40, batch=2, progress=False)
+    assert a["bits_per_byte"] == pytest.approx(b["bits_per_byte"], rel=1e-6)
+    assert a["bits_per_byte"] == pytest.approx(c["bits_per_byte"], rel=1e-6)
+
+
+def test_windows_and_batches():
+    assert bpb_module.eval_windows(10, 4) == [(0, 4), (3, 7), (6, 10)]
+    assert bpb_module.eval_windows(11, 4) == [(0, 4), (3, 7), (6, 10), (9, 11)]
+    assert bpb_module.eval_windows(2, 512) == [(0, 2)]
+    with pytest.raises(TokbenchError):
+        bpb_module.eval_windows(10, 1)
 
 
 def test_windows_overlap_by_one_token(model):
@@ -91,3 +136,15 @@ def test_real_small_model(require_asset):
     text, _ = load_eval_text("wikitext2-test", 3000)
     r = bits_per_byte(m, text, progress=False)
     assert 1.0 < r["bits_per_byte"] < 4.0 and r["bytes_covered"] > 2900
+
+
+@pytest.mark.assets
+@pytest.mark.parametrize("name", ["tbd-mistral-d128", "tbd-gpt2-d128"])
+def test_real_model_fast_path_equals_plain_reference(require_asset, name):
+    m = require_asset(name, kind="model")
+    require_asset("wikitext2-test", kind="corpus")
+    text, _ = load_eval_text("wikitext2-test", 6000)
+    r = bits_per_byte(m, text, chunk=128, batch=4, progress=False)
+    nats, n = _plain_windows(m, text, 128)
+    assert r["predicted_tokens"] == n
+    assert r["bits_per_byte"] == pytest.approx(nats / math.log(2) / r["bytes_covered"], rel=1e-6)

@@ -2,6 +2,11 @@
 
 Errors: invalid arguments raise ValueError with a one-line message; Rust panics never abort
 the interpreter (they arrive as pyo3 PanicException).
+
+Text: a str argument holding surrogates follows tokbench.text (tiktoken's rule): read as UTF-16, a
+pair becomes its character, a lone surrogate U+FFFD. Threads: num_threads >= 0 (negative: ValueError);
+0 or at least the cores runs on rayon's global pool (one thread per core); a smaller count on a kept
+pool of that size (at most 4 such pools live at once; rust_ext/src/pool.rs).
 """
 from typing import Sequence
 
@@ -86,9 +91,8 @@ class Segmenter:
 
     def segment_batch(self, data: Sequence[bytes], word_start: Sequence[bool] | None = None,
                       num_threads: int = 0) -> list[list[int]]:
-        """segment() over many inputs in parallel (rayon, GIL released). num_threads=0: all cores
-        (rayon's global pool); num_threads>0: a pool of that size for this call. An error in
-        any input raises ValueError naming its index."""
+        """segment() over many inputs in parallel (rayon, GIL released) on num_threads threads (see
+        the module docs; 0: all cores). An error in any input raises ValueError naming its index."""
 
 # ---- n-gram statistics (rust_ext/src/ngram.rs) --------------------------------------------------
 # tokens: the token ids of all documents concatenated, as little-endian uint32 bytes

@@ -5,6 +5,9 @@ pub mod bpe;
 pub mod dynamic;
 pub mod error;
 pub mod ngram;
+pub mod pool;
+#[cfg(feature = "python")]
+pub mod pyargs;
 pub mod segment;
 pub mod token_bytes;
 
@@ -17,9 +20,10 @@ mod python {
     use crate::token_bytes::Style;
     use pyo3::exceptions::PyValueError;
     use pyo3::prelude::*;
-    use pyo3::pybacked::{PyBackedBytes, PyBackedStr};
+    use pyo3::pybacked::PyBackedBytes;
     use pyo3::types::PyBytes;
     use pyo3::types::PyDict;
+    use pyo3::types::PyString;
 
     /// Inputs at least this long are segmented with the GIL released.
     const RELEASE_GIL_BYTES: usize = 4096;
@@ -69,10 +73,11 @@ mod python {
     #[pyfunction]
     fn token_bytes<'py>(
         py: Python<'py>,
-        tokens: Vec<PyBackedStr>,
+        tokens: Vec<Bound<'py, PyString>>,
         style: &str,
     ) -> PyResult<Vec<Option<Bound<'py, PyBytes>>>> {
         let style: Style = parse(style)?;
+        let tokens = crate::pyargs::texts(&tokens)?;
         Ok(tokens
             .iter()
             .map(|t| crate::token_bytes::token_bytes(t, style).map(|b| PyBytes::new_bound(py, &b)))
@@ -215,9 +220,7 @@ mod python {
             word_start: Option<Vec<bool>>,
             num_threads: i64,
         ) -> PyResult<Vec<Vec<u32>>> {
-            let threads = usize::try_from(num_threads).map_err(|_| {
-                PyValueError::new_err(format!("num_threads must be >= 0, got {num_threads}"))
-            })?;
+            let threads = crate::pyargs::threads(num_threads)?;
             let refs: Vec<&[u8]> = data.iter().map(|b| &b[..]).collect();
             py.allow_threads(|| {
                 self.inner

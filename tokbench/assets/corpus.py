@@ -11,6 +11,7 @@ What one document is (one natural unit of the source, never split):
   joined by newlines (English sides are not repeated; use `iter_tatoeba` for the pairs);
 - any other folder: every `.txt` / `.jsonl` file under it, sorted by path (other files are skipped).
 
+Text follows tokbench.text's rule: lone surrogates (JSON escapes such as `"\\ud800"`) become U+FFFD.
 Empty documents are skipped. `limit_bytes` stops once that many UTF-8 bytes were yielded, cutting the
 last document at a character boundary.
 """
@@ -24,6 +25,7 @@ from typing import Any, Iterator, NamedTuple, Sequence
 
 from tokbench.assets.registry import resolve
 from tokbench.errors import TokbenchError
+from tokbench.text import clean
 
 _TEXT_SUFFIXES = (".txt",)
 _JSONL_SUFFIXES = (".jsonl", ".ndjson")
@@ -95,7 +97,7 @@ def udhr_paragraphs(sections: dict) -> list[str]:
         value = sections[key]
         if value is None:
             continue
-        out.extend(str(v) for v in (value if isinstance(value, list) else [value]) if v is not None)
+        out.extend(clean(str(v)) for v in (value if isinstance(value, list) else [value]) if v is not None)
     return out
 
 
@@ -109,7 +111,12 @@ def _as_text(value: Any) -> str | None:
 
 def record_text(record: dict, text_field: str | Sequence[str] | None = None, *,
                 path: str | os.PathLike = "<record>", lineno: int = 0) -> str:
-    """The text of one JSONL record (see the module docstring for the fields tried)."""
+    """The text of one JSONL record (see the module docstring for the fields tried), lone surrogates
+    replaced (tokbench.text)."""
+    return clean(_record_text(record, text_field, path, lineno))
+
+
+def _record_text(record: dict, text_field, path, lineno) -> str:
     if text_field:
         fields = [f.strip() for f in text_field.split(",")] if isinstance(text_field, str) else list(text_field)
         parts = []

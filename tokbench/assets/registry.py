@@ -87,10 +87,15 @@ def _load_registry(root: Path) -> dict:
         raise TokbenchError(f"the asset registry is unreadable ({exc})", path=path,
                             fix=f"delete it and re-run `{IMPORT_HINT}`") from None
     if not isinstance(data, dict) or data.get("format") != REGISTRY_FORMAT:
-        raise TokbenchError(f"the asset registry has an unknown format ({data.get('format')!r})", path=path,
+        what = repr(data.get("format")) if isinstance(data, dict) else f"a JSON {type(data).__name__}"
+        raise TokbenchError(f"the asset registry has an unknown format ({what})", path=path,
                             fix=f"delete it and re-run `{IMPORT_HINT}`")
     data.setdefault("assets", {})
     data.setdefault("sources", {})
+    if not isinstance(data["assets"], dict) or not isinstance(data["sources"], dict) or \
+            not all(isinstance(a, dict) for a in data["assets"].values()):
+        raise TokbenchError("the asset registry is damaged ('assets' / 'sources' are not objects of objects)",
+                            path=path, fix=f"delete it and re-run `{IMPORT_HINT}`")
     return data
 
 

@@ -6,16 +6,22 @@ Two kinds of files:
   order (priority = merge index), so ids are identical to `tokenizers`; the Split regex of the
   pre-tokenizer, `Digits(individual_digits=True)`, `ByteLevel(use_regex=True)` (GPT-2 regex),
   an NFC normalizer and `ignore_merges` are honoured.
+
+Text with lone surrogates follows tiktoken (tokbench.text): a lone surrogate encodes as U+FFFD, so
+`encode("\\ud800")` is tiktoken's `[4210]` for GPT-2. Batch calls take `num_threads` >= 0 (0: all
+cores; more than the cores runs on all of them, on one shared pool).
 """
 from __future__ import annotations
 
+import functools
 import unicodedata
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import AbstractSet, Literal
 
-from tokbench import _core
+from tokbench import _core, limits
 from tokbench.errors import TokbenchError
+from tokbench.text import clean
 from tokbench.vocab.patterns import PATTERNS, resolve_pattern
 
 # The GPT-2 regex as `tokenizers`' ByteLevel(use_regex=True) writes it (same language as
@@ -50,6 +56,22 @@ def bytelevel_bytes(token: str) -> bytes | None:
         return bytes(_UNICODE_TO_BYTE[c] for c in token)
     except KeyError:
         return None
+
+
+@functools.lru_cache(maxsize=1)
+def _tokenizers_nfc():
+    from tokenizers.normalizers import NFC
+
+    return NFC().normalize_str
+
+
+def nfc(text: str) -> str:
+    """NFC exactly as `tokenizers` does it. Its Unicode tables are older than Python's: characters they
+    do not know are left alone (Python's unicodedata reorders e.g. U+0819 U+08D1), so text that is not
+    already NFC by Python's check goes through the library's own normalizer."""
+    if unicodedata.is_normalized("NFC", text):
+        return text
+    return _tokenizers_nfc()(text)
 
 
 class BPE:
@@ -97,9 +119,15 @@ class BPE:
             raise TokbenchError("no such file", path=path, fix="check the path")
         with open(path, "rb") as f:
             head = f.read(64).lstrip()
-        if path.suffix == ".json" or head.startswith(b"{"):
-            return cls._from_tokenizer_json(path, pattern, special_tokens, engine)
-        return cls._from_tiktoken(path, pattern, special_tokens, engine)
+        try:
+            if path.suffix == ".json" or head.startswith(b"{"):
+                return cls._from_tokenizer_json(path, pattern, special_tokens, engine)
+            return cls._from_tiktoken(path, pattern, special_tokens, engine)
+        except TokbenchError:
+            raise
+        except (AttributeError, KeyError, IndexError, TypeError, ValueError) as exc:  # a file of the wrong schema
+            raise TokbenchError(f"not a tokenizer file this encoder can read ({type(exc).__name__}: {exc})",
+                                path=path, fix="pass a byte-level BPE tokenizer.json or a .tiktoken rank file") from None
 
     @classmethod
     def from_ranks(cls, ranks: dict[bytes, int], pattern: str | None,
@@ -236,7 +264,8 @@ class BPE:
 
     # ---- encoding -----------------------------------------------------------------------
     def _norm(self, text: str) -> str:
-        return unicodedata.normalize("NFC", text) if self.nfc else text
+        # the Rust core applies tokbench.text's surrogate rule itself; NFC must see the clean text
+        return nfc(clean(text)) if self.nfc else text
 
     def _allowed(self, allowed_special: SpecialSet) -> list[int]:
         if allowed_special == "all":
@@ -291,6 +320,7 @@ class BPE:
 
     def encode_ordinary_batch(self, texts: Sequence[str], *, num_threads: int = 0) -> list[list[int]]:
         """encode_ordinary over many texts in parallel (num_threads=0: all cores), GIL released."""
+        num_threads = limits.threads(num_threads)
         texts = [self._norm(t) for t in texts] if self.nfc else texts if isinstance(texts, list) else list(texts)
         return self._core.encode_batch(texts, [], num_threads)
 
@@ -298,6 +328,7 @@ class BPE:
                      allowed_special: SpecialSet = frozenset(),
                      disallowed_special: SpecialSet = "all") -> list[list[int]]:
         """encode over many texts in parallel (num_threads=0: all cores), GIL released."""
+        num_threads = limits.threads(num_threads)
         texts = [self._norm(t) for t in texts] if self.nfc else list(texts)
         allowed = self._allowed(allowed_special)
         mask = self._disallowed_mask(allowed, disallowed_special)

@@ -33,13 +33,31 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tokbench import _core
+from tokbench import _core, limits
 from tokbench.errors import TokbenchError
 from tokbench.outputs import atomic_write, output_folder
 from tokbench.vocab.patterns import PATTERNS, resolve_pattern
 
 _BATCH_BYTES = 8 << 20
 _COUNTS_HEADER = "# tokbench-bpe-counts v1"
+
+
+class ShortVocabWarning(UserWarning):
+    """Training stopped before the vocabulary size asked for (or learned no merge at all)."""
+
+
+def shortfall(trained: "Trained", vocab_size: int, min_frequency: int, *, flag: str = "--vocab-size") -> list[str]:
+    """Warnings (one line each) when `trained` has fewer tokens than `vocab_size` asked for (`flag`: how
+    the message names the setting)."""
+    out = []
+    if not trained.merges:
+        out.append(f"no merges learned ({flag} {vocab_size:,} asked for, {trained.vocab_size:,} tokens): no pair "
+                   f"of bytes occurs {max(1, min_frequency)} times or more in the corpus (random or binary data?)")
+    elif trained.vocab_size < vocab_size:
+        out.append(f"{flag} {vocab_size:,} asked for, {trained.vocab_size:,} tokens learned: the corpus has "
+                   f"no more pairs occurring {max(1, min_frequency)} times or more (more text or a lower "
+                   "minimum frequency gives more)")
+    return out
 
 
 class NonUtf8Warning(UserWarning):
@@ -160,6 +178,7 @@ def count_texts(texts: Iterable[str], counter: "_core.BpeCounter", *, num_thread
                 also: Sequence["_core.BpeCounter"] = ()) -> "_core.BpeCounter":
     """Stream texts into counter in batches (map on num_threads + reduce in Rust); the counters in
     `also` (other split patterns, e.g. supertoken runs) get the same batches in the same pass."""
+    num_threads = limits.threads(num_threads)
     stats = stats if stats is not None else CountStats()
     batch: list[str] = []
     size = 0
@@ -373,6 +392,14 @@ def run_cancellable(call, total: int, desc: str, show: bool):
     return result["out"]
 
 
+def check_vocab_size(vocab_size: int, special_tokens: Sequence[str] = ()) -> int:
+    """The number of byte tokens + merges that `vocab_size` leaves after the specials (a LimitError
+    when that is under the 256 byte tokens); call it before counting."""
+    n = len(dict.fromkeys(special_tokens))
+    return limits.at_least("vocab size", vocab_size, 256 + n,
+                           what=f"the 256 byte tokens + {n} special tokens + merges") - n
+
+
 def train_counts(counter: "_core.BpeCounter", vocab_size: int, *, pattern: str | None,
                  special_tokens: Sequence[str] = (), min_frequency: int = 2,
                  max_token_length: int | None = None, stats: CountStats | None = None,
@@ -381,21 +408,24 @@ def train_counts(counter: "_core.BpeCounter", vocab_size: int, *, pattern: str |
 
     candidates > 1: compression-aware merges (tokbench.bpe.modes.train_compress documents them)."""
     specials = list(dict.fromkeys(special_tokens))
-    target = vocab_size - len(specials)
-    if target < 256:
-        raise TokbenchError(f"vocab size {vocab_size} leaves no room for the 256 byte tokens and "
-                            f"{len(specials)} special tokens", fix=f"pass --vocab-size >= {256 + len(specials)}")
+    target = check_vocab_size(vocab_size, specials)
     if len(counter) == 0:
         raise TokbenchError("the corpus is empty (no text to count)", fix="pass files holding text")
+    limits.at_least("min_frequency", min_frequency, 1)
+    limits.optional("max_token_length", max_token_length, 1, what="bytes")
+    limits.at_least("candidates", candidates, 1)
     vocab, merges = run_cancellable(
         lambda prog: _core.bpe_train(counter, target, max(1, min_frequency), max_token_length, prog,
                                      candidates=max(1, candidates)),
         target - 256, "merging", progress)
     tokens = list(vocab)
-    return Trained(tokens=tokens, merges=[(a, b) for a, b, _, _ in merges],
-                   merge_counts=[c for *_, c in merges],
-                   special_tokens={s: len(tokens) + i for i, s in enumerate(specials)},
-                   pattern=pattern, stats=stats or CountStats())
+    trained = Trained(tokens=tokens, merges=[(a, b) for a, b, _, _ in merges],
+                      merge_counts=[c for *_, c in merges],
+                      special_tokens={s: len(tokens) + i for i, s in enumerate(specials)},
+                      pattern=pattern, stats=stats or CountStats())
+    for line in shortfall(trained, vocab_size, min_frequency, flag="vocab_size"):
+        warnings.warn(line, ShortVocabWarning, stacklevel=2)
+    return trained
 
 
 def count_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike], counter: "_core.BpeCounter", *,
@@ -434,6 +464,7 @@ def train(inputs: str | os.PathLike | Sequence[str | os.PathLike], vocab_size: i
 
     counts: a counter already filled (e.g. from load_counts); inputs are then added to it.
     """
+    check_vocab_size(vocab_size, special_tokens)
     regex = resolve_pattern(pattern)
     counter = counts if counts is not None else new_counter(pattern, special_tokens)
     stats = count_inputs(inputs, counter, text_field=text_field, num_threads=num_threads, progress=progress)
@@ -442,5 +473,5 @@ def train(inputs: str | os.PathLike | Sequence[str | os.PathLike], vocab_size: i
                         stats=stats, progress=progress)
 
 
-__all__ = ["CountStats", "NonUtf8Warning", "Trained", "count_inputs", "count_texts", "iter_texts", "load_counts",
+__all__ = ["check_vocab_size", "CountStats", "NonUtf8Warning", "ShortVocabWarning", "Trained", "shortfall", "count_inputs", "count_texts", "iter_texts", "load_counts",
            "new_counter", "run_cancellable", "save_counts", "train", "train_counts"]

@@ -13,8 +13,25 @@ def _fmt(v, digits=3) -> str:
     if v is None:
         return "—"
     if isinstance(v, float):
-        return "nan" if math.isnan(v) else f"{v:.{digits}f}"
+        if math.isnan(v):
+            return "nan"
+        text = f"{v:.{digits}f}"
+        return text[1:] if text.startswith("-") and not text.strip("-0.") else text  # no "-0.00"
+    if isinstance(v, int):
+        return f"{v:,}"
     return str(v)
+
+
+def text_table(head: list[str], rows: list[list[str]], left: int = 2) -> list[str]:
+    """Lines of a plain-text table: every column as wide as its widest cell, two spaces between
+    columns (so numbers never run together), the first `left` columns left-aligned, the rest right."""
+    widths = [max(len(str(c)) for c in col) for col in zip(head, *rows)]
+
+    def line(cells):
+        return "  ".join(str(c).ljust(w) if i < left else str(c).rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    return [line(head)] + [line(r) for r in rows]
 
 
 def tokenizer_corpus_options(f):
@@ -28,7 +45,8 @@ def tokenizer_corpus_options(f):
                      help="Parallel set for cross-language parity: tatoeba, udhr or a path (repeatable; "
                           "default: the corpora that are Tatoeba or UDHR)."),
         click.option("--no-parity", is_flag=True, help="Skip cross-language parity."),
-        click.option("--alpha", default=2.5, show_default=True, type=float, help="Rényi order."),
+        click.option("--alpha", default=2.5, show_default=True, type=click.FloatRange(0, min_open=True),
+                     help="Rényi order."),
         click.option("--max-order", default=5, show_default=True, type=click.IntRange(1, 8),
                      help="Largest n-gram order for H_k."),
         click.option("--limit-bytes", default=None, type=click.IntRange(1), help="Read at most this many bytes per corpus."),
@@ -96,24 +114,24 @@ def metrics(tokenizers, corpora, parity, no_parity, alpha, max_order, limit_byte
     if as_csv:
         click.echo(to_csv(flat_rows(data)), nl=False)
         return
-    head = (f"{'tokenizer':<14}{'corpus':<17}{'tokens':>11}{'B/tok':>7}{'fert':>7}{'cont':>6}{'util':>7}"
-            f"{'H1':>7}{'Rényi eff':>10}{'uni b/B':>8}{'gzip':>6}{'zstd':>6}{'lzma':>6}")
-    click.echo(head)
-    for r in data["results"]:
-        click.echo(f"{r['tokenizer']:<14}{r['corpus']:<17}{r['tokens']:>11,}{_fmt(r['bytes_per_token'], 2):>7}"
-                   f"{_fmt(r['fertility'], 2):>7}{_fmt(r['continued_words'], 2):>6}{_fmt(r['utilisation'], 3):>7}"
-                   f"{_fmt(r['shannon_entropy'], 2):>7}{_fmt(r['renyi_efficiency'], 3):>10}"
-                   f"{_fmt(r['unigram_bits_per_byte'], 2):>8}{_fmt(r.get('gzip_bits_per_byte'), 2):>6}"
-                   f"{_fmt(r.get('zstd_bits_per_byte'), 2):>6}{_fmt(r.get('lzma_bits_per_byte'), 2):>6}")
+    head = ["tokenizer", "corpus", "tokens", "B/tok", "fert", "cont", "util", "H1", "Rényi eff", "uni b/B", "gzip",
+            "zstd", "lzma"]
+    rows = [[r["tokenizer"], r["corpus"], _fmt(r["tokens"]), _fmt(r["bytes_per_token"], 2), _fmt(r["fertility"], 2),
+             _fmt(r["continued_words"], 2), _fmt(r["utilisation"], 3), _fmt(r["shannon_entropy"], 2),
+             _fmt(r["renyi_efficiency"], 3), _fmt(r["unigram_bits_per_byte"], 2),
+             _fmt(r.get("gzip_bits_per_byte"), 2), _fmt(r.get("zstd_bits_per_byte"), 2),
+             _fmt(r.get("lzma_bits_per_byte"), 2)] for r in data["results"]]
+    for line in text_table(head, rows):
+        click.echo(line)
     click.echo("\nconditional entropy H(X_k | X_<k), bits/token: plug-in, Miller-Madow, held-out Witten-Bell; "
                "with N k-grams, distinct contexts, singleton contexts")
-    click.echo(f"{'tokenizer':<14}{'corpus':<17}{'k':>2}{'plug-in':>9}{'MM':>8}{'held-out':>9}{'N':>12}"
-               f"{'contexts':>11}{'singleton':>10}")
-    for r in data["results"]:
-        for g in r["ngrams"]:
-            click.echo(f"{r['tokenizer']:<14}{r['corpus']:<17}{g['order']:>2}{_fmt(g['conditional_entropy'], 3):>9}"
-                       f"{_fmt(g['conditional_entropy_mm'], 3):>8}{_fmt(g.get('heldout_bits_per_token'), 3):>9}"
-                       f"{g['n']:>12,}{g['contexts']:>11,}{_fmt(g['singleton_context_fraction'], 3):>10}")
+    rows = [[r["tokenizer"], r["corpus"], str(g["order"]), _fmt(g["conditional_entropy"], 3),
+             _fmt(g["conditional_entropy_mm"], 3), _fmt(g.get("heldout_bits_per_token"), 3), _fmt(g["n"]),
+             _fmt(g["contexts"]), _fmt(g["singleton_context_fraction"], 3)]
+            for r in data["results"] for g in r["ngrams"]]
+    for line in text_table(["tokenizer", "corpus", "k", "plug-in", "MM", "held-out", "N", "contexts", "singleton"],
+                           rows):
+        click.echo(line)
     missing = sorted({f"{k}: {v}" for r in data["results"] for k, v in r["missing"].items()})
     if missing:
         click.echo("missing (—): " + "; ".join(missing))

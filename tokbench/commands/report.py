@@ -35,9 +35,7 @@ def report(tokenizers, corpora, parity, no_parity, alpha, max_order, limit_bytes
             data = json.loads(from_json.read_text(encoding="utf-8"))
         except ValueError as exc:
             raise TokbenchError(f"not JSON ({exc})", path=from_json, fix="pass `tokbench metrics --json` output") from None
-        if "results" not in data:
-            raise TokbenchError("not a `tokbench metrics --json` output (no 'results')", path=from_json,
-                                fix="pass `tokbench metrics --json` output")
+        _check_metrics_json(data, from_json)
         keep_t = set(tokenizers)
         keep_c = set(corpora) or {c["name"] for c in data["corpora"]}
         data["tokenizers"] = [t for t in data["tokenizers"] if t["name"] in keep_t]
@@ -53,5 +51,39 @@ def report(tokenizers, corpora, parity, no_parity, alpha, max_order, limit_bytes
     else:
         data = run_from_options(tokenizers, corpora, parity, no_parity, alpha, max_order, limit_bytes, text_field,
                                 quiet)
-    out = write_report(data, output, command, overwrite=overwrite, inputs=[from_json] if from_json else [])
+    try:
+        out = write_report(data, output, command, overwrite=overwrite, inputs=[from_json] if from_json else [])
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        if not from_json or isinstance(exc, TokbenchError):
+            raise
+        raise TokbenchError(f"not a complete `tokbench metrics --json` output ({type(exc).__name__}: {exc})",
+                            path=from_json, fix="pass the unedited output of `tokbench metrics --json`") from None
     click.echo(f"wrote {out}/index.html")
+
+
+_METRICS_JSON_KEYS = {"tokenizers": list, "corpora": list, "results": list, "parity": dict}
+
+
+def _check_metrics_json(data, path: Path) -> None:
+    """The top level of a `tokbench metrics --json` output: the lists of tokenizers, corpora and results
+    (objects with a name / tokenizer and corpus) and the parity mapping."""
+    from tokbench.errors import TokbenchError
+
+    def refuse(why: str):
+        raise TokbenchError(f"not a `tokbench metrics --json` output ({why})", path=path,
+                            fix="pass the output of `tokbench metrics --json`")
+
+    if not isinstance(data, dict):
+        refuse(f"a JSON {type(data).__name__}, not an object")
+    for key, kind in _METRICS_JSON_KEYS.items():
+        if not isinstance(data.get(key), kind):
+            refuse(f"no {kind.__name__} {key!r}")
+    for key, need in (("tokenizers", ("name",)), ("corpora", ("name",)), ("results", ("tokenizer", "corpus"))):
+        for i, item in enumerate(data[key]):
+            if not isinstance(item, dict) or any(k not in item for k in need):
+                refuse(f"{key}[{i}] is not an object with {' and '.join(need)}")
+    if not data["results"]:
+        refuse("'results' is empty")
+    for k, v in data["parity"].items():
+        if not isinstance(v, list) or not all(isinstance(p, dict) and "tokenizer" in p for p in v):
+            refuse(f"parity[{k!r}] is not a list of objects with a tokenizer")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 
 import click
 
@@ -13,9 +14,9 @@ import click
 @click.option("--pattern", default="gpt2", show_default=True,
               help="Split pattern: gpt2, llama3, qwen2, o200k, whitespace, none, or a regex.")
 @click.option("--special", "specials", multiple=True, help="A special token (repeatable); ids after the merges.")
-@click.option("--min-frequency", default=2, show_default=True, type=int, help="Stop when the best pair is rarer.")
-@click.option("--max-token-length", default=None, type=int, help="Longest token, in bytes.")
-@click.option("--threads", default=0, type=int, help="Counting threads (0: all cores).")
+@click.option("--min-frequency", default=2, show_default=True, type=click.IntRange(min=1), help="Stop when the best pair is rarer.")
+@click.option("--max-token-length", default=None, type=click.IntRange(min=1), help="Longest token, in bytes.")
+@click.option("--threads", default=0, type=click.IntRange(min=0), help="Counting threads (0: all cores).")
 @click.option("--text-field", default=None, help="JSONL field(s) holding the text ('question,answer').")
 @click.option("--save-counts", type=click.Path(dir_okay=False), help="Also write the pre-token counts here.")
 @click.option("--load-counts", multiple=True, type=click.Path(dir_okay=False),
@@ -59,6 +60,7 @@ def train(corpus, vocab_size, pattern, specials, min_frequency, max_token_length
     check_output(out_dir, overwrite, inputs)  # before the counting
     from tokbench.bpe import modes
 
+    bpe.check_vocab_size(vocab_size, specials)
     runs = modes.check_cli(mode, vocab_size, specials, transition=transition, max_words=max_words,
                            run_pattern=run_pattern, candidates=candidates,
                            counts_files=bool(save_counts or load_counts), strategy=strategy)
@@ -87,20 +89,26 @@ def train(corpus, vocab_size, pattern, specials, min_frequency, max_token_length
 
     common = dict(special_tokens=specials, min_frequency=min_frequency, max_token_length=max_token_length,
                   stats=stats, progress=not quiet)
-    if mode == "super":
-        trained = modes.train_super_counts(counter, runs, vocab_size, transition, pattern=pattern,
-                                           run_pattern=run_pattern or "super-punct",
-                                           max_words=modes.DEFAULT_MAX_WORDS if max_words is None else max_words,
-                                           strategy=strategy or "curriculum", **common)
-    elif mode == "compress":
-        trained = modes.train_compress_counts(counter, vocab_size, pattern=pattern,
-                                              candidates=modes.DEFAULT_CANDIDATES if candidates is None
-                                              else candidates, **common)
-    else:
-        trained = bpe.train_counts(counter, vocab_size, pattern=resolve_pattern(pattern), **common)
+    with warnings.catch_warnings():  # said once below, for every mode
+        warnings.simplefilter("ignore", bpe.ShortVocabWarning)
+        if mode == "super":
+            trained = modes.train_super_counts(counter, runs, vocab_size, transition, pattern=pattern,
+                                               run_pattern=run_pattern or "super-punct",
+                                               max_words=modes.DEFAULT_MAX_WORDS if max_words is None else max_words,
+                                               strategy=strategy or "curriculum", **common)
+        elif mode == "compress":
+            trained = modes.train_compress_counts(counter, vocab_size, pattern=pattern,
+                                                  candidates=modes.DEFAULT_CANDIDATES if candidates is None
+                                                  else candidates, **common)
+        else:
+            trained = bpe.train_counts(counter, vocab_size, pattern=resolve_pattern(pattern), **common)
+    short = bpe.shortfall(trained, vocab_size, min_frequency)
+    for line in short:
+        click.echo(f"warning: {line}", err=True)
     t2 = time.perf_counter()
     info = {k: v for k, v in trained.meta.items() if k not in ("word_pattern", "run_pattern")}
-    summary = {"mode": mode, **info, "vocab_size": trained.vocab_size, "merges": len(trained.merges),
+    summary = {"mode": mode, **info, "vocab_size": trained.vocab_size, "vocab_size_requested": vocab_size,
+               "warnings": short, "merges": len(trained.merges),
                "distinct_pretokens": len(counter), "bytes_counted": stats.bytes,
                "non_utf8_lines": stats.non_utf8_lines, "count_s": round(t1 - t0, 3), "train_s": round(t2 - t1, 3)}
     written = trained.save_folder(out_dir, overwrite=overwrite, inputs=inputs, tiktoken=tiktoken_file,

@@ -48,8 +48,8 @@ def inspect_cmd(tokenizer: str, pattern: str | None, as_json: bool) -> None:
 @vocab.command("align")
 @click.argument("old")
 @click.argument("new")
-@click.option("--examples", default=8, show_default=True, help="Examples per category.")
-@click.option("--threads", default=0, help="Threads for decomposition (0 = all cores).")
+@click.option("--examples", default=8, show_default=True, type=click.IntRange(min=0), help="Examples per category.")
+@click.option("--threads", default=0, type=click.IntRange(min=0), help="Threads for decomposition (0 = all cores).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def align_cmd(old: str, new: str, examples: int, threads: int, as_json: bool) -> None:
     """Align vocabulary NEW against OLD: shared tokens, new-only tokens and their decomposition

@@ -16,13 +16,17 @@ import os
 import time
 from pathlib import Path
 
+from tokbench import limits
 from tokbench.errors import TokbenchError
+from tokbench.extras import need
+from tokbench.text import clean
 
 
 def load_eval_text(text: str | os.PathLike, max_chars: int | None = None) -> tuple[str, str]:
     """(text, label) from a file path or a corpus asset name; first `max_chars` characters."""
     from tokbench.assets import iter_documents
 
+    limits.optional("max_chars", max_chars, 1)
     p = Path(text)
     if p.is_file():
         from tokbench.assets import read_text
@@ -39,6 +43,7 @@ def load_eval_text(text: str | os.PathLike, max_chars: int | None = None) -> tup
                 break
         body = "\n\n".join(parts)
         label = str(text)
+    body = clean(body)
     if max_chars is not None:
         body = body[:max_chars]
     if not body:
@@ -76,7 +81,13 @@ def bits_per_byte(model: str | os.PathLike, text: str, *, chunk: int = 512, batc
     """
     from tokbench.assets import resolve
 
+    chunk = limits.at_least("chunk", chunk, 2, what="tokens per window")
+    batch = limits.at_least("batch", batch, 1, what="windows per forward pass")
+    text = clean(text)
     model_dir = Path(model) if Path(model).is_dir() else Path(resolve(str(model), kind="model"))
+    from tokbench.vocab.model_io import open_model_folder
+
+    open_model_folder(model_dir)  # headers only: a damaged or truncated model is refused before any work
     cache_file = None
     if cache_dir is not None:
         cache_file = Path(cache_dir) / f"bpb-{_cache_key(model_dir, text, chunk)}.json"
@@ -87,9 +98,9 @@ def bits_per_byte(model: str | os.PathLike, text: str, *, chunk: int = 512, batc
                 return data
             except ValueError:
                 pass
+    need("torch", "transformers", what="bits/byte evaluation (tokbench eval, transplant --eval)")
     import numpy as np
     import torch
-    from tqdm import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     t0 = time.perf_counter()
@@ -113,6 +124,7 @@ def bits_per_byte(model: str | os.PathLike, text: str, *, chunk: int = 512, batc
     byte_pos = np.concatenate([[0], np.cumsum(char_bytes)])
     tok_bytes = byte_pos[bounds[1:]] - byte_pos[bounds[:-1]]
 
+    # float32 on the CPU: bf16 matmuls there are slower and round the figure; bf16 on accelerators
     dtype = torch.float32 if dev == "cpu" else torch.bfloat16
     try:
         lm = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype)
@@ -123,28 +135,8 @@ def bits_per_byte(model: str | os.PathLike, text: str, *, chunk: int = 512, batc
     max_pos = getattr(lm.config, "max_position_embeddings", None)
     if isinstance(max_pos, int) and max_pos > 0:
         chunk = min(chunk, max_pos)
-    stride = chunk - 1
-    windows = [(s, min(s + chunk, len(ids))) for s in range(0, len(ids) - 1, stride)]
-    total_nats = 0.0
-    predicted = 0
-    ids_t = torch.tensor(ids, dtype=torch.long)
-    with torch.inference_mode():
-        for b0 in tqdm(range(0, len(windows), batch), desc="bits/byte", unit="batch", disable=not progress,
-                       total=math.ceil(len(windows) / batch)):
-            group = windows[b0:b0 + batch]
-            width = max(e - s for s, e in group)
-            inp = torch.zeros((len(group), width), dtype=torch.long)
-            mask = torch.zeros((len(group), width), dtype=torch.long)
-            for r, (s, e) in enumerate(group):
-                inp[r, : e - s] = ids_t[s:e]
-                mask[r, : e - s] = 1
-            logits = lm(input_ids=inp.to(dev), attention_mask=mask.to(dev)).logits.float()
-            logp = torch.log_softmax(logits[:, :-1], dim=-1)
-            tgt = inp[:, 1:].to(dev)
-            nll = -logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
-            m = mask[:, 1:].to(dev).bool()
-            total_nats += float(nll[m].double().sum())
-            predicted += int(m.sum())
+    windows = eval_windows(len(ids), chunk)
+    total_nats, predicted = window_nats(lm, ids, windows, batch=batch, device=dev, progress=progress)
     covered = int(tok_bytes[1:].sum())
     result = {
         "bits_per_byte": total_nats / math.log(2) / covered,
@@ -164,3 +156,81 @@ def bits_per_byte(model: str | os.PathLike, text: str, *, chunk: int = 512, batc
 
         atomic_write(cache_file, json.dumps(result, indent=2))  # a killed run leaves no truncated cache
     return result
+
+
+# --- the forward passes --------------------------------------------------------------------------------
+# Causal LMs whose logits are exactly `get_output_embeddings()(last hidden state)` (no soft-capping, logit
+# scale or other post-processing): for them the head runs on slices of positions, so the (batch, window,
+# vocab) logits are never held at once. Any other model takes the plain `model(input_ids).logits` path.
+_PLAIN_HEAD = frozenset({"LlamaForCausalLM", "MistralForCausalLM", "MixtralForCausalLM", "Qwen2ForCausalLM",
+                         "Qwen3ForCausalLM", "GPT2LMHeadModel", "GPTNeoXForCausalLM", "PhiForCausalLM",
+                         "Phi3ForCausalLM", "StableLmForCausalLM", "OlmoForCausalLM", "Olmo2ForCausalLM"})
+_HEAD_ROWS = 1024  # positions per slice of the output head (1024 x 50k float32 logits = 200 MB)
+
+
+def eval_windows(n_tokens: int, chunk: int) -> list[tuple[int, int]]:
+    """[start, end) token windows of at most `chunk` tokens overlapping by one: every token but the first
+    is predicted exactly once, with the context of its own window."""
+    if chunk < 2:
+        raise TokbenchError(f"window of {chunk} tokens", fix="pass --chunk 2 or more (default 512)")
+    stride = chunk - 1
+    return [(s, min(s + chunk, n_tokens)) for s in range(0, n_tokens - 1, stride)]
+
+
+def _split_head(lm):
+    import torch
+
+    head = lm.get_output_embeddings()
+    body = getattr(lm, getattr(lm, "base_model_prefix", ""), None)
+    if type(lm).__name__ in _PLAIN_HEAD and isinstance(head, torch.nn.Linear) and isinstance(body, torch.nn.Module):
+        return body, head
+    return None
+
+
+def _nats(logits, targets) -> float:
+    """Sum over positions of -log softmax(logits)[target], in float32 per position, summed in float64."""
+    import torch
+
+    logits = logits.float()
+    picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return float((torch.logsumexp(logits, dim=-1) - picked).double().sum())
+
+
+def window_nats(lm, ids: list[int], windows: list[tuple[int, int]], *, batch: int = 4, device: str = "cpu",
+                progress: bool = True) -> tuple[float, int]:
+    """(total negative log-likelihood in nats, predicted tokens) of `lm` over the token windows.
+
+    Windows of the same length go through the model together, `batch` at a time, so no batch is ever padded
+    and no attention mask is needed (the causal kernel runs unmasked); the output head runs on slices of
+    positions (see _PLAIN_HEAD). The figure equals the plain per-window `model(input_ids).logits` +
+    cross-entropy up to float rounding (tests/test_eval.py).
+    """
+    import torch
+    from tqdm import tqdm
+
+    if batch < 1:
+        raise TokbenchError(f"batch of {batch} windows", fix="pass --batch 1 or more (default 4)")
+    groups: list[list[tuple[int, int]]] = []
+    for w in windows:
+        if groups and len(groups[-1]) < batch and groups[-1][0][1] - groups[-1][0][0] == w[1] - w[0]:
+            groups[-1].append(w)
+        else:
+            groups.append([w])
+    split = _split_head(lm)
+    ids_t = torch.tensor(ids, dtype=torch.long)
+    total, predicted = 0.0, 0
+    with torch.inference_mode():
+        for group in tqdm(groups, desc="bits/byte", unit="batch", disable=not progress):
+            inp = torch.stack([ids_t[s:e] for s, e in group]).to(device)
+            targets = inp[:, 1:].reshape(-1)
+            if split is None:
+                logits = lm(input_ids=inp).logits[:, :-1]
+                total += _nats(logits.reshape(-1, logits.shape[-1]), targets)
+            else:
+                body, head = split
+                hidden = body(input_ids=inp).last_hidden_state[:, :-1]
+                hidden = hidden.reshape(-1, hidden.shape[-1])
+                for r in range(0, hidden.shape[0], _HEAD_ROWS):
+                    total += _nats(head(hidden[r:r + _HEAD_ROWS]), targets[r:r + _HEAD_ROWS])
+            predicted += int(targets.numel())
+    return total, predicted

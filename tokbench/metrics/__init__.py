@@ -22,6 +22,7 @@ from typing import Sequence
 
 from tqdm import tqdm
 
+from tokbench import limits
 from tokbench.assets import iter_documents, resolve
 from tokbench.errors import TokbenchError
 from tokbench.metrics.core import (COMPRESSORS, DEFAULT_ALPHA, DEFAULT_MAX_ORDER, compression_metrics,
@@ -29,7 +30,7 @@ from tokbench.metrics.core import (COMPRESSORS, DEFAULT_ALPHA, DEFAULT_MAX_ORDER
                                    encode_documents, stream_text, gini, renyi_efficiency, renyi_entropy, shannon_entropy,
                                    text_compression)
 from tokbench.metrics.encoders import Encoder, load_encoder
-from tokbench.metrics.parity import parity as parity_of, tatoeba_units, udhr_units
+from tokbench.metrics.parity import distinct_texts, parity as parity_of, tatoeba_units, udhr_units
 
 __all__ = ["run_metrics", "load_encoder", "Encoder", "corpus_metrics", "renyi_entropy", "renyi_efficiency",
            "shannon_entropy", "gini", "PARITY_SETS", "flat_rows"]
@@ -138,6 +139,10 @@ def run_metrics(tokenizers: Sequence[str], corpora: Sequence[str], *, parity: Se
         raise TokbenchError("no tokenizer given", fix="pass --tokenizer NAME (repeatable)")
     if not corpora and not parity:
         raise TokbenchError("no corpus given", fix="pass --corpus NAME (repeatable)")
+    limits.at_least("max_order", max_order, 1, 8, what="n-gram orders")
+    limits.optional("limit_bytes", limit_bytes, 1)
+    limits.optional("workers", workers, 1, what="processes")
+    limits.real("alpha", alpha, 0, lo_open=True, what="the Rényi order")
     t_start = time.perf_counter()
     if parity is None:
         parity = [c for c in corpora if _parity_kind(c)]
@@ -161,8 +166,8 @@ def run_metrics(tokenizers: Sequence[str], corpora: Sequence[str], *, parity: Se
                                 fix="pass a corpus with text")
         words[c] = count_words(docs[c])
     units = {kind: PARITY_SETS[kind](p) for kind, p in parity_paths.items()}
-    total = sum(len(d) for c in docs for d in docs[c]) + sum(
-        len(a) + len(b) for u in units.values() for pairs in u.values() for a, b in pairs)
+    # exactly what the encoders report: every document, every distinct parity text once
+    total = sum(len(d) for c in docs for d in docs[c]) + sum(len(t) for u in units.values() for t in distinct_texts(u))
     state = {"docs": docs, "words": words, "units": units, "alpha": alpha, "max_order": max_order,
              "compressors": tuple(compressors)}
     bar = tqdm(total=total * len(names), unit="char", unit_scale=True, desc="metrics", disable=not progress)

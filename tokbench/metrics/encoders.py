@@ -10,7 +10,9 @@ library, not with tokbench's own segmenter:
 | Mistral `tekken.json` | `tiktoken` | the same over its ranks and pattern, ids = rank + number of special ids (as `mistral_common`) |
 | `sentencepiece` `.model` | `sentencepiece` | `SentencePieceProcessor.encode(texts)` (no bos/eos) |
 
-No special tokens are added; special-token text inside a corpus is encoded as ordinary text.
+No special tokens are added; special-token text inside a corpus is encoded as ordinary text. Texts
+first follow tokbench.text's rule (lone surrogates become U+FFFD), on every path, so every library
+sees the same valid text.
 The vocabulary (kinds, unk id, byte fallback ids, true size K) comes from `load_vocabulary`.
 
 Fast path (`fast=True`, the default): a tiktoken rank file, and a `tokenizer.json` that is plain
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import Sequence
 
 from tokbench.errors import TokbenchError
+from tokbench.text import clean_all
 from tokbench.vocab import load_vocabulary
 from tokbench.vocab.vocabulary import Kind, Vocabulary
 
@@ -62,7 +65,7 @@ class Encoder:
         return metadata.version(self.library)
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
-        texts = list(texts)
+        texts = clean_all(texts)
         if not texts:
             return []
         if self.fast is not None:
@@ -123,6 +126,16 @@ def load_encoder(name_or_path: str | Path, pattern: str | None = None, *, fast: 
         raise TokbenchError(f"cannot load tokenizer ({type(exc).__name__}: {exc})", path=name_or_path,
                             fix="pass a tokenizer.json, SentencePiece .model, tiktoken file or asset name") from None
     library = _LIBRARY_OF_FORMAT.get(vocab.format)
+    try:
+        return _library_encoder(name_or_path, vocab, library, fast)
+    except TokbenchError:
+        raise
+    except Exception as exc:  # the library refuses a file tokbench's own loader read
+        raise TokbenchError(f"{library or 'the library'} cannot load this tokenizer ({type(exc).__name__}: {exc})",
+                            path=vocab.source, fix="pass a tokenizer file its own library loads") from None
+
+
+def _library_encoder(name_or_path, vocab: Vocabulary, library: str | None, fast: bool) -> Encoder:
     fast_bpe = None
     source = Path(vocab.source)
     if library is None:

@@ -25,6 +25,7 @@ from tokbench.assets.corpus import iter_jsonl, iter_tatoeba
 from tokbench.errors import TokbenchError
 from tokbench.metrics.core import gini
 from tokbench.metrics.encoders import Encoder
+from tokbench.text import clean
 
 ENCODE_CHUNK = 5000
 
@@ -51,7 +52,7 @@ def udhr_units(name_or_path: str | os.PathLike = "udhr", english: str = "eng") -
         if v is None:
             return ""
         vals = v if isinstance(v, list) else [v]
-        return "\n".join(str(x) for x in vals if x is not None).strip()
+        return clean("\n".join(str(x) for x in vals if x is not None).strip())
 
     eng = {k: text(v) for k, v in records[english].items()}
     out = {}
@@ -73,6 +74,12 @@ def _encode_lengths(encoder: Encoder, texts: Sequence[str], progress=None) -> np
     return out
 
 
+def distinct_texts(units: dict[str, list[tuple[str, str]]]) -> list[str]:
+    """Every distinct text of the units, in first-seen order: what parity() encodes (once each: English
+    sides repeat across Tatoeba languages)."""
+    return list(dict.fromkeys(t for pairs in units.values() for pair in pairs for t in pair))
+
+
 def parity(encoder: Encoder, units: dict[str, list[tuple[str, str]]], *, dataset: str,
            progress=None) -> dict:
     """Premiums per language and their spread. `units` from tatoeba_units / udhr_units."""
@@ -83,13 +90,8 @@ def parity(encoder: Encoder, units: dict[str, list[tuple[str, str]]], *, dataset
             result[k] = None
             result["missing"][k] = reason
         return result
-    # encode every distinct text once (English sides repeat across Tatoeba languages)
-    index: dict[str, int] = {}
-    for pairs in units.values():
-        for a, b in pairs:
-            index.setdefault(a, len(index))
-            index.setdefault(b, len(index))
-    texts = list(index)
+    texts = distinct_texts(units)
+    index = {t: i for i, t in enumerate(texts)}
     lengths = _encode_lengths(encoder, texts, progress)
     premiums = []
     for lang, pairs in sorted(units.items()):

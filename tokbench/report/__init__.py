@@ -33,14 +33,16 @@ def _f(v, digits=3) -> str:
     if isinstance(v, int):
         return f"{v:,}"
     if isinstance(v, float):
-        return f"{v:.{digits}f}"
+        text = f"{v:.{digits}f}"
+        return text[1:] if text.startswith("-") and not text.strip("-0.") else text  # no "-0.000"
     return html.escape(str(v))
 
 
 def _table(head: list[str], rows: list[list[str]], cls: str = "") -> str:
     th = "".join(f"<th>{h}</th>" for h in head)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
-    return f'<table class="{cls}"><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>'
+    # wide tables scroll inside their own box instead of overflowing the page
+    return f'<div class="wide"><table class="{cls}"><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def _csvs(data: dict, out: Path) -> None:
@@ -68,6 +70,7 @@ table{border-collapse:collapse;font-size:12px;margin:.6em 0}th,td{border:1px sol
 th{background:#f3f3f3}td:first-child,th:first-child,td.l{text-align:left}tr:nth-child(even) td{background:#fafafa}
 .na{color:#b00}.note{color:#555;font-size:13px}img{max-width:100%}code,pre{background:#f6f6f6;font-size:12px}
 pre{padding:.6em;white-space:pre-wrap}
+.wide{max-width:100%;overflow-x:auto}.full td:last-child{min-width:26em;text-align:left}
 """
 
 
@@ -135,12 +138,12 @@ def _full_table(data: dict) -> str:
                      _f(r.get("gzip_bits_per_byte")), _f(r.get("zstd_bits_per_byte")),
                      _f(r.get("lzma_bits_per_byte")),
                      f'<span class="l">{html.escape("; ".join(f"{k}: {v}" for k, v in r["missing"].items()))}</span>'])
-    return _table(head, rows)
+    return _table(head, rows, "full")
 
 
 def _ngram_table(data: dict) -> str:
     head = ["tokenizer", "corpus", "k", "N k-grams", "distinct contexts", "singleton contexts",
-            "H(X_k|X_<k) plug-in", "Miller–Madow", "held-out WB", "block H_k"]
+            "H(X<sub>k</sub>|X<sub>&lt;k</sub>) plug-in", "Miller–Madow", "held-out WB", "block H_k"]
     rows = []
     for r in data["results"]:
         for g in r["ngrams"]:
@@ -156,7 +159,7 @@ def _parity_table(data: dict) -> str:
     rows = []
     for k, ps in data["parity"].items():
         for p in ps:
-            rows.append([k, html.escape(p["tokenizer"]), _f(p.get("n_languages")), _f(p.get("premium_sum_mean"), 2),
+            rows.append([html.escape(k), html.escape(p["tokenizer"]), _f(p.get("n_languages")), _f(p.get("premium_sum_mean"), 2),
                          _f(p.get("premium_sum_max"), 2), _f(p.get("gini")), _f(p.get("cv")),
                          html.escape("; ".join(f"{a}: {b}" for a, b in p["missing"].items()))])
     return _table(head, rows)
@@ -165,12 +168,12 @@ def _parity_table(data: dict) -> str:
 def _provenance(data: dict, command: str | None) -> str:
     s = data["settings"]
     toks = _table(["tokenizer", "K", "format", "family", "library", "version", "encoded by", "source"],
-                  [[html.escape(t["name"]), _f(t["K"]), t["format"], t["family"], t["library"],
+                  [[html.escape(t["name"]), _f(t["K"]), _f(t["format"]), _f(t["family"]), _f(t["library"]),
                     html.escape(str(t["library_version"])), html.escape(t.get("encoder", t["library"])),
                     f'<span class="l">{html.escape(t["source"])}</span>']
                    for t in data["tokenizers"]])
     cors = _table(["corpus", "documents", "bytes", "words counted as", "path"],
-                  [[html.escape(c["name"]), _f(c["documents"]), _f(c["bytes"]), c["word_segmentation"],
+                  [[html.escape(c["name"]), _f(c["documents"]), _f(c["bytes"]), _f(c["word_segmentation"]),
                     f'<span class="l">{html.escape(c["path"])}</span>'] for c in data["corpora"]])
     split = sorted({r["heldout_split"] for r in data["results"]})
     ser = sorted({r["serialisation"] for r in data["results"]})

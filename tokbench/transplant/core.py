@@ -25,9 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
+from tokbench import limits
 from tokbench.errors import TokbenchError
 from tokbench.embeddings import (NewTokens, RowStats, assemble, aux_space, donor_space, fill_row, make_rows,
                                  table_space)
+from tokbench.extras import need
 from tokbench.vocab import Kind, align, load_vocabulary
 from tokbench.outputs import commit_output, discard_output, prepare_output
 from tokbench.vocab.model_io import open_model_folder, write_model_folder
@@ -108,6 +110,8 @@ def transplant(base, tokenizer, out, *, donor=None, method: str = "omp", aux_emb
         raise TokbenchError(f"unknown method {method!r}", fix=f"use one of {', '.join(METHODS)}")
     if numbers not in NUMBER_POLICIES:
         raise TokbenchError(f"unknown numbers policy {numbers!r}", fix=f"use one of {', '.join(NUMBER_POLICIES)}")
+    _check_arguments(method=method, donor=donor, k=k, ridge=ridge, blend=blend, global_weight=global_weight,
+                     temperature=temperature, top_k=top_k, eval_text=eval_text, eval_max_chars=eval_max_chars)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     base_dir = _model_dir(base, "base")
@@ -132,6 +136,28 @@ def transplant(base, tokenizer, out, *, donor=None, method: str = "omp", aux_emb
         discard_output(tmp)
         raise
     return report
+
+
+def _check_arguments(*, method, donor, k, ridge, blend, global_weight, temperature, top_k, eval_text,
+                     eval_max_chars) -> None:
+    """Refuse out-of-range values and name a missing optional dependency before any work."""
+    limits.optional("k", k, 1, what="OMP sparsity")
+    limits.at_least("top_k", top_k, 1, what="TokenAdapt neighbours")
+    limits.optional("eval_max_chars", eval_max_chars, 1)
+    if ridge is not None:
+        limits.real("ridge", ridge, 0)
+    limits.real("blend", blend, 0, 1)
+    limits.real("global_weight", global_weight, 0, 1)
+    limits.real("temperature", temperature, 0, lo_open=True)
+    modules = []
+    if method == "tokenadapt" or (method == "omp" and donor is None):
+        modules += ["torch", "transformers"]  # the auxiliary text embedder
+    if method == "tokenadapt":
+        modules.append("faiss")
+    if eval_text is not None:
+        modules += ["torch", "transformers"]
+    need(*dict.fromkeys(modules), what=f"tokbench transplant --method {method}" +
+         (" --eval" if eval_text is not None else ""))
 
 
 def _run(model, base_dir: Path, tok_path: Path, donor_dir: Path | None, tmp: Path, final: Path, *, method, aux_embedder,

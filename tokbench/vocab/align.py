@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from tokbench import limits
+from tokbench.errors import TokbenchError
 from tokbench.vocab.numbers import NumberPolicy, is_numeric, number_policy
 from tokbench.vocab.specials import ROLES
 from tokbench.vocab.vocabulary import Kind, Vocabulary
@@ -46,6 +48,7 @@ class Alignment:
 
 
 def align(old: Vocabulary, new: Vocabulary, num_threads: int = 0) -> Alignment:
+    num_threads = limits.threads(num_threads)
     t0 = time.perf_counter()
     old_keys = old.keys
     shared: dict[int, int] = {}
@@ -79,7 +82,13 @@ def align(old: Vocabulary, new: Vocabulary, num_threads: int = 0) -> Alignment:
     t2 = time.perf_counter()
 
     surfaces = [old.surface(new.key(i)) for i in new_only]  # type: ignore[arg-type]
-    pieces = old.segment_batch([s for s, _ in surfaces], [ws for _, ws in surfaces], num_threads)
+    try:
+        pieces = old.segment_batch([s for s, _ in surfaces], [ws for _, ws in surfaces], num_threads)
+    except ValueError as exc:  # the core refused a token (TokbenchError from building the segmenter passes)
+        if isinstance(exc, TokbenchError):
+            raise
+        raise TokbenchError(f"cannot split the new tokens with the old tokenizer ({exc})", path=old.source,
+                            fix="check that the old tokenizer file is complete and consistent") from None
     decompositions = dict(zip(new_only, pieces))
     uncovered: list[int] = []
     sentinel = old.uncovered_id

@@ -118,12 +118,14 @@ def load_vocabulary(name_or_path: str | Path, pattern: str | None = None) -> Voc
     (GPT-2, Whisper multilingual, Llama 3) get theirs automatically.
     """
     path = _resolve(name_or_path)
-    if path.is_dir():
-        vocab = _load_folder(path, pattern)
-        folder = path
-    else:
-        vocab = _load_file(path, pattern)
-        folder = path.parent
+    try:
+        vocab = _load_folder(path, pattern) if path.is_dir() else _load_file(path, pattern)
+    except TokbenchError:
+        raise
+    except (AttributeError, KeyError, IndexError, TypeError, ValueError) as exc:  # a file of the wrong schema
+        raise TokbenchError(f"not a tokenizer file tokbench can read ({type(exc).__name__}: {exc})", path=path,
+                            fix=_FIX) from None
+    folder = path if path.is_dir() else path.parent
     contents = vocab.special_contents
     roles = dict(vocab.specials)
     declared, absent = roles_from_folder(folder, contents)

@@ -69,7 +69,35 @@ def read_header(path: Path) -> tuple[dict, int]:
                             fix="re-download or re-save the weights with safetensors") from None
     if not isinstance(header, dict):
         raise TokbenchError("safetensors header is not a JSON object", path=path, fix="re-save the weights")
+    _check_sizes(path, header, path.stat().st_size - 8 - n)
     return header, 8 + n
+
+
+def _check_sizes(path: Path, header: dict, data_size: int) -> None:
+    """Every tensor's byte range is as long as its shape and dtype say and lies inside the file: a
+    truncated or damaged file is refused from its header, before any tensor is read."""
+    fix = "the file is truncated or damaged: re-download or re-save the weights"
+    end_max = 0
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape, (start, end) = info["dtype"], info["shape"], info["data_offsets"]
+            ok = (isinstance(start, int) and isinstance(end, int) and 0 <= start <= end
+                  and isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape))
+        except (TypeError, KeyError, ValueError):
+            ok = False
+        if not ok:
+            raise TokbenchError(f"tensor {name!r} has a malformed header entry", path=path, fix=fix)
+        item = _ANY_DTYPE_SIZE.get(dtype)
+        if item is not None and end - start != int(np.prod(shape, dtype=np.int64)) * item:
+            raise TokbenchError(f"tensor {name!r} ({dtype} {shape}) should take "
+                                f"{int(np.prod(shape, dtype=np.int64)) * item:,} bytes, its header gives "
+                                f"{end - start:,}", path=path, fix=fix)
+        end_max = max(end_max, end)
+    if end_max > data_size:
+        raise TokbenchError(f"the header describes {end_max:,} bytes of tensors but the file holds {max(data_size, 0):,}",
+                            path=path, fix=fix)
 
 
 def bf16_to_f32(raw: np.ndarray) -> np.ndarray:

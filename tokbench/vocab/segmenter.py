@@ -15,6 +15,14 @@ def segment_pieces(vocab: Vocabulary) -> list[bytes | None]:
 
 
 def build_segmenter(vocab: Vocabulary) -> "_core.Segmenter":
+    try:
+        return _build(vocab)
+    except ValueError as exc:  # the core's check of the model (merges, ranks, ids) failed
+        raise TokbenchError(f"the tokenizer's model is inconsistent ({exc})", path=vocab.source,
+                            fix="check that its merges / scores match its vocabulary") from None
+
+
+def _build(vocab: Vocabulary) -> "_core.Segmenter":
     spec = vocab.segmenter_spec
     if spec is None:
         raise TokbenchError("this vocabulary has no segmentation model", path=vocab.source,

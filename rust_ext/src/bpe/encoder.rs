@@ -250,28 +250,4 @@ impl Encoder {
     }
 }
 
-/// One rayon pool per requested thread count (0 = the global pool).
-pub fn with_pool<R: Send>(num_threads: usize, f: impl FnOnce() -> R + Send) -> Result<R, String> {
-    static POOLS: Mutex<Vec<(usize, Arc<rayon::ThreadPool>)>> = Mutex::new(Vec::new());
-    if num_threads == 0 {
-        return Ok(f());
-    }
-    let pool = {
-        let mut pools = POOLS.lock().unwrap_or_else(|e| e.into_inner());
-        match pools.iter().find(|p| p.0 == num_threads) {
-            Some(p) => p.1.clone(),
-            None => {
-                let p = Arc::new(
-                    rayon::ThreadPoolBuilder::new()
-                        .num_threads(num_threads)
-                        .thread_name(|i| format!("tokbench-bpe-{i}"))
-                        .build()
-                        .map_err(|e| e.to_string())?,
-                );
-                pools.push((num_threads, p.clone()));
-                p
-            }
-        }
-    };
-    Ok(pool.install(f))
-}
+pub use crate::pool::with_pool;

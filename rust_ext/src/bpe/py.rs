@@ -1,5 +1,6 @@
 //! Python binding of the BPE encoder (thin: argument conversion and GIL release).
 use super::encoder::{with_pool, Encoder};
+use crate::pyargs;
 use super::model::BpeModel;
 use super::pretokenize::Splitter;
 use pyo3::exceptions::PyValueError;
@@ -70,7 +71,9 @@ impl BpeEncoder {
         self.inner.specials().to_vec()
     }
 
-    fn encode_ordinary(&self, py: Python<'_>, text: &str) -> PyResult<Vec<u32>> {
+    fn encode_ordinary(&self, py: Python<'_>, text: &Bound<'_, PyString>) -> PyResult<Vec<u32>> {
+        let text = pyargs::text(text)?;
+        let text: &str = &text;
         let enc = &self.inner;
         if text.len() < KEEP_GIL_BELOW {
             return enc.encode_ordinary(text).map_err(err);
@@ -79,15 +82,19 @@ impl BpeEncoder {
     }
 
     /// The pre-tokens of text (split regex, digits), no special-token handling.
-    fn split(&self, py: Python<'_>, text: &str) -> PyResult<Vec<String>> {
+    fn split(&self, py: Python<'_>, text: &Bound<'_, PyString>) -> PyResult<Vec<String>> {
+        let text = pyargs::text(text)?;
+        let text: &str = &text;
         let enc = &self.inner;
         py.allow_threads(|| enc.pre_tokenize(text)).map_err(err)
     }
 
     /// allowed: indices into specials() that are split off as special ids.
     #[pyo3(signature = (text, allowed=Vec::new()))]
-    fn encode(&self, py: Python<'_>, text: &str, allowed: Vec<usize>) -> PyResult<Vec<u32>> {
+    fn encode(&self, py: Python<'_>, text: &Bound<'_, PyString>, allowed: Vec<usize>) -> PyResult<Vec<u32>> {
         self.check(&allowed)?;
+        let text = pyargs::text(text)?;
+        let text: &str = &text;
         let enc = &self.inner;
         if text.len() < KEEP_GIL_BELOW {
             return enc.encode_with_specials(text, &allowed).map_err(err);
@@ -97,7 +104,9 @@ impl BpeEncoder {
 
     /// Index into specials() of the first special occurring in text among those whose
     /// mask entry is true; None if there is none.
-    fn find_special(&self, py: Python<'_>, text: &str, mask: Vec<bool>) -> PyResult<Option<usize>> {
+    fn find_special(&self, py: Python<'_>, text: &Bound<'_, PyString>, mask: Vec<bool>) -> PyResult<Option<usize>> {
+        let text = pyargs::text(text)?;
+        let text: &str = &text;
         if mask.len() != self.inner.specials().len() {
             return Err(err(format!("mask has {} entries for {} specials", mask.len(),
                                    self.inner.specials().len())));
@@ -113,10 +122,12 @@ impl BpeEncoder {
         py: Python<'py>,
         texts: Vec<Bound<'py, PyString>>,
         allowed: Vec<usize>,
-        num_threads: usize,
+        num_threads: i64,
     ) -> PyResult<Bound<'py, PyList>> {
         self.check(&allowed)?;
-        let refs: Vec<&str> = texts.iter().map(|t| t.to_str()).collect::<PyResult<_>>()?;
+        let num_threads = pyargs::threads(num_threads)?;
+        let owned = pyargs::texts(&texts)?;
+        let refs: Vec<&str> = owned.iter().map(|t| &**t).collect();
         let enc = &self.inner;
         let ids = py
             .allow_threads(|| with_pool(num_threads, || enc.encode_batch(&refs, &allowed))?)
@@ -209,7 +220,10 @@ impl BpeCounter {
 
     /// Count the pre-tokens of texts into this table (map over shards on num_threads, reduce).
     #[pyo3(signature = (texts, num_threads=0, shard_bytes=1 << 20))]
-    fn count(&mut self, py: Python<'_>, texts: Vec<String>, num_threads: usize, shard_bytes: usize) -> PyResult<()> {
+    fn count(&mut self, py: Python<'_>, texts: Vec<Bound<'_, PyString>>, num_threads: i64,
+             shard_bytes: usize) -> PyResult<()> {
+        let num_threads = pyargs::threads(num_threads)?;
+        let texts = pyargs::texts(&texts)?;
         let counter = self.counter.clone();
         let table = py
             .allow_threads(|| with_pool(num_threads, || counter.count_texts(&texts, shard_bytes.max(1))))

@@ -194,8 +194,8 @@ impl Segmenter {
         }
     }
 
-    /// [`Segmenter::segment`] over many inputs in parallel; `num_threads` 0 = rayon's global
-    /// pool (all cores), otherwise a pool of that size for this call.
+    /// [`Segmenter::segment`] over many inputs in parallel on `num_threads` threads (0: all cores;
+    /// see [`crate::pool`]).
     pub fn segment_batch(
         &self,
         data: &[&[u8]],
@@ -222,15 +222,7 @@ impl Segmenter {
                 })
                 .collect::<Result<Vec<_>>>()
         };
-        if num_threads == 0 {
-            run()
-        } else {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(num_threads)
-                .build()
-                .map_err(|e| CoreError::new(format!("cannot start {num_threads} threads: {e}")))?;
-            pool.install(run)
-        }
+        crate::pool::with_pool(num_threads, run).map_err(CoreError::new)?
     }
 }
 

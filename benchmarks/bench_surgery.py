@@ -1,0 +1,357 @@
+"""Acceptance figures of `tokbench surgery` (issue 11, items 1-5 and 8) on the real models.
+
+    nice python benchmarks/bench_surgery.py --work /tmp/bench-surgery --max-chars 20000 [--items 1,2,3,4,5,8]
+
+Writes <work>/bench_surgery.json and prints one line per figure. Bits/byte use tokbench.eval on the first
+--max-chars characters of each evaluation text (the same text for base and edited model), CPU, --threads torch threads (default 1).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+CORPORA = ["wikitext2-test", "wikitext2-valid", "tinyshakespeare", "tinystories", "gsm8k-train", "gsm8k-test",
+           "code-python", "code-rust", "code-cpp", "udhr", "tatoeba", "gutenberg", "bible-mark"]
+LIMIT = 2_000_000  # bytes of each corpus for id / round-trip comparisons
+
+
+def docs(name: str, limit: int = LIMIT) -> list[str]:
+    from tokbench.assets import iter_documents
+
+    return list(iter_documents(name, limit))
+
+
+def write_yaml(path: Path, body: dict) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump(body, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def surgery(work: Path, name: str, body: dict) -> tuple[Path, dict]:
+    from tokbench.surgery import run
+
+    out = work / name
+    t0 = time.perf_counter()
+    rep = run(write_yaml(work / f"{name}.yml", body), out, overwrite=True, progress=False)
+    rep["wall_s"] = round(time.perf_counter() - t0, 1)
+    return out, rep
+
+
+def bpb(model: Path, text: str, cache: Path) -> float:
+    from tokbench.eval import bits_per_byte
+
+    return bits_per_byte(model, text, cache_dir=cache, progress=False)["bits_per_byte"]
+
+
+def tensors_identical(a: Path, b: Path) -> tuple[int, int]:
+    from tokbench.vocab.model_io import open_model_folder, read_header
+
+    ma, mb = open_model_folder(a), open_model_folder(b)
+    n = bad = 0
+    for shard in ma.shards:
+        ha, oa = read_header(shard)
+        hb, ob = read_header(b / shard.name)
+        with open(shard, "rb") as fa, open(b / shard.name, "rb") as fb:
+            for k, v in ha.items():
+                if k == "__metadata__":
+                    continue
+                n += 1
+                s, e = v["data_offsets"]
+                s2, e2 = hb[k]["data_offsets"]
+                fa.seek(oa + s)
+                fb.seek(ob + s2)
+                if fa.read(e - s) != fb.read(e2 - s2) or v["shape"] != hb[k]["shape"] or v["dtype"] != hb[k]["dtype"]:
+                    bad += 1
+    return n, bad
+
+
+def item1(work: Path, base: Path, res: dict) -> None:
+    from tokenizers import Tokenizer
+
+    out, rep = surgery(work, "identity", {"version": 1, "base": str(base), "ops": []})
+    n, bad = tensors_identical(base, out)
+    a, b = Tokenizer.from_file(str(base / "tokenizer.json")), Tokenizer.from_file(str(out / "tokenizer.json"))
+    diff = {}
+    for c in CORPORA:
+        d = docs(c)
+        diff[c] = sum(x.ids != y.ids for x, y in zip(a.encode_batch(d), b.encode_batch(d)))
+    res["1_identity"] = {"tensors": n, "tensors_differ": bad, "docs_with_different_ids": diff,
+                         "tokenizer_files_identical": all((base / f).read_bytes() == (out / f).read_bytes()
+                                                          for f in ("tokenizer.json", "tokenizer_config.json",
+                                                                    "chat_template.jinja")),
+                         "seconds": rep["seconds"]}
+    shutil.rmtree(out)
+
+
+def item2(work: Path, base: Path, res: dict, max_chars: int, cache: Path) -> None:
+    from tokenizers import Tokenizer
+
+    from tokbench.bpe.encoding import bytelevel_bytes
+    from tokbench.surgery.prune import naive_unreachable
+
+    body = {"version": 1, "base": str(base),
+            "corpora": {"wiki": {"path": "wikitext2-valid"}, "py": {"path": "code-python", "split": "0%:80%"}},
+            "ops": [{"op": "prune", "strategy": "frequency", "corpora": ["wiki", "py"]}]}
+    out, rep = surgery(work, "prune", body)
+    tok, btok = Tokenizer.from_file(str(out / "tokenizer.json")), Tokenizer.from_file(str(base / "tokenizer.json"))
+    lossless = {}
+    for c in CORPORA:
+        d = docs(c)
+        lossless[c] = all(tok.decode(e.ids, skip_special_tokens=False) == t
+                          for t, e in zip(d, tok.encode_batch(d, add_special_tokens=False)))
+    from tokbench.surgery.ops import read_corpus
+
+    held = "\n".join(read_corpus("code-python", None, "80%:100%", None, "held-out"))[:max_chars]
+    wiki = "\n".join(docs("wikitext2-test"))[:max_chars]
+    figures = {}
+    for label, text in (("wikitext2-test", wiki), ("code-python 80-100%", held)):
+        b0, b1 = bpb(base, text, cache), bpb(out, text, cache)
+        figures[label] = {"base": round(b0, 5), "pruned": round(b1, 5), "ratio": round(b1 / b0, 5)}
+    # naive contrast: every token unseen on the calibration text, with every merge mentioning it
+    calib = docs("wikitext2-valid", None) + read_corpus("code-python", None, "0%:80%", None, "calib")
+    seen = set()
+    for e in btok.encode_batch(calib, add_special_tokens=False):
+        seen.update(e.tokens)
+    data = json.loads((base / "tokenizer.json").read_text(encoding="utf-8"))
+    added = {t["content"] for t in data["added_tokens"]}
+    unseen = {t for t in data["model"]["vocab"] if t not in seen and t not in added and len(t) > 1}
+    naive = naive_unreachable(data, unseen, bytelevel_bytes)
+    p = rep["plan"]["ops"][0]
+    res["2_prune"] = {"kept_vocab": rep["plan"]["tokens"], "removed": p["removed"],
+                      "embedding_parameters_saved": p["embedding_parameters_saved"],
+                      "embedding_parameters_base": 49152 * 576, "reachability": rep["checks"]["reachability"],
+                      "lossless": lossless, "bits_per_byte": figures, "max_chars": max_chars,
+                      "naive": naive, "seconds": rep["seconds"]}
+    shutil.rmtree(out)
+
+
+def item2b(work: Path, base: Path, res: dict, max_chars: int, cache: Path, targets: list[int]) -> None:
+    """The same calibration with a vocabulary budget: least frequent leaves first down to each target size."""
+    from tokbench.surgery.ops import read_corpus
+
+    held = "\n".join(read_corpus("code-python", None, "80%:100%", None, "held-out"))[:max_chars]
+    wiki = "\n".join(docs("wikitext2-test"))[:max_chars]
+    out = {}
+    for target in targets:
+        body = {"version": 1, "base": str(base),
+                "corpora": {"wiki": {"path": "wikitext2-valid"}, "py": {"path": "code-python", "split": "0%:80%"}},
+                "ops": [{"op": "prune", "strategy": "frequency", "corpora": ["wiki", "py"], "target_vocab_size": target}]}
+        folder, rep = surgery(work, f"prune-{target}", body)
+        fig = {}
+        for label, text in (("wikitext2-test", wiki), ("code-python 80-100%", held)):
+            b0, b1 = bpb(base, text, cache), bpb(folder, text, cache)
+            fig[label] = {"base": round(b0, 5), "pruned": round(b1, 5), "ratio": round(b1 / b0, 5)}
+        out[str(target)] = {"kept_vocab": rep["plan"]["tokens"], "removed": rep["plan"]["ops"][0]["removed"],
+                            "embedding_parameters_saved": rep["plan"]["ops"][0]["embedding_parameters_saved"],
+                            "unreachable": rep["checks"]["reachability"]["unreachable"], "bits_per_byte": fig}
+        shutil.rmtree(folder)
+    res["2b_prune_budget"] = out
+
+
+def item3(work: Path, base: Path, res: dict, max_chars: int, cache: Path) -> None:
+    from tokenizers import Tokenizer
+
+    test = "\n".join(docs("gsm8k-test"))
+    out = {}
+    for method in ("subword", "mean"):
+        body = {"version": 1, "base": str(base), "corpora": {"gsm": {"path": "gsm8k-train"}},
+                "ops": [{"op": "add_tokens", "learn": {"corpora": ["gsm"], "n": 2000}, "init": {"method": method}}]}
+        out[method] = surgery(work, f"add-{method}", body)
+    folder, rep = out["subword"]
+    btok, tok = Tokenizer.from_file(str(base / "tokenizer.json")), Tokenizer.from_file(str(folder / "tokenizer.json"))
+    nb = len(btok.encode(test, add_special_tokens=False).ids)
+    nn = len(tok.encode(test, add_special_tokens=False).ids)
+    lines = [x for d in docs("wikitext2-test", None) for x in d.split("\n") if x.strip()]
+    same = sum(a.ids == b.ids for a, b in zip(btok.encode_batch(lines, add_special_tokens=False),
+                                               tok.encode_batch(lines, add_special_tokens=False)))
+    text = test[:max_chars]
+    b0 = bpb(base, text, cache)
+    b_sub = bpb(folder, text, cache)
+    b_mean = bpb(out["mean"][0], text, cache)
+    used = set()
+    for e in tok.encode_batch(docs("gsm8k-test"), add_special_tokens=False):
+        used.update(i for i in e.ids if i >= 49152)
+    res["3_add_tokens"] = {"added": rep["plan"]["added"], "reachability": rep["checks"]["reachability"],
+                           "bytes_per_token_base": round(len(test.encode()) / nb, 4),
+                           "bytes_per_token_new": round(len(test.encode()) / nn, 4),
+                           "bytes_per_token_gain_pct": round(100 * (nb / nn - 1), 2),
+                           "added_tokens_used_on_gsm8k_test": len(used),
+                           "wikitext2_test_lines_identical_ids": round(same / len(lines), 5), "lines": len(lines),
+                           "bits_per_byte": {"base": round(b0, 5), "subword": round(b_sub, 5), "mean": round(b_mean, 5),
+                                             "ratio_subword": round(b_sub / b0, 5), "ratio_mean": round(b_mean / b0, 5)},
+                           "max_chars": max_chars, "seconds": rep["seconds"], "norm_capped": rep["rows"]["norm_capped"]}
+    for f, _ in out.values():
+        shutil.rmtree(f)
+
+
+def item6(work: Path, base: Path, res: dict) -> None:
+    """Union of SmolLM2 with SmolLM2 + 2,000 GSM8K tokens: each member's re-indexed checkpoint vs the original."""
+    import torch
+    from tokenizers import Tokenizer
+    from transformers import AutoModelForCausalLM
+
+    other, _ = surgery(work, "gsm2k", {"version": 1, "base": str(base), "corpora": {"gsm": {"path": "gsm8k-train"}},
+                                        "ops": [{"op": "add_tokens", "learn": {"corpora": ["gsm"], "n": 2000}}]})
+    out, rep = surgery(work, "union", {"version": 1, "base": str(base), "models": {"gsm": {"path": str(other)}},
+                                       "ops": [{"op": "union", "with": ["gsm"]}]})
+    perms = {"base": [r["old_id"] for r in json.loads((out / "idmap.json").read_text())["tokens"]],
+             "gsm": json.loads((out / "members" / "gsm" / "idmap.json").read_text())["union_id_to_member_id"]}
+    lines = [x for d in docs("wikitext2-test") for x in d.split("\n") if len(x.strip()) > 40][:20]
+    diffs = {}
+    for name, member, folder in (("base", base, out), ("gsm", other, out / "members" / "gsm")):
+        a = AutoModelForCausalLM.from_pretrained(str(member), dtype=torch.float32)
+        b = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+        inv = {m: u for u, m in enumerate(perms[name]) if m is not None}
+        tok = Tokenizer.from_file(str(member / "tokenizer.json"))
+        worst = 0.0
+        for line in lines:
+            ids = tok.encode(line, add_special_tokens=False).ids[:128]
+            with torch.no_grad():
+                la = a(torch.tensor([ids])).logits[0]
+                lb = b(torch.tensor([[inv[i] for i in ids]])).logits[0]
+            worst = max(worst, float((la - lb[:, [inv[i] for i in range(la.shape[1])]]).abs().max()))
+        diffs[name] = worst
+    res["6_union"] = {"size": rep["union"]["size"], "summary": {k: v for k, v in rep["union"].items() if k != "members"},
+                      "max_abs_logit_diff": diffs, "lines": len(lines), "seconds": rep["seconds"]}
+    shutil.rmtree(out)
+    shutil.rmtree(other)
+
+
+def item4(work: Path, res: dict, max_chars: int) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tokbench.assets import resolve
+
+    base = Path(resolve("tbd-gpt2-d128", kind="model"))
+    folder, rep = surgery(work, "pad", {"version": 1, "base": str(base), "ops": [{"op": "pad_vocab", "multiple_of": 64}]})
+    m = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+    t = AutoTokenizer.from_pretrained(str(folder))
+    V = len(t)
+    text = "\n".join(docs("wikitext2-test"))[:max_chars]
+    ids = t(text, return_tensors="pt").input_ids
+    tot, n = 0.0, 0
+    with torch.no_grad():
+        for k in range(0, ids.shape[1] - 1, 511):
+            x = ids[:, k:k + 512]
+            p = m(x).logits.float().softmax(-1)
+            tot += p[0, :, V:].sum().item()
+            n += x.shape[1]
+    print(f"  pad: {n} positions scored", flush=True)
+    prompts = [x for x in text.split("\n") if len(x) > 40][:20]
+    greedy = sampled = 0
+    for i, pr in enumerate(prompts):
+        x = t(pr[:200], return_tensors="pt").input_ids
+        g = m.generate(x, max_new_tokens=64, do_sample=False, pad_token_id=t.eos_token_id)[0, x.shape[1]:]
+        torch.manual_seed(i)
+        s = m.generate(x, max_new_tokens=64, do_sample=True, pad_token_id=t.eos_token_id)[0, x.shape[1]:]
+        greedy += int((g >= V).sum())
+        sampled += int((s >= V).sum())
+    res["4_pad"] = {"rows": m.config.vocab_size, "tokenizer": V, "mean_pad_probability": tot / n, "positions": n,
+                    "generations": len(prompts), "pad_ids_greedy": greedy, "pad_ids_sampled": sampled,
+                    "max_chars": max_chars, "seconds": rep["seconds"]}
+    shutil.rmtree(folder)
+
+
+def item5(work: Path, base: Path, res: dict) -> None:
+    from transformers import AutoTokenizer
+
+    from tokbench.errors import TokbenchError
+    from tokbench.surgery.ops import _SAMPLE_CONVERSATIONS
+
+    folder, rep = surgery(work, "control", {"version": 1, "base": str(base), "ops": [
+        {"op": "special_tokens", "add_control": [{"token": "<tool_call>", "init": {"method": "copy", "from": "<|im_start|>"}}],
+         "roles": {"eos": "<|im_end|>"}},
+        {"op": "chat_template", "source": "keep"}]})
+    a, b = AutoTokenizer.from_pretrained(str(base)), AutoTokenizer.from_pretrained(str(folder))
+    same = sum(a.apply_chat_template(c, tokenize=False) == b.apply_chat_template(c, tokenize=False)
+               for c in _SAMPLE_CONVERSATIONS)
+    cfg = json.loads((folder / "config.json").read_text())
+    gen = json.loads((folder / "generation_config.json").read_text())
+    try:
+        surgery(work, "bad", {"version": 1, "base": str(base), "ops": [
+            {"op": "prune", "strategy": "list", "tokens": ["<|im_end|>"]}]})
+        err = None
+    except TokbenchError as exc:
+        err = str(exc)
+    res["5_control"] = {"conversations_unchanged": same, "of": len(_SAMPLE_CONVERSATIONS),
+                        "eos": {"tokenizer": b.eos_token_id, "config": cfg["eos_token_id"],
+                                "generation_config": gen["eos_token_id"]},
+                        "tool_call_id": b.convert_tokens_to_ids("<tool_call>"),
+                        "prune_template_token_error": err, "bad_out_exists": (work / "bad").exists(),
+                        "seconds": rep["seconds"]}
+    shutil.rmtree(folder)
+
+
+def item8(work: Path, res: dict) -> None:
+    from tokbench.assets import resolve
+
+    base = Path(resolve("tbd-gpt2-d128", kind="model"))
+    body = {"version": 1, "base": str(base), "seed": 7, "ops": [
+        {"op": "add_tokens", "tokens": [" zzyzx"], "init": {"method": "random"}},
+        {"op": "pad_vocab", "multiple_of": 64, "init": "negative_mean"}]}
+    a, _ = surgery(work, "det-a", body)
+    b, _ = surgery(work, "det-b", body)
+    from tokbench.outputs import MARKER
+
+    same = all((a / n.name).read_bytes() == n.read_bytes() for n in b.iterdir() if n.name != MARKER)
+    rec = write_yaml(work / "kill.yml", body)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "tokbench.cli", "surgery", str(rec), "-o", str(work / "killed")],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not list(work.glob(".killed.tmp-*")) and proc.poll() is None:
+        time.sleep(0.01)
+    proc.kill()
+    proc.wait()
+    res["8_faults"] = {"byte_identical_reruns": same, "killed_out_exists": (work / "killed").exists()}
+    shutil.rmtree(a)
+    shutil.rmtree(b)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--work", default="/tmp/bench-surgery")
+    ap.add_argument("--max-chars", type=int, default=20000)
+    ap.add_argument("--items", default="1,2,3,4,5,8")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: no spin-waiting on a loaded machine)")
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from tokbench.assets import resolve
+
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    cache = work / "cache"
+    base = Path(resolve("smollm2-135m", kind="model"))
+    path = work / "bench_surgery.json"
+    res = json.loads(path.read_text()) if path.exists() else {}
+    items = set(args.items.split(","))
+    for key, fn in (("1", lambda: item1(work, base, res)), ("4", lambda: item4(work, res, args.max_chars)),
+                    ("5", lambda: item5(work, base, res)), ("8", lambda: item8(work, res)),
+                    ("2", lambda: item2(work, base, res, args.max_chars, cache)),
+                    ("3", lambda: item3(work, base, res, args.max_chars, cache)),
+                    ("6", lambda: item6(work, base, res)),
+                    ("2b", lambda: item2b(work, base, res, args.max_chars, cache, [40960, 45056]))):
+        if key in items:
+            t0 = time.perf_counter()
+            fn()
+            res.setdefault("_meta", {})[key] = {"wall_s": round(time.perf_counter() - t0, 1),
+                                                "loadavg": [round(x, 2) for x in os.getloadavg()]}
+            path.write_text(json.dumps(res, indent=2, ensure_ascii=False) + "\n")
+            print(key, json.dumps({k: v for k, v in res.items() if k.startswith(key)}, ensure_ascii=False)[:2000],
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
