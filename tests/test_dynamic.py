@@ -239,3 +239,14 @@ def test_kernel_equals_reference_on_every_tatoeba_language(smollm2):
             assert got == full, (lang.lang, mode)
         langs += 1
     assert langs == 112
+
+
+def test_resource_arguments_are_bounded(smollm2):
+    for kw in ({"merges": -1}, {"shorter_pct": 0}, {"shorter_pct": float("nan")}, {"max_constituents": 1},
+               {"max_bytes": 1}, {"merges": 1.5}):
+        with pytest.raises(TokbenchError):
+            merge_batch(smollm2, ["x y"], **kw)
+    from tokbench.dynamic import corpus_stats
+
+    with pytest.raises(TokbenchError, match="batch"):
+        corpus_stats(smollm2, "wikitext2-test", batch=0)

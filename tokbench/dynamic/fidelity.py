@@ -13,6 +13,7 @@ import math
 import time
 from pathlib import Path
 
+from tokbench import limits
 from tokbench.dynamic.embed import dynamic_rows
 from tokbench.dynamic.merge import DynamicTokenizer, MergedBatch, boundary_mask, merge_ids
 from tokbench.errors import TokbenchError
@@ -69,8 +70,12 @@ def prefill_fidelity(model: str | Path, tokenizer, corpus="wikitext2-test", *, n
 
     from tokbench.assets import resolve
 
+    limits.at_least("n_windows", n_windows, 1, 100_000)
+    limits.at_least("prefix", prefix, 1, 1_000_000)
+    limits.at_least("continuation", continuation, 2, 1_000_000)
+    limits.at_least("batch", batch, 1, 4096)
     if threads:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(limits.threads(threads, "threads"))
     model_dir = Path(model) if Path(model).is_dir() else Path(resolve(str(model), kind="model"))
     tok = tokenizer if isinstance(tokenizer, DynamicTokenizer) else DynamicTokenizer.load(tokenizer)
     try:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from tokbench import _core
+from tokbench import _core, limits
 from tokbench.errors import TokbenchError
 
 MODES = ("word", "pretokens")
@@ -171,14 +171,11 @@ def merge_ids(ids: Sequence[Sequence[int]], cut: Sequence[Sequence[bool]], base_
 def _check_budget(merges, shorter_pct, max_constituents, max_bytes):
     if merges is not None and shorter_pct is not None:
         raise TokbenchError("give either a number of merges or a % shorter, not both", fix="drop one of the two")
-    if merges is not None and not 0 <= merges <= 10_000_000:
-        raise TokbenchError(f"merges must be between 0 and 10,000,000, got {merges}", fix="pass a smaller budget")
-    if shorter_pct is not None and not (0 < shorter_pct < 100 and math.isfinite(shorter_pct)):
-        raise TokbenchError(f"shorter_pct must be above 0 and below 100, got {shorter_pct}",
-                            fix="pass a percentage such as 10")
-    for name, v in (("max_constituents", max_constituents), ("max_bytes", max_bytes)):
-        if v is not None and not 2 <= v <= 1_000_000:
-            raise TokbenchError(f"{name} must be between 2 and 1,000,000, got {v}", fix=f"pass a larger {name}")
+    limits.optional("merges", merges, 0, 10_000_000)
+    if shorter_pct is not None:
+        limits.real("shorter_pct", shorter_pct, 0, 100, lo_open=True, what="a percentage")
+    limits.optional("max_constituents", max_constituents, 2, 1_000_000)
+    limits.optional("max_bytes", max_bytes, 2, 1_000_000)
 
 
 def merge_batch(tokenizer: str | Path | DynamicTokenizer, texts: Sequence[str], *, mode: str = "word",

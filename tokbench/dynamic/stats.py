@@ -4,10 +4,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from tokbench import limits
 from tokbench.errors import TokbenchError
-
-MAX_LINES = 10_000_000
-
 
 def corpus_lines(corpus: str | Path, limit_lines: int | None = None, limit_bytes: int | None = None) -> list[str]:
     """The non-blank lines of a corpus (asset name or path), in order."""
@@ -36,8 +34,7 @@ def corpus_stats(tokenizer, corpus: str | Path, *, mode: str = "word", batch: in
 
     from tokbench.dynamic.merge import DynamicTokenizer, merge_batch
 
-    if not 1 <= batch <= 100_000:
-        raise TokbenchError(f"batch must be between 1 and 100,000 lines, got {batch}", fix="pass --batch 32")
+    limits.at_least("batch", batch, 1, 100_000, what="lines per batch")
     tok = tokenizer if isinstance(tokenizer, DynamicTokenizer) else DynamicTokenizer.load(tokenizer)
     lines = corpus_lines(corpus, limit_lines, limit_bytes)
     if not lines:
