@@ -38,6 +38,7 @@ import numpy as np
 
 from tokbench.bpe.encoding import bytelevel_bytes, bytes_to_unicode
 from tokbench.errors import TokbenchError
+from tokbench.outputs import atomic_write
 
 # bytes that valid UTF-8 never contains
 _INVALID_UTF8 = frozenset([0xC0, 0xC1, *range(0xF5, 0x100)])
@@ -306,16 +307,7 @@ class UnionVocab:
         path = Path(path)
         if path.is_dir():
             path = path / "tokenizer.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(self.tokenizer, f, ensure_ascii=False, indent=1)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return atomic_write(path, json.dumps(self.tokenizer, ensure_ascii=False, indent=1))
 
 
 def _component_key(data: dict) -> tuple[str, str]:
@@ -737,11 +729,7 @@ def _template_op(template: Any, where: str, files: Path | None) -> dict:
     if files is None:
         raise TokbenchError("the chat template has to be written to a file for the recipe", path=where,
                             fix="pass files= (the folder the recipe will live in)")
-    files.mkdir(parents=True, exist_ok=True)
-    dest = files / "chat_template.jinja"
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, dest)
+    dest = atomic_write(files / "chat_template.jinja", text)
     return {"op": "chat_template", "source": "file", "path": dest.name}
 
 
