@@ -12,7 +12,7 @@ from typing import Sequence
 from tokbench import _core, limits
 from tokbench.errors import TokbenchError
 
-MODES = ("word", "pretokens")
+MODES = ("word", "word_hyphen", "pretokens", "pretokens-unicode", "sentence")
 _SPACE = frozenset(b" \t\n\r\x0b\x0c")
 MAX_BATCH_TOKENS = 50_000_000
 
@@ -29,6 +29,8 @@ class DynamicTokenizer:
 
     @classmethod
     def load(cls, name_or_path: str | Path) -> "DynamicTokenizer":
+        """Byte-level BPE (gpt2, llama3, qwen3, smollm2, ...) encodes with tokbench.bpe; any other
+        tokenizer.json (Unigram such as xlm-r, WordPiece) with the `tokenizers` library."""
         from tokbench.bpe import BPE
         from tokbench.vocab import load_vocabulary
 
@@ -36,12 +38,17 @@ class DynamicTokenizer:
         try:
             bpe = BPE.from_file(name_or_path)
         except TokbenchError as exc:
-            raise TokbenchError(f"dynamic merging encodes with tokbench.bpe, which cannot load {name_or_path}: {exc}",
-                                fix="use a byte-level BPE tokenizer (gpt2, llama3, qwen3, smollm2, ...)") from None
+            bpe = _HFEncoder.load(name_or_path, exc)
         if bpe.n_vocab > len(vocab.token_bytes):
             raise TokbenchError(f"{name_or_path}: the encoder has {bpe.n_vocab} ids but the vocabulary "
                                 f"{len(vocab.token_bytes)}", fix="load a complete tokenizer.json")
         return cls(str(name_or_path), bpe, vocab)
+
+    def stream_text(self, seq: Sequence[int]) -> str:
+        """The text a sequence of ids stands for (its tokens' bytes joined; invalid UTF-8 kept as surrogate
+        escapes, so byte offsets survive). For byte-level BPE this is the encoded text itself."""
+        tb = self.vocab.token_bytes
+        return b"".join(tb[t] or b"" for t in seq).decode("utf-8", "surrogateescape")
 
     @property
     def n_base(self) -> int:
@@ -54,14 +61,107 @@ class DynamicTokenizer:
         return self._base_bytes
 
 
+class _HFEncoder:
+    """A non-byte-level tokenizer.json (Unigram, WordPiece) through the `tokenizers` library, with the few
+    calls merging needs (no special tokens added)."""
+
+    def __init__(self, tok):
+        self.tok = tok
+        self.n_vocab = tok.get_vocab_size(with_added_tokens=True)
+
+    @classmethod
+    def load(cls, name_or_path, why):
+        from tokenizers import Tokenizer
+
+        from tokbench.assets import resolve
+
+        path = Path(name_or_path)
+        if not path.exists():
+            try:
+                path = Path(resolve(str(name_or_path), kind="tokenizer"))
+            except TokbenchError:
+                path = None
+        if path is not None and path.is_dir():
+            path = path / "tokenizer.json"
+        if path is None or path.suffix != ".json" or not path.is_file():
+            raise TokbenchError(f"dynamic merging cannot encode with {name_or_path}: {why}",
+                                fix="use a tokenizer.json (byte-level BPE such as gpt2, llama3, qwen3, smollm2; "
+                                    "or Unigram / WordPiece such as xlm-r)") from None
+        try:
+            return cls(Tokenizer.from_file(str(path)))
+        except Exception as exc:  # tokenizers raises its own exception type
+            raise TokbenchError(f"the tokenizers library cannot load it ({exc})", path=path,
+                                fix="pass a valid tokenizer.json") from None
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        return self.tok.encode(text, add_special_tokens=False).ids
+
+    def encode_ordinary_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return [e.ids for e in self.tok.encode_batch(list(texts), add_special_tokens=False)]
+
+    def pretoken_starts(self, text: str) -> set[int]:
+        pre = self.tok.pre_tokenizer
+        if pre is None:
+            return {0}
+        return {_byte_offset(text, start) for _, (start, _end) in pre.pre_tokenize_str(text)}
+
+
+def _byte_offset(text: str, char: int) -> int:
+    return len(text[:char].encode("utf-8", "surrogateescape"))
+
+
+def _starts(pieces) -> set[int]:
+    starts, off = set(), 0
+    for p in pieces:
+        starts.add(off)
+        off += len(p.encode("utf-8", "surrogateescape"))
+    return starts
+
+
+def _unicode_words():
+    import regex
+
+    global _UNICODE_RE
+    if _UNICODE_RE is None:
+        # letters and combining marks together (the GPT-2 / Llama-3 patterns use \p{L}+ alone and so cut
+        # Devanagari, Bengali, Tamil, ... words before every vowel sign and virama)
+        _UNICODE_RE = regex.compile(r"'(?:s|t|re|ve|m|ll|d)| ?[\p{L}\p{M}]+| ?\p{N}+| ?[^\s\p{L}\p{M}\p{N}]+"
+                                    r"|\s+(?!\S)|\s+")
+    return _UNICODE_RE
+
+
+_UNICODE_RE = None
+
+
+def _punct_starts(text: str) -> set[int]:
+    """Byte offsets where punctuation or a symbol other than '-' meets anything else (word_hyphen's cuts)."""
+    import unicodedata
+
+    out, off, prev = set(), 0, None
+    for ch in text:
+        cur = ch != "-" and unicodedata.category(ch)[0] in "PS"
+        if prev is not None and cur != prev:
+            out.add(off)
+        prev = cur
+        off += len(ch.encode("utf-8", "surrogateescape"))
+    return out
+
+
 def boundary_mask(tok: DynamicTokenizer, ids: Sequence[Sequence[int]], mode: str,
                   texts: Sequence[str] | None = None) -> list[list[bool]]:
     """Per position: True where no merge may join the token with the one before it.
 
     word: a cut before every token flagged word-start in the Vocabulary, every token that starts with
         whitespace and every token after one that ends with whitespace (the reference repo's whitespace rule).
-    pretokens: a cut at every pre-token start of the tokenizer's own pre-tokenizer (needs the texts).
-    Both: tokens without bytes (specials, controls) are cut on both sides.
+    word_hyphen: word, plus a cut wherever punctuation or a symbol other than '-' meets anything else
+        (only hyphens join words: "well-known" merges, "cat's" and "hat," do not).
+    pretokens: a cut at every pre-token start of the tokenizer's own pre-tokenizer.
+    pretokens-unicode: a cut at every pre-token start of a mark-aware word regex (letters and combining
+        marks stay together, so Indic words are not cut at vowel signs as by the GPT-2 / Llama-3 patterns).
+    sentence: no cut but around tokens without bytes (whole sequences may merge, across words).
+    Every mode: tokens without bytes (specials, controls, unk) are cut on both sides. Text-level cuts are
+    taken on the text the ids stand for (their bytes joined, `DynamicTokenizer.stream_text`), which is the
+    input text for byte-level BPE; `texts` is accepted for compatibility and not needed.
     """
     if mode not in MODES:
         hint = " (the reference repo's 'words' silently disabled merging; here it is 'word')" if mode == "words" else ""
@@ -75,23 +175,31 @@ def boundary_mask(tok: DynamicTokenizer, ids: Sequence[Sequence[int]], mode: str
             raise TokbenchError(f"sequence {s} holds id {bad[0]}, outside the vocabulary of {n:,} tokens "
                                 f"of {tok.name}", fix="pass ids of this tokenizer")
         cut = [True] * len(seq)
-        if mode == "word":
-            for i in range(1, len(seq)):
-                a, b = tb[seq[i - 1]], tb[seq[i]]
-                cut[i] = a is None or b is None or ws[seq[i]] or b[0] in _SPACE or a[-1] in _SPACE
-        else:
-            if texts is None:
-                raise TokbenchError("mode 'pretokens' needs the texts", fix="pass texts= beside the ids")
-            starts, off = set(), 0
-            for p in tok.bpe.pre_tokenize(texts[s]):
-                starts.add(off)
-                off += len(p.encode("utf-8"))
-            off = 0
-            for i, t in enumerate(seq):
-                b = tb[t]
-                if i:
-                    cut[i] = b is None or tb[seq[i - 1]] is None or off in starts
-                off += len(b or b"")
+        starts = None
+        if mode in ("pretokens", "pretokens-unicode", "word_hyphen"):
+            text = tok.stream_text(seq)
+            if mode == "word_hyphen":
+                starts = _punct_starts(text)
+            elif mode == "pretokens-unicode":
+                starts = _starts(_unicode_words().findall(text))
+            elif hasattr(tok.bpe, "pretoken_starts"):
+                starts = tok.bpe.pretoken_starts(text)
+            else:
+                starts = _starts(tok.bpe.pre_tokenize(text))
+        off = 0
+        for i, t in enumerate(seq):
+            b = tb[t]
+            if i:
+                a = tb[seq[i - 1]]
+                if a is None or b is None:
+                    cut[i] = True
+                elif mode == "sentence":
+                    cut[i] = False
+                elif mode in ("word", "word_hyphen"):
+                    cut[i] = ws[t] or b[0] in _SPACE or a[-1] in _SPACE or (starts is not None and off in starts)
+                else:
+                    cut[i] = off in starts
+            off += len(b or b"")
         out.append(cut)
     return out
 
@@ -168,57 +276,78 @@ def merge_ids(ids: Sequence[Sequence[int]], cut: Sequence[Sequence[bool]], base_
                                min_count=min_count)
 
 
-def _check_budget(merges, shorter_pct, max_constituents, max_bytes):
-    if merges is not None and shorter_pct is not None:
-        raise TokbenchError("give either a number of merges or a % shorter, not both", fix="drop one of the two")
+def _check_budget(merges, shorter_pct, max_constituents, max_bytes, pct_of_word_level=None):
+    if sum(x is not None for x in (merges, shorter_pct, pct_of_word_level)) > 1:
+        raise TokbenchError("give one budget: a number of merges, a % shorter or a % of the word level, not both",
+                            fix="drop all but one of the three")
     limits.optional("merges", merges, 0, 10_000_000)
     if shorter_pct is not None:
         limits.real("shorter_pct", shorter_pct, 0, 100, lo_open=True, what="a percentage")
+    if pct_of_word_level is not None:
+        limits.real("pct_of_word_level", pct_of_word_level, 0, 100, lo_open=True, what="a percentage")
     limits.optional("max_constituents", max_constituents, 2, 1_000_000)
     limits.optional("max_bytes", max_bytes, 2, 1_000_000)
 
 
+def budget_target(total: int, word_level: int, mode: str, shorter_pct: float | None = None,
+                  pct_of_word_level: float | None = None) -> int | None:
+    """The length a % budget asks for (None for none); TokbenchError when the mode's word level cannot get there."""
+    if pct_of_word_level is not None:
+        return total - math.ceil((total - word_level) * pct_of_word_level / 100 - 1e-9)
+    if shorter_pct is None:
+        return None
+    target = math.floor(total * (1 - shorter_pct / 100))
+    if target < word_level:
+        best = 100.0 * (total - word_level) / total
+        raise TokbenchError(f"{shorter_pct}% shorter cannot be met: mode {mode!r} reaches at most {best:.2f}% "
+                            f"on this batch ({total:,} -> {word_level:,} tokens)",
+                            fix=f"ask for at most {best:.2f}%, use --pct-of-word-level or another mode")
+    return target
+
+
 def merge_batch(tokenizer: str | Path | DynamicTokenizer, texts: Sequence[str], *, mode: str = "word",
-                merges: int | None = None, shorter_pct: float | None = None, max_constituents: int | None = None,
-                max_bytes: int | None = None, min_count: int = 1) -> MergedBatch:
+                merges: int | None = None, shorter_pct: float | None = None, pct_of_word_level: float | None = None,
+                max_constituents: int | None = None, max_bytes: int | None = None, min_count: int = 1,
+                ids: Sequence[Sequence[int]] | None = None) -> MergedBatch:
     """Encode `texts` (one batch) with `tokenizer` and merge frequent adjacent pairs inside the batch.
 
-    Budget: `merges` steps, or until the batch is `shorter_pct` % shorter (TokbenchError when the mode's word
-    level cannot get there), or neither: to exhaustion. Caps: at most `max_constituents` base tokens and
-    `max_bytes` bytes per merged token."""
-    _check_budget(merges, shorter_pct, max_constituents, max_bytes)
+    Budget (at most one): `merges` steps; until the batch is `shorter_pct` % shorter (TokbenchError when the
+    mode's word level cannot get there); until it has gone `pct_of_word_level` % of the way from its length
+    to its word level (the paper's unit; 100 = exhaustion); or none: to exhaustion. Caps: at most
+    `max_constituents` base tokens and `max_bytes` bytes per merged token (a % budget the caps stop short of
+    is a TokbenchError). `ids`: the batch already encoded (then `texts` may be None)."""
+    _check_budget(merges, shorter_pct, max_constituents, max_bytes, pct_of_word_level)
     tok = tokenizer if isinstance(tokenizer, DynamicTokenizer) else DynamicTokenizer.load(tokenizer)
-    texts = list(texts)
-    if not texts or not any(texts):
-        raise TokbenchError("the batch is empty (no text to merge)", fix="pass at least one non-empty text")
-    ids = tok.bpe.encode_ordinary_batch(texts)
+    if ids is None:
+        texts = list(texts or [])
+        if not texts or not any(texts):
+            raise TokbenchError("the batch is empty (no text to merge)", fix="pass at least one non-empty text")
+        ids = tok.bpe.encode_ordinary_batch(texts)
+    ids = [list(s) for s in ids]
     total = sum(map(len, ids))
+    if not total:
+        raise TokbenchError("the batch is empty (no tokens to merge)", fix="pass at least one non-empty sequence")
     if total > MAX_BATCH_TOKENS:
         raise TokbenchError(f"the batch has {total:,} tokens, above the limit of {MAX_BATCH_TOKENS:,}",
                             fix="merge smaller batches")
-    cut = boundary_mask(tok, ids, mode, texts)
+    cut = boundary_mask(tok, ids, mode)
     word_level = sum(sum(c) for c in cut)
-    target = None
-    if shorter_pct is not None:
-        target = math.floor(total * (1 - shorter_pct / 100))
-        if target < word_level:
-            best = 100.0 * (total - word_level) / total
-            raise TokbenchError(f"{shorter_pct}% shorter cannot be met: mode {mode!r} reaches at most {best:.2f}% "
-                                f"on this batch ({total:,} -> {word_level:,} tokens)",
-                                fix=f"ask for at most {best:.2f}% or use another mode")
+    target = budget_target(total, word_level, mode, shorter_pct, pct_of_word_level)
     t0 = time.perf_counter()
     merged, cons, steps, lengths = merge_ids(ids, cut, tok.base_bytes(), merges=merges, target_len=target,
                                              max_constituents=max_constituents, max_bytes=max_bytes,
                                              min_count=min_count)
     seconds = time.perf_counter() - t0
     if target is not None and lengths[-1] > target:
-        raise TokbenchError(f"{shorter_pct}% shorter cannot be met under the caps (max_constituents="
-                            f"{max_constituents}, max_bytes={max_bytes}): stopped at {lengths[-1]:,} of "
-                            f"{total:,} tokens", fix="raise the caps or ask for less")
+        want = f"{shorter_pct}% shorter" if shorter_pct is not None else f"{pct_of_word_level}% of the word level"
+        raise TokbenchError(f"{want} cannot be met under the caps (max_constituents={max_constituents}, "
+                            f"max_bytes={max_bytes}, min_count={min_count}): stopped at {lengths[-1]:,} of "
+                            f"{total:,} tokens (target {target:,})", fix="raise the caps or ask for less")
     tb = tok.vocab.token_bytes
     token_bytes = [b"".join(tb[c] or b"" for c in con) for con in cons]
     return MergedBatch(ids=ids, merged=merged, n_base=tok.n_base, tokens=cons, token_bytes=token_bytes,
-                       merges=[tuple(m) for m in steps], lengths=lengths, word_level=word_level, mode=mode, base_token_bytes=tb,
-                       seconds=seconds, params={"tokenizer": tok.name, "merges": merges, "shorter_pct": shorter_pct,
-                                                "max_constituents": max_constituents, "max_bytes": max_bytes,
-                                                "min_count": min_count})
+                       merges=[tuple(m) for m in steps], lengths=lengths, word_level=word_level, mode=mode,
+                       base_token_bytes=tb, seconds=seconds,
+                       params={"tokenizer": tok.name, "merges": merges, "shorter_pct": shorter_pct,
+                               "pct_of_word_level": pct_of_word_level, "max_constituents": max_constituents,
+                               "max_bytes": max_bytes, "min_count": min_count})

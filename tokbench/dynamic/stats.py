@@ -22,10 +22,10 @@ def corpus_lines(corpus: str | Path, limit_lines: int | None = None, limit_bytes
 
 
 def corpus_stats(tokenizer, corpus: str | Path, *, mode: str = "word", batch: int = 32, merges: int | None = None,
-                 shorter_pct: float | None = None, max_constituents: int | None = None, max_bytes: int | None = None,
+                 shorter_pct: float | None = None, pct_of_word_level: float | None = None, max_constituents: int | None = None, max_bytes: int | None = None,
                  limit_lines: int | None = None, limit_bytes: int | None = None, progress: bool = False) -> dict:
     """Merge every batch of `batch` consecutive non-blank lines of `corpus` with the same budget (per batch) and
-    sum the lengths. Returns tokens before / after, absolute % shorter, % of the word level, merges, seconds,
+    sum the lengths (`pct_of_word_level`: each batch goes that % of the way to its own word level). Returns tokens before / after, absolute % shorter, % of the word level, merges, seconds,
     and the merges -> length curve summed over batches (for `merges` or exhaustion budgets).
 
     With `shorter_pct`, a batch whose word level cannot reach the target is merged to exhaustion and counted in
@@ -47,9 +47,9 @@ def corpus_stats(tokenizer, corpus: str | Path, *, mode: str = "word", batch: in
     for chunk in tqdm(chunks, desc="dynamic merge", unit="batch", disable=not progress):
         try:
             mb = merge_batch(tok, chunk, mode=mode, merges=merges, shorter_pct=shorter_pct,
-                             max_constituents=max_constituents, max_bytes=max_bytes)
+                             pct_of_word_level=pct_of_word_level, max_constituents=max_constituents, max_bytes=max_bytes)
         except TokbenchError as exc:
-            if shorter_pct is None or "cannot be met" not in str(exc):
+            if (shorter_pct is None and pct_of_word_level is None) or "cannot be met" not in str(exc):
                 raise
             short += 1
             mb = merge_batch(tok, chunk, mode=mode, max_constituents=max_constituents, max_bytes=max_bytes)
@@ -58,13 +58,13 @@ def corpus_stats(tokenizer, corpus: str | Path, *, mode: str = "word", batch: in
         word += mb.word_level
         n_merges += len(mb.merges)
         kernel += mb.seconds
-        if shorter_pct is None:
+        if shorter_pct is None and pct_of_word_level is None:
             _add_curve(curve, mb.lengths)
     seconds = time.perf_counter() - t0
     room = before - word
     return {
         "tokenizer": tok.name, "corpus": str(corpus), "mode": mode, "batch": batch, "batches": len(chunks),
-        "lines": len(lines), "budget": {"merges": merges, "shorter_pct": shorter_pct,
+        "lines": len(lines), "budget": {"merges": merges, "shorter_pct": shorter_pct, "pct_of_word_level": pct_of_word_level,
                                         "max_constituents": max_constituents, "max_bytes": max_bytes},
         "tokens_before": before, "tokens_after": after, "word_level": word,
         "pct_shorter": 100.0 * (before - after) / before,
