@@ -55,6 +55,10 @@ def main(argv=None) -> int:
     ap.add_argument("--windows", type=int, default=16)
     ap.add_argument("--prefix", type=int, default=128)
     ap.add_argument("--continuation", type=int, default=64)
+    ap.add_argument("--budgets", default="2,10,exhaustion",
+                    help="comma-separated: merges, P%% (of the word level) or exhaustion (0, unmerged, always runs)")
+    ap.add_argument("--methods", default="mean,position_mean")
+    ap.add_argument("--control", action="store_true", help="add the original tokens + new embedding control")
     a = ap.parse_args(argv)
     if a.fidelity:
         return fidelity(a)
@@ -118,13 +122,17 @@ def fidelity(a) -> int:
     from tokbench.dynamic.fidelity import prefill_fidelity
 
     load0 = os.getloadavg()
+    from tokbench.dynamic.fidelity import parse_budgets
+
+    budgets = [0] + parse_budgets(a.budgets)
     r = prefill_fidelity(a.model, a.tokenizer, a.corpus, n_windows=a.windows, prefix=a.prefix,
-                         continuation=a.continuation, budgets=(0, 2, 10, None), threads=2)
+                         continuation=a.continuation, budgets=budgets, methods=a.methods.split(","),
+                         control=a.control, threads=2, progress=True)
     r["load_before"], r["load_after"] = load0, os.getloadavg()
-    print("| merges / batch | method | prefix tokens | % shorter | % of word level | bits/byte | delta |")
+    print("| budget (merges) | method | prefix tokens | % shorter | % of word level | bits/byte | delta |")
     print("|---:|---|---:|---:|---:|---:|---:|")
     for row in r["rows"]:
-        b = "exhaustion" if row["merges_budget"] is None else row["merges_budget"]
+        b = row["budget"]
         print(f"| {b} ({row['merges']}) | {row['method']} | {row['prefix_tokens_merged']:,} | "
               f"{row['pct_shorter_prefix']:.2f}% | {row['pct_of_word_level']:.1f}% | {row['bits_per_byte']:.4f} | "
               f"{row['delta_pct']:+.2f}% |")

@@ -1,38 +1,168 @@
-"""`tokbench dynamic`: dynamic batch merging (BPE inside each batch at run time)."""
+"""`tokbench dynamic`: dynamic batch merging (BPE inside each batch at run time).
+
+One function per subcommand (merge, curve, fidelity, stats), each a thin shell over tokbench.dynamic."""
 from __future__ import annotations
 
 import json
 
 import click
 
+from tokbench.dynamic.merge import MODES
+
 
 @click.group()
 def dynamic():
-    """Dynamic batch merging: shorter sequences at run time (first slice: length statistics)."""
+    """Dynamic batch merging: shorter sequences at run time, embeddings for the merged tokens."""
+
+
+def _mode_option(f):
+    return click.option("--mode", type=click.Choice(MODES), default="word", show_default=True,
+                        help="Boundaries no merge may cross (word, word_hyphen, pretokens: the tokenizer's own "
+                             "pre-tokenizer, pretokens-unicode: a mark-aware word regex, sentence).")(f)
+
+
+def _budget_options(f):
+    f = click.option("--pct-of-word-level", default=None,
+                     type=click.FloatRange(0, 100, min_open=True),
+                     help="Merge each batch this % of the way to its word level (the paper's unit; 100: exhaustion).")(f)
+    f = click.option("--shorter-pct", default=None, type=click.FloatRange(0, 100, min_open=True, max_open=True),
+                     help="Merge each batch until it is this % shorter (absolute).")(f)
+    f = click.option("--merges", default=None, type=click.IntRange(0, 10_000_000),
+                     help="Merges per batch (none of the three budgets: to exhaustion).")(f)
+    f = click.option("--max-bytes", default=None, type=click.IntRange(2, 1_000_000),
+                     help="At most this many bytes per merged token.")(f)
+    f = click.option("--max-constituents", default=None, type=click.IntRange(2, 1_000_000),
+                     help="At most this many base tokens per merged token.")(f)
+    return f
+
+
+def _write(out, text: str) -> None:
+    from tokbench.outputs import atomic_write
+
+    if out is None or out == "-":
+        click.echo(text, nl=not text.endswith("\n"))
+    else:
+        atomic_write(out, text)
+        click.echo(f"wrote {out}", err=True)
+
+
+def _reduction_line(before, after, word, pct, pct_word) -> str:
+    return (f"{before:,} -> {after:,} tokens: {pct:.2f}% shorter absolute, {pct_word:.1f}% of the word level "
+            f"(word level {word:,} tokens, {100.0 * (before - word) / before if before else 0.0:.2f}% shorter)")
+
+
+@dynamic.command("merge")
+@click.option("--tokenizer", "-t", required=True, help="Tokenizer asset name or path (tokenizer.json, tiktoken file).")
+@click.option("--input", "-i", "input_path", required=True, type=click.Path(dir_okay=False),
+              help="The batch: a text file (one sequence per non-blank line) or a .json list of id lists.")
+@_mode_option
+@_budget_options
+@click.option("--out", "-o", default=None, help="Write the JSON here (default: stdout).")
+@click.option("--summary", is_flag=True, help="Print one line of figures instead of the JSON.")
+def merge_cmd(tokenizer, input_path, mode, merges, shorter_pct, pct_of_word_level, max_constituents, max_bytes, out,
+              summary):
+    """Merge one batch: merged sequences, the dynamic-token table (constituents, bytes), merges, length curve."""
+    from tokbench.dynamic import DynamicTokenizer, merge_batch
+    from tokbench.dynamic.merge import read_batch
+
+    from tokbench.errors import TokbenchError
+
+    texts, ids = read_batch(input_path)
+    tok = DynamicTokenizer.load(tokenizer)
+    try:
+        mb = merge_batch(tok, texts, ids=ids, mode=mode, merges=merges, shorter_pct=shorter_pct,
+                         pct_of_word_level=pct_of_word_level, max_constituents=max_constituents,
+                         max_bytes=max_bytes)
+    except TokbenchError as exc:
+        if exc.path is None:  # a fault of the batch: name its file
+            raise TokbenchError(str(exc), path=input_path) from None
+        raise
+    if summary:
+        click.echo(f"{len(mb.merged)} sequences, {len(mb.merges)} merges, {len(mb.tokens)} dynamic tokens, "
+                   + _reduction_line(mb.tokens_before, mb.tokens_after, mb.word_level, mb.pct_shorter,
+                                     mb.pct_of_word_level))
+    if out or not summary:
+        _write(out, json.dumps(mb.to_dict(), indent=1, ensure_ascii=False))
+
+
+@dynamic.command("curve")
+@click.option("--tokenizer", "-t", required=True, help="Tokenizer asset name or path.")
+@click.option("--corpus", "-c", required=True, help="Corpus asset name or path (its non-blank lines are the texts).")
+@_mode_option
+@click.option("--batch", default=32, show_default=True, type=click.IntRange(1, 100_000), help="Lines per batch.")
+@click.option("--merges", default=None, type=click.IntRange(0, 10_000_000),
+              help="Stop each batch after this many merges (default: exhaustion).")
+@click.option("--max-constituents", default=None, type=click.IntRange(2, 1_000_000))
+@click.option("--max-bytes", default=None, type=click.IntRange(2, 1_000_000))
+@click.option("--limit-lines", default=None, type=click.IntRange(1, 10_000_000), help="Read at most this many lines.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
+@click.option("--out", "-o", default=None, help="Write here (default: stdout).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def curve_cmd(tokenizer, corpus, mode, batch, merges, max_constituents, max_bytes, limit_lines, fmt, out, quiet):
+    """The merges -> length curve over a corpus, batch by batch. CSV columns: "Number of Merges" and
+    "Avg Sequence Length" (tokens per line: the reference repo's sequence_length_to_merges CSV, so the curves
+    overlay), then "Total Tokens", "% Shorter" (absolute) and "% of Word Level"."""
+    from tokbench.dynamic import corpus_stats
+    from tokbench.dynamic.stats import CURVE_COLUMNS, curve_rows, rows_csv
+
+    r = corpus_stats(tokenizer, corpus, mode=mode, batch=batch, merges=merges, max_constituents=max_constituents,
+                     max_bytes=max_bytes, limit_lines=limit_lines, progress=not quiet)
+    rows = curve_rows(r)
+    if fmt == "csv":
+        _write(out, rows_csv(rows, CURVE_COLUMNS))
+    else:
+        summary = {k: v for k, v in r.items() if k != "curve"}
+        _write(out, json.dumps({**summary, "columns": list(CURVE_COLUMNS), "curve": rows}, indent=1))
+
+
+@dynamic.command("fidelity")
+@click.option("--model", "-m", default="smollm2-135m", show_default=True, help="Causal LM (asset name or HF folder).")
+@click.option("--tokenizer", "-t", default="smollm2", show_default=True, help="The model's tokenizer.")
+@click.option("--corpus", "-c", default="wikitext2-test", show_default=True)
+@click.option("--windows", default=16, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--prefix", default=128, show_default=True, type=click.IntRange(1, 1_000_000),
+              help="Prefix tokens per window (merged).")
+@click.option("--continuation", default=64, show_default=True, type=click.IntRange(2, 1_000_000),
+              help="Continuation tokens per window (scored with the original head).")
+@click.option("--budgets", default="10,50%,exhaustion", show_default=True,
+              help="Comma-separated: merges, P% (of the word level) or exhaustion; the unmerged model always runs.")
+@click.option("--methods", default="mean,position_mean,omp", show_default=True,
+              help="Embeddings for dynamic tokens (comma-separated).")
+@click.option("--control", is_flag=True, help="Add the `original tokens + new embedding` control per method.")
+@_mode_option
+@click.option("--threads", default=2, show_default=True, type=click.IntRange(1, 1024), help="torch threads.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="json", show_default=True)
+@click.option("--out", "-o", default=None, help="Write here (default: stdout).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def fidelity_cmd(model, tokenizer, corpus, windows, prefix, continuation, budgets, methods, control, mode, threads,
+                 fmt, out, quiet):
+    """Prefill fidelity: bits/byte of a continuation after a merged prefix (through inputs_embeds)."""
+    from tokbench.dynamic.fidelity import parse_budgets, prefill_fidelity
+    from tokbench.dynamic.stats import rows_csv
+
+    r = prefill_fidelity(model, tokenizer, corpus, n_windows=windows, prefix=prefix, continuation=continuation,
+                         budgets=[0] + parse_budgets(budgets), methods=tuple(m for m in methods.split(",") if m),
+                         control=control, mode=mode, threads=threads, progress=not quiet)
+    _write(out, rows_csv(r["rows"]) if fmt == "csv" else json.dumps(r, indent=1))
 
 
 @dynamic.command("stats")
-@click.option("--tokenizer", "-t", required=True, help="Byte-level BPE tokenizer asset name or path.")
+@click.option("--tokenizer", "-t", required=True, help="Tokenizer asset name or path.")
 @click.option("--corpus", "-c", required=True, help="Corpus asset name or path (its non-blank lines are the texts).")
-@click.option("--mode", type=click.Choice(["word", "pretokens"]), default="word", show_default=True,
-              help="Boundaries no merge may cross.")
+@_mode_option
 @click.option("--batch", default=32, show_default=True, type=click.IntRange(1, 100_000), help="Lines per batch.")
-@click.option("--merges", default=None, type=click.IntRange(0, 10_000_000), help="Merges per batch.")
-@click.option("--shorter-pct", default=None, type=click.FloatRange(0, 100, min_open=True, max_open=True),
-              help="Merge each batch until it is this % shorter (default without --merges: to exhaustion).")
-@click.option("--max-constituents", default=None, type=click.IntRange(2, 1_000_000),
-              help="At most this many base tokens per merged token.")
-@click.option("--max-bytes", default=None, type=click.IntRange(2, 1_000_000), help="At most this many bytes per merged token.")
+@_budget_options
 @click.option("--limit-lines", default=None, type=click.IntRange(1, 10_000_000), help="Read at most this many lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with the merges -> length curve).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def stats(tokenizer, corpus, mode, batch, merges, shorter_pct, max_constituents, max_bytes, limit_lines, as_json, quiet):
+def stats(tokenizer, corpus, mode, batch, merges, shorter_pct, pct_of_word_level, max_constituents, max_bytes,
+          limit_lines, as_json, quiet):
     """Tokens before / after merging, % shorter (absolute and of the word level), merges, time."""
     from tokbench.dynamic import corpus_stats
 
     r = corpus_stats(tokenizer, corpus, mode=mode, batch=batch, merges=merges, shorter_pct=shorter_pct,
-                     max_constituents=max_constituents, max_bytes=max_bytes, limit_lines=limit_lines,
-                     progress=not quiet)
+                     pct_of_word_level=pct_of_word_level, max_constituents=max_constituents, max_bytes=max_bytes,
+                     limit_lines=limit_lines, progress=not quiet)
     if as_json:
         click.echo(json.dumps(r, indent=1))
         return

@@ -152,7 +152,8 @@ def boundary_mask(tok: DynamicTokenizer, ids: Sequence[Sequence[int]], mode: str
     """Per position: True where no merge may join the token with the one before it.
 
     word: a cut before every token flagged word-start in the Vocabulary, every token that starts with
-        whitespace and every token after one that ends with whitespace (the reference repo's whitespace rule).
+        whitespace and every token after one that ends with whitespace but is not a lone space (the reference
+        repo's whitespace rule: whitespace only at a merged token's first byte).
     word_hyphen: word, plus a cut wherever punctuation or a symbol other than '-' meets anything else
         (only hyphens join words: "well-known" merges, "cat's" and "hat," do not).
     pretokens: a cut at every pre-token start of the tokenizer's own pre-tokenizer.
@@ -196,7 +197,10 @@ def boundary_mask(tok: DynamicTokenizer, ids: Sequence[Sequence[int]], mode: str
                 elif mode == "sentence":
                     cut[i] = False
                 elif mode in ("word", "word_hyphen"):
-                    cut[i] = ws[t] or b[0] in _SPACE or a[-1] in _SPACE or (starts is not None and off in starts)
+                    # a lone space token may start a word (SentencePiece's "▁" before a piece without one):
+                    # the space then stays at the merged token's first byte, as the reference repo allows
+                    cut[i] = (ws[t] or b[0] in _SPACE or (a[-1] in _SPACE and a != b" ")
+                              or (starts is not None and off in starts))
                 else:
                     cut[i] = off in starts
             off += len(b or b"")
@@ -251,6 +255,23 @@ class MergedBatch:
         """Base ids of a merged sequence."""
         return [c for t in seq for c in self.constituents(t)]
 
+    def to_dict(self) -> dict:
+        """JSON-ready: the merged batch, the dynamic-token table (id, constituents, bytes as text and hex), the
+        merges, the merges -> length curve, and the reduction in both units."""
+        return {
+            "mode": self.mode, "params": self.params, "n_base": self.n_base,
+            "tokens_before": self.tokens_before, "tokens_after": self.tokens_after, "word_level": self.word_level,
+            "pct_shorter": self.pct_shorter, "pct_of_word_level": self.pct_of_word_level,
+            "word_level_pct_shorter": 100.0 * (self.tokens_before - self.word_level) / self.tokens_before
+            if self.tokens_before else 0.0,
+            "merged": self.merged,
+            "dynamic_tokens": [{"id": self.n_base + k, "constituents": c,
+                                "text": b.decode("utf-8", "backslashreplace"), "bytes_hex": b.hex()}
+                               for k, (c, b) in enumerate(zip(self.tokens, self.token_bytes))],
+            "merges": [{"left": a, "right": b, "merged": x, "count": n} for a, b, x, n in self.merges],
+            "lengths": self.lengths, "seconds": self.seconds,
+        }
+
     def decode_bytes(self, s: int) -> bytes:
         """The bytes of merged sequence s (dynamic tokens by their own bytes); equal to the original text's."""
         tb, n = self.base_token_bytes, self.n_base
@@ -274,6 +295,33 @@ def merge_ids(ids: Sequence[Sequence[int]], cut: Sequence[Sequence[bool]], base_
     return _core.dynamic_merge(ids, cut, base_bytes, max_merges=merges, target_len=target_len,
                                max_constituents=max_constituents or 0, max_bytes=max_bytes or 0,
                                min_count=min_count)
+
+
+def read_batch(path: str | Path) -> tuple[list[str] | None, list[list[int]] | None]:
+    """A batch file: JSON (a list of id lists, or {"ids": [...]}) gives ids; anything else is text, one
+    sequence per non-blank line. Returns (texts, None) or (None, ids)."""
+    import json
+
+    path = Path(path)
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TokbenchError(f"cannot read the batch ({exc.__class__.__name__}: {exc})", path=path,
+                            fix="pass a readable UTF-8 text file (one sequence per line) or a JSON list of id lists")
+    if path.suffix == ".json":
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise TokbenchError(f"not valid JSON ({exc})", path=path, fix="write a JSON list of id lists") from None
+        if isinstance(data, dict):
+            data = data.get("ids")
+        if not isinstance(data, list) or not all(isinstance(s, list) and all(isinstance(t, int) and
+                                                                            not isinstance(t, bool) for t in s)
+                                                 for s in data):
+            raise TokbenchError("the JSON is not a list of id lists", path=path,
+                                fix='write [[id, id, ...], ...] or {"ids": [[...], ...]}')
+        return None, data
+    return [line for line in raw.splitlines() if line.strip()], None
 
 
 def _check_budget(merges, shorter_pct, max_constituents, max_bytes, pct_of_word_level=None):

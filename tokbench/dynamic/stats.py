@@ -84,3 +84,61 @@ def _add_curve(total: list[int], lengths: list[int]) -> None:
         total.extend([total[-1] if total else 0] * (len(lengths) - len(total)))
     for i in range(len(total)):
         total[i] += lengths[min(i, len(lengths) - 1)]
+
+
+# the reference repo's curve CSV (data/xnli/sequence_length_to_merges_dynamic_bpe.csv, read by its
+# run_glue_dynamic.py) has exactly these two columns; ours adds the rest after them
+REFERENCE_CURVE_COLUMNS = ("Number of Merges", "Avg Sequence Length")
+CURVE_COLUMNS = REFERENCE_CURVE_COLUMNS + ("Total Tokens", "% Shorter", "% of Word Level")
+
+
+def curve_rows(stats: dict) -> list[dict]:
+    """The merges -> length curve of `corpus_stats` as rows under CURVE_COLUMNS: merges per batch, mean tokens
+    per sequence (what the reference repo's CSV holds, so the two overlay), total tokens, absolute % shorter
+    and % of the word level."""
+    curve, seqs = stats["curve"], stats["lines"]
+    if not curve:
+        raise TokbenchError("no curve: the budget was a % (the curve needs a number of merges or exhaustion)",
+                            fix="drop --shorter-pct / --pct-of-word-level")
+    before, room = curve[0], curve[0] - stats["word_level"]
+    return [dict(zip(CURVE_COLUMNS, (k, n / seqs, n, 100.0 * (before - n) / before,
+                                     100.0 * (before - n) / room if room else 100.0)))
+            for k, n in enumerate(curve)]
+
+
+def rows_csv(rows: list[dict], columns=None) -> str:
+    """CSV text of a list of flat dicts (columns: the first row's keys unless given)."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(columns or (rows[0] if rows else [])), extrasaction="ignore",
+                       lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def length_profile(tok, texts, *, mode: str = "word", batch: int = 32, marks=(10, 100)) -> dict:
+    """Merge `texts` in consecutive batches of `batch` to exhaustion and sum the lengths: tokens before, after
+    each number of merges per batch in `marks`, and at the word level (exhaustion). One kernel run per batch
+    gives all of them (a budget is a prefix of exhaustion)."""
+    from tokbench.dynamic.merge import boundary_mask, merge_ids
+
+    texts = [t for t in texts if t]
+    out = {"sequences": len(texts), "tokens": 0, "word_level": 0} | {f"tokens_at_{m}": 0 for m in marks}
+    if not texts:
+        return out
+    ids_all = tok.bpe.encode_ordinary_batch(texts)
+    bb = tok.base_bytes()
+    for b0 in range(0, len(ids_all), batch):
+        ids = ids_all[b0:b0 + batch]
+        if not any(ids):
+            continue
+        cut = boundary_mask(tok, ids, mode)
+        lengths = merge_ids(ids, cut, bb)[3]
+        out["tokens"] += lengths[0]
+        out["word_level"] += lengths[-1]
+        for m in marks:
+            out[f"tokens_at_{m}"] += lengths[min(m, len(lengths) - 1)]
+    return out
