@@ -4,6 +4,7 @@ before and after merging.
 
     python benchmarks/bench_dynamic_tables.py [--tokenizers smollm2,gpt2,llama3,qwen3,xlm-r]
         [--mode pretokens-unicode] [--batch 32] [--out reports/dynamic-tables]
+    python benchmarks/bench_dynamic_tables.py --markdown pretokens-unicode,pretokens    # the tables in reports/
 
 Per language L and tokenizer: the texts of L (Tatoeba: its sentences; UDHR: its sections shared with English)
 are merged in consecutive batches of `--batch` to exhaustion in `--mode`; so are the English sides (Tatoeba:
@@ -80,8 +81,54 @@ def table(tok, units, dataset, mode, batch, english_shared=False):
     return rows
 
 
+def markdown(out: Path, modes: list[str], langs=("hin", "ben", "tam", "rus", "deu", "cmn", "jpn")) -> str:
+    """The summary tables of reports/dynamic.md from the files this script wrote."""
+    lines = []
+    for mode in modes:
+        s = json.loads((out / f"summary-{mode}.json").read_text())
+        lines += [f"Mode `{mode}`, batches of {s['batch']} (load average {s['load_before'][0]:.1f} -> "
+                  f"{s['load_after'][0]:.1f}, {s['seconds']:.0f} s):", "",
+                  "| tokenizer | dataset | languages | mean % shorter at word level | at 10 merges: % shorter (% of word level) "
+                  "| at 100: % shorter (% of word level) | English side at word level | premium mean abs log2 before -> 100 -> "
+                  "word level | CV | Gini |", "|---|---|---:|---:|---:|---:|---:|---|---|---|"]
+        for name, v in s["tokenizers"].items():
+            for d in ("tatoeba", "udhr"):
+                if d not in v:
+                    continue
+                x = v[d]
+                pb, p1, pw = x["premium_before"], x["premium_at_100"], x["premium_word_level"]
+                lines.append(f"| {name} | {d} | {x['languages']} | {x['mean_pct_shorter_word_level']:.1f} | "
+                             f"{x['mean_pct_shorter_at_10']:.1f} ({x['mean_pct_of_word_level_at_10']:.0f}) | "
+                             f"{x['mean_pct_shorter_at_100']:.1f} ({x['mean_pct_of_word_level_at_100']:.0f}) | "
+                             f"{x['english_side_pct_shorter_word_level']:.1f} | "
+                             f"{pb['mean_abs_log2']:.3f} -> {p1['mean_abs_log2']:.3f} -> {pw['mean_abs_log2']:.3f} | "
+                             f"{pb['cv']:.2f} -> {p1['cv']:.2f} -> {pw['cv']:.2f} | "
+                             f"{pb['gini']:.3f} -> {p1['gini']:.3f} -> {pw['gini']:.3f} |")
+        lines += ["", "| tokenizer | WikiText-2 test (English): % shorter at word level | at 100 merges |", "|---|---:|---:|"]
+        for name, v in s["tokenizers"].items():
+            lines.append(f"| {name} | {v['wikitext2_test_english_word_level_pct_shorter']:.2f} | "
+                         f"{v['wikitext2_test_pct_shorter_at_100']:.2f} |")
+        lines.append("")
+    path = {m: out / f"tatoeba-{m}.csv" for m in modes}
+    rows = {m: list(csv.DictReader(open(path[m]))) for m in modes if path[m].exists()}
+    if rows:
+        lines += ["Tatoeba, % shorter at the word level, a few languages:", "",
+                  "| tokenizer | " + " | ".join(f"{l} ({m})" for l in langs for m in rows) + " |",
+                  "|---|" + "---:|" * (len(langs) * len(rows))]
+        names = list(dict.fromkeys(r["tokenizer"] for r in next(iter(rows.values()))))
+        for name in names:
+            cells = []
+            for lang in langs:
+                for m, rr in rows.items():
+                    hit = [r for r in rr if r["tokenizer"] == name and r["lang"] == lang]
+                    cells.append(f"{float(hit[0]['pct_shorter_word_level']):.1f}" if hit else "-")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--markdown", default=None, help="only print the summary tables of these modes (comma-separated)")
     ap.add_argument("--tokenizers", default="smollm2,gpt2,llama3,qwen3,xlm-r")
     ap.add_argument("--mode", default="pretokens-unicode")
     ap.add_argument("--batch", type=int, default=32)
@@ -89,6 +136,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="reports/dynamic-tables")
     a = ap.parse_args(argv)
     out = Path(a.out)
+    if a.markdown:
+        print(markdown(out, a.markdown.split(",")))
+        return 0
     out.mkdir(parents=True, exist_ok=True)
     load0 = os.getloadavg()
     t0 = time.perf_counter()
