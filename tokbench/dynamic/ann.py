@@ -384,5 +384,29 @@ def evaluate(index: OutputIndex, h, exact: Exact, k: int = 20) -> dict:
             "mass_outside_mean": float(np.mean(mass)), "mass_outside_max": float(np.max(mass))}
 
 
-__all__ = ["KINDS", "METRICS", "STORAGES", "Exact", "OutputIndex", "blas_threads", "evaluate", "exact_topk",
-           "latency", "logits_of", "recall_at", "rss_bytes", "softmax_mass_outside"]
+
+
+
+def measure(index: OutputIndex, h, exact: Exact, k: int = 20, *, repeats: int = 30, batch: int = 32) -> dict:
+    """evaluate() plus latency: median seconds of index.search at batch 1 and at `batch` (cycling through h),
+    build seconds and index bytes."""
+    h = _check_queries(h, index.rows.shape[1])
+    out = {"params": dict(index.params), **evaluate(index, h, exact, k)}
+    out["latency_b1_s"] = latency(lambda q: index.search(q, k), h, 1, repeats)
+    out[f"latency_b{batch}_s"] = latency(lambda q: index.search(q, k), h, batch, max(3, repeats // 4))
+    out["build_s"] = index.build_seconds
+    out["index_bytes"] = index.nbytes()
+    return out
+
+
+def exact_latency(rows32: np.ndarray, bias, h, k: int = 20, *, repeats: int = 10, batch: int = 32) -> dict:
+    """Latency of the exact reference on float32 rows held in memory (one BLAS matmul + a top-k partition)."""
+    if rows32.dtype != np.float32:
+        raise TokbenchError("the exact baseline times float32 rows", fix="pass rows.astype(np.float32)")
+    fn = lambda q: exact_topk(rows32, bias, q, k, chunk=rows32.shape[0])  # noqa: E731
+    return {"latency_b1_s": latency(fn, h, 1, repeats), f"latency_b{batch}_s": latency(fn, h, batch, max(3, repeats // 3)),
+            "index_bytes": rows32.nbytes}
+
+
+__all__ = ["KINDS", "METRICS", "STORAGES", "Exact", "OutputIndex", "blas_threads", "evaluate", "exact_latency",
+           "exact_topk", "latency", "logits_of", "measure", "recall_at", "rss_bytes", "softmax_mass_outside"]

@@ -1,6 +1,6 @@
 """Inputs of the ANN evaluation: a huge output table made of a model's real head rows plus rows for merged tokens
-of real text, and real final hidden states of the model as queries. Both are cached under a folder (default
-/tmp/tokbench-ann), written to a temporary sibling and renamed.
+of real text, and real final hidden states of the model as queries. Both are cached under a folder (cache_dir=;
+default $TOKBENCH_ANN_CACHE or /tmp/tokbench-ann; False: none), written to a temporary sibling and renamed.
 
 Rows, in order: the model's n_base head rows (ids 0..n_base-1); then the dynamic tokens that batch merging to
 exhaustion (word mode, batches of 32 lines) makes on the corpora, most frequent first; then, to reach the size
@@ -26,7 +26,7 @@ from tokbench.errors import TokbenchError
 ROW_CORPORA = ("wikitext2-test", "wikitext2-valid", "tinyshakespeare", "tinystories", "gutenberg", "gsm8k-train",
                "code-python", "code-rust", "code-cpp", "bible-mark", "udhr", "tatoeba")
 ROW_METHODS = ("mean", "position_mean")
-CACHE = Path(tempfile.gettempdir()) / "tokbench-ann"
+CACHE = None  # the cache folder: $TOKBENCH_ANN_CACHE, else <tmp>/tokbench-ann (read at each call)
 _NGRAM = (2, 3, 4)
 
 
@@ -77,6 +77,15 @@ def _atomic_save(path: Path, arr: np.ndarray, meta: dict | None = None) -> None:
         path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
 
 
+def cache_folder(cache_dir=CACHE) -> Path | None:
+    """cache_dir, or when it is None $TOKBENCH_ANN_CACHE or <tmp>/tokbench-ann; False: no cache."""
+    if cache_dir is False:
+        return None
+    if cache_dir is None:
+        return Path(os.environ.get("TOKBENCH_ANN_CACHE") or Path(tempfile.gettempdir()) / "tokbench-ann")
+    return Path(cache_dir)
+
+
 def _key(parts: dict) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -119,7 +128,7 @@ def _ngram_tuple(key: int, n: int) -> tuple:
 
 
 def head_rows(model="smollm2-135m", n_rows: int = 1_000_000, *, corpora=ROW_CORPORA, method: str = "mean",
-              cache_dir: Path | None = CACHE, progress: bool = False) -> HeadRows:
+              cache_dir=CACHE, progress: bool = False) -> HeadRows:
     """The output table of `n_rows` rows for `model` (see the module docstring), from the cache when present."""
     from tokbench.dynamic.merge import DynamicTokenizer
     from tokbench.embeddings import position_mean_rows, subword_rows
@@ -130,7 +139,8 @@ def head_rows(model="smollm2-135m", n_rows: int = 1_000_000, *, corpora=ROW_CORP
     n_base, d = head.shape
     n_rows = limits.at_least("rows", n_rows, n_base, 20_000_000, what=f"at least the model's {n_base:,} rows")
     parts = {"model": str(folder.resolve()), "rows": n_rows, "corpora": list(corpora), "method": method, "v": 1}
-    path = None if cache_dir is None else Path(cache_dir) / f"rows-{_key(parts)}.npy"
+    folder_c = cache_folder(cache_dir)
+    path = None if folder_c is None else folder_c / f"rows-{_key(parts)}.npy"
     if path is not None and path.exists():
         meta = json.loads(path.with_suffix(".json").read_text())
         return HeadRows(np.load(path), bias, n_base, meta["n_dynamic"], meta["n_ngram"])
@@ -178,14 +188,15 @@ def head_rows(model="smollm2-135m", n_rows: int = 1_000_000, *, corpora=ROW_CORP
 
 
 def hidden_states(model="smollm2-135m", corpus="wikitext2-test", *, positions: int = 512, window: int = 128,
-                  cache_dir: Path | None = CACHE, threads: int | None = None) -> np.ndarray:
+                  cache_dir=CACHE, threads: int | None = None) -> np.ndarray:
     """Final hidden states (after the last norm: what the head multiplies) of the model at the first `positions`
     positions of consecutive `window`-token windows of the corpus, (positions, d) float32; cached."""
     limits.at_least("positions", positions, 1, 100_000)
     limits.at_least("window", window, 2, 8192)
     folder = model_dir(model)
     parts = {"model": str(folder.resolve()), "corpus": str(corpus), "positions": positions, "window": window, "v": 1}
-    path = None if cache_dir is None else Path(cache_dir) / f"queries-{_key(parts)}.npy"
+    folder_c = cache_folder(cache_dir)
+    path = None if folder_c is None else folder_c / f"queries-{_key(parts)}.npy"
     if path is not None and path.exists():
         return np.load(path)
     import torch
@@ -213,5 +224,49 @@ def hidden_states(model="smollm2-135m", corpus="wikitext2-test", *, positions: i
     return out
 
 
+def run_ann(model="smollm2-135m", n_rows: int = 1_000_000, *, kind: str = "ivf", storage: str = "fp16",
+            queries: int = 256, k: int = 20, threads: int = 2, rerank: int = 64, nlist: int | None = None,
+            nprobe: int = 64, m: int = 32, ef_construction: int = 64, ef_search: int = 256, method: str = "mean",
+            baseline: bool = True, cosine: bool = True, progress: bool = False) -> dict:
+    """Build one index over `n_rows` rows of `model` (head_rows) and evaluate it on `queries` real hidden states
+    (hidden_states) against the exact reference: what `tokbench dynamic ann` prints. baseline: also time the exact
+    fp32 matmul (a second copy of the rows in memory); cosine: also the exact cosine top-k's recall."""
+    from tokbench.dynamic.ann import (KINDS, STORAGES, OutputIndex, blas_threads, exact_latency, exact_topk, measure,
+                                      recall_at, rss_bytes)
+
+    if kind not in KINDS:
+        raise TokbenchError(f"unknown index {kind!r}", fix=f"use one of {', '.join(KINDS)}")
+    if storage not in STORAGES:
+        raise TokbenchError(f"unknown storage {storage!r}", fix=f"use one of {', '.join(STORAGES)}")
+    limits.at_least("queries", queries, 1, 100_000)
+    limits.at_least("k", k, 1, 1024)
+    limits.threads(threads, "threads")
+    hr = head_rows(model, n_rows, method=method, progress=progress)
+    h = hidden_states(model, positions=queries, threads=threads)
+    rows = hr.rows
+    out = {"model": str(model), "rows": rows.shape[0], "dim": rows.shape[1], "n_base": hr.n_base,
+           "n_dynamic": hr.n_dynamic, "n_ngram": hr.n_ngram, "row_storage": "fp16", "queries": len(h), "k": k,
+           "threads": threads}
+    with blas_threads(threads):
+        ex = exact_topk(rows, hr.bias, h, k)
+        out["exact_seconds"] = ex.seconds
+        if cosine:
+            cos = exact_topk(rows, None, h, k, metric="cosine")
+            out["cosine"] = {f"recall@{k}": recall_at(cos.ids, ex.ids, k),
+                             "top1": float(np.mean(cos.ids[:, 0] == ex.ids[:, 0]))}
+        if baseline:
+            r32 = rows.astype(np.float32)
+            out["exact"] = exact_latency(r32, hr.bias, h, k)
+            del r32
+    ix = OutputIndex(rows, hr.bias, kind=kind, storage=storage, nlist=nlist, nprobe=nprobe, m=m,
+                     ef_construction=ef_construction, ef_search=ef_search, rerank=rerank, threads=threads,
+                     progress=progress)
+    out["index"] = measure(ix, h, ex, k)
+    if baseline:
+        out["speedup_b1"] = out["exact"]["latency_b1_s"] / out["index"]["latency_b1_s"]
+    out["rss_bytes"], out["peak_rss_bytes"] = rss_bytes()
+    return out
+
+
 __all__ = ["CACHE", "ROW_CORPORA", "ROW_METHODS", "HeadRows", "head_rows", "hidden_states", "load_head",
-           "merged_constituents"]
+           "merged_constituents", "run_ann"]
