@@ -37,8 +37,31 @@ def ints(s: str) -> list[int]:
     return [int(x) for x in s.split(",") if x]
 
 
+def table(path: Path) -> str:
+    """The trade-off table (markdown) of a results file."""
+    r = json.loads(Path(path).read_text())
+    st = r["stages"]
+    ex = next(s for s in st if s["stage"] == "exact_latency")
+    exh = next((s for s in st if s["stage"] == "exact_latency_hnsw_rows"), None)
+    lines = ["| index | rows | params | recall@1 | recall@20 | top-1 | mass outside 20 | batch 1 ms | batch 32 ms "
+             "| x exact (b1) | build s | index MiB | load avg |", "|" + "---|" * 13]
+    for s in st:
+        if s["stage"] not in ("ivf", "hnsw", "bias"):
+            continue
+        rows = s.get("rows", r["stages"][0]["rows"])
+        base = ex if s["stage"] == "ivf" else exh if s["stage"] == "hnsw" else None
+        p = {k: v for k, v in s["params"].items() if k not in ("kind", "storage")}
+        name = s["params"]["kind"] + " " + s["params"]["storage"] + (f" ({s['variant']})" if "variant" in s else "")
+        lines.append(f"| {name} | {rows:,} | {p} | {s['recall@1']:.3f} | {s['recall@20']:.3f} | {s['top1']:.3f} | "
+                     f"{s['mass_outside_mean']:.3f} | {s['latency_b1_s'] * 1e3:.1f} | {s['latency_b32_s'] * 1e3:.1f} | "
+                     + (f"{base['latency_b1_s'] / s['latency_b1_s']:.1f}" if base else "-")
+                     + f" | {s['build_s']:.0f} | {s['index_bytes'] / 2**20:.0f} | {s['load_avg']} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--table", type=Path, default=None, help="print the markdown table of a results file and stop")
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--queries", type=int, default=512)
@@ -53,6 +76,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rerank", type=int, default=64)
     ap.add_argument("--json", type=Path, default=Path("/tmp/bench_ann.json"))
     a = ap.parse_args(argv)
+    if a.table:
+        print(table(a.table))
+        return 0
     out: dict = {"command": "python benchmarks/bench_ann.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                  "threads": a.threads, "faiss": __import__("faiss").__version__, "numpy": np.__version__, "stages": []}
 
