@@ -180,7 +180,7 @@ def test_cli_ann_bad_args_exit_2_and_small_run(ann_cache, tmp_path, monkeypatch)
     assert r.exit_code == 2 and "lsh" in r.output
     out = tmp_path / "ann.json"
     r = CliRunner().invoke(main, ["dynamic", "ann", "--rows", "49152", "--index", "flat", "--queries", "24",
-                                  "--threads", "2", "--json", str(out), "-q"])
+                                  "--threads", "2", "--repeats", "3", "--json", str(out), "-q"])
     assert r.exit_code == 0, r.output
     data = json.loads(out.read_text())
     assert data["rows"] == 49152 and data["index"]["top1"] == 1.0 and data["index"]["recall@20"] == 1.0

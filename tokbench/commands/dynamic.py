@@ -67,18 +67,20 @@ def stats(tokenizer, corpus, mode, batch, merges, shorter_pct, max_constituents,
 @click.option("--rerank", default=64, show_default=True, type=click.IntRange(1, 4096),
               help="Candidates fetched from the index and rescored exactly.")
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(0, 4096), help="BLAS / faiss threads.")
+@click.option("--repeats", default=30, show_default=True, type=click.IntRange(1, 100_000),
+              help="Timed searches at batch 1 (a quarter of them at batch 32).")
 @click.option("--no-baseline", is_flag=True, help="Skip timing the exact fp32 matmul (saves a second copy in memory).")
 @click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False), help="Write the results here.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def ann(model, n_rows, kind, storage, queries, k, nlist, nprobe, hnsw_m, ef_construction, ef_search, rerank, threads,
-        no_baseline, json_out, quiet):
+        repeats, no_baseline, json_out, quiet):
     """Build an ANN index over a huge output vocabulary and measure it against the exact matmul (with bias)."""
     from tokbench.dynamic.ann_data import run_ann
     from tokbench.outputs import atomic_write
 
     r = run_ann(model, n_rows, kind=kind, storage=storage, queries=queries, k=k, threads=threads, rerank=rerank,
                 nlist=nlist, nprobe=nprobe, m=hnsw_m, ef_construction=ef_construction, ef_search=ef_search,
-                baseline=not no_baseline, progress=not quiet)
+                baseline=not no_baseline, repeats=repeats, progress=not quiet)
     if json_out:
         atomic_write(json_out, json.dumps(r, indent=1))
     ix = r["index"]

@@ -227,10 +227,11 @@ def hidden_states(model="smollm2-135m", corpus="wikitext2-test", *, positions: i
 def run_ann(model="smollm2-135m", n_rows: int = 1_000_000, *, kind: str = "ivf", storage: str = "fp16",
             queries: int = 256, k: int = 20, threads: int = 2, rerank: int = 64, nlist: int | None = None,
             nprobe: int = 64, m: int = 32, ef_construction: int = 64, ef_search: int = 256, method: str = "mean",
-            baseline: bool = True, cosine: bool = True, progress: bool = False) -> dict:
+            baseline: bool = True, cosine: bool = True, repeats: int = 30, progress: bool = False) -> dict:
     """Build one index over `n_rows` rows of `model` (head_rows) and evaluate it on `queries` real hidden states
     (hidden_states) against the exact reference: what `tokbench dynamic ann` prints. baseline: also time the exact
-    fp32 matmul (a second copy of the rows in memory); cosine: also the exact cosine top-k's recall."""
+    fp32 matmul (a second copy of the rows in memory); cosine: also the exact cosine top-k's recall; repeats:
+    timed searches at batch 1 (a quarter of them at batch 32)."""
     from tokbench.dynamic.ann import (KINDS, STORAGES, OutputIndex, blas_threads, exact_latency, exact_topk, measure,
                                       recall_at, rss_bytes)
 
@@ -241,6 +242,7 @@ def run_ann(model="smollm2-135m", n_rows: int = 1_000_000, *, kind: str = "ivf",
     limits.at_least("queries", queries, 1, 100_000)
     limits.at_least("k", k, 1, 1024)
     limits.threads(threads, "threads")
+    limits.at_least("repeats", repeats, 1, 100_000)
     hr = head_rows(model, n_rows, method=method, progress=progress)
     h = hidden_states(model, positions=queries, threads=threads)
     rows = hr.rows
@@ -256,12 +258,12 @@ def run_ann(model="smollm2-135m", n_rows: int = 1_000_000, *, kind: str = "ivf",
                              "top1": float(np.mean(cos.ids[:, 0] == ex.ids[:, 0]))}
         if baseline:
             r32 = rows.astype(np.float32)
-            out["exact"] = exact_latency(r32, hr.bias, h, k)
+            out["exact"] = exact_latency(r32, hr.bias, h, k, repeats=max(1, repeats // 3))
             del r32
     ix = OutputIndex(rows, hr.bias, kind=kind, storage=storage, nlist=nlist, nprobe=nprobe, m=m,
                      ef_construction=ef_construction, ef_search=ef_search, rerank=rerank, threads=threads,
                      progress=progress)
-    out["index"] = measure(ix, h, ex, k)
+    out["index"] = measure(ix, h, ex, k, repeats=repeats)
     if baseline:
         out["speedup_b1"] = out["exact"]["latency_b1_s"] / out["index"]["latency_b1_s"]
     out["rss_bytes"], out["peak_rss_bytes"] = rss_bytes()
