@@ -96,6 +96,34 @@ def _assign(c: torch.Tensor, n: int) -> torch.Tensor:
     return torch.relu(1.0 - (c[..., None] - k).abs())
 
 
+def _boundaries(m, x: torch.Tensor, route: torch.Tensor, generator=None):
+    """(pre-layer output, hard boundaries (B, T) with straight-through gradient, probabilities) of a module
+    with embed, pre, predictor (None: no boundaries) and cfg."""
+    h = m.embed(x)
+    for blk in m.pre:
+        h = blk(h)
+    if m.predictor is None:
+        return h, None, None
+    logits = m.predictor(h, route)
+    b, p = sample_boundaries(logits, training=m.training, tau=m.cfg.tau, generator=generator)
+    return h, b, p
+
+
+class PreSegmenter(nn.Module):
+    """The standalone segmenter: byte embedding, pre-layers and predictor(s) of a trained HourglassLM (its
+    state is HourglassLM.segmenter_parameters(), same keys)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(256, cfg.d_model)
+        self.pre = _stack(cfg.layers[0], cfg)
+        self.predictor = BoundaryPredictor(cfg.d_model, cfg.d_predictor, list(cfg.route_priors))
+        self.shortens = True
+
+    boundaries = _boundaries
+
+
 class HourglassLM(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -128,6 +156,8 @@ class HourglassLM(nn.Module):
         b, p = sample_boundaries(logits, training=self.training, tau=self.cfg.tau, generator=generator)
         return h, b, p
 
+    boundaries = _boundaries
+
     def forward(self, x: torch.Tensor, route: torch.Tensor | None = None, generator=None) -> dict:
         if route is None:
             route = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
@@ -157,4 +187,4 @@ def n_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["ModelConfig", "HourglassLM", "Block", "n_parameters"]
+__all__ = ["ModelConfig", "HourglassLM", "PreSegmenter", "Block", "n_parameters"]
