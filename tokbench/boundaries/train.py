@@ -232,8 +232,9 @@ def _check_resume(state: dict, cfg: TrainConfig, path: Path) -> None:
 
 
 def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = True, splits: Splits | None = None,
-          progress: bool = True) -> dict:
-    """Train (or resume) one arm; returns the final summary (the contents of train.json)."""
+          progress: bool = True, stop_at: int | None = None) -> dict:
+    """Train (or resume) one arm; returns the final summary (the contents of train.json). `stop_at`: stop
+    (checkpointed) after that step, to be resumed later: the resumed run is the same run."""
     cfg = replace(cfg, languages=list(cfg.languages), priors=dict(cfg.priors)).check()
     out = Path(out)
     ckpt = out / CHECKPOINT
@@ -283,7 +284,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = True, spli
     bad = 0
     bar = tqdm(total=cfg.steps, initial=step, desc=f"boundaries {cfg.arm}", unit="step", disable=not progress)
     try:
-        while step < cfg.steps:
+        while step < min(cfg.steps, stop_at or cfg.steps):
             if cfg.max_seconds is not None and seconds >= cfg.max_seconds:
                 break
             t0 = time.perf_counter()
