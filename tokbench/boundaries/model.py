@@ -105,7 +105,8 @@ def _boundaries(m, x: torch.Tensor, route: torch.Tensor, generator=None):
     if m.predictor is None:
         return h, None, None
     logits = m.predictor(h, route)
-    b, p = sample_boundaries(logits, training=m.training, tau=m.cfg.tau, generator=generator)
+    b, p = sample_boundaries(logits, training=m.training, tau=m.cfg.tau, generator=generator,
+                             noise=getattr(m, "noise_scale", 1.0))
     return h, b, p
 
 

@@ -9,7 +9,10 @@ Arms (`ARMS`):
 A predictor is an MLP d -> d_inner -> 1 on the pre-layers' output, giving a logit per byte: byte t ends a
 segment with probability sigmoid(logit_t). Training draws a relaxed Bernoulli sample (temperature tau) and
 passes the hard 0/1 forward with the soft sample's gradient (straight-through); evaluation thresholds the
-probability at 0.5 (logit > 0): deterministic, no noise. The output bias starts at logit(prior), so the
+probability at 0.5 (logit > 0): deterministic, no noise. Training can anneal the noise to 0 (train.py), so that
+the boundaries the prior loss counts at the end of training are the ones evaluation draws: with the noise,
+a predictor whose probabilities hover near the prior (say 0.2) meets its prior in training and draws no
+boundary at all at the 0.5 threshold. The output bias starts at logit(prior), so the
 initial rate is the prior.
 
 Losses (`prior_loss`): the Binomial prior, -log Binomial(k; n, beta) / n with k = the number of hard
@@ -51,14 +54,17 @@ class BoundaryPredictor(nn.Module):
 
 
 def sample_boundaries(logits: torch.Tensor, *, training: bool, tau: float = 0.5,
-                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(hard boundaries with a straight-through gradient, probabilities). Deterministic unless training."""
+                      generator: torch.Generator | None = None,
+                      noise: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(hard boundaries with a straight-through gradient, probabilities). Deterministic unless training.
+    `noise` scales the logistic noise of the relaxed sample (1: the relaxed Bernoulli; 0: the hard
+    boundaries are the evaluation threshold's, with the gradient of sigmoid(logit / tau))."""
     probs = torch.sigmoid(logits)
     if not training:
         return (logits > 0).to(logits.dtype), probs
     u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
     u = u.clamp(1e-6, 1 - 1e-6)
-    soft = torch.sigmoid((logits + torch.log(u) - torch.log1p(-u)) / tau)
+    soft = torch.sigmoid((logits + noise * (torch.log(u) - torch.log1p(-u))) / tau)
     hard = (soft > 0.5).to(logits.dtype)
     return hard - soft.detach() + soft, probs
 

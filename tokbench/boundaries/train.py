@@ -11,7 +11,8 @@ A run on a folder that holds a checkpoint resumes it (`resume=True`) when the pr
 agree, and refuses otherwise with one line.
 
 Stabilisers: the predictor bias starts at logit(prior); the boundary loss weight ramps linearly from 0 to 1
-over `boundary_warmup` steps; the training boundary rate per script is logged every `log_every` steps, and a
+over `boundary_warmup` steps; the training noise of the relaxed Bernoulli is annealed to 0
+(`noise_anneal`), so the end of training draws the evaluation's deterministic boundaries; the training boundary rate per script is logged every `log_every` steps, and a
 run fails fast (TokbenchError, the last checkpoint kept) when a script's rate leaves
 [prior / COLLAPSE_FACTOR, min(0.99, prior * COLLAPSE_FACTOR)] for `collapse_patience` logs in a row after
 the warm-up, or when the loss is not finite.
@@ -84,6 +85,9 @@ class TrainConfig:
     checkpoint_every: int = 100
     collapse_patience: int = 5
     max_seconds: float | None = None  # stop (and checkpoint) after this much training time
+    # the training noise scale is 1 until this fraction of the run, then falls linearly to 0 at the second
+    # fraction (train/eval agreement, see predictors.py); (1, 1): no annealing
+    noise_anneal: tuple[float, float] = (0.3, 0.8)
 
     def check(self) -> "TrainConfig":
         if self.preset not in PRESETS:
@@ -103,6 +107,10 @@ class TrainConfig:
         limits.at_least("checkpoint_every", self.checkpoint_every, 1)
         limits.at_least("collapse_patience", self.collapse_patience, 1)
         limits.threads(self.threads, "threads")
+        lo, hi = self.noise_anneal
+        limits.real("noise_anneal start", lo, 0.0, 1.0)
+        limits.real("noise_anneal end", hi, lo, 1.0)
+        self.noise_anneal = (float(lo), float(hi))
         if self.lr is not None:
             limits.real("lr", self.lr, 0.0, 1.0, lo_open=True)
         if not self.languages:
@@ -294,6 +302,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = True, spli
             beta = torch.tensor([sequence_prior(cfg, priors, k) for k in langs], device=device)
             for g in opt.param_groups:
                 g["lr"] = sched(step)
+            model.noise_scale = _noise(cfg, step, seconds)
             o = model(x[:, :-1], route, generator=noise)
             ce = F.cross_entropy(o["logits"].reshape(-1, 256), x[:, 1:].reshape(-1))
             loss = ce
@@ -325,7 +334,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = True, spli
                 n = max(1, acc["n"])
                 rate = {g: acc["rate"][g] / acc["count"][g] for g in sorted(acc["rate"])}
                 entry = {"step": step, "loss": acc["loss"] / n, "ce": acc["ce"] / n, "boundary_loss": acc["bl"] / n,
-                         "bits_per_byte": acc["ce"] / n / math.log(2), "rate": rate, "seconds": round(seconds, 3)}
+                         "bits_per_byte": acc["ce"] / n / math.log(2), "rate": rate, "seconds": round(seconds, 3),
+                         "noise": round(model.noise_scale, 4)}
                 log.append(entry)
                 bar.set_postfix(bpb=f"{entry['bits_per_byte']:.3f}",
                                 rate=",".join(f"{g[:3]}{r:.3f}" for g, r in rate.items()))
@@ -344,6 +354,17 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = True, spli
         bar.close()
     _save(out, snapshot(step >= cfg.steps))
     return json.loads((out / LOG).read_text(encoding="utf-8"))
+
+
+def _noise(cfg: TrainConfig, step: int, seconds: float) -> float:
+    """The noise scale at this point of the run (fraction done: of the steps or of max_seconds)."""
+    done = step / cfg.steps
+    if cfg.max_seconds:
+        done = max(done, seconds / cfg.max_seconds)
+    lo, hi = cfg.noise_anneal
+    if done <= lo or hi >= 1.0 and lo >= 1.0:
+        return 1.0
+    return max(0.0, 1.0 - (done - lo) / max(1e-9, hi - lo))
 
 
 def _script_prior(cfg: TrainConfig, priors: dict, group: str) -> float:
