@@ -171,14 +171,13 @@ def _run(model, base_dir: Path, tok_path: Path, donor_dir: Path | None, tmp: Pat
     al = align(base_vocab, target)
     timings["align"] = round(time.perf_counter() - t0, 2)
 
-    t0 = time.perf_counter()
-    matrices = {"embed": model.read_embedding()}
-    if not model.tied:
-        matrices["head"] = model.read_head()
-    timings["read"] = round(time.perf_counter() - t0, 2)
+    # Each matrix (and its donor matrix) is read when its role is solved and dropped after: at 7B scale one
+    # base table is 2.1 GB in float32, so holding embedding + head + both donor tables at once doubled the peak.
+    roles = ("embed",) if model.tied else ("embed", "head")
+    timings["read"] = 0.0
 
     donor_info = None
-    donor_space_rows: dict[str, np.ndarray] = {}
+    donor_readers: dict = {}
     donor_map: dict[int, int] = {}
     if donor_dir is not None and method == "omp":
         t0 = time.perf_counter()
@@ -192,9 +191,7 @@ def _run(model, base_dir: Path, tok_path: Path, donor_dir: Path | None, tmp: Pat
             dal = align(dvocab, target)
             donor_map = dict(dal.shared)
             donor_same = False
-        donor_space_rows["embed"] = dmodel.read_embedding()
-        if not model.tied:
-            donor_space_rows["head"] = dmodel.read_head()
+        donor_readers = {"embed": dmodel.read_embedding, "head": dmodel.read_head}
         donor_info = {"path": str(donor_dir), "rows": dmodel.vocab_rows, "hidden": dmodel.hidden, "tied": dmodel.tied,
                       "tokenizer_is_target": donor_same, "target_ids_with_donor_rows": len(donor_map)}
         timings["donor"] = round(time.perf_counter() - t0, 2)
@@ -224,11 +221,14 @@ def _run(model, base_dir: Path, tok_path: Path, donor_dir: Path | None, tmp: Pat
     new_matrices: dict[str, np.ndarray] = {}
     req = NewTokens.from_alignment(al, new_ids, subword_only=numeric)
     t0 = time.perf_counter()
-    for role, rows in matrices.items():
+    for role in roles:
+        t_read = time.perf_counter()
+        rows = model.read_embedding() if role == "embed" else model.read_head()
+        timings["read"] = round(timings["read"] + time.perf_counter() - t_read, 2)
         ctx = _Context(al, rows)
         space = None
         if method == "omp":
-            space = (donor_space(donor_space_rows[role], donor_map) if donor_dir is not None
+            space = (donor_space(donor_readers[role](), donor_map) if donor_dir is not None
                      else table_space(aux.new_vecs, aux.new_pos))
         res = make_rows(method, rows, req, stats=ctx.stats, seed=seed, space=space,
                         anchors=(ctx.shared_new, ctx.shared_old), k=k, ridge=ridge, blend=blend, aux=aux,
@@ -239,7 +239,8 @@ def _run(model, base_dir: Path, tok_path: Path, donor_dir: Path | None, tmp: Pat
             held_out[role] = res.held_out
         norm_capped[role] = res.norm_capped
         new_matrices[role] = _assemble(ctx, target, new_ids, res.rows, method)
-    timings["method"] = round(time.perf_counter() - t0, 2)
+        del rows, ctx, space, res
+    timings["method"] = round(time.perf_counter() - t0 - timings["read"], 2)
 
     t0 = time.perf_counter()
     updates, special_rows = _config_ids(al, base_vocab, target, model.config)
