@@ -32,6 +32,7 @@ from tokbench.embeddings import (NewTokens, RowStats, assemble, aux_space, donor
 from tokbench.extras import need
 from tokbench.vocab import Kind, align, load_vocabulary
 from tokbench.outputs import commit_output, discard_output, prepare_output
+from tokbench.transplant.chat import finish_chat
 from tokbench.vocab.model_io import open_model_folder, write_model_folder
 
 METHODS = ("omp", "tokenadapt", "subword", "mean", "zero", "random")
@@ -255,6 +256,7 @@ def _run(model, base_dir: Path, tok_path: Path, donor_dir: Path | None, tmp: Pat
                                                        ensure_ascii=False), encoding="utf-8")
     if not any(name == "tokenizer_config.json" for _, name in tok_files):
         _write_tokenizer_config(tmp, target)
+    chat = finish_chat(tmp, base_dir, base_vocab, target, updates)
     for lic in sorted(base_dir.glob("LICENSE*")) + sorted(base_dir.glob("NOTICE*")):
         if lic.is_file():
             shutil.copyfile(lic, tmp / lic.name)
@@ -283,6 +285,7 @@ def _run(model, base_dir: Path, tok_path: Path, donor_dir: Path | None, tmp: Pat
                                                    "old_token": (base_vocab.tokens[o] if o is not None else None)}
                      for i, o in special_rows.items()},
         "config_ids": updates,
+        "chat_template": chat,
         "parameters": params,
         "held_out_reconstruction": held_out,
         "norm_capped": norm_capped,
@@ -403,6 +406,7 @@ def _write_card(tmp: Path, report: dict) -> None:
         f"| numeric new tokens | {c['numeric_new']:,} ({report['numbers']['note']}) |",
         f"| donor | {report['donor']['path'] if report['donor'] else 'none'} |",
         f"| tied embeddings | {report['model']['tied']} |",
+        f"| chat template | {report['chat_template']['note']} |",
     ]
     for role, p in report["parameters"].items():
         if p:
