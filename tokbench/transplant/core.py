@@ -320,7 +320,7 @@ def _assemble(ctx: _Context, target, new_ids, est, method: str) -> np.ndarray:
     specials = [(i, o) for i, o in _special_rows(ctx.al, ctx.al.old, target).items()
                 if o is not None and o < ctx.rows.shape[0]]
     return assemble(len(target), fill_row(method, ctx.stats, ctx.rows.shape[1]), [
-        (ctx.shared_new, ctx.rows[ctx.shared_old]),
+        (ctx.shared_new, (ctx.rows, ctx.shared_old)),
         (np.array(new_ids, dtype=np.int64), est),
         (np.array([i for i, _ in specials], dtype=np.int64), ctx.rows[[o for _, o in specials]]),
     ])
