@@ -37,23 +37,33 @@ GB = 1e9
 BLOCK = 32 << 20  # bytes of bf16 generated per step
 
 
-def _random_bits(rng: np.random.Generator, n: int):
-    """n random bf16 values of magnitude 2^-7..2^-6 (random sign and mantissa), in blocks."""
+_POOL = 1 << 22  # values in a tensor's random pool
+
+
+def _pool(rng: np.random.Generator, normal: bool) -> np.ndarray:
+    if normal:
+        return f32_to_bf16(rng.standard_normal(_POOL, dtype=np.float32) * np.float32(0.02))
+    u = rng.integers(0, 1 << 16, size=_POOL, dtype=np.uint16)
+    u &= 0x807F
+    u |= 0x3C00  # random sign and mantissa, magnitude 2^-7..2^-6
+    return u
+
+
+def _blocks(rng: np.random.Generator, n: int, normal: bool):
+    """n random bf16 values in blocks: each block is the tensor's random pool (4M values) read from a random
+    offset, so every block differs while generation costs a copy, not a random draw per value (drawing
+    8 billion values took most of the build time on this shared 2-core machine)."""
+    pool = _pool(rng, normal)
+    twice = np.concatenate([pool, pool])
     step = BLOCK // 2
     for i in range(0, n, step):
         m = min(step, n - i)
-        u = rng.integers(0, 1 << 16, size=m, dtype=np.uint16)
-        u &= 0x807F
-        u |= 0x3C00
-        yield u.tobytes()
-
-
-def _random_rows(rng: np.random.Generator, rows: int, cols: int, scale: float = 0.02):
-    """A rows x cols table of N(0, scale^2) values as bf16, in blocks of rows."""
-    step = max(1, BLOCK // (2 * cols))
-    for i in range(0, rows, step):
-        m = min(step, rows - i)
-        yield f32_to_bf16(rng.standard_normal((m, cols), dtype=np.float32) * np.float32(scale)).tobytes()
+        out = np.empty(m, dtype=np.uint16)
+        for j in range(0, m, _POOL):
+            k = min(_POOL, m - j)
+            o = int(rng.integers(0, _POOL))
+            out[j:j + k] = twice[o:o + k]
+        yield out.tobytes()
 
 
 def _write_sharded(folder: Path, tensors: list[tuple[str, list[int], str]], shard_bytes: float, seed: int) -> dict:
@@ -74,12 +84,10 @@ def _write_sharded(folder: Path, tensors: list[tuple[str, list[int], str]], shar
         entries = []
         for ti, (tname, shape, kind) in enumerate(group):
             rng = np.random.default_rng([seed, gi, ti])
-            if kind == "rows":
-                src = (lambda r=rng, s=shape: _random_rows(r, s[0], s[1]))
-            elif kind == "ones":
+            if kind == "ones":
                 src = (lambda s=shape: f32_to_bf16(np.ones(s, dtype=np.float32)).tobytes())
-            else:
-                src = (lambda r=rng, s=shape: _random_bits(r, int(np.prod(s))))
+            else:  # "rows": N(0, 0.02^2) values (embedding, head); "bits": small random weights
+                src = (lambda r=rng, s=shape, k=kind: _blocks(r, int(np.prod(s)), k == "rows"))
             entries.append((tname, "BF16", shape, src))
             weight_map[tname] = name
         total += write_safetensors(folder / name, entries, {"format": "pt"})
