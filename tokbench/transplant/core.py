@@ -32,6 +32,7 @@ from tokbench.embeddings import (NewTokens, RowStats, assemble, aux_space, donor
 from tokbench.extras import need
 from tokbench.vocab import Kind, align, load_vocabulary
 from tokbench.outputs import commit_output, discard_output, prepare_output
+from tokbench.transplant.chat import finish_chat
 from tokbench.vocab.model_io import open_model_folder, write_model_folder
 
 METHODS = ("omp", "tokenadapt", "subword", "mean", "zero", "random")
@@ -171,14 +172,13 @@ def _run(model, base_dir: Path, tok_path: Path, donor_dir: Path | None, tmp: Pat
     al = align(base_vocab, target)
     timings["align"] = round(time.perf_counter() - t0, 2)
 
-    t0 = time.perf_counter()
-    matrices = {"embed": model.read_embedding()}
-    if not model.tied:
-        matrices["head"] = model.read_head()
-    timings["read"] = round(time.perf_counter() - t0, 2)
+    # Each matrix (and its donor matrix) is read when its role is solved and dropped after: at 7B scale one
+    # base table is 2.1 GB in float32, so holding embedding + head + both donor tables at once doubled the peak.
+    roles = ("embed",) if model.tied else ("embed", "head")
+    timings["read"] = 0.0
 
     donor_info = None
-    donor_space_rows: dict[str, np.ndarray] = {}
+    donor_readers: dict = {}
     donor_map: dict[int, int] = {}
     if donor_dir is not None and method == "omp":
         t0 = time.perf_counter()
@@ -192,9 +192,7 @@ def _run(model, base_dir: Path, tok_path: Path, donor_dir: Path | None, tmp: Pat
             dal = align(dvocab, target)
             donor_map = dict(dal.shared)
             donor_same = False
-        donor_space_rows["embed"] = dmodel.read_embedding()
-        if not model.tied:
-            donor_space_rows["head"] = dmodel.read_head()
+        donor_readers = {"embed": dmodel.read_embedding, "head": dmodel.read_head}
         donor_info = {"path": str(donor_dir), "rows": dmodel.vocab_rows, "hidden": dmodel.hidden, "tied": dmodel.tied,
                       "tokenizer_is_target": donor_same, "target_ids_with_donor_rows": len(donor_map)}
         timings["donor"] = round(time.perf_counter() - t0, 2)
@@ -224,11 +222,14 @@ def _run(model, base_dir: Path, tok_path: Path, donor_dir: Path | None, tmp: Pat
     new_matrices: dict[str, np.ndarray] = {}
     req = NewTokens.from_alignment(al, new_ids, subword_only=numeric)
     t0 = time.perf_counter()
-    for role, rows in matrices.items():
+    for role in roles:
+        t_read = time.perf_counter()
+        rows = model.read_embedding() if role == "embed" else model.read_head()
+        timings["read"] = round(timings["read"] + time.perf_counter() - t_read, 2)
         ctx = _Context(al, rows)
         space = None
         if method == "omp":
-            space = (donor_space(donor_space_rows[role], donor_map) if donor_dir is not None
+            space = (donor_space(donor_readers[role](), donor_map) if donor_dir is not None
                      else table_space(aux.new_vecs, aux.new_pos))
         res = make_rows(method, rows, req, stats=ctx.stats, seed=seed, space=space,
                         anchors=(ctx.shared_new, ctx.shared_old), k=k, ridge=ridge, blend=blend, aux=aux,
@@ -239,7 +240,8 @@ def _run(model, base_dir: Path, tok_path: Path, donor_dir: Path | None, tmp: Pat
             held_out[role] = res.held_out
         norm_capped[role] = res.norm_capped
         new_matrices[role] = _assemble(ctx, target, new_ids, res.rows, method)
-    timings["method"] = round(time.perf_counter() - t0, 2)
+        del rows, ctx, space, res
+    timings["method"] = round(time.perf_counter() - t0 - timings["read"], 2)
 
     t0 = time.perf_counter()
     updates, special_rows = _config_ids(al, base_vocab, target, model.config)
@@ -254,6 +256,7 @@ def _run(model, base_dir: Path, tok_path: Path, donor_dir: Path | None, tmp: Pat
                                                        ensure_ascii=False), encoding="utf-8")
     if not any(name == "tokenizer_config.json" for _, name in tok_files):
         _write_tokenizer_config(tmp, target)
+    chat = finish_chat(tmp, base_dir, base_vocab, target, updates)
     for lic in sorted(base_dir.glob("LICENSE*")) + sorted(base_dir.glob("NOTICE*")):
         if lic.is_file():
             shutil.copyfile(lic, tmp / lic.name)
@@ -282,6 +285,7 @@ def _run(model, base_dir: Path, tok_path: Path, donor_dir: Path | None, tmp: Pat
                                                    "old_token": (base_vocab.tokens[o] if o is not None else None)}
                      for i, o in special_rows.items()},
         "config_ids": updates,
+        "chat_template": chat,
         "parameters": params,
         "held_out_reconstruction": held_out,
         "norm_capped": norm_capped,
@@ -316,7 +320,7 @@ def _assemble(ctx: _Context, target, new_ids, est, method: str) -> np.ndarray:
     specials = [(i, o) for i, o in _special_rows(ctx.al, ctx.al.old, target).items()
                 if o is not None and o < ctx.rows.shape[0]]
     return assemble(len(target), fill_row(method, ctx.stats, ctx.rows.shape[1]), [
-        (ctx.shared_new, ctx.rows[ctx.shared_old]),
+        (ctx.shared_new, (ctx.rows, ctx.shared_old)),
         (np.array(new_ids, dtype=np.int64), est),
         (np.array([i for i, _ in specials], dtype=np.int64), ctx.rows[[o for _, o in specials]]),
     ])
@@ -402,6 +406,7 @@ def _write_card(tmp: Path, report: dict) -> None:
         f"| numeric new tokens | {c['numeric_new']:,} ({report['numbers']['note']}) |",
         f"| donor | {report['donor']['path'] if report['donor'] else 'none'} |",
         f"| tied embeddings | {report['model']['tied']} |",
+        f"| chat template | {report['chat_template']['note']} |",
     ]
     for role, p in report["parameters"].items():
         if p:
