@@ -157,6 +157,11 @@ class BpeCounter:
         """(pre-token bytes, count), sorted by bytes."""
     def total(self) -> int: ...
     def __len__(self) -> int: ...
+    def to_tables(self, partitions: int) -> list[bytes]:
+        """map output: this table cut into `partitions` count-table blobs by FNV-1a 64 of the key
+        (rust_ext/src/table.rs: sorted keys, varint lengths and counts, checksum); GIL released."""
+    def add_table(self, blob: bytes) -> None:
+        """Add a count-table blob's counts into this table; ValueError on a corrupt blob."""
 
 class TrainProgress:
     def __init__(self) -> None: ...
@@ -187,3 +192,9 @@ def dynamic_merge(seqs: Sequence[Sequence[int]], cut: Sequence[Sequence[bool]], 
     total length <= target_len, or when no pair has count >= min_count; caps 0 = none.
     Returns (merged seqs, constituents of dynamic id n_base + k, [(left, right, merged, count)],
     total length after 0..k merges). ValueError on bad input. GIL released."""
+
+def table_merge(blobs: Sequence[bytes]) -> bytes:
+    """reduce: the sum of count-table blobs of one partition, as one blob (k-way merge in Rust, GIL
+    released); ValueError on a corrupt blob or blobs of different partitions."""
+def table_info(blob: bytes) -> dict:
+    """{partition, partitions, keys, total, bytes} of a count-table blob (checksum checked)."""

@@ -28,6 +28,7 @@ import base64
 import json
 import os
 import threading
+import time
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -456,22 +457,72 @@ def count_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike], counte
     return stats
 
 
+def count_engine(inputs: str | os.PathLike | Sequence[str | os.PathLike], counter: "_core.BpeCounter", *,
+                 special_tokens: Sequence[str] = (), also: Sequence["_core.BpeCounter"] = (), text_field=None,
+                 engine: str = "process", workers: int | None = None, ray_address: str | None = None,
+                 shard_bytes: int | None = None, partitions: int | None = None, num_threads: int = 0,
+                 progress: bool = True, _kill_once: str | None = None) -> tuple[CountStats, dict]:
+    """count_inputs on an executor (tokbench.exec): shards of files / folders / globs / corpus names /
+    fsspec URLs are counted by map tasks into hash-partitioned Rust tables and reduced partition by
+    partition into `counter` (and the `also` counters, which must share `special_tokens`). The counts are
+    the same whatever the engine, workers, shard size or partitions. Returns (stats, the run's record:
+    engine, shards counted, shipped sizes, seconds per phase)."""
+    from tokbench import exec as ex
+
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    t0 = time.perf_counter()
+    shards = ex.plan_shards(list(inputs), shard_bytes, text_field)
+    parts = limits.at_least("partitions", ex.DEFAULT_PARTITIONS if partitions is None else partitions, 1, 65536)
+    tables = tuple(ex.TableSpec(c.pattern, tuple(special_tokens)) for c in (counter, *also))
+    task = ex.CountTask(tables, parts, threads=limits.threads(num_threads) if engine == "inline" else 1,
+                        kill_once=_kill_once)
+    t_plan = time.perf_counter() - t0
+    with ex.make_executor(engine, workers, ray_address=ray_address) as executor:
+        t1 = time.perf_counter()
+        record = ex.run_count(task, shards, executor, [counter, *also], progress=progress)
+        record["seconds"] = {"plan": round(t_plan, 3), "start": round(t1 - t0 - t_plan, 3), **record["seconds"]}
+    stats = CountStats(texts=record["texts"], bytes=record["bytes"], non_utf8_lines=record["non_utf8_lines"],
+                       non_utf8_bytes=record["non_utf8_bytes"], non_utf8_files=dict(record["non_utf8_files"]))
+    if stats.non_utf8_lines:
+        where = ", ".join(f"{f} ({n})" for f, n in list(stats.non_utf8_files.items())[:3])
+        warnings.warn(f"{stats.non_utf8_lines} non-UTF-8 lines ({stats.non_utf8_bytes} bytes) were not "
+                      f"counted: {where}", NonUtf8Warning, stacklevel=2)
+    if len(counter) == 0:
+        names = ", ".join(str(p) for p in inputs) or "no inputs"
+        raise TokbenchError(f"the corpus is empty ({names}: no UTF-8 text to count)",
+                            fix="pass files holding text")
+    return stats, record
+
+
 def train(inputs: str | os.PathLike | Sequence[str | os.PathLike], vocab_size: int, pattern: str | None = "gpt2",
           special_tokens: Sequence[str] = (), min_frequency: int = 2, max_token_length: int | None = None,
           num_threads: int = 0, text_field: str | Sequence[str] | None = None, *,
-          counts: "_core.BpeCounter | None" = None, progress: bool = True) -> Trained:
+          counts: "_core.BpeCounter | None" = None, progress: bool = True, engine: str | None = None,
+          workers: int | None = None, ray_address: str | None = None) -> Trained:
     """Train a byte-level BPE of vocab_size tokens (specials included) on files / folders / corpus names.
 
     counts: a counter already filled (e.g. from load_counts); inputs are then added to it.
+    engine: inline | process | ray: count on that executor (count_engine; the same counts); None: in
+    this process on num_threads (count_inputs). The run's record is in `meta["engine"]`.
     """
     check_vocab_size(vocab_size, special_tokens)
     regex = resolve_pattern(pattern)
     counter = counts if counts is not None else new_counter(pattern, special_tokens)
-    stats = count_inputs(inputs, counter, text_field=text_field, num_threads=num_threads, progress=progress)
-    return train_counts(counter, vocab_size, pattern=regex, special_tokens=special_tokens,
-                        min_frequency=min_frequency, max_token_length=max_token_length,
-                        stats=stats, progress=progress)
+    record = None
+    if engine is None:
+        stats = count_inputs(inputs, counter, text_field=text_field, num_threads=num_threads, progress=progress)
+    else:
+        stats, record = count_engine(inputs, counter, special_tokens=special_tokens, text_field=text_field,
+                                     engine=engine, workers=workers, ray_address=ray_address,
+                                     num_threads=num_threads, progress=progress)
+    trained = train_counts(counter, vocab_size, pattern=regex, special_tokens=special_tokens,
+                           min_frequency=min_frequency, max_token_length=max_token_length,
+                           stats=stats, progress=progress)
+    if record is not None:
+        trained.meta["engine"] = record
+    return trained
 
 
-__all__ = ["check_vocab_size", "CountStats", "NonUtf8Warning", "ShortVocabWarning", "Trained", "shortfall", "count_inputs", "count_texts", "iter_texts", "load_counts",
+__all__ = ["check_vocab_size", "CountStats", "NonUtf8Warning", "ShortVocabWarning", "Trained", "shortfall", "count_engine", "count_inputs", "count_texts", "iter_texts", "load_counts",
            "new_counter", "run_cancellable", "save_counts", "train", "train_counts"]
