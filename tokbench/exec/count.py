@@ -121,7 +121,7 @@ def run_count(task: CountTask, shards: Sequence[Shard], executor, into: Sequence
     largest = 0
     t_map = None
     try:
-        for j, blob in executor.map_reduce(task, shards, on_map):
+        for j, blob in executor.map_reduce(task, shards, on_map) if shards else ():
             if t_map is None:
                 t_map = time.perf_counter()
             reduced += len(blob)
