@@ -191,3 +191,54 @@ def test_interrupted_count_leaves_no_output(require_asset, tmp_path, monkeypatch
                                  "-o", str(out), "-q"])
     assert r.exit_code != 0 and not out.exists()
     assert not list(tmp_path.iterdir())
+
+
+def _strip_engine(row: dict) -> dict:
+    return {k: v for k, v in row.items() if k != "engine"}
+
+
+def test_metrics_counts_identical_across_engines(require_asset, tmp_path):
+    """tokbench metrics --engine: the same values on inline / process (1 and 2 workers, other shards and
+    partitions); unigram values bit-identical to the in-memory metrics, n-gram counts equal, entropies
+    equal to rounding (their sums run in another order)."""
+    from tokbench.metrics import run_metrics
+    from tokbench.metrics.counting import count_metrics
+
+    gsm, wt = str(require_asset("gsm8k-test")), str(require_asset("wikitext2-test"))
+    for corpus, runs in ((gsm, (("inline", 1, None, None), ("inline", 1, 150_000, 3), ("process", 2, 60_000, 8))),
+                         (wt, (("inline", 1, None, None),))):
+        rows = [count_metrics("gpt2", corpus, engine=e, workers=w, shard_bytes=b, partitions=p, progress=False)
+                for e, w, b, p in runs]
+        assert all(_strip_engine(r) == _strip_engine(rows[0]) for r in rows)
+        ref = run_metrics(["gpt2"], [corpus], parity=[], compressors=(), workers=1, progress=False)["results"][0]
+        got = rows[-1]
+        for k in ("tokens", "bytes", "chars", "documents", "types", "utilisation", "shannon_entropy",
+                  "renyi_entropy", "renyi_efficiency", "unigram_bits_per_byte", "bytes_per_token"):
+            assert got[k] == ref[k], k
+        for g, r in zip(got["ngrams"], ref["ngrams"]):
+            for k in ("n", "distinct", "contexts", "singleton_fraction", "singleton_context_fraction"):
+                assert g[k] == r[k], (g["order"], k)
+            for k in ("block_entropy", "block_entropy_mm", "conditional_entropy", "conditional_entropy_mm"):
+                assert g[k] == pytest.approx(r[k], rel=1e-11, abs=1e-11), (g["order"], k)
+    assert len(rows[-1]["engine"]["shards"]) == 1  # a text file is one document: one shard
+
+
+def test_metrics_cli_engine_and_faults(require_asset, tmp_path):
+    gsm = str(require_asset("gsm8k-test"))
+    r = CliRunner().invoke(cli, ["metrics", "-t", "gpt2", "-c", gsm, "--engine", "inline", "--shard-size", "100000",
+                                 "--json", "-q"])
+    assert r.exit_code == 0, r.output
+    cli_row = json.loads(r.output)["results"][0]
+    from tokbench.metrics.counting import count_metrics
+
+    marker = tmp_path / "killed"
+    killed = count_metrics("gpt2", gsm, engine="process", workers=2, shard_bytes=100_000, progress=False,
+                           _kill_once=str(marker))
+    assert marker.exists() and killed["engine"]["retried_tasks"] >= 1
+    for k in ("tokens", "shannon_entropy", "renyi_entropy", "ngrams"):
+        assert killed[k] == cli_row[k]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"text": "fine"}\n{"text": "caf\xe9"}\n')
+    r = CliRunner().invoke(cli, ["metrics", "-t", "gpt2", "-c", str(bad), "--engine", "inline", "-q"])
+    assert r.exit_code == 2 and "bad.jsonl" in r.output and "not UTF-8" in r.output
+    assert len(r.output.strip().splitlines()) == 1

@@ -86,3 +86,14 @@ def test_unreachable_ray_address(tmp_path, require_asset):
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "cannot reach the Ray cluster at 127.0.0.1:9" in lines[0], r.stderr
     assert not out.exists()
+
+
+def test_ray_metrics_counts_identical(ray_cluster, require_asset):
+    from tokbench.metrics.counting import count_metrics
+
+    gsm = str(require_asset("gsm8k-test"))
+    rows = [count_metrics("gpt2", gsm, engine=e, workers=w, shard_bytes=200_000, progress=False)
+            for e, w in (("inline", 1), ("ray", 1), ("ray", 2))]
+    assert [r["engine"]["engine"] for r in rows] == ["inline", "ray", "ray"]
+    strip = [{k: v for k, v in r.items() if k != "engine"} for r in rows]
+    assert strip[0] == strip[1] == strip[2]
