@@ -58,7 +58,7 @@ class CountTask:
         return len(self.tables) * self.partitions
 
     def __call__(self, shard: Shard) -> tuple[dict, list[bytes]]:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         counters = [t.counter() for t in self.tables]
         stats = ShardStats()
         batch: list[str] = []
@@ -82,12 +82,20 @@ class CountTask:
                 "non_utf8_lines": stats.non_utf8_lines, "non_utf8_bytes": stats.non_utf8_bytes,
                 "non_utf8_files": stats.non_utf8_files, "keys": [len(c) for c in counters],
                 "shipped_bytes": sum(len(b) for b in blobs), "pid": os.getpid(),
-                "seconds": round(time.perf_counter() - t0, 3)}
+                "seconds": round(time.perf_counter() - t0, 3), "cpu_s": round(time.process_time() - c0, 3),
+                "peak_rss_kb": _peak_rss_kb()}
         return meta, blobs
 
     def reduce(self, j: int, blobs: Sequence[bytes]) -> bytes:
         """Output j of every map merged (one table's partition j % partitions)."""
         return merge_blobs(blobs)
+
+
+def _peak_rss_kb() -> int:
+    """This process's peak resident set so far (KiB; the worker's, when run in a worker)."""
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
 def merge_blobs(blobs: Sequence[bytes]) -> bytes:
