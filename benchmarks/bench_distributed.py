@@ -8,8 +8,9 @@ and deletes the corpus. Figures: reports/distributed.md.
 
     nice python benchmarks/bench_distributed.py [--mb 200] [--vocab 4096] [--shard-mb 16] [--json OUT]
 
-Per configuration: wall time per phase (start, map, reduce + load, train), CPU time (driver; map tasks
-summed; Ray processes incl. daemons), peak RSS (driver; largest worker; Ray daemons), partial result
+Per configuration: wall time per phase (start, map, reduce + load, train), CPU time (driver while
+counting and in all; map tasks summed; Ray processes incl. daemons), peak RSS (driver while counting
+and in all, training included; largest worker; Ray processes), partial result
 sizes (sum and largest map result, reduced table), the final table's keys and the driver's RSS growth
 while loading it.
 """
@@ -43,19 +44,18 @@ def build_corpus(folder: Path, mb: int) -> tuple[list[Path], int]:
     from tokbench.assets import iter_documents
 
     docs = [d for c in CORPORA for d in iter_documents(c)]
-    lines = [json.dumps({"text": d}, ensure_ascii=False) + "\n" for d in docs]
-    one = sum(len(x.encode("utf-8")) for x in lines)
+    one = sum(len(d.encode("utf-8")) for d in docs)
     files, total, r = [], 0, 0
     while total < mb << 20:
         p = folder / f"mix-{r:02d}.jsonl"
         tr = _shift(r)
         with open(p, "w", encoding="utf-8") as f:
-            for x in lines:
-                f.write(x.translate(tr) if r else x)
+            for d in docs:
+                f.write(json.dumps({"text": d.translate(tr) if r else d}, ensure_ascii=False) + "\n")
         files.append(p)
         total += p.stat().st_size
         r += 1
-    print(f"corpus: {len(files)} files, {total / 1e6:.1f} MB ({one / 1e6:.1f} MB of shared corpora per copy)",
+    print(f"corpus: {len(files)} files, {total / 1e6:.1f} MB ({one / 1e6:.1f} MB of shared-corpus text per copy)",
           file=sys.stderr)
     return files, total
 
@@ -104,6 +104,7 @@ def one(engine: str, workers: int, files: list[str], vocab: int, shard_mb: int, 
     rss_before = _rss_kb()
     rec = ex.run_count(task, shards, executor, [counter], progress=False)
     rss_after = _rss_kb()
+    at_count = resource.getrusage(resource.RUSAGE_SELF)  # before training, which also runs in the driver
     ray_procs = _ray_processes() if engine == "ray" else []
     executor.close()
     t1 = time.perf_counter()
@@ -119,13 +120,16 @@ def one(engine: str, workers: int, files: list[str], vocab: int, shard_mb: int, 
         "tokenizer_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         "seconds": {"start": round(t_start, 2), **rec["seconds"], "train": round(t2 - t1, 2),
                     "count_total": round(t1 - t0, 2)},
-        "cpu_s": {"driver": round(me.ru_utime + me.ru_stime, 2),
+        "cpu_s": {"driver_counting": round(at_count.ru_utime + at_count.ru_stime, 2),
+                  "driver": round(me.ru_utime + me.ru_stime, 2),
                   "map_tasks": round(sum(s["cpu_s"] for s in shards_rec), 2),
                   "pool_children": round(kids.ru_utime + kids.ru_stime, 2),
                   "ray_processes": round(sum(p["cpu_s"] for p in ray_procs), 2)},
-        "peak_rss_mb": {"driver": round(me.ru_maxrss / 1024, 1),
+        "peak_rss_mb": {"driver_counting": round(at_count.ru_maxrss / 1024, 1),
+                        "driver": round(me.ru_maxrss / 1024, 1),
                         "largest_worker": round(max(s["peak_rss_kb"] for s in shards_rec) / 1024, 1),
                         "ray_processes": sorted(ray_procs, key=lambda p: -p["peak_rss_mb"])[:8]},
+        "driver_rss_mb": {"before_count": round(rss_before / 1024, 1), "after_count": round(rss_after / 1024, 1)},
         "driver_rss_growth_mb": round((rss_after - rss_before) / 1024, 1),
         "shipped": {"map_results_mb": round(rec["map_shipped_bytes"] / 1e6, 2),
                     "largest_map_result_mb": round(rec["largest_map_result_bytes"] / 1e6, 2),

@@ -97,10 +97,19 @@ pub fn partition_table<'a, I>(items: I, partitions: u32) -> Vec<Vec<u8>>
 where
     I: IntoIterator<Item = (&'a [u8], u64)>,
 {
+    partition_by(items, partitions, |k| k)
+}
+
+/// Blobs of `items` cut by the hash of `part(key)` (the whole key, or a prefix of it), sorted.
+fn partition_by<'a, I, F>(items: I, partitions: u32, part: F) -> Vec<Vec<u8>>
+where
+    I: IntoIterator<Item = (&'a [u8], u64)>,
+    F: Fn(&'a [u8]) -> &'a [u8],
+{
     let p = partitions.max(1);
     let mut buckets: Vec<Vec<(&'a [u8], u64)>> = (0..p).map(|_| Vec::new()).collect();
     for (k, c) in items {
-        buckets[partition_of(k, p) as usize].push((k, c));
+        buckets[partition_of(part(k), p) as usize].push((k, c));
     }
     buckets
         .into_par_iter()
@@ -270,18 +279,7 @@ pub fn ngram_tables(tokens: &[u32], offsets: &[u64], max_order: usize, partition
                 }
             }
             let ctx = 4 * (k - 1);
-            let mut buckets: Vec<Vec<(&[u8], u64)>> = (0..p).map(|_| Vec::new()).collect();
-            for (kk, c) in &t {
-                buckets[partition_of(&kk[..ctx], p) as usize].push((kk.as_slice(), *c));
-            }
-            buckets
-                .into_iter()
-                .enumerate()
-                .map(|(i, mut b)| {
-                    b.sort_unstable_by(|x, y| x.0.cmp(y.0));
-                    write_blob(i as u32, p, &b)
-                })
-                .collect()
+            partition_by(t.iter().map(|(kk, c)| (kk.as_slice(), *c)), p, |kk| &kk[..ctx])
         })
         .collect();
     Ok(per_order.into_iter().flatten().collect())

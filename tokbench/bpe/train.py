@@ -111,6 +111,7 @@ def _iter_txt(path: Path, stats: CountStats) -> Iterator[str]:
 
 def _iter_jsonl(path: Path, text_field, stats: CountStats) -> Iterator[str]:
     from tokbench.assets.corpus import record_text
+    from tokbench.exec.shards import parse_record
 
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
@@ -121,15 +122,7 @@ def _iter_jsonl(path: Path, text_field, stats: CountStats) -> Iterator[str]:
                 continue
             if not line.strip():
                 continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise TokbenchError(f"line {lineno} is not JSON ({exc.msg})", path=path,
-                                    fix="pass a JSONL file, one JSON object per line") from None
-            if not isinstance(rec, dict):
-                raise TokbenchError(f"line {lineno} is not a JSON object", path=path,
-                                    fix="pass a JSONL file, one JSON object per line")
-            yield record_text(rec, text_field, path=path, lineno=lineno)
+            yield record_text(parse_record(line, f"line {lineno}", path), text_field, path=path, lineno=lineno)
 
 
 def _iter_file(path: Path, text_field, stats: CountStats) -> Iterator[str]:
@@ -446,15 +439,20 @@ def count_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike], counte
     with _bar(total, "counting", "B", progress) as bar:
         count_texts(iter_texts(paths, text_field, stats), counter, num_threads=num_threads,
                     stats=stats, progress=bar, also=also)
+    _counted(stats, counter, paths, stacklevel=4)
+    return stats
+
+
+def _counted(stats: CountStats, counter: "_core.BpeCounter", inputs, stacklevel: int) -> None:
+    """After counting: one warning for the non-UTF-8 lines skipped; TokbenchError when nothing was counted."""
     if stats.non_utf8_lines:
         where = ", ".join(f"{f} ({n})" for f, n in list(stats.non_utf8_files.items())[:3])
         warnings.warn(f"{stats.non_utf8_lines} non-UTF-8 lines ({stats.non_utf8_bytes} bytes) were not "
-                      f"counted: {where}", NonUtf8Warning, stacklevel=3)
+                      f"counted: {where}", NonUtf8Warning, stacklevel=stacklevel)
     if len(counter) == 0:
-        names = ", ".join(str(p) for p in paths) or "no inputs"
+        names = ", ".join(str(p) for p in inputs) or "no inputs"
         raise TokbenchError(f"the corpus is empty ({names}: no UTF-8 text to count)",
                             fix="pass files holding text")
-    return stats
 
 
 def count_engine(inputs: str | os.PathLike | Sequence[str | os.PathLike], counter: "_core.BpeCounter", *,
@@ -484,14 +482,7 @@ def count_engine(inputs: str | os.PathLike | Sequence[str | os.PathLike], counte
         record["seconds"] = {"plan": round(t_plan, 3), "start": round(t1 - t0 - t_plan, 3), **record["seconds"]}
     stats = CountStats(texts=record["texts"], bytes=record["bytes"], non_utf8_lines=record["non_utf8_lines"],
                        non_utf8_bytes=record["non_utf8_bytes"], non_utf8_files=dict(record["non_utf8_files"]))
-    if stats.non_utf8_lines:
-        where = ", ".join(f"{f} ({n})" for f, n in list(stats.non_utf8_files.items())[:3])
-        warnings.warn(f"{stats.non_utf8_lines} non-UTF-8 lines ({stats.non_utf8_bytes} bytes) were not "
-                      f"counted: {where}", NonUtf8Warning, stacklevel=2)
-    if len(counter) == 0:
-        names = ", ".join(str(p) for p in inputs) or "no inputs"
-        raise TokbenchError(f"the corpus is empty ({names}: no UTF-8 text to count)",
-                            fix="pass files holding text")
+    _counted(stats, counter, inputs, stacklevel=3)
     return stats, record
 
 

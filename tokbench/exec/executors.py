@@ -198,10 +198,11 @@ def _ray_reduce(task, j, *blobs):
 
 
 def _import_ray():
-    try:
-        import ray
-    except ImportError:
-        raise TokbenchError("--engine ray needs Ray", fix="pip install 'tokbench[ray]'") from None
+    from tokbench.extras import need
+
+    need("ray", what="--engine ray")
+    import ray
+
     return ray
 
 

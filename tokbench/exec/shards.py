@@ -237,6 +237,18 @@ def _text_docs(shard: Shard, stats: ShardStats) -> Iterator[str]:
         yield "".join(block)
 
 
+def parse_record(line: str, where: str, path) -> dict:
+    """One JSONL line as a dict (TokbenchError naming `where` in `path` otherwise)."""
+    try:
+        rec = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise TokbenchError(f"{where} is not JSON ({exc.msg})", path=path,
+                            fix="pass a JSONL file, one JSON object per line") from None
+    if not isinstance(rec, dict):
+        raise TokbenchError(f"{where} is not a JSON object", path=path, fix="pass a JSONL file, one JSON object per line")
+    return rec
+
+
 def _jsonl_docs(shard: Shard, stats: ShardStats) -> Iterator[str]:
     from tokbench.assets.corpus import record_text
 
@@ -254,15 +266,7 @@ def _jsonl_docs(shard: Shard, stats: ShardStats) -> Iterator[str]:
             continue
         if not line.strip():
             continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise TokbenchError(f"{where} is not JSON ({exc.msg})", path=shard.url,
-                                fix="pass a JSONL file, one JSON object per line") from None
-        if not isinstance(rec, dict):
-            raise TokbenchError(f"{where} is not a JSON object", path=shard.url,
-                                fix="pass a JSONL file, one JSON object per line")
-        text = record_text(rec, shard.text_field, path=shard.url, lineno=lineno)
+        text = record_text(parse_record(line, where, shard.url), shard.text_field, path=shard.url, lineno=lineno)
         stats.bytes += len(text.encode("utf-8", "surrogatepass"))
         yield text
 
@@ -298,4 +302,4 @@ def iter_shard(shard: Shard, stats: ShardStats) -> Iterator[str]:
             yield t
 
 
-__all__ = ["DEFAULT_SHARD_BYTES", "Shard", "ShardStats", "is_url", "iter_shard", "list_files", "plan_shards"]
+__all__ = ["DEFAULT_SHARD_BYTES", "Shard", "ShardStats", "is_url", "iter_shard", "list_files", "parse_record", "plan_shards"]
