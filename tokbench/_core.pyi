@@ -198,3 +198,10 @@ def table_merge(blobs: Sequence[bytes]) -> bytes:
     released); ValueError on a corrupt blob or blobs of different partitions."""
 def table_info(blob: bytes) -> dict:
     """{partition, partitions, keys, total, bytes} of a count-table blob (checksum checked)."""
+def ngram_tables(tokens: bytes, offsets: bytes, max_order: int, partitions: int) -> list[bytes]:
+    """map of metrics on an executor: k-gram count tables of orders 1..max_order (tokens u32 LE, document
+    offsets u64 LE; keys: k ids as u32 big-endian), order-major, `partitions` blobs an order, each order
+    partitioned by the hash of the (k-1)-id context (rust_ext/src/table.rs); GIL released."""
+def ngram_table_stats(blob: bytes, order: int) -> dict:
+    """Integer statistics of a merged partition of an order-`order` k-gram table: n, distinct, singletons,
+    contexts, singleton_contexts, joint and ctx (lists of (count, how many), by count)."""

@@ -307,7 +307,7 @@ pub fn ngram_part(blob: &[u8], order: usize) -> Result<NgramPart, String> {
     let mut out = NgramPart::default();
     let mut cur: Option<Vec<u8>> = None;
     let mut cur_total = 0u64;
-    let mut close = |out: &mut NgramPart, total: u64| {
+    let close = |out: &mut NgramPart, total: u64| {
         out.contexts += 1;
         out.singleton_contexts += (total == 1) as u64;
         *out.ctx.entry(total).or_insert(0) += 1;

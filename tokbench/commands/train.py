@@ -16,7 +16,7 @@ import click
 @click.option("--special", "specials", multiple=True, help="A special token (repeatable); ids after the merges.")
 @click.option("--min-frequency", default=2, show_default=True, type=click.IntRange(min=1), help="Stop when the best pair is rarer.")
 @click.option("--max-token-length", default=None, type=click.IntRange(min=1), help="Longest token, in bytes.")
-@click.option("--threads", default=0, type=click.IntRange(min=0), help="Counting threads (0: all cores).")
+@click.option("--threads", default=0, type=click.IntRange(min=0), help="Counting threads (0: all cores) of --engine inline (and of process with a one-shard input).")
 @click.option("--text-field", default=None, help="JSONL field(s) holding the text ('question,answer').")
 @click.option("--engine", default="process", show_default=True, type=click.Choice(["inline", "process", "ray"]),
               help="Where the counting runs: inline (this process, --threads), process (a process pool), "

@@ -19,6 +19,7 @@ shard)` is called once per shard, in the driver, when its map is done (progress,
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import socket
@@ -164,7 +165,9 @@ class ProcessExecutor(Executor):
                                         fix="give the workers more memory, use fewer --workers or smaller shards")
 
     def map_reduce(self, task, shards, on_map):
-        if len(shards) <= 1:  # one shard: no pool to start
+        if len(shards) <= 1:  # one shard: no pool to start; the task's Rust threads use the workers' cores
+            if hasattr(task, "threads"):
+                task = dataclasses.replace(task, threads=self.workers)
             yield from InlineExecutor(1).map_reduce(task, shards, on_map)
             return
         folder = tempfile.mkdtemp(prefix="tokbench-count-", dir=self.spill_dir)
