@@ -313,17 +313,21 @@ mod python {
         res.iter().map(|c| xent_dict(py, c)).collect()
     }
 
+    /// The k-gram counts shared by ngram_stats and ngram_table_stats dicts.
+    fn set_counts(d: &Bound<'_, PyDict>, v: [u64; 5]) -> PyResult<()> {
+        for (k, x) in ["n", "distinct", "singletons", "contexts", "singleton_contexts"].iter().zip(v) {
+            d.set_item(*k, x)?;
+        }
+        Ok(())
+    }
+
     fn stats_dict<'py>(
         py: Python<'py>,
         s: &crate::ngram::OrderStats,
     ) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new_bound(py);
         d.set_item("order", s.order)?;
-        d.set_item("n", s.n)?;
-        d.set_item("distinct", s.distinct)?;
-        d.set_item("singletons", s.singletons)?;
-        d.set_item("contexts", s.contexts)?;
-        d.set_item("singleton_contexts", s.singleton_contexts)?;
+        set_counts(&d, [s.n, s.distinct, s.singletons, s.contexts, s.singleton_contexts])?;
         d.set_item("block_entropy", s.block_entropy)?;
         d.set_item("block_entropy_mm", s.block_entropy_mm)?;
         d.set_item("conditional_entropy", s.conditional_entropy)?;
@@ -454,11 +458,7 @@ mod python {
     fn ngram_table_stats<'py>(py: Python<'py>, blob: &[u8], order: usize) -> PyResult<Bound<'py, PyDict>> {
         let p = py.allow_threads(|| crate::table::ngram_part(blob, order)).map_err(PyValueError::new_err)?;
         let d = PyDict::new_bound(py);
-        d.set_item("n", p.n)?;
-        d.set_item("distinct", p.distinct)?;
-        d.set_item("singletons", p.singletons)?;
-        d.set_item("contexts", p.contexts)?;
-        d.set_item("singleton_contexts", p.singleton_contexts)?;
+        set_counts(&d, [p.n, p.distinct, p.singletons, p.contexts, p.singleton_contexts])?;
         d.set_item("joint", p.joint.into_iter().collect::<Vec<_>>())?;
         d.set_item("ctx", p.ctx.into_iter().collect::<Vec<_>>())?;
         Ok(d)
