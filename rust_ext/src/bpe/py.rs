@@ -267,6 +267,30 @@ impl BpeCounter {
     fn total(&self) -> u64 {
         self.counts.values().sum()
     }
+
+    /// map output: this table cut into `partitions` hash-partitioned count-table blobs
+    /// (rust_ext/src/table.rs; GIL released).
+    fn to_tables<'py>(&self, py: Python<'py>, partitions: u32) -> PyResult<Bound<'py, PyList>> {
+        if partitions == 0 {
+            return Err(err("partitions must be >= 1".into()));
+        }
+        let counts = &self.counts;
+        let blobs = py.allow_threads(|| {
+            crate::table::partition_table(counts.iter().map(|(k, v)| (k.as_slice(), *v)), partitions)
+        });
+        let out = PyList::empty_bound(py);
+        for b in blobs {
+            out.append(PyBytes::new_bound(py, &b))?;
+        }
+        Ok(out)
+    }
+
+    /// reduce output: add a count-table blob's counts into this table (GIL released).
+    fn add_table(&mut self, py: Python<'_>, blob: &[u8]) -> PyResult<()> {
+        let counts = &mut self.counts;
+        py.allow_threads(|| crate::table::add_into(blob, counts)).map_err(err)?;
+        Ok(())
+    }
 }
 
 /// Merges done so far (polled) and a cancel flag for a running `bpe_train`.
