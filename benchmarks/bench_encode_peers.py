@@ -24,7 +24,9 @@ Text sets (built by `texts()`, documented in reports/benchmarks.md):
 loop, one thread. 2 threads: the encoder's batch call with two worker threads (tokbench
 `encode_ordinary_batch(num_threads=2)`, tiktoken `encode_ordinary_batch(num_threads=2)`,
 tokenizers / riptoken / kitoken / fastokens their batch call on a 2-thread rayon pool); tokbench
-also with `split_threads`: one long text split across threads (`encode_ordinary(..., num_threads=2)`).
+also `split`: each long text cut across the threads (`encode_ordinary(t, num_threads=2)`), and at
+1 thread `array`: `encode_ordinary(t, as_array=True)` (a numpy array, no Python int per id). The
+ratio column compares tokbench's plain list call with the fastest peer with identical ids.
 """
 from __future__ import annotations
 
@@ -162,6 +164,12 @@ def _build(engine: str, rank: str, pat: str, js: str | None, vocab: str):
         enc = BPE.from_file(rank, pattern=pat)
         return (f"{getattr(tokbench, '__version__', '?')} split", enc.encode_ordinary,
                 lambda ts, n: [enc.encode_ordinary(t, num_threads=n) for t in ts])
+    if engine == "tokbench-array":
+        import tokbench
+        from tokbench.bpe import BPE
+        enc = BPE.from_file(rank, pattern=pat)
+        return (f"{getattr(tokbench, '__version__', '?')} as_array", lambda t: enc.encode_ordinary(t, as_array=True),
+                lambda ts, n: [enc.encode_ordinary(t, num_threads=n, as_array=True) for t in ts])
     if engine == "tiktoken":
         import tiktoken
         enc = tiktoken.Encoding(vocab, pat_str=pat, mergeable_ranks=_ranks(rank), special_tokens={})
@@ -292,7 +300,8 @@ def main() -> int:
             js = str(args.data / js_rel) if js_rel else None
             for threads in args.threads or [1, 2]:
                 ref_ids, res = None, {}
-                eng_list = engines + (["tokbench-split"] if threads > 1 and which == "long" else [])
+                eng_list = engines + (["tokbench-array"] if threads == 1 else
+                                      ["tokbench-split"] if which == "long" else [])
                 for eng in eng_list:
                     key = ENGINES.get(eng, "self")
                     idsfile = tmp / f"{eng}.ids"
@@ -310,7 +319,7 @@ def main() -> int:
                            if "mbs" in r else f"-- {r.get('error')}"), flush=True)
                 rows.append((which, vocab, threads, res))
     print(f"\nload average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
-    print("| set | vocab | threads | " + " | ".join(engines) + " | tokbench / best peer |")
+    print("| set | vocab | threads | " + " | ".join(engines) + " | tokbench / best peer (list) |")
     print("|---|---|---|" + "---:|" * (len(engines) + 1))
     for which, vocab, threads, res in rows:
         cells, best = [], 0.0
@@ -322,8 +331,9 @@ def main() -> int:
                     best = max(best, r["mbs"])
             else:
                 cells.append("-")
-        ours = max(res[e]["mbs"] for e in ("tokbench", "tokbench-split") if "mbs" in res.get(e, {}))
-        split = f" (split {res['tokbench-split']['mbs']:.1f})" if "mbs" in res.get("tokbench-split", {}) else ""
+        ours = res["tokbench"].get("mbs", 0.0)
+        split = "".join(f" ({e.split('-')[1]} {res[e]['mbs']:.1f})" for e in ("tokbench-split", "tokbench-array")
+                        if "mbs" in res.get(e, {}))
         ratio = f"{ours / best:.2f}x" if best else "-"
         print(f"| {which} | {vocab} | {threads} | " + " | ".join(cells) + split + f" | {ratio} |")
     print("\nversions: " + "; ".join(sorted({f"{e} {r['version']}" for *_, res in rows

@@ -71,14 +71,20 @@ impl BpeEncoder {
         self.inner.specials().to_vec()
     }
 
-    fn encode_ordinary(&self, py: Python<'_>, text: &Bound<'_, PyString>) -> PyResult<Vec<u32>> {
-        let text = pyargs::text(text)?;
-        let text: &str = &text;
-        let enc = &self.inner;
-        if text.len() < KEEP_GIL_BELOW {
-            return enc.encode_ordinary(text).map_err(err);
+    /// num_threads > 1 (0: all cores): one long text is cut at known pre-token boundaries and
+    /// the spans are encoded in parallel (same ids; see `Encoder::encode_ordinary_split`).
+    /// as_array: a read-only numpy uint32 array over one buffer instead of a list of ints.
+    #[pyo3(signature = (text, num_threads=1, as_array=false))]
+    fn encode_ordinary(&self, py: Python<'_>, text: &Bound<'_, PyString>, num_threads: i64,
+                       as_array: bool) -> PyResult<PyObject> {
+        let ids = self.ordinary(py, text, num_threads)?;
+        if !as_array {
+            return Ok(ids.into_py(py));
         }
-        py.allow_threads(|| enc.encode_ordinary(text)).map_err(err)
+        let bytes: Vec<u8> = ids.iter().flat_map(|i| i.to_ne_bytes()).collect();
+        let buf = PyBytes::new_bound(py, &bytes);
+        let np = py.import_bound("numpy")?;
+        Ok(np.getattr("frombuffer")?.call1((buf, np.getattr("uint32")?))?.unbind())
     }
 
     /// The pre-tokens of text (split regex, digits), no special-token handling.
@@ -169,6 +175,20 @@ fn id_lists<'py>(py: Python<'py>, ids: &[Vec<u32>]) -> Bound<'py, PyList> {
 }
 
 impl BpeEncoder {
+    fn ordinary(&self, py: Python<'_>, text: &Bound<'_, PyString>, num_threads: i64) -> PyResult<Vec<u32>> {
+        let num_threads = pyargs::threads(num_threads)?;
+        let text = pyargs::text(text)?;
+        let text: &str = &text;
+        let enc = &self.inner;
+        if text.len() < KEEP_GIL_BELOW {
+            return enc.encode_ordinary(text).map_err(err);
+        }
+        if num_threads == 1 {
+            return py.allow_threads(|| enc.encode_ordinary(text)).map_err(err);
+        }
+        py.allow_threads(|| enc.encode_ordinary_split(text, num_threads)).map_err(err)
+    }
+
     fn check(&self, allowed: &[usize]) -> PyResult<()> {
         let n = self.inner.specials().len();
         match allowed.iter().find(|&&i| i >= n) {
