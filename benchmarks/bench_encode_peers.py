@@ -275,7 +275,7 @@ def main() -> int:
                     help="KEY=PATH: interpreter for the engines of KEY (tokenizers1, peers)")
     args = ap.parse_args()
     if args.worker:
-        args.threads = args.threads[0]
+        args.threads, args.vocab = args.threads[0], args.vocab[0]
         return worker(args)
 
     PEER_PYTHONS.update({"self": sys.executable, "tokenizers1": "/work/venv-tok1/bin/python",
