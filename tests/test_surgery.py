@@ -239,6 +239,37 @@ def test_add_learned_tokens_are_real_merges(smol, tmp_path, require_asset):
     assert (np.linalg.norm(e[49152:], axis=1) <= cap * 1.01).all()
 
 
+def test_keep_stable_bounds_the_reference_lines(smol, tmp_path, require_asset):
+    """keep_stable: the simulated changes are the real tokenizer's, the bound holds on every reference corpus,
+    and refusing merges changes fewer lines than plain continued BPE."""
+    train = tmp_path / "gsm.txt"
+    train.write_text("\n".join(_lines(require_asset, "gsm8k-train", 1500)), encoding="utf-8")
+    ref_lines = _lines(require_asset, "wikitext2-valid", 600)
+    ref = tmp_path / "ref.txt"
+    ref.write_text("\n".join(ref_lines), encoding="utf-8")
+    reps = {}
+    for bound in (None, 0.2):
+        learn = {"corpora": ["g"], "n": 200}
+        if bound is not None:
+            learn["keep_stable"] = {"corpora": ["r"], "max_changed_lines_pct": bound}
+        reps[bound] = run(_recipe(tmp_path, {"version": 1, "base": str(smol),
+                                             "corpora": {"g": {"path": str(train)}, "r": {"path": str(ref)}},
+                                             "ops": [{"op": "add_tokens", "learn": learn}]}),
+                          tmp_path / f"out{bound}", progress=False)
+    ks = reps[0.2]["plan"]["ops"][0]["keep_stable"]
+    assert ks["kept"] == 200 and ks["refused"] > 0 and ks["max_changed_lines_pct"] == 0.2
+    r = reps[0.2]["checks"]["reachability"]
+    assert r["added_reachable"] == 200 and r["unreachable"] == 0
+    base_tok = _tok(smol)
+    changed = {}
+    for bound in reps:
+        tok = _tok(tmp_path / f"out{bound}")
+        changed[bound] = sum(a.ids != b.ids for a, b in zip(base_tok.encode_batch(ref_lines, add_special_tokens=False),
+                                                            tok.encode_batch(ref_lines, add_special_tokens=False)))
+    assert changed[0.2] == ks["corpora"]["r"]["changed_lines"] <= int(0.002 * len(ref_lines))
+    assert changed[None] > changed[0.2]
+
+
 def test_add_explicit_token(smol, tmp_path):
     out = tmp_path / "ex"
     run(_recipe(tmp_path, {"version": 1, "base": str(smol), "ops": [

@@ -274,6 +274,33 @@ def _counter_for(state: State, where: str):
     return _core.BpeCounter(regex, individual_digits=digits, specials=specials)
 
 
+def _keep_stable(state: State, ctx: Context, spec, where: str, vocab_bytes, merges_idx, candidates, n, name_of):
+    """The first n candidate merges whose firing keeps spec.corpus's lines within the bound (module stable)."""
+    from tokbench import _core
+    from tokbench.bpe.encoding import _read_pre_tokenizer
+    from tokbench.surgery.stable import Reference, select_stable
+
+    regex, digits = _read_pre_tokenizer(state.tok.get("pre_tokenizer"), lambda why: None)
+    enc = _core.BpeEncoder([(bytes(b), k) for k, b in enumerate(vocab_bytes)], merges_idx,
+                           ignore_merges=bool(state.tok.get("model", {}).get("ignore_merges")), pattern=regex,
+                           individual_digits=digits, keep_unmatched=True)
+    corpora = []
+    for k, c in enumerate(spec.corpora):
+        lines = [x for d in ctx.corpus(c, f"{where}.corpora[{k}]") for x in d.split("\n") if x.strip()]
+        if not lines:
+            raise TokbenchError(f"{where}.corpora[{k}]: corpus {c!r} has no non-empty line",
+                                fix="name a general text corpus with content")
+        corpora.append(lines)
+    ref = Reference.of(corpora, enc.split, enc.encode_ordinary)
+    sel = select_stable(candidates, n, len(vocab_bytes), ref, spec.max_changed_lines_pct)
+    report = {"corpora": {c: {"lines": m, "changed_lines": u, "changed_lines_pct": round(100.0 * u / m, 4)}
+                          for c, m, u in zip(spec.corpora, sel.n_lines, sel.changed_lines)},
+              "max_changed_lines_pct": spec.max_changed_lines_pct, "candidates": len(candidates),
+              "kept": len(sel.merges), "refused": sel.rejected, "skipped_parts_refused": sel.skipped,
+              "examples_refused": [name_of(k) for k in sel.examples_rejected]}
+    return sel.merges, report
+
+
 def op_add_tokens(state: State, op: AddTokensOp, where: str, ctx: Context) -> None:
     from tokbench.bpe.encoding import bytes_to_unicode
 
@@ -286,6 +313,7 @@ def op_add_tokens(state: State, op: AddTokensOp, where: str, ctx: Context) -> No
     new_tokens: list[tuple[str, bytes]] = []  # (content, bytes) in merge order
     new_merges: list[tuple[str, str]] = []
     learned = 0
+    stable_report = None
     if op.learn is not None:
         from tokbench import _core
         from tokbench.bpe.train import run_cancellable
@@ -298,14 +326,19 @@ def op_add_tokens(state: State, op: AddTokensOp, where: str, ctx: Context) -> No
         vocab_bytes = [_text_of(state, s.content) for s in normal]
         pos = {s.content: k for k, s in enumerate(normal)}
         merges_idx = [(pos[a], pos[b]) for a, b in state.merges if a in pos and b in pos]
-        target = len(vocab_bytes) + op.learn.n
+        stable = op.learn.keep_stable
+        n_learn = op.learn.n * (stable.candidates if stable else 1)
+        target = len(vocab_bytes) + n_learn
         vocab2, merges2 = run_cancellable(
             lambda prog: _core.bpe_train_super(counter, vocab_bytes, merges_idx, target, 1 << 30,
                                                op.learn.min_frequency, op.learn.max_token_length, prog),
-            op.learn.n, "learning tokens", ctx.progress)
-        for k in range(len(vocab_bytes), len(vocab2)):
-            new_tokens.append((name(vocab2[k]), bytes(vocab2[k])))
-        for left, right, _merged, _count in merges2:
+            n_learn, "learning tokens", ctx.progress)
+        chosen = [(left, right, merged) for left, right, merged, _count in merges2]
+        if stable is not None:
+            chosen, stable_report = _keep_stable(state, ctx, stable, f"{where}.learn.keep_stable", vocab_bytes,
+                                                 merges_idx, chosen, op.learn.n, lambda k: name(vocab2[k]))
+        for left, right, merged in chosen:
+            new_tokens.append((name(vocab2[merged]), bytes(vocab2[merged])))
             new_merges.append((name(vocab2[left]), name(vocab2[right])))
         learned = len(new_tokens)
     explicit = 0
@@ -342,7 +375,8 @@ def op_add_tokens(state: State, op: AddTokensOp, where: str, ctx: Context) -> No
     state.touched.update({"tokenizer.json", "merges"})
     state.plan.append({"op": where, "name": "add_tokens", "added": len(slots), "learned": learned,
                        "explicit": explicit, "merges_added": len(new_merges), "init": op.init.method,
-                       "examples": [c for c, _ in new_tokens[:8]]})
+                       "examples": [c for c, _ in new_tokens[:8]],
+                       **({"keep_stable": stable_report} if stable_report else {})})
 
 
 # --- special tokens -------------------------------------------------------------------------------------

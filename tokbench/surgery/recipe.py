@@ -86,11 +86,22 @@ class PruneOp(_Strict):
         return self
 
 
+class StableSpec(_Strict):
+    """Keep general reference corpora's ids: a learned merge that would change more than the bound's share of
+    the lines of any of them is refused (tokbench.surgery.stable)."""
+
+    corpora: list[str] = Field(min_length=1, max_length=16,
+                               description="names under `corpora:` (general text, not the evaluation text)")
+    max_changed_lines_pct: float = Field(1.0, ge=0.0, le=100.0)
+    candidates: int = Field(4, ge=1, le=64, description="candidates learned per token kept")
+
+
 class LearnSpec(_Strict):
     corpora: list[str] = Field(min_length=1, max_length=64)
     n: int = Field(gt=0, le=1_000_000)
     min_frequency: int = Field(2, ge=1)
     max_token_length: int | None = Field(None, ge=2, le=1024)
+    keep_stable: StableSpec | None = None
 
 
 class AddTokensOp(_Strict):
