@@ -449,3 +449,37 @@ def test_union_members_give_the_same_logits(smol, tmp_path, require_asset):
     # every union token its own text can produce is produced by the union tokenizer
     assert rep["union"]["unreachable_new"] == 0
     assert utok.get_vocab_size() == 49212
+
+
+def test_dtype_casts_streaming_and_refuses_lossy(smol, smol_untied, tmp_path):
+    """bf16 -> float32 is exact (same logits); float32 -> bfloat16 is refused at plan time unless allow_lossy,
+    then counted; `tensors: embeddings` touches only the embedding and head."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    up = tmp_path / "up"
+    rep = run(_recipe(tmp_path, {"version": 1, "base": str(smol), "ops": [{"op": "dtype", "to": "float32"}]}),
+              up, progress=False)
+    assert rep["dtype"]["changed_elements"] == 0 and rep["dtype"]["from"] == {"BF16": rep["dtype"]["tensors"]}
+    assert {d for d, _, _ in _tensors(up).values()} == {"F32"}
+    assert json.loads((up / "config.json").read_text())["torch_dtype"] == "float32"
+    ids = torch.tensor([[1, 200, 3000, 40000, 7]])
+    with torch.no_grad():
+        a = AutoModelForCausalLM.from_pretrained(str(smol), dtype=torch.float32)(ids).logits
+        b = AutoModelForCausalLM.from_pretrained(str(up), dtype=torch.float32)(ids).logits
+    assert torch.equal(a, b)
+
+    body = {"version": 1, "base": str(smol_untied), "ops": [{"op": "dtype", "to": "bfloat16"}]}
+    with pytest.raises(TokbenchError, match=r"ops\[0\].*float32 to bfloat16.*allow_lossy"):
+        run(_recipe(tmp_path, body), tmp_path / "no", progress=False)
+    assert not (tmp_path / "no").exists()
+    body["ops"][0].update(allow_lossy=True, tensors="embeddings")
+    down = tmp_path / "down"
+    rep = run(_recipe(tmp_path, body), down, progress=False)
+    kinds = {n: d for n, (d, _, _) in _tensors(down).items()}
+    assert kinds["model.embed_tokens.weight"] == kinds["lm_head.weight"] == "BF16"
+    assert {d for n, d in kinds.items() if n not in ("model.embed_tokens.weight", "lm_head.weight")} == {"F32"}
+    assert rep["dtype"]["tensors"] == 2 and rep["dtype"]["changed_elements"] > 0
+    index = json.loads((down / "model.safetensors.index.json").read_text())
+    assert index["metadata"]["total_size"] == sum(len(b) for _, _, b in _tensors(down).values())
+    AutoModelForCausalLM.from_pretrained(str(down))

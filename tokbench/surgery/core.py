@@ -21,7 +21,7 @@ import numpy as np
 from tokbench.errors import TokbenchError
 from tokbench.surgery.ops import OPS, Context, _SAMPLE_CONVERSATIONS, _text_of, check_template, resolve_model
 from tokbench.surgery.recipe import Recipe, load_recipe, parse_recipe
-from tokbench.surgery.rows import build_rows
+from tokbench.surgery.rows import aux_for, build_rows
 from tokbench.surgery.state import ROLE_KEYS, State, load_state
 from tokbench.outputs import discard_output
 from tokbench.vocab.model_io import commit_output, open_model_folder, prepare_output, write_model_folder
@@ -48,7 +48,7 @@ def _check_order(recipe: Recipe) -> None:
             raise TokbenchError(f"ops[{other[0][0]}] ({other[0][1]}) after a union: the member checkpoints are "
                                 "re-indexed rows only", fix="edit the members before the union, or keep only "
                                 "chat_template / pad_vocab after it")
-    for n in ("chat_template", "pad_vocab", "replace_tokenizer", "union"):
+    for n in ("chat_template", "pad_vocab", "replace_tokenizer", "union", "dtype"):
         where = [i for i, x in enumerate(names) if x == n]
         if len(where) > 1:
             raise TokbenchError(f"ops[{where[0]}] and ops[{where[1]}] are both {n}; the second would undo the first",
@@ -405,11 +405,12 @@ def run(recipe: Recipe | str | Path | dict, out: str | Path | None = None, *, dr
             row_info = {"methods": {"union": len(specs)}, "norm_capped": 0}
             records = [{"method": s["method"], **({"source": s["source"]} if "source" in s else {})} for s in specs]
         else:
+            aux = aux_for(ctx.base_vocab, specs, progress)
             embed, row_info, records = build_rows(specs, base_embed, real, recipe.seed,
-                                                  hidden=hidden if model.tied else None)
+                                                  hidden=hidden if model.tied else None, aux=aux)
             head = None
             if not model.tied:
-                head, head_info, _ = build_rows(specs, base_head, real, recipe.seed + 1, hidden=hidden)
+                head, head_info, _ = build_rows(specs, base_head, real, recipe.seed + 1, hidden=hidden, aux=aux)
                 row_info["head_norm_capped"] = head_info["norm_capped"]
         updates, gen, role_ids = _config_files(state, new_ids)
         write_model_folder(model, tmp, embed, head, updates, progress=progress)
@@ -418,6 +419,11 @@ def run(recipe: Recipe | str | Path | dict, out: str | Path | None = None, *, dr
         _write_tokenizer(state, tmp, new_ids)
         if members:
             report["union"] = _write_members(state, members, specs, recipe.seed, hidden, tmp, updates, gen)
+        if state.cast is not None:
+            from tokbench.surgery.dtype import cast_folder
+
+            report["dtype"] = cast_folder(tmp, state.cast["to"],
+                                          None if state.cast["names"] is None else set(state.cast["names"]))
         idmap = _idmap(state, new_ids, records)
         with open(tmp / "idmap.json", "w", encoding="utf-8") as f:
             f.write('{"tokens": [\n' + ",\n".join(json.dumps(r, ensure_ascii=False) for r in idmap) + "\n]}\n")

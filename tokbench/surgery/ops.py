@@ -139,9 +139,12 @@ def _row_spec(state: State, init: RowInit, token_bytes: bytes | None, ctx: Conte
         src = state.slots[j].row
         spec = dict(src) if src["method"] != "keep" else {"method": "copy", "old": src["old"]}
         spec["copied_from"] = init.source
-    elif init.method == "subword":
+    elif init.method in ("subword", "position_mean", "omp", "tokenadapt"):
         spec["pieces"] = ([int(x) for x in ctx.base_vocab.segment(token_bytes, True)
                            if x < len(ctx.base_vocab)] if token_bytes else [])
+        if init.method in ("omp", "tokenadapt"):  # their auxiliary space embeds the token's text
+            text = (token_bytes or b"").decode("utf-8", errors="replace")
+            spec["text"] = text.strip() or text or " "
     return spec
 
 
@@ -678,5 +681,17 @@ def op_undertrained(state: State, op, where: str, ctx: Context) -> None:
     state.undertrained = summary
 
 
-OPS = {"union": op_union, "replace_tokenizer": op_replace_tokenizer, "undertrained": op_undertrained, "prune": op_prune, "add_tokens": op_add_tokens, "special_tokens": op_special_tokens,
+def op_dtype(state: State, op, where: str, ctx: Context) -> None:
+    from tokbench.surgery.dtype import NAMES, plan_cast
+    from tokbench.vocab.model_io import open_model_folder
+
+    model = open_model_folder(ctx.base_dir)
+    dtypes = {n: h[n]["dtype"] for h, _ in model.headers.values() for n in h if n != "__metadata__"}
+    embed = {n for n in (model.embed_name, model.head_name, model.stray_head) if n}
+    info = plan_cast(dtypes, op.to, op.tensors, op.allow_lossy, where, embed)
+    state.cast = {"to": NAMES[op.to], "names": None if op.tensors == "all" else sorted(embed)}
+    state.plan.append({"op": where, "name": "dtype", **info})
+
+
+OPS = {"dtype": op_dtype, "union": op_union, "replace_tokenizer": op_replace_tokenizer, "undertrained": op_undertrained, "prune": op_prune, "add_tokens": op_add_tokens, "special_tokens": op_special_tokens,
        "chat_template": op_chat_template, "pad_vocab": op_pad_vocab}

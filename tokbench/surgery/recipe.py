@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tokbench.errors import TokbenchError
 
-ROW_METHODS = ("subword", "mean", "zero", "random", "copy")
+ROW_METHODS = ("subword", "position_mean", "omp", "tokenadapt", "mean", "zero", "random", "copy")
 PAD_INITS = ("anti_hidden", "negative_mean", "mean", "zero")
 ROLES = ("bos", "eos", "pad", "unk", "eot")
 
@@ -50,7 +50,7 @@ class ModelSpec(_Strict):
 class RowInit(_Strict):
     """How the embedding (and untied head) rows of new tokens are made."""
 
-    method: Literal["subword", "mean", "zero", "random", "copy"] = "subword"
+    method: Literal["subword", "position_mean", "omp", "tokenadapt", "mean", "zero", "random", "copy"] = "subword"
     source: str | None = Field(None, alias="from", description="for copy: the token whose row is copied")
     norm_cap: Literal["median", "none"] = "median"
 
@@ -180,10 +180,19 @@ class UnionOp(_Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+class DtypeOp(_Strict):
+    """Cast the embedding + head (`tensors: embeddings`) or every floating tensor (`all`) to another float type."""
+
+    op: Literal["dtype"]
+    to: Literal["float32", "float16", "bfloat16", "float64"]
+    tensors: Literal["all", "embeddings"] = "all"
+    allow_lossy: bool = False
+
+
 Op = Annotated[Union[PruneOp, AddTokensOp, SpecialTokensOp, ChatTemplateOp, PadVocabOp, ReplaceTokenizerOp,
-                     UndertrainedOp, UnionOp], Field(discriminator="op")]
+                     UndertrainedOp, UnionOp, DtypeOp], Field(discriminator="op")]
 OP_NAMES = ("prune", "add_tokens", "special_tokens", "chat_template", "pad_vocab", "replace_tokenizer",
-            "undertrained", "union")
+            "undertrained", "union", "dtype")
 
 
 class Recipe(_Strict):
