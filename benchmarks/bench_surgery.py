@@ -194,6 +194,50 @@ def item3(work: Path, base: Path, res: dict, max_chars: int, cache: Path) -> Non
         shutil.rmtree(f)
 
 
+STABLE = {"corpora": ["wiki_valid", "gutenberg"], "max_changed_lines_pct": 0.25}
+INITS = [("subword", {"method": "subword"}), ("subword_nocap", {"method": "subword", "norm_cap": "none"}),
+         ("position_mean", {"method": "position_mean"}), ("omp", {"method": "omp"}),
+         ("tokenadapt", {"method": "tokenadapt"}), ("mean", {"method": "mean"})]
+
+
+def item3s(work: Path, base: Path, res: dict, max_chars: int, cache: Path, inits: list[str]) -> None:
+    """Item 3 with learn.keep_stable (reference: WikiText-2 *valid* + Gutenberg, never the measured test split)
+    and each initialiser of tokbench.embeddings."""
+    from tokenizers import Tokenizer
+
+    test = "\n".join(docs("gsm8k-test"))
+    btok = Tokenizer.from_file(str(base / "tokenizer.json"))
+    lines = [x for d in docs("wikitext2-test", None) for x in d.split("\n") if x.strip()]
+    base_lines = btok.encode_batch(lines, add_special_tokens=False)
+    nb = len(btok.encode(test, add_special_tokens=False).ids)
+    text = test[:max_chars]
+    b0 = bpb(base, text, cache)
+    out = {"bits_per_byte_base": round(b0, 5), "keep_stable": STABLE, "max_chars": max_chars, "inits": {}}
+    for label, init in INITS:
+        if label not in inits:
+            continue
+        body = {"version": 1, "base": str(base),
+                "corpora": {"gsm": {"path": "gsm8k-train"}, "wiki_valid": {"path": "wikitext2-valid"},
+                            "gutenberg": {"path": "gutenberg"}},
+                "ops": [{"op": "add_tokens", "learn": {"corpora": ["gsm"], "n": 2000, "keep_stable": STABLE},
+                         "init": init}]}
+        folder, rep = surgery(work, f"add-stable-{label}", body)
+        if "tokenizer" not in out:
+            tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+            nn = len(tok.encode(test, add_special_tokens=False).ids)
+            same = sum(a.ids == b.ids for a, b in zip(base_lines, tok.encode_batch(lines, add_special_tokens=False)))
+            out["tokenizer"] = {"added": rep["plan"]["ops"][0]["added"], "reachability": rep["checks"]["reachability"],
+                                "keep_stable": rep["plan"]["ops"][0]["keep_stable"],
+                                "bytes_per_token_gain_pct": round(100 * (nb / nn - 1), 2),
+                                "wikitext2_test_lines_identical_ids": round(same / len(lines), 5), "lines": len(lines)}
+        b = bpb(folder, text, cache)
+        out["inits"][label] = {"bits_per_byte": round(b, 5), "ratio": round(b / b0, 5), "seconds": rep["seconds"],
+                               "norm_capped": rep["rows"]["norm_capped"]}
+        print(label, out["inits"][label], flush=True)
+        shutil.rmtree(folder)
+    res["3s_add_tokens_stable"] = out
+
+
 def item6(work: Path, base: Path, res: dict) -> None:
     """Union of SmolLM2 with SmolLM2 + 2,000 GSM8K tokens: each member's re-indexed checkpoint vs the original."""
     import torch
@@ -323,6 +367,7 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/bench-surgery")
     ap.add_argument("--max-chars", type=int, default=20000)
     ap.add_argument("--items", default="1,2,3,4,5,8")
+    ap.add_argument("--inits", default=",".join(k for k, _ in INITS), help="item 3s: initialisers to measure")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: no spin-waiting on a loaded machine)")
     args = ap.parse_args()
     import torch
@@ -342,6 +387,7 @@ def main() -> None:
                     ("2", lambda: item2(work, base, res, args.max_chars, cache)),
                     ("3", lambda: item3(work, base, res, args.max_chars, cache)),
                     ("6", lambda: item6(work, base, res)),
+                    ("3s", lambda: item3s(work, base, res, args.max_chars, cache, args.inits.split(","))),
                     ("2b", lambda: item2b(work, base, res, args.max_chars, cache, [40960, 45056]))):
         if key in items:
             t0 = time.perf_counter()
