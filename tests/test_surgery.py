@@ -483,3 +483,27 @@ def test_dtype_casts_streaming_and_refuses_lossy(smol, smol_untied, tmp_path):
     index = json.loads((down / "model.safetensors.index.json").read_text())
     assert index["metadata"]["total_size"] == sum(len(b) for _, _, b in _tensors(down).values())
     AutoModelForCausalLM.from_pretrained(str(down))
+
+
+def test_add_tokens_refine_moves_only_new_rows(smol, tmp_path, require_asset):
+    """init.refine runs the shared refinement on the written folder: only the new rows can change, the record
+    is in the report, and a refine without a bound is refused naming its YAML path."""
+    train = tmp_path / "gsm.txt"
+    train.write_text("\n".join(_lines(require_asset, "gsm8k-train", 400)), encoding="utf-8")
+    body = {"version": 1, "base": str(smol), "corpora": {"g": {"path": str(train)}},
+            "ops": [{"op": "add_tokens", "learn": {"corpora": ["g"], "n": 40},
+                     "init": {"method": "subword", "refine": {"text": "g", "steps": 6, "window": 64,
+                                                              "max_chars": 20000}}}]}
+    out = tmp_path / "ref"
+    rep = run(_recipe(tmp_path, body), out, progress=False)
+    assert rep["refine"]["rows"] == 40 and rep["refine"]["returned"] in ("refined", "initial")
+    base, new = open_model_folder(smol).read_embedding(), open_model_folder(out).read_embedding()
+    assert np.array_equal(base, new[:49152])
+    plain = tmp_path / "plain"
+    body["ops"][0]["init"].pop("refine")
+    run(_recipe(tmp_path, body), plain, progress=False)
+    same = np.array_equal(open_model_folder(plain).read_embedding()[49152:], new[49152:])
+    assert same == (rep["refine"]["returned"] == "initial")
+    body["ops"][0]["init"]["refine"] = {"text": "g"}
+    with pytest.raises(TokbenchError, match=r"ops\[0\]\.init\.refine.*bound"):
+        run(_recipe(tmp_path, body), tmp_path / "bad", progress=False)

@@ -130,6 +130,28 @@ def _write_members(state: State, members: dict, specs: list[dict], seed: int, hi
     return {"size": state.union["size"], **state.union["summary"], "members": written}
 
 
+def _refine(state: State, ctx: Context, recipe: Recipe, model, tmp: Path, specs: list[dict], embed, head, updates,
+            progress: bool) -> dict:
+    """init.refine: optimise the new rows of the written folder `tmp` against the base (tokbench.embeddings.refine),
+    write them back when the held-out slice says they improved, and return the record."""
+    from tokbench.embeddings.refine import refine_rows
+
+    spec = state.refine["spec"]
+    ids = [i for i, s in enumerate(specs) if s.get("refine")]
+    text = "\n".join(ctx.corpus(spec.text, f"{state.refine['where']}.text"))[:spec.max_chars]
+    t0 = time.perf_counter()
+    res = refine_rows(ctx.base_dir, tmp, ids, text, seconds=spec.seconds, steps=spec.steps, lr=spec.lr,
+                      batch=spec.batch, window=spec.window, loss=spec.loss, seed=recipe.seed, progress=progress)
+    rows = np.asarray(ids, dtype=np.int64)
+    embed[rows] = res.rows
+    if head is not None:
+        head[rows] = res.head_rows if res.head_rows is not None else res.rows
+    if res.record.get("returned") == "refined":
+        write_model_folder(model, tmp, embed, head, updates, progress=progress)
+    return {"text": spec.text, "chars": len(text), "rows": len(ids), "seconds_total": round(time.perf_counter() - t0, 2),
+            **res.record}
+
+
 def _new_ids(state: State) -> dict[int, int]:
     return {i: n for n, i in enumerate(state.live())}
 
@@ -419,6 +441,8 @@ def run(recipe: Recipe | str | Path | dict, out: str | Path | None = None, *, dr
         _write_tokenizer(state, tmp, new_ids)
         if members:
             report["union"] = _write_members(state, members, specs, recipe.seed, hidden, tmp, updates, gen)
+        if state.refine is not None:
+            report["refine"] = _refine(state, ctx, recipe, model, tmp, specs, embed, head, updates, progress)
         if state.cast is not None:
             from tokbench.surgery.dtype import cast_folder
 

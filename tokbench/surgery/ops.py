@@ -370,9 +370,18 @@ def op_add_tokens(state: State, op: AddTokensOp, where: str, ctx: Context) -> No
                     new_tokens.append((merged, _text_of(state, merged) or merged.encode()))
                     known.add(merged)
                     explicit += 1
+    if op.init.refine is not None:
+        if state.refine is not None:
+            raise TokbenchError(f"{where}.init.refine: {state.refine['where']} already refines new rows",
+                                fix="refine in one add_tokens op (it refines every new row of that op)")
+        ctx.corpus(op.init.refine.text, f"{where}.init.refine.text")
+        state.refine = {"spec": op.init.refine, "where": f"{where}.init.refine"}
     slots = []
     for content, b in new_tokens:
-        slots.append(Slot(content, None, f"{where} (add_tokens)", _row_spec(state, op.init, b, ctx, where)))
+        spec = _row_spec(state, op.init, b, ctx, where)
+        if op.init.refine is not None:
+            spec["refine"] = True
+        slots.append(Slot(content, None, f"{where} (add_tokens)", spec))
     _insert(state, slots)
     state.merges.extend(new_merges)
     state.touched.update({"tokenizer.json", "merges"})

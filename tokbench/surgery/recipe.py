@@ -47,12 +47,33 @@ class ModelSpec(_Strict):
     path: str
 
 
+class RefineSpec(_Strict):
+    """After the rows are made, optimise only the new rows by self-distillation from the base model
+    (`tokbench.embeddings.refine_rows`) on a named corpus; its last `held_out` share is kept for early stopping."""
+
+    text: str = Field(min_length=1, description="a name under `corpora:`")
+    seconds: float | None = Field(None, gt=0, le=86_400)
+    steps: int | None = Field(None, gt=0, le=1_000_000)
+    max_chars: int = Field(400_000, ge=1000, le=1_000_000_000)
+    lr: float = Field(1e-3, gt=0, le=1.0)
+    batch: int = Field(4, ge=1, le=1024)
+    window: int = Field(256, ge=16, le=8192)
+    loss: Literal["distill", "distill_ntp", "ntp"] = "distill"
+
+    @model_validator(mode="after")
+    def _bounded(self):
+        if self.seconds is None and self.steps is None:
+            raise ValueError("refine needs a bound: `seconds: S` and/or `steps: N`")
+        return self
+
+
 class RowInit(_Strict):
     """How the embedding (and untied head) rows of new tokens are made."""
 
     method: Literal["subword", "position_mean", "omp", "tokenadapt", "mean", "zero", "random", "copy"] = "subword"
     source: str | None = Field(None, alias="from", description="for copy: the token whose row is copied")
     norm_cap: Literal["median", "none"] = "median"
+    refine: RefineSpec | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
