@@ -507,3 +507,33 @@ def test_add_tokens_refine_moves_only_new_rows(smol, tmp_path, require_asset):
     body["ops"][0]["init"]["refine"] = {"text": "g"}
     with pytest.raises(TokbenchError, match=r"ops\[0\]\.init\.refine.*bound"):
         run(_recipe(tmp_path, body), tmp_path / "bad", progress=False)
+
+
+def test_from_mergekit_converts_a_bundled_template_name(tmp_path, smol):
+    """chat_template: llama3 (a mergekit bundled name) is read from the templates folder (or the installed
+    mergekit), written next to the recipe, and the recipe runs; without either the error names the fix."""
+    from click.testing import CliRunner
+
+    from tokbench.cli import main
+    from tokbench.surgery.union import from_mergekit
+
+    folder = tmp_path / "mk"
+    folder.mkdir()
+    text = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    (folder / "llama3.jinja").write_text(text, encoding="utf-8")
+    cfg = tmp_path / "merge.yml"
+    cfg.write_text(f"base_model: {smol}\nmodels:\n  - model: {smol}\nchat_template: llama3\n", encoding="utf-8")
+    res = CliRunner().invoke(main, ["surgery", "--from-mergekit", str(cfg), "--mergekit-templates", str(folder),
+                                    "-o", str(tmp_path / "recipe.yml")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "chat_template.jinja").read_text(encoding="utf-8") == text
+    out = tmp_path / "out"
+    run(tmp_path / "recipe.yml", out, progress=False)
+    assert (out / "chat_template.jinja").read_text(encoding="utf-8") == text
+    try:
+        import mergekit  # noqa: F401
+    except ImportError:
+        with pytest.raises(TokbenchError, match="mergekit is not installed.*--mergekit-templates"):
+            from_mergekit({"base_model": "a", "chat_template": "mistral"}, files=tmp_path / "x")
+    with pytest.raises(TokbenchError, match="no alpaca.jinja"):
+        from_mergekit({"base_model": "a", "chat_template": "alpaca"}, files=tmp_path / "x", templates=folder)
