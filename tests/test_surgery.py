@@ -449,6 +449,19 @@ def test_union_members_give_the_same_logits(smol, tmp_path, require_asset):
     # every union token its own text can produce is produced by the union tokenizer
     assert rep["union"]["unreachable_new"] == 0
     assert utok.get_vocab_size() == 49212
+    # emit: merged -> one checkpoint whose rows are the weighted mean of the members' re-indexed rows
+    merged = tmp_path / "merged"
+    body = {"version": 1, "base": str(smol), "models": {"gsm": {"path": str(other)}},
+            "ops": [{"op": "union", "with": ["gsm"], "emit": "merged", "weights": {"base": 3, "gsm": 1}}]}
+    rep = run(_recipe(tmp_path, body), merged, progress=False)
+    assert rep["union"]["weights"] == {"base": 0.75, "gsm": 0.25} and not (merged / "members").exists()
+    rows = {n: open_model_folder(f).read_embedding() for n, f in (("base", out), ("gsm", out / "members" / "gsm"),
+                                                                  ("merged", merged))}
+    assert np.abs(rows["merged"] - (0.75 * rows["base"] + 0.25 * rows["gsm"])).max() <= 1e-2  # bf16 storage
+    AutoModelForCausalLM.from_pretrained(str(merged))
+    body["ops"][0]["weights"] = {"nobody": 1}
+    with pytest.raises(TokbenchError, match=r"ops\[0\]\.weights\.nobody"):
+        run(_recipe(tmp_path, body), tmp_path / "bad", progress=False)
 
 
 def test_dtype_casts_streaming_and_refuses_lossy(smol, smol_untied, tmp_path):

@@ -422,9 +422,16 @@ def run(recipe: Recipe | str | Path | dict, out: str | Path | None = None, *, dr
         base_head = None if model.tied else model.read_head()
         members = _union_members(state, model, base_embed, base_head) if state.union else None
         if members:
-            embed = _union_rows(state, "base", members["embeds"], specs, recipe.seed, hidden if model.tied else None)
-            head = None if model.tied else _union_rows(state, "base", members["heads"], specs, recipe.seed + 1, hidden)
+            weights = state.union.get("weights") if state.union.get("emit") == "merged" else {"base": 1.0}
+            total = sum(weights.values())
+            embed = sum((w / total) * _union_rows(state, n, members["embeds"], specs, recipe.seed,
+                                                  hidden if model.tied else None) for n, w in weights.items())
+            head = None if model.tied else sum(
+                (w / total) * _union_rows(state, n, members["heads"], specs, recipe.seed + 1, hidden)
+                for n, w in weights.items())
             row_info = {"methods": {"union": len(specs)}, "norm_capped": 0}
+            if state.union.get("emit") == "merged":
+                row_info["merged_weights"] = {n: round(w / total, 6) for n, w in weights.items()}
             records = [{"method": s["method"], **({"source": s["source"]} if "source" in s else {})} for s in specs]
         else:
             aux = aux_for(ctx.base_vocab, specs, progress)
@@ -439,7 +446,10 @@ def run(recipe: Recipe | str | Path | dict, out: str | Path | None = None, *, dr
         if gen is not None:
             _write_json(tmp / "generation_config.json", gen)
         _write_tokenizer(state, tmp, new_ids)
-        if members:
+        if members and state.union.get("emit") == "merged":
+            report["union"] = {"size": state.union["size"], **state.union["summary"], "emit": "merged",
+                               "weights": row_info["merged_weights"]}
+        elif members:
             report["union"] = _write_members(state, members, specs, recipe.seed, hidden, tmp, updates, gen)
         if state.refine is not None:
             report["refine"] = _refine(state, ctx, recipe, model, tmp, specs, embed, head, updates, progress)

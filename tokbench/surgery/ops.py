@@ -544,18 +544,30 @@ def _adopt(state: State, new: State, folder: Path) -> None:
 # --- union of several models' vocabularies ---------------------------------------------------------------------
 def op_union(state: State, op, where: str, ctx: Context) -> None:
     """One vocabulary for the base and the `with` models (tokbench.surgery.union: real merges, mergekit's
-    tokens: block); OUT is the base re-indexed onto it, OUT/members/<name> each other member (emit: permuted)."""
+    tokens: block); emit: permuted -> OUT is the base re-indexed onto it, OUT/members/<name> each other member;
+    emit: merged -> OUT is the base's body with the weighted mean of every member's re-indexed rows (mergekit's
+    linear merge of the embedding and head; weights default equal)."""
     from tokbench.surgery.state import load_state
     from tokbench.surgery.union import build_union, row_plan
 
-    if op.emit != "permuted":
-        raise TokbenchError(f"{where}.emit: only permuted is written by this build",
-                            fix="use emit: permuted (one re-indexed checkpoint per member)")
     members = {"base": str(state.base_dir)}
     for n in op.with_:
         if n == "base" or n in members:
             raise TokbenchError(f"{where}.with: {n!r} is named twice or is the base", fix="list each other model once")
         members[n] = str(ctx.model_dir(n, f"{where}.with"))
+    weights = {n: 1.0 for n in members}
+    if op.weights is not None:
+        if op.emit != "merged":
+            raise TokbenchError(f"{where}.weights: weights apply to emit: merged only",
+                                fix="add `emit: merged`, or drop weights")
+        unknown = sorted(set(op.weights) - set(members))
+        if unknown:
+            raise TokbenchError(f"{where}.weights.{unknown[0]}: not a member of the union",
+                                fix=f"weigh the members {', '.join(members)}")
+        weights = {n: float(op.weights.get(n, 0.0)) for n in members}
+        if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
+            raise TokbenchError(f"{where}.weights: weights must be >= 0 with a positive sum",
+                                fix="give each member a weight such as 0.5")
     u = build_union(members, "base", vocab=op.vocab, tokens=op.tokens or None)
     plans = row_plan(u, base="base")
     data = json.loads(json.dumps(u.tokenizer))
@@ -566,7 +578,7 @@ def op_union(state: State, op, where: str, ctx: Context) -> None:
         s.op = f"{where} (union: {u.origin[k]})"
     _adopt(state, new, state.base_dir)
     state.union = {"plans": plans, "members": {n: Path(p) for n, p in members.items()}, "size": len(u),
-                   "summary": u.summary(), "permutations": u.permutations}
+                   "summary": u.summary(), "permutations": u.permutations, "emit": op.emit, "weights": weights}
     state.plan.append({"op": where, "name": "union", "members": list(members), "size": len(u),
                        **{k: v for k, v in u.summary().items() if k != "coverage"}})
 
