@@ -244,6 +244,52 @@ def item3s(work: Path, base: Path, res: dict, max_chars: int, cache: Path, inits
     res["3s_add_tokens_stable"] = out
 
 
+def item3t(base: Path, res: dict) -> None:
+    """Tokenizer-only sweep of keep_stable: candidates learned once on GSM8K train (the Rust trainer, 4 x 2,000),
+    selected by tokbench.surgery.stable for each reference set and bound; WikiText-2 *test* lines changed and the
+    GSM8K test bytes/token gain, both by the same simulation (checked against tokenizers in item 3s)."""
+    from tokbench import _core
+    from tokbench.bpe.encoding import _read_pre_tokenizer, bytelevel_bytes
+    from tokbench.surgery.stable import Reference, select_stable
+
+    tj = json.loads((base / "tokenizer.json").read_text())
+    toks = [t for t, _ in sorted(tj["model"]["vocab"].items(), key=lambda x: x[1])]
+    vb = [bytelevel_bytes(t) for t in toks]
+    pos = {t: i for i, t in enumerate(toks)}
+    mi = [tuple(pos[x] for x in (m.split(" ") if isinstance(m, str) else m)) for m in tj["model"]["merges"]]
+    regex, digits = _read_pre_tokenizer(tj["pre_tokenizer"], lambda why: None)
+    counter = _core.BpeCounter(regex, individual_digits=digits, specials=[a["content"] for a in tj["added_tokens"]])
+    counter.count(docs("gsm8k-train", None))
+    v2, m2 = _core.bpe_train_super(counter, vb, mi, len(vb) + 8000, 1 << 30, 2, None, None)
+    cands = [(a, b, m) for a, b, m, _ in m2]
+
+    def encoder(sel):
+        extra = {m: len(vb) + k for k, (_, _, m) in enumerate(sel)}
+        g = lambda x: extra.get(x, x)  # noqa: E731
+        return _core.BpeEncoder([(b, k) for k, b in enumerate(vb)] + [(bytes(v2[m]), extra[m]) for _, _, m in sel],
+                                mi + [(g(a), g(b)) for a, b, _ in sel], ignore_merges=True, pattern=regex,
+                                individual_digits=digits, keep_unmatched=True)
+
+    enc = encoder([])
+    lines = lambda c: [x for d in docs(c, None) for x in d.split("\n") if x.strip()]  # noqa: E731
+    test = Reference.of([lines("wikitext2-test")], enc.split, enc.encode_ordinary)
+    gsm = "\n".join(docs("gsm8k-test", None))
+    n0 = len(enc.encode_ordinary(gsm))
+    out = {"candidates": len(cands), "rows": []}
+    refs = {"none": [], "wikitext2-valid": ["wikitext2-valid"], "wikitext2-valid+gutenberg": ["wikitext2-valid", "gutenberg"]}
+    for label, names in refs.items():
+        ref = Reference.of([lines(c) for c in names], enc.split, enc.encode_ordinary) if names else None
+        for pct in ((100.0,) if ref is None else (1.0, 0.25, 0.0)):
+            sel = select_stable(cands, 2000, len(vb), ref, pct).merges if ref else cands[:2000]
+            ch = select_stable(sel, 10**9, len(vb), test, 100.0).changed_lines[0]
+            row = {"reference": label, "max_changed_lines_pct": pct if ref else None, "kept": len(sel),
+                   "wikitext2_test_lines_identical": round(1 - ch / test.n_lines[0], 5),
+                   "gsm8k_test_bytes_per_token_gain_pct": round(100 * (n0 / len(encoder(sel).encode_ordinary(gsm)) - 1), 2)}
+            out["rows"].append(row)
+            print(row, flush=True)
+    res["3t_keep_stable_sweep"] = out
+
+
 def item6(work: Path, base: Path, res: dict) -> None:
     """Union of SmolLM2 with SmolLM2 + 2,000 GSM8K tokens: each member's re-indexed checkpoint vs the original."""
     import torch
@@ -393,6 +439,7 @@ def main() -> None:
                     ("2", lambda: item2(work, base, res, args.max_chars, cache)),
                     ("3", lambda: item3(work, base, res, args.max_chars, cache)),
                     ("6", lambda: item6(work, base, res)),
+                    ("3t", lambda: item3t(base, res)),
                     ("3s", lambda: item3s(work, base, res, args.max_chars, cache, args.inits.split(","))),
                     ("2b", lambda: item2b(work, base, res, args.max_chars, cache, [40960, 45056]))):
         if key in items:
