@@ -194,6 +194,103 @@ def item3(work: Path, base: Path, res: dict, max_chars: int, cache: Path) -> Non
         shutil.rmtree(f)
 
 
+STABLE = {"corpora": ["wiki_valid", "gutenberg"], "max_changed_lines_pct": 0.25}
+INITS = [("subword", {"method": "subword"}), ("subword_nocap", {"method": "subword", "norm_cap": "none"}),
+         ("position_mean", {"method": "position_mean"}), ("omp", {"method": "omp"}),
+         ("tokenadapt", {"method": "tokenadapt"}), ("mean", {"method": "mean"}),
+         # refined on GSM8K *train* (its last tenth held out for early stopping); measured on GSM8K test
+         ("subword_refine240", {"method": "subword", "refine": {"text": "gsm", "seconds": 240}}),
+         ("tokenadapt_refine180", {"method": "tokenadapt", "refine": {"text": "gsm", "seconds": 180}})]
+
+
+def item3s(work: Path, base: Path, res: dict, max_chars: int, cache: Path, inits: list[str]) -> None:
+    """Item 3 with learn.keep_stable (reference: WikiText-2 *valid* + Gutenberg, never the measured test split)
+    and each initialiser of tokbench.embeddings."""
+    from tokenizers import Tokenizer
+
+    test = "\n".join(docs("gsm8k-test"))
+    btok = Tokenizer.from_file(str(base / "tokenizer.json"))
+    lines = [x for d in docs("wikitext2-test", None) for x in d.split("\n") if x.strip()]
+    base_lines = btok.encode_batch(lines, add_special_tokens=False)
+    nb = len(btok.encode(test, add_special_tokens=False).ids)
+    text = test[:max_chars]
+    b0 = bpb(base, text, cache)
+    out = res.get("3s_add_tokens_stable") or {}
+    out.update({"bits_per_byte_base": round(b0, 5), "keep_stable": STABLE, "max_chars": max_chars})
+    out.setdefault("inits", {})
+    for label, init in INITS:
+        if label not in inits:
+            continue
+        body = {"version": 1, "base": str(base),
+                "corpora": {"gsm": {"path": "gsm8k-train"}, "wiki_valid": {"path": "wikitext2-valid"},
+                            "gutenberg": {"path": "gutenberg"}},
+                "ops": [{"op": "add_tokens", "learn": {"corpora": ["gsm"], "n": 2000, "keep_stable": STABLE},
+                         "init": init}]}
+        folder, rep = surgery(work, f"add-stable-{label}", body)
+        if "tokenizer" not in out:
+            tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+            nn = len(tok.encode(test, add_special_tokens=False).ids)
+            same = sum(a.ids == b.ids for a, b in zip(base_lines, tok.encode_batch(lines, add_special_tokens=False)))
+            out["tokenizer"] = {"added": rep["plan"]["ops"][0]["added"], "reachability": rep["checks"]["reachability"],
+                                "keep_stable": rep["plan"]["ops"][0]["keep_stable"],
+                                "bytes_per_token_gain_pct": round(100 * (nb / nn - 1), 2),
+                                "wikitext2_test_lines_identical_ids": round(same / len(lines), 5), "lines": len(lines)}
+        b = bpb(folder, text, cache)
+        out["inits"][label] = {"bits_per_byte": round(b, 5), "ratio": round(b / b0, 5), "seconds": rep["seconds"],
+                               "norm_capped": rep["rows"]["norm_capped"], "loadavg": [round(x, 2) for x in os.getloadavg()]}
+        if "refine" in rep:
+            out["inits"][label]["refine"] = {k: rep["refine"][k] for k in ("steps", "stopped", "returned", "held_out")}
+        print(label, out["inits"][label], flush=True)
+        shutil.rmtree(folder)
+    res["3s_add_tokens_stable"] = out
+
+
+def item3t(base: Path, res: dict) -> None:
+    """Tokenizer-only sweep of keep_stable: candidates learned once on GSM8K train (the Rust trainer, 4 x 2,000),
+    selected by tokbench.surgery.stable for each reference set and bound; WikiText-2 *test* lines changed and the
+    GSM8K test bytes/token gain, both by the same simulation (checked against tokenizers in item 3s)."""
+    from tokbench import _core
+    from tokbench.bpe.encoding import _read_pre_tokenizer, bytelevel_bytes
+    from tokbench.surgery.stable import Reference, select_stable
+
+    tj = json.loads((base / "tokenizer.json").read_text())
+    toks = [t for t, _ in sorted(tj["model"]["vocab"].items(), key=lambda x: x[1])]
+    vb = [bytelevel_bytes(t) for t in toks]
+    pos = {t: i for i, t in enumerate(toks)}
+    mi = [tuple(pos[x] for x in (m.split(" ") if isinstance(m, str) else m)) for m in tj["model"]["merges"]]
+    regex, digits = _read_pre_tokenizer(tj["pre_tokenizer"], lambda why: None)
+    counter = _core.BpeCounter(regex, individual_digits=digits, specials=[a["content"] for a in tj["added_tokens"]])
+    counter.count(docs("gsm8k-train", None))
+    v2, m2 = _core.bpe_train_super(counter, vb, mi, len(vb) + 8000, 1 << 30, 2, None, None)
+    cands = [(a, b, m) for a, b, m, _ in m2]
+
+    def encoder(sel):
+        extra = {m: len(vb) + k for k, (_, _, m) in enumerate(sel)}
+        g = lambda x: extra.get(x, x)  # noqa: E731
+        return _core.BpeEncoder([(b, k) for k, b in enumerate(vb)] + [(bytes(v2[m]), extra[m]) for _, _, m in sel],
+                                mi + [(g(a), g(b)) for a, b, _ in sel], ignore_merges=True, pattern=regex,
+                                individual_digits=digits, keep_unmatched=True)
+
+    enc = encoder([])
+    lines = lambda c: [x for d in docs(c, None) for x in d.split("\n") if x.strip()]  # noqa: E731
+    test = Reference.of([lines("wikitext2-test")], enc.split, enc.encode_ordinary)
+    gsm = "\n".join(docs("gsm8k-test", None))
+    n0 = len(enc.encode_ordinary(gsm))
+    out = {"candidates": len(cands), "rows": []}
+    refs = {"none": [], "wikitext2-valid": ["wikitext2-valid"], "wikitext2-valid+gutenberg": ["wikitext2-valid", "gutenberg"]}
+    for label, names in refs.items():
+        ref = Reference.of([lines(c) for c in names], enc.split, enc.encode_ordinary) if names else None
+        for pct in ((100.0,) if ref is None else (1.0, 0.25, 0.0)):
+            sel = select_stable(cands, 2000, len(vb), ref, pct).merges if ref else cands[:2000]
+            ch = select_stable(sel, 10**9, len(vb), test, 100.0).changed_lines[0]
+            row = {"reference": label, "max_changed_lines_pct": pct if ref else None, "kept": len(sel),
+                   "wikitext2_test_lines_identical": round(1 - ch / test.n_lines[0], 5),
+                   "gsm8k_test_bytes_per_token_gain_pct": round(100 * (n0 / len(encoder(sel).encode_ordinary(gsm)) - 1), 2)}
+            out["rows"].append(row)
+            print(row, flush=True)
+    res["3t_keep_stable_sweep"] = out
+
+
 def item6(work: Path, base: Path, res: dict) -> None:
     """Union of SmolLM2 with SmolLM2 + 2,000 GSM8K tokens: each member's re-indexed checkpoint vs the original."""
     import torch
@@ -323,6 +420,7 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/bench-surgery")
     ap.add_argument("--max-chars", type=int, default=20000)
     ap.add_argument("--items", default="1,2,3,4,5,8")
+    ap.add_argument("--inits", default=",".join(k for k, _ in INITS), help="item 3s: initialisers to measure")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: no spin-waiting on a loaded machine)")
     args = ap.parse_args()
     import torch
@@ -342,6 +440,8 @@ def main() -> None:
                     ("2", lambda: item2(work, base, res, args.max_chars, cache)),
                     ("3", lambda: item3(work, base, res, args.max_chars, cache)),
                     ("6", lambda: item6(work, base, res)),
+                    ("3t", lambda: item3t(base, res)),
+                    ("3s", lambda: item3s(work, base, res, args.max_chars, cache, args.inits.split(","))),
                     ("2b", lambda: item2b(work, base, res, args.max_chars, cache, [40960, 45056]))):
         if key in items:
             t0 = time.perf_counter()

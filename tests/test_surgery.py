@@ -239,6 +239,37 @@ def test_add_learned_tokens_are_real_merges(smol, tmp_path, require_asset):
     assert (np.linalg.norm(e[49152:], axis=1) <= cap * 1.01).all()
 
 
+def test_keep_stable_bounds_the_reference_lines(smol, tmp_path, require_asset):
+    """keep_stable: the simulated changes are the real tokenizer's, the bound holds on every reference corpus,
+    and refusing merges changes fewer lines than plain continued BPE."""
+    train = tmp_path / "gsm.txt"
+    train.write_text("\n".join(_lines(require_asset, "gsm8k-train", 1500)), encoding="utf-8")
+    ref_lines = _lines(require_asset, "wikitext2-valid", 600)
+    ref = tmp_path / "ref.txt"
+    ref.write_text("\n".join(ref_lines), encoding="utf-8")
+    reps = {}
+    for bound in (None, 0.2):
+        learn = {"corpora": ["g"], "n": 200}
+        if bound is not None:
+            learn["keep_stable"] = {"corpora": ["r"], "max_changed_lines_pct": bound}
+        reps[bound] = run(_recipe(tmp_path, {"version": 1, "base": str(smol),
+                                             "corpora": {"g": {"path": str(train)}, "r": {"path": str(ref)}},
+                                             "ops": [{"op": "add_tokens", "learn": learn}]}),
+                          tmp_path / f"out{bound}", progress=False)
+    ks = reps[0.2]["plan"]["ops"][0]["keep_stable"]
+    assert ks["kept"] == 200 and ks["refused"] > 0 and ks["max_changed_lines_pct"] == 0.2
+    r = reps[0.2]["checks"]["reachability"]
+    assert r["added_reachable"] == 200 and r["unreachable"] == 0
+    base_tok = _tok(smol)
+    changed = {}
+    for bound in reps:
+        tok = _tok(tmp_path / f"out{bound}")
+        changed[bound] = sum(a.ids != b.ids for a, b in zip(base_tok.encode_batch(ref_lines, add_special_tokens=False),
+                                                            tok.encode_batch(ref_lines, add_special_tokens=False)))
+    assert changed[0.2] == ks["corpora"]["r"]["changed_lines"] <= int(0.002 * len(ref_lines))
+    assert changed[None] > changed[0.2]
+
+
 def test_add_explicit_token(smol, tmp_path):
     out = tmp_path / "ex"
     run(_recipe(tmp_path, {"version": 1, "base": str(smol), "ops": [
@@ -418,3 +449,104 @@ def test_union_members_give_the_same_logits(smol, tmp_path, require_asset):
     # every union token its own text can produce is produced by the union tokenizer
     assert rep["union"]["unreachable_new"] == 0
     assert utok.get_vocab_size() == 49212
+    # emit: merged -> one checkpoint whose rows are the weighted mean of the members' re-indexed rows
+    merged = tmp_path / "merged"
+    body = {"version": 1, "base": str(smol), "models": {"gsm": {"path": str(other)}},
+            "ops": [{"op": "union", "with": ["gsm"], "emit": "merged", "weights": {"base": 3, "gsm": 1}}]}
+    rep = run(_recipe(tmp_path, body), merged, progress=False)
+    assert rep["union"]["weights"] == {"base": 0.75, "gsm": 0.25} and not (merged / "members").exists()
+    rows = {n: open_model_folder(f).read_embedding() for n, f in (("base", out), ("gsm", out / "members" / "gsm"),
+                                                                  ("merged", merged))}
+    assert np.abs(rows["merged"] - (0.75 * rows["base"] + 0.25 * rows["gsm"])).max() <= 1e-2  # bf16 storage
+    AutoModelForCausalLM.from_pretrained(str(merged))
+    body["ops"][0]["weights"] = {"nobody": 1}
+    with pytest.raises(TokbenchError, match=r"ops\[0\]\.weights\.nobody"):
+        run(_recipe(tmp_path, body), tmp_path / "bad", progress=False)
+
+
+def test_dtype_casts_streaming_and_refuses_lossy(smol, smol_untied, tmp_path):
+    """bf16 -> float32 is exact (same logits); float32 -> bfloat16 is refused at plan time unless allow_lossy,
+    then counted; `tensors: embeddings` touches only the embedding and head."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    up = tmp_path / "up"
+    rep = run(_recipe(tmp_path, {"version": 1, "base": str(smol), "ops": [{"op": "dtype", "to": "float32"}]}),
+              up, progress=False)
+    assert rep["dtype"]["changed_elements"] == 0 and rep["dtype"]["from"] == {"BF16": rep["dtype"]["tensors"]}
+    assert {d for d, _, _ in _tensors(up).values()} == {"F32"}
+    assert json.loads((up / "config.json").read_text())["torch_dtype"] == "float32"
+    ids = torch.tensor([[1, 200, 3000, 40000, 7]])
+    with torch.no_grad():
+        a = AutoModelForCausalLM.from_pretrained(str(smol), dtype=torch.float32)(ids).logits
+        b = AutoModelForCausalLM.from_pretrained(str(up), dtype=torch.float32)(ids).logits
+    assert torch.equal(a, b)
+
+    body = {"version": 1, "base": str(smol_untied), "ops": [{"op": "dtype", "to": "bfloat16"}]}
+    with pytest.raises(TokbenchError, match=r"ops\[0\].*float32 to bfloat16.*allow_lossy"):
+        run(_recipe(tmp_path, body), tmp_path / "no", progress=False)
+    assert not (tmp_path / "no").exists()
+    body["ops"][0].update(allow_lossy=True, tensors="embeddings")
+    down = tmp_path / "down"
+    rep = run(_recipe(tmp_path, body), down, progress=False)
+    kinds = {n: d for n, (d, _, _) in _tensors(down).items()}
+    assert kinds["model.embed_tokens.weight"] == kinds["lm_head.weight"] == "BF16"
+    assert {d for n, d in kinds.items() if n not in ("model.embed_tokens.weight", "lm_head.weight")} == {"F32"}
+    assert rep["dtype"]["tensors"] == 2 and rep["dtype"]["changed_elements"] > 0
+    index = json.loads((down / "model.safetensors.index.json").read_text())
+    assert index["metadata"]["total_size"] == sum(len(b) for _, _, b in _tensors(down).values())
+    AutoModelForCausalLM.from_pretrained(str(down))
+
+
+def test_add_tokens_refine_moves_only_new_rows(smol, tmp_path, require_asset):
+    """init.refine runs the shared refinement on the written folder: only the new rows can change, the record
+    is in the report, and a refine without a bound is refused naming its YAML path."""
+    train = tmp_path / "gsm.txt"
+    train.write_text("\n".join(_lines(require_asset, "gsm8k-train", 400)), encoding="utf-8")
+    body = {"version": 1, "base": str(smol), "corpora": {"g": {"path": str(train)}},
+            "ops": [{"op": "add_tokens", "learn": {"corpora": ["g"], "n": 40},
+                     "init": {"method": "subword", "refine": {"text": "g", "steps": 6, "window": 64,
+                                                              "max_chars": 20000}}}]}
+    out = tmp_path / "ref"
+    rep = run(_recipe(tmp_path, body), out, progress=False)
+    assert rep["refine"]["rows"] == 40 and rep["refine"]["returned"] in ("refined", "initial")
+    base, new = open_model_folder(smol).read_embedding(), open_model_folder(out).read_embedding()
+    assert np.array_equal(base, new[:49152])
+    plain = tmp_path / "plain"
+    body["ops"][0]["init"].pop("refine")
+    run(_recipe(tmp_path, body), plain, progress=False)
+    same = np.array_equal(open_model_folder(plain).read_embedding()[49152:], new[49152:])
+    assert same == (rep["refine"]["returned"] == "initial")
+    body["ops"][0]["init"]["refine"] = {"text": "g"}
+    with pytest.raises(TokbenchError, match=r"ops\[0\]\.init\.refine.*bound"):
+        run(_recipe(tmp_path, body), tmp_path / "bad", progress=False)
+
+
+def test_from_mergekit_converts_a_bundled_template_name(tmp_path, smol):
+    """chat_template: llama3 (a mergekit bundled name) is read from the templates folder (or the installed
+    mergekit), written next to the recipe, and the recipe runs; without either the error names the fix."""
+    from click.testing import CliRunner
+
+    from tokbench.cli import main
+    from tokbench.surgery.union import from_mergekit
+
+    folder = tmp_path / "mk"
+    folder.mkdir()
+    text = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    (folder / "llama3.jinja").write_text(text, encoding="utf-8")
+    cfg = tmp_path / "merge.yml"
+    cfg.write_text(f"base_model: {smol}\nmodels:\n  - model: {smol}\nchat_template: llama3\n", encoding="utf-8")
+    res = CliRunner().invoke(main, ["surgery", "--from-mergekit", str(cfg), "--mergekit-templates", str(folder),
+                                    "-o", str(tmp_path / "recipe.yml")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "chat_template.jinja").read_text(encoding="utf-8") == text
+    out = tmp_path / "out"
+    run(tmp_path / "recipe.yml", out, progress=False)
+    assert (out / "chat_template.jinja").read_text(encoding="utf-8") == text
+    try:
+        import mergekit  # noqa: F401
+    except ImportError:
+        with pytest.raises(TokbenchError, match="mergekit is not installed.*--mergekit-templates"):
+            from_mergekit({"base_model": "a", "chat_template": "mistral"}, files=tmp_path / "x")
+    with pytest.raises(TokbenchError, match="no alpaca.jinja"):
+        from_mergekit({"base_model": "a", "chat_template": "alpaca"}, files=tmp_path / "x", templates=folder)

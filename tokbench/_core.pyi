@@ -10,6 +10,8 @@ pool of that size (at most 4 such pools live at once; rust_ext/src/pool.rs).
 """
 from typing import Sequence
 
+import numpy
+
 def core_version() -> str: ...
 
 def token_bytes(tokens: Sequence[str], style: str) -> list[bytes | None]:
@@ -134,7 +136,7 @@ class BpeEncoder:
     def engine(self) -> str: ...
     def specials(self) -> list[tuple[str, int]]: ...
     def split(self, text: str) -> list[str]: ...
-    def encode_ordinary(self, text: str) -> list[int]: ...
+    def encode_ordinary(self, text: str, num_threads: int = 1, as_array: bool = False) -> list[int] | numpy.ndarray: ...
     def encode(self, text: str, allowed: Sequence[int] = ()) -> list[int]:
         """allowed: indices into specials()."""
     def find_special(self, text: str, mask: Sequence[bool]) -> int | None: ...
@@ -157,6 +159,11 @@ class BpeCounter:
         """(pre-token bytes, count), sorted by bytes."""
     def total(self) -> int: ...
     def __len__(self) -> int: ...
+    def to_tables(self, partitions: int) -> list[bytes]:
+        """map output: this table cut into `partitions` count-table blobs by FNV-1a 64 of the key
+        (rust_ext/src/table.rs: sorted keys, varint lengths and counts, checksum); GIL released."""
+    def add_table(self, blob: bytes) -> None:
+        """Add a count-table blob's counts into this table; ValueError on a corrupt blob."""
 
 class TrainProgress:
     def __init__(self) -> None: ...
@@ -187,3 +194,16 @@ def dynamic_merge(seqs: Sequence[Sequence[int]], cut: Sequence[Sequence[bool]], 
     total length <= target_len, or when no pair has count >= min_count; caps 0 = none.
     Returns (merged seqs, constituents of dynamic id n_base + k, [(left, right, merged, count)],
     total length after 0..k merges). ValueError on bad input. GIL released."""
+
+def table_merge(blobs: Sequence[bytes]) -> bytes:
+    """reduce: the sum of count-table blobs of one partition, as one blob (k-way merge in Rust, GIL
+    released); ValueError on a corrupt blob or blobs of different partitions."""
+def table_info(blob: bytes) -> dict:
+    """{partition, partitions, keys, total, bytes} of a count-table blob (checksum checked)."""
+def ngram_tables(tokens: bytes, offsets: bytes, max_order: int, partitions: int) -> list[bytes]:
+    """map of metrics on an executor: k-gram count tables of orders 1..max_order (tokens u32 LE, document
+    offsets u64 LE; keys: k ids as u32 big-endian), order-major, `partitions` blobs an order, each order
+    partitioned by the hash of the (k-1)-id context (rust_ext/src/table.rs); GIL released."""
+def ngram_table_stats(blob: bytes, order: int) -> dict:
+    """Integer statistics of a merged partition of an order-`order` k-gram table: n, distinct, singletons,
+    contexts, singleton_contexts, joint and ctx (lists of (count, how many), by count)."""

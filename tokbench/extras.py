@@ -13,6 +13,7 @@ EXTRA_OF = {
     "faiss": ("faiss-cpu", "transplant"),
     "gguf": ("gguf", "models"),
     "accelerate": ("accelerate", "models"),
+    "ray": ("ray", "ray"),
 }
 
 

@@ -9,6 +9,7 @@ pub mod pool;
 #[cfg(feature = "python")]
 pub mod pyargs;
 pub mod segment;
+pub mod table;
 pub mod token_bytes;
 
 #[cfg(feature = "python")]
@@ -312,17 +313,21 @@ mod python {
         res.iter().map(|c| xent_dict(py, c)).collect()
     }
 
+    /// The k-gram counts shared by ngram_stats and ngram_table_stats dicts.
+    fn set_counts(d: &Bound<'_, PyDict>, v: [u64; 5]) -> PyResult<()> {
+        for (k, x) in ["n", "distinct", "singletons", "contexts", "singleton_contexts"].iter().zip(v) {
+            d.set_item(*k, x)?;
+        }
+        Ok(())
+    }
+
     fn stats_dict<'py>(
         py: Python<'py>,
         s: &crate::ngram::OrderStats,
     ) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new_bound(py);
         d.set_item("order", s.order)?;
-        d.set_item("n", s.n)?;
-        d.set_item("distinct", s.distinct)?;
-        d.set_item("singletons", s.singletons)?;
-        d.set_item("contexts", s.contexts)?;
-        d.set_item("singleton_contexts", s.singleton_contexts)?;
+        set_counts(&d, [s.n, s.distinct, s.singletons, s.contexts, s.singleton_contexts])?;
         d.set_item("block_entropy", s.block_entropy)?;
         d.set_item("block_entropy_mm", s.block_entropy_mm)?;
         d.set_item("conditional_entropy", s.conditional_entropy)?;
@@ -410,6 +415,56 @@ mod python {
     }
     // ---- end dynamic batch merging --------------------------------------------------------------
 
+    // ---- count tables (table.rs): what map tasks ship and reducers merge ------------------------
+    /// reduce: merge count-table blobs of one partition into one blob (GIL released).
+    #[pyfunction]
+    fn table_merge<'py>(py: Python<'py>, blobs: Vec<PyBackedBytes>) -> PyResult<Bound<'py, PyBytes>> {
+        let out = py.allow_threads(|| {
+            let refs: Vec<&[u8]> = blobs.iter().map(|b| &b[..]).collect();
+            crate::table::merge(&refs)
+        });
+        Ok(PyBytes::new_bound(py, &out.map_err(PyValueError::new_err)?))
+    }
+
+    /// The header of a count-table blob (checksum checked): partition, partitions, keys, total.
+    #[pyfunction]
+    fn table_info<'py>(py: Python<'py>, blob: &[u8]) -> PyResult<Bound<'py, PyDict>> {
+        let h = crate::table::header(blob).map_err(PyValueError::new_err)?;
+        let d = PyDict::new_bound(py);
+        d.set_item("partition", h.partition)?;
+        d.set_item("partitions", h.partitions)?;
+        d.set_item("keys", h.keys)?;
+        d.set_item("total", h.total)?;
+        d.set_item("bytes", blob.len())?;
+        Ok(d)
+    }
+    /// map of `tokbench metrics` on an executor: k-gram tables of orders 1..=max_order of the token
+    /// stream (u32 little-endian tokens, u64 offsets), order-major, `partitions` blobs an order.
+    #[pyfunction]
+    fn ngram_tables<'py>(py: Python<'py>, tokens: PyBackedBytes, offsets: PyBackedBytes, max_order: i64,
+                         partitions: u32) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+        let k = to_order(max_order)?;
+        let blobs = py.allow_threads(|| -> PyResult<_> {
+            let t = u32_le(&tokens, "tokens")?;
+            let o = u64_le(&offsets, "offsets")?;
+            crate::table::ngram_tables(&t, &o, k, partitions).map_err(PyValueError::new_err)
+        })?;
+        Ok(blobs.iter().map(|b| PyBytes::new_bound(py, b)).collect())
+    }
+
+    /// The integer statistics of a merged partition of an order-`order` k-gram table: n, distinct,
+    /// singletons, contexts, singleton_contexts, joint and ctx ([(count, how many)], count order).
+    #[pyfunction]
+    fn ngram_table_stats<'py>(py: Python<'py>, blob: &[u8], order: usize) -> PyResult<Bound<'py, PyDict>> {
+        let p = py.allow_threads(|| crate::table::ngram_part(blob, order)).map_err(PyValueError::new_err)?;
+        let d = PyDict::new_bound(py);
+        set_counts(&d, [p.n, p.distinct, p.singletons, p.contexts, p.singleton_contexts])?;
+        d.set_item("joint", p.joint.into_iter().collect::<Vec<_>>())?;
+        d.set_item("ctx", p.ctx.into_iter().collect::<Vec<_>>())?;
+        Ok(d)
+    }
+    // ---- end count tables -------------------------------------------------------------------------
+
     #[pymodule]
     fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add_function(wrap_pyfunction!(core_version, m)?)?;
@@ -417,6 +472,10 @@ mod python {
         m.add_class::<PySegmenter>()?;
         add_ngram(m)?;
         m.add_function(wrap_pyfunction!(dynamic_merge, m)?)?;
+        m.add_function(wrap_pyfunction!(table_merge, m)?)?;
+        m.add_function(wrap_pyfunction!(table_info, m)?)?;
+        m.add_function(wrap_pyfunction!(ngram_tables, m)?)?;
+        m.add_function(wrap_pyfunction!(ngram_table_stats, m)?)?;
         crate::bpe::py::register(m)?;
         Ok(())
     }

@@ -86,7 +86,8 @@ class BPE:
         self.source = source
         self._specials: list[tuple[str, int]] = core.specials()
         self._special_index = {s: i for i, (s, _) in enumerate(self._specials)}
-        if not nfc:  # the hot per-text call goes straight to Rust (same result, no Python frame)
+        if not nfc:  # the hot per-text call goes straight to Rust (same result, no Python frame;
+            # a negative num_threads is a ValueError there, a LimitError here)
             self.encode_ordinary = core.encode_ordinary
 
     # ---- construction -------------------------------------------------------------------
@@ -304,9 +305,15 @@ class BPE:
         """The pre-tokens of text (after NFC when the tokenizer normalises), specials not split."""
         return self._core.split(self._norm(text))
 
-    def encode_ordinary(self, text: str) -> list[int]:
-        """Ids of text; special-token strings are ordinary text."""
-        return self._core.encode_ordinary(self._norm(text))
+    def encode_ordinary(self, text: str, *, num_threads: int = 1, as_array: bool = False):
+        """Ids of text; special-token strings are ordinary text.
+
+        num_threads > 1 (0: all cores) encodes one long text on that many threads: it is cut where
+        the pre-tokenizer always has a boundary (GPT-2, cl100k / Llama 3 and Qwen2 patterns; other
+        patterns run on one thread) and the spans are encoded in parallel, with the same ids.
+        as_array=True returns a read-only numpy uint32 array instead of a list (no Python int per
+        id: the fastest way to get many ids out)."""
+        return self._core.encode_ordinary(self._norm(text), limits.threads(num_threads), as_array)
 
     def encode(self, text: str, *, allowed_special: SpecialSet = frozenset(),
                disallowed_special: SpecialSet = "all") -> list[int]:

@@ -28,6 +28,7 @@ import base64
 import json
 import os
 import threading
+import time
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -110,6 +111,7 @@ def _iter_txt(path: Path, stats: CountStats) -> Iterator[str]:
 
 def _iter_jsonl(path: Path, text_field, stats: CountStats) -> Iterator[str]:
     from tokbench.assets.corpus import record_text
+    from tokbench.exec.shards import parse_record
 
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
@@ -120,15 +122,7 @@ def _iter_jsonl(path: Path, text_field, stats: CountStats) -> Iterator[str]:
                 continue
             if not line.strip():
                 continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise TokbenchError(f"line {lineno} is not JSON ({exc.msg})", path=path,
-                                    fix="pass a JSONL file, one JSON object per line") from None
-            if not isinstance(rec, dict):
-                raise TokbenchError(f"line {lineno} is not a JSON object", path=path,
-                                    fix="pass a JSONL file, one JSON object per line")
-            yield record_text(rec, text_field, path=path, lineno=lineno)
+            yield record_text(parse_record(line, f"line {lineno}", path), text_field, path=path, lineno=lineno)
 
 
 def _iter_file(path: Path, text_field, stats: CountStats) -> Iterator[str]:
@@ -445,33 +439,81 @@ def count_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike], counte
     with _bar(total, "counting", "B", progress) as bar:
         count_texts(iter_texts(paths, text_field, stats), counter, num_threads=num_threads,
                     stats=stats, progress=bar, also=also)
+    _counted(stats, counter, paths, stacklevel=4)
+    return stats
+
+
+def _counted(stats: CountStats, counter: "_core.BpeCounter", inputs, stacklevel: int) -> None:
+    """After counting: one warning for the non-UTF-8 lines skipped; TokbenchError when nothing was counted."""
     if stats.non_utf8_lines:
         where = ", ".join(f"{f} ({n})" for f, n in list(stats.non_utf8_files.items())[:3])
         warnings.warn(f"{stats.non_utf8_lines} non-UTF-8 lines ({stats.non_utf8_bytes} bytes) were not "
-                      f"counted: {where}", NonUtf8Warning, stacklevel=3)
+                      f"counted: {where}", NonUtf8Warning, stacklevel=stacklevel)
     if len(counter) == 0:
-        names = ", ".join(str(p) for p in paths) or "no inputs"
+        names = ", ".join(str(p) for p in inputs) or "no inputs"
         raise TokbenchError(f"the corpus is empty ({names}: no UTF-8 text to count)",
                             fix="pass files holding text")
-    return stats
+
+
+def count_engine(inputs: str | os.PathLike | Sequence[str | os.PathLike], counter: "_core.BpeCounter", *,
+                 special_tokens: Sequence[str] = (), also: Sequence["_core.BpeCounter"] = (), text_field=None,
+                 engine: str = "process", workers: int | None = None, ray_address: str | None = None,
+                 shard_bytes: int | None = None, partitions: int | None = None, num_threads: int = 0,
+                 progress: bool = True, _kill_once: str | None = None) -> tuple[CountStats, dict]:
+    """count_inputs on an executor (tokbench.exec): shards of files / folders / globs / corpus names /
+    fsspec URLs are counted by map tasks into hash-partitioned Rust tables and reduced partition by
+    partition into `counter` (and the `also` counters, which must share `special_tokens`). The counts are
+    the same whatever the engine, workers, shard size or partitions. Returns (stats, the run's record:
+    engine, shards counted, shipped sizes, seconds per phase)."""
+    from tokbench import exec as ex
+
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    t0 = time.perf_counter()
+    shards = ex.plan_shards(list(inputs), shard_bytes, text_field)
+    parts = limits.at_least("partitions", ex.DEFAULT_PARTITIONS if partitions is None else partitions, 1, 65536)
+    tables = tuple(ex.TableSpec(c.pattern, tuple(special_tokens)) for c in (counter, *also))
+    task = ex.CountTask(tables, parts, threads=limits.threads(num_threads) if engine == "inline" else 1,
+                        kill_once=_kill_once)
+    t_plan = time.perf_counter() - t0
+    with ex.make_executor(engine, workers, ray_address=ray_address) as executor:
+        t1 = time.perf_counter()
+        record = ex.run_count(task, shards, executor, [counter, *also], progress=progress)
+        record["seconds"] = {"plan": round(t_plan, 3), "start": round(t1 - t0 - t_plan, 3), **record["seconds"]}
+    stats = CountStats(texts=record["texts"], bytes=record["bytes"], non_utf8_lines=record["non_utf8_lines"],
+                       non_utf8_bytes=record["non_utf8_bytes"], non_utf8_files=dict(record["non_utf8_files"]))
+    _counted(stats, counter, inputs, stacklevel=3)
+    return stats, record
 
 
 def train(inputs: str | os.PathLike | Sequence[str | os.PathLike], vocab_size: int, pattern: str | None = "gpt2",
           special_tokens: Sequence[str] = (), min_frequency: int = 2, max_token_length: int | None = None,
           num_threads: int = 0, text_field: str | Sequence[str] | None = None, *,
-          counts: "_core.BpeCounter | None" = None, progress: bool = True) -> Trained:
+          counts: "_core.BpeCounter | None" = None, progress: bool = True, engine: str | None = None,
+          workers: int | None = None, ray_address: str | None = None) -> Trained:
     """Train a byte-level BPE of vocab_size tokens (specials included) on files / folders / corpus names.
 
     counts: a counter already filled (e.g. from load_counts); inputs are then added to it.
+    engine: inline | process | ray: count on that executor (count_engine; the same counts); None: in
+    this process on num_threads (count_inputs). The run's record is in `meta["engine"]`.
     """
     check_vocab_size(vocab_size, special_tokens)
     regex = resolve_pattern(pattern)
     counter = counts if counts is not None else new_counter(pattern, special_tokens)
-    stats = count_inputs(inputs, counter, text_field=text_field, num_threads=num_threads, progress=progress)
-    return train_counts(counter, vocab_size, pattern=regex, special_tokens=special_tokens,
-                        min_frequency=min_frequency, max_token_length=max_token_length,
-                        stats=stats, progress=progress)
+    record = None
+    if engine is None:
+        stats = count_inputs(inputs, counter, text_field=text_field, num_threads=num_threads, progress=progress)
+    else:
+        stats, record = count_engine(inputs, counter, special_tokens=special_tokens, text_field=text_field,
+                                     engine=engine, workers=workers, ray_address=ray_address,
+                                     num_threads=num_threads, progress=progress)
+    trained = train_counts(counter, vocab_size, pattern=regex, special_tokens=special_tokens,
+                           min_frequency=min_frequency, max_token_length=max_token_length,
+                           stats=stats, progress=progress)
+    if record is not None:
+        trained.meta["engine"] = record
+    return trained
 
 
-__all__ = ["check_vocab_size", "CountStats", "NonUtf8Warning", "ShortVocabWarning", "Trained", "shortfall", "count_inputs", "count_texts", "iter_texts", "load_counts",
+__all__ = ["check_vocab_size", "CountStats", "NonUtf8Warning", "ShortVocabWarning", "Trained", "shortfall", "count_engine", "count_inputs", "count_texts", "iter_texts", "load_counts",
            "new_counter", "run_cancellable", "save_counts", "train", "train_counts"]

@@ -178,3 +178,51 @@ def stats(tokenizer, corpus, mode, batch, merges, shorter_pct, pct_of_word_level
     tps = r["kernel_tokens_per_s"]
     click.echo(f"time               {r['seconds']:.2f} s total, {r['kernel_seconds']:.3f} s in the kernel"
                + (f" ({tps / 1e6:.2f}M tokens/s)" if tps else ""))
+
+
+@dynamic.command("ann")
+@click.option("--model", "-m", default="smollm2-135m", show_default=True, help="Causal LM asset name or folder.")
+@click.option("--rows", "n_rows", default=1_000_000, show_default=True, type=click.IntRange(1, 20_000_000),
+              help="Output rows: the model's head plus merged-token rows up to this many.")
+@click.option("--index", "kind", type=click.Choice(["ivf", "hnsw", "flat"]), default="ivf", show_default=True)
+@click.option("--storage", type=click.Choice(["fp16", "fp32", "sq8"]), default="fp16", show_default=True)
+@click.option("--queries", default=256, show_default=True, type=click.IntRange(1, 100_000),
+              help="Real final hidden states (WikiText-2 test positions).")
+@click.option("--k", default=20, show_default=True, type=click.IntRange(1, 1024), help="Candidates per step.")
+@click.option("--nlist", default=None, type=click.IntRange(1, 1_000_000), help="IVF cells (default 4 sqrt(rows)).")
+@click.option("--nprobe", default=64, show_default=True, type=click.IntRange(1, 1_000_000), help="IVF cells searched.")
+@click.option("--hnsw-m", default=32, show_default=True, type=click.IntRange(2, 256), help="HNSW links per node.")
+@click.option("--ef-construction", default=64, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--ef-search", default=256, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--rerank", default=64, show_default=True, type=click.IntRange(1, 4096),
+              help="Candidates fetched from the index and rescored exactly.")
+@click.option("--threads", default=2, show_default=True, type=click.IntRange(0, 4096), help="BLAS / faiss threads.")
+@click.option("--repeats", default=30, show_default=True, type=click.IntRange(1, 100_000),
+              help="Timed searches at batch 1 (a quarter of them at batch 32).")
+@click.option("--no-baseline", is_flag=True, help="Skip timing the exact fp32 matmul (saves a second copy in memory).")
+@click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False), help="Write the results here.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def ann(model, n_rows, kind, storage, queries, k, nlist, nprobe, hnsw_m, ef_construction, ef_search, rerank, threads,
+        repeats, no_baseline, json_out, quiet):
+    """Build an ANN index over a huge output vocabulary and measure it against the exact matmul (with bias)."""
+    from tokbench.dynamic.ann_data import run_ann
+    from tokbench.outputs import atomic_write
+
+    r = run_ann(model, n_rows, kind=kind, storage=storage, queries=queries, k=k, threads=threads, rerank=rerank,
+                nlist=nlist, nprobe=nprobe, m=hnsw_m, ef_construction=ef_construction, ef_search=ef_search,
+                baseline=not no_baseline, repeats=repeats, progress=not quiet)
+    if json_out:
+        atomic_write(json_out, json.dumps(r, indent=1))
+    ix = r["index"]
+    click.echo(f"{r['rows']:,} rows x {r['dim']} ({r['n_base']:,} head, {r['n_dynamic']:,} dynamic, "
+               f"{r['n_ngram']:,} n-gram; fp16), {r['queries']} queries, k={k}, {threads} threads")
+    click.echo(f"index    {ix['params']}")
+    click.echo(f"recall   @1 {ix['recall@1']:.3f}  @{k} {ix[f'recall@{k}']:.3f}  top-1 agreement {ix['top1']:.3f}  "
+               f"mass outside {ix['mass_outside_mean']:.3f}")
+    if "cosine" in r:
+        click.echo(f"cosine   @{k} {r['cosine'][f'recall@{k}']:.3f}  top-1 agreement {r['cosine']['top1']:.3f} (exact cosine search)")
+    click.echo(f"latency  batch 1 {ix['latency_b1_s'] * 1e3:.2f} ms, batch 32 {ix['latency_b32_s'] * 1e3:.2f} ms"
+               + (f"; exact {r['exact']['latency_b1_s'] * 1e3:.2f} / {r['exact']['latency_b32_s'] * 1e3:.2f} ms "
+                  f"({r['speedup_b1']:.1f}x at batch 1)" if "exact" in r else ""))
+    click.echo(f"build    {ix['build_s']:.1f} s, index {ix['index_bytes'] / 2**20:.0f} MiB, RSS {r['rss_bytes'] / 2**20:.0f} MiB "
+               f"(peak {r['peak_rss_bytes'] / 2**20:.0f} MiB)")

@@ -101,13 +101,42 @@ def to_csv(rows: list[dict]) -> str:
 @tokenizer_corpus_options
 @click.option("--json", "as_json", is_flag=True, help="Print everything as JSON.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print one CSV row per tokenizer x corpus.")
+@click.option("--engine", default=None, type=click.Choice(["inline", "process", "ray"]),
+              help="Count on an executor (tokbench.metrics.counting): the count-based metrics only (bytes/token, "
+                   "entropies, H_1..H_k), the same values on every engine [none: everything in memory].")
+@click.option("--workers", default=None, type=click.IntRange(min=1, max=4096),
+              help="--engine process / ray: tasks at once [all cores].")
+@click.option("--ray-address", default=None, help="--engine ray: auto or HOST:PORT [a local cluster].")
+@click.option("--shard-size", default=None, type=click.IntRange(min=1024),
+              help="--engine: bytes of JSONL per map task (a text file is one document, so one task) [64 MiB].")
 def metrics(tokenizers, corpora, parity, no_parity, alpha, max_order, limit_bytes, text_field, quiet,
-            as_json, as_csv) -> None:
+            as_json, as_csv, engine, workers, ray_address, shard_size) -> None:
     """Bytes/token, fertility, Rényi efficiency, H_1..H_k, compression and parity of each
     TOKENIZER on each CORPUS. Missing values print as — (JSON null) with the reason."""
     from tokbench.metrics import flat_rows
 
-    data = run_from_options(tokenizers, corpora, parity, no_parity, alpha, max_order, limit_bytes, text_field, quiet)
+    if engine is not None:
+        import shlex
+        import sys
+
+        from tokbench.errors import TokbenchError
+        from tokbench.metrics.counting import run_count_metrics
+
+        if limit_bytes is not None or parity:
+            raise TokbenchError("--limit-bytes and --parity do not apply with --engine",
+                                fix="drop them, or run without --engine")
+        data = run_count_metrics(list(tokenizers), list(corpora), engine=engine, workers=workers,
+                                 ray_address=ray_address, alpha=alpha, max_order=max_order, text_field=text_field,
+                                 shard_bytes=shard_size, progress=not quiet)
+        data["command"] = "tokbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    elif workers is not None or ray_address is not None or shard_size is not None:
+        from tokbench.errors import TokbenchError
+
+        raise TokbenchError("--workers, --ray-address and --shard-size need --engine",
+                            fix="add --engine process (or ray)")
+    else:
+        data = run_from_options(tokenizers, corpora, parity, no_parity, alpha, max_order, limit_bytes, text_field,
+                                quiet)
     if as_json:
         click.echo(to_json(data))
         return

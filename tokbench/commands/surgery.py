@@ -23,11 +23,14 @@ def _print_plan(p: dict) -> None:
               "--from-mergekit: the recipe file to write.")
 @click.option("--from-mergekit", "mergekit", type=click.Path(dir_okay=False), default=None,
               help="Convert a mergekit merge config (tokenizer / tokenizer_source / chat_template) into a recipe.")
+@click.option("--mergekit-templates", "templates", type=click.Path(file_okay=False), default=None,
+              help="With --from-mergekit: folder of mergekit's bundled chat templates (NAME.jinja) for "
+              "chat_template: llama3 / mistral / alpaca / exaone (default: the installed mergekit package).")
 @click.option("--dry-run", is_flag=True, help="Print the plan (per op: tokens added/removed/renamed, final size, "
               "padded rows, row initialisers) and write nothing.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def surgery(recipe, out, mergekit, dry_run, overwrite, as_json) -> None:
+def surgery(recipe, out, mergekit, templates, dry_run, overwrite, as_json) -> None:
     """Apply the surgery RECIPE (YAML) to its base model and write the edited model to OUT."""
     from pathlib import Path
 
@@ -44,7 +47,7 @@ def surgery(recipe, out, mergekit, dry_run, overwrite, as_json) -> None:
         dest = Path(out)
         if dest.exists() and not overwrite:
             raise TokbenchError("recipe file exists", path=dest, fix="pass --overwrite or choose another -o")
-        body = from_mergekit(mergekit, files=dest.absolute().parent)
+        body = from_mergekit(mergekit, files=dest.absolute().parent, templates=templates)
         dest.write_text(yaml.safe_dump(body, sort_keys=False, allow_unicode=True), encoding="utf-8")
         click.echo(f"wrote {dest}: {len(body.get('ops', []))} ops ({', '.join(o['op'] for o in body.get('ops', []))})")
         return

@@ -16,8 +16,19 @@ import click
 @click.option("--special", "specials", multiple=True, help="A special token (repeatable); ids after the merges.")
 @click.option("--min-frequency", default=2, show_default=True, type=click.IntRange(min=1), help="Stop when the best pair is rarer.")
 @click.option("--max-token-length", default=None, type=click.IntRange(min=1), help="Longest token, in bytes.")
-@click.option("--threads", default=0, type=click.IntRange(min=0), help="Counting threads (0: all cores).")
+@click.option("--threads", default=0, type=click.IntRange(min=0), help="Counting threads (0: all cores) of --engine inline (and of process with a one-shard input).")
 @click.option("--text-field", default=None, help="JSONL field(s) holding the text ('question,answer').")
+@click.option("--engine", default="process", show_default=True, type=click.Choice(["inline", "process", "ray"]),
+              help="Where the counting runs: inline (this process, --threads), process (a process pool), "
+                   "ray (Ray tasks; pip install 'tokbench[ray]'). The counts are the same.")
+@click.option("--workers", default=None, type=click.IntRange(min=1, max=4096),
+              help="process / ray: tasks at once [all cores; ray: the local cluster's CPUs].")
+@click.option("--ray-address", default=None,
+              help="ray: auto or HOST:PORT of a running cluster [none: start a local one and shut it down].")
+@click.option("--shard-size", default=None, type=click.IntRange(min=1024),
+              help="Bytes of input per map task, cut at document boundaries [64 MiB].")
+@click.option("--partitions", default=None, type=click.IntRange(min=1, max=65536),
+              help="Hash partitions of the count tables (one reduce task each) [16].")
 @click.option("--save-counts", type=click.Path(dir_okay=False), help="Also write the pre-token counts here.")
 @click.option("--load-counts", multiple=True, type=click.Path(dir_okay=False),
               help="Start from saved counts (repeatable: the tables are summed).")
@@ -41,7 +52,7 @@ import click
 @click.option("--candidates", default=None, type=int,
               help="compress: most frequent pairs compared by the code-length objective [16].")
 def train(corpus, vocab_size, pattern, specials, min_frequency, max_token_length, threads, text_field,
-          save_counts, load_counts, tiktoken_file, out_dir, overwrite, quiet, mode, transition, max_words, run_pattern,
+          engine, workers, ray_address, shard_size, partitions, save_counts, load_counts, tiktoken_file, out_dir, overwrite, quiet, mode, transition, max_words, run_pattern,
           strategy, candidates) -> None:
     """Train a byte-level BPE on CORPUS (files, folders, corpus asset names; text or JSONL) and write
     OUT/tokenizer.json (loads in tokenizers and transformers)."""
@@ -68,13 +79,14 @@ def train(corpus, vocab_size, pattern, specials, min_frequency, max_token_length
     counter = bpe.new_counter(pattern, specials)
     for f in load_counts:
         bpe.load_counts(f, counter)
+    record = None
     if corpus:
-        stats = bpe.CountStats()
-        from tqdm.auto import tqdm
-
-        with tqdm(desc="counting", unit="B", unit_scale=True, disable=quiet, leave=False) as bar:
-            bpe.count_texts(bpe.iter_texts(corpus, text_field, stats), counter, num_threads=threads,
-                            stats=stats, progress=bar, also=[runs] if runs is not None else [])
+        with warnings.catch_warnings():  # said below, as one line
+            warnings.simplefilter("ignore", bpe.NonUtf8Warning)
+            stats, record = bpe.count_engine(
+                list(corpus), counter, special_tokens=specials, also=[runs] if runs is not None else [],
+                text_field=text_field, engine=engine, workers=workers, ray_address=ray_address,
+                shard_bytes=shard_size, partitions=partitions, num_threads=threads, progress=not quiet)
         if stats.non_utf8_lines:
             click.echo(f"warning: {stats.non_utf8_lines} non-UTF-8 lines ({stats.non_utf8_bytes} bytes) not "
                        f"counted, in {', '.join(list(stats.non_utf8_files)[:3])}", err=True)
@@ -111,6 +123,11 @@ def train(corpus, vocab_size, pattern, specials, min_frequency, max_token_length
                "warnings": short, "merges": len(trained.merges),
                "distinct_pretokens": len(counter), "bytes_counted": stats.bytes,
                "non_utf8_lines": stats.non_utf8_lines, "count_s": round(t1 - t0, 3), "train_s": round(t2 - t1, 3)}
+    if record is not None:
+        shards = record["shards"]
+        summary["engine"] = {k: v for k, v in record.items() if k not in ("shards", "non_utf8_files")}
+        summary["engine"]["shards"] = len(shards)
+    report = summary if record is None else {**summary, "shards_counted": record["shards"]}
     written = trained.save_folder(out_dir, overwrite=overwrite, inputs=inputs, tiktoken=tiktoken_file,
-                                  report=summary)
+                                  report=report)
     click.echo(json.dumps({**summary, "written": [str(p) for p in written]}, indent=1))

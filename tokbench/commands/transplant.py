@@ -5,6 +5,7 @@ import json
 
 import click
 
+from tokbench.embeddings.refine import LOSSES
 from tokbench.transplant.core import METHODS, NUMBER_POLICIES
 
 
@@ -26,6 +27,16 @@ from tokbench.transplant.core import METHODS, NUMBER_POLICIES
                    "auto (the method for omp with a donor, else the decomposition).")
 @click.option("--eval", "eval_text", default=None, help="Text file or corpus asset: bits/byte before and after.")
 @click.option("--max-chars", type=int, default=None, help="Evaluate on the first N characters of --eval.")
+@click.option("--refine", "refine", type=float, default=None, metavar="SECONDS",
+              help="Then optimise only the new rows for at most SECONDS by self-distillation from BASE on --refine-text.")
+@click.option("--refine-steps", type=int, default=None, help="Bound the refinement by optimiser steps (with or "
+              "without --refine).")
+@click.option("--refine-text", default=None, help="Text file or corpus asset to refine on (last tenth held out for "
+              "early stopping).")
+@click.option("--refine-max-chars", type=int, default=400_000, show_default=True,
+              help="Refine on the first N characters of --refine-text.")
+@click.option("--refine-lr", type=float, default=None, help="Adam learning rate of the row deltas [default: 1e-3].")
+@click.option("--refine-loss", type=click.Choice(LOSSES), default=None, help="Refinement loss [default: distill].")
 @click.option("--device", default=None, help="torch device (default: cuda when present, else cpu).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it is a folder tokbench wrote earlier.")
@@ -33,7 +44,8 @@ from tokbench.transplant.core import METHODS, NUMBER_POLICIES
 @click.option("-o", "--out", required=True, help="Output model folder (new or empty; see --overwrite).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def transplant(base, target, donor, method, aux_embedder, k, ridge, blend, global_weight, temperature, top_k,
-               numbers, eval_text, max_chars, device, seed, overwrite, no_cache, out, as_json) -> None:
+               numbers, eval_text, max_chars, refine, refine_steps, refine_text, refine_max_chars, refine_lr,
+               refine_loss, device, seed, overwrite, no_cache, out, as_json) -> None:
     """Write a copy of BASE (model folder or asset) that speaks the tokenizer TARGET into OUT."""
     from tokbench.assets import home
     from tokbench.transplant import transplant as run
@@ -42,7 +54,9 @@ def transplant(base, target, donor, method, aux_embedder, k, ridge, blend, globa
     report = run(base, target, out, donor=donor, method=method, aux_embedder=aux_embedder, k=k, ridge=ridge,
                  blend=blend, global_weight=global_weight, temperature=temperature, top_k=top_k, eval_text=eval_text,
                  eval_max_chars=max_chars, overwrite=overwrite, seed=seed, device=device, cache_dir=cache,
-                 numbers=numbers)
+                 numbers=numbers, refine=refine, refine_steps=refine_steps, refine_text=refine_text,
+                 refine_max_chars=refine_max_chars,
+                 refine_options={k: v for k, v in (("lr", refine_lr), ("loss", refine_loss)) if v is not None})
     if as_json:
         click.echo(json.dumps(report, indent=2, ensure_ascii=False))
         return
@@ -60,4 +74,10 @@ def transplant(base, target, donor, method, aux_embedder, k, ridge, blend, globa
         click.echo(f"  bits/byte on {ev['text']} ({ev['after']['bytes_covered']:,} bytes): before "
                    f"{ev['before']['bits_per_byte']:.4f}, after {ev['after']['bits_per_byte']:.4f}, "
                    f"ratio {ev['ratio']:.4f}")
+    rf = report.get("refine")
+    if rf:
+        ho = rf["held_out"]
+        click.echo(f"  refined {rf['rows']:,} rows on {rf['text']}: {rf['steps']} steps in {rf['seconds']} s "
+                   f"(stopped: {rf['stopped']}), held-out bits/byte {ho['initial_bpb']:.4f} -> {ho['best_bpb']:.4f} "
+                   f"({rf['returned']} rows, best step {rf['best_step']})")
     click.echo(f"  seconds: " + ", ".join(f"{k} {v}" for k, v in report["seconds"].items()))

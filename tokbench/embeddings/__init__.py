@@ -31,6 +31,9 @@ Statistics: `RowStats.of(base_rows, reference)` gives the mean, std and norm cap
 rows (default every row); pass `stats=` to share one across calls. `cap=True` caps any method's rows at the
 typical reference norm (omp and tokenadapt always cap). `NewTokens.subword_only` forces the decomposition
 mean for chosen ids. `assemble(size, fill, parts)` builds a full table from copied and new rows.
+Refinement: `refine_rows(teacher_dir, student_dir, new_ids, text, seconds=.., steps=..)` optimises only the
+new rows of an edited model folder by self-distillation from the model before the edit (tokbench/embeddings/
+refine.py); returns `Refined(rows, head_rows, record)`.
 Numerics are those transplant has always used: same operations in the same order, same seeds.
 """
 from tokbench.embeddings.aux import DEFAULT_AUX, AuxEmbedder, AuxSpace, aux_space, token_texts
@@ -40,11 +43,12 @@ from tokbench.embeddings.make import METHODS, make_rows
 from tokbench.embeddings.norms import cap_mask, cap_norms
 from tokbench.embeddings.omp import (SpaceLookup, apply_codes, batch_omp, candidate_ks, centred_cosine, choose_omp,
                                      donor_space, omp_rows, table_space)
+from tokbench.embeddings.refine import LOSSES as REFINE_LOSSES, Refined, check_refine_args, refine_rows
 from tokbench.embeddings.request import NewRows, NewTokens, RowStats
 from tokbench.embeddings.subword import linear_decay, position_mean_rows, subword_rows
 from tokbench.embeddings.tokenadapt import tokenadapt_rows
 
-__all__ = ["DEFAULT_AUX", "METHODS", "AuxEmbedder", "AuxSpace", "NewRows", "NewTokens", "RowStats", "SpaceLookup",
+__all__ = ["DEFAULT_AUX", "METHODS", "REFINE_LOSSES", "Refined", "check_refine_args", "refine_rows", "AuxEmbedder", "AuxSpace", "NewRows", "NewTokens", "RowStats", "SpaceLookup",
            "apply_codes", "assemble", "aux_space", "baseline_rows", "batch_omp", "candidate_ks", "cap_mask",
            "cap_norms", "centred_cosine", "choose_omp", "copy_rows", "donor_space", "fill_row", "linear_decay",
            "make_rows", "omp_rows", "position_mean_rows", "subword_rows", "table_space", "token_texts", "tokenadapt_rows"]

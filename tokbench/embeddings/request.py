@@ -8,6 +8,9 @@ import numpy as np
 
 from tokbench.errors import TokbenchError
 
+_WHOLE = 1 << 27  # reference rows x dim up to which the statistics use one copy (512 MB of float32)
+_BLOCK = 8192
+
 
 @dataclass
 class NewTokens:
@@ -67,9 +70,24 @@ class RowStats:
     @classmethod
     def of(cls, rows: np.ndarray, reference=None) -> "RowStats":
         ref = np.arange(rows.shape[0], dtype=np.int64) if reference is None else np.asarray(reference, dtype=np.int64)
-        ref_rows = rows[ref] if len(ref) else rows
-        return cls(mean=ref_rows.mean(axis=0), std=ref_rows.std(axis=0),
-                   cap=float(np.median(np.linalg.norm(ref_rows, axis=1))), reference=ref)
+        if len(ref) * rows.shape[1] <= _WHOLE:
+            ref_rows = rows[ref] if len(ref) else rows
+            return cls(mean=ref_rows.mean(axis=0), std=ref_rows.std(axis=0),
+                       cap=float(np.median(np.linalg.norm(ref_rows, axis=1))), reference=ref)
+        # a large table (7B scale: 109k x 4096): two passes over blocks, no full copy of the reference rows
+        blocks = [ref[i:i + _BLOCK] for i in range(0, len(ref), _BLOCK)]
+        total = np.zeros(rows.shape[1], dtype=np.float64)
+        norms = []
+        for b in blocks:
+            part = rows[b]
+            total += part.sum(axis=0, dtype=np.float64)
+            norms.append(np.linalg.norm(part, axis=1))
+        mean = total / len(ref)
+        sq = np.zeros(rows.shape[1], dtype=np.float64)
+        for b in blocks:
+            sq += np.square(rows[b] - mean).sum(axis=0)
+        return cls(mean=mean.astype(np.float32), std=np.sqrt(sq / len(ref)).astype(np.float32),
+                   cap=float(np.median(np.concatenate(norms))), reference=ref)
 
 
 @dataclass

@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from tokbench.errors import TokbenchError
+from tokbench.fairness import gini  # re-exported: tokbench.metrics.core.gini is public
 from tokbench.metrics.encoders import Encoder
 from tokbench.vocab.vocabulary import Style
 
@@ -245,15 +246,6 @@ def renyi_efficiency(counts: np.ndarray, alpha: float, k: int) -> float:
     """H_alpha / log2 K (tokenization-scorer's `renyi` metric with vocab=K; K = observed types there
     by default)."""
     return renyi_entropy(counts, alpha) / math.log2(k)
-
-
-def gini(values: Sequence[float]) -> float:
-    x = np.sort(np.asarray(values, dtype=float))
-    n = x.size
-    if n == 0 or x.sum() == 0:
-        return float("nan")
-    i = np.arange(1, n + 1)
-    return float(np.sum((2 * i - n - 1) * x) / (n * np.sum(x)))
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,67 +1,22 @@
-"""Cross-language parity on parallel text: how many more tokens a language needs than English.
+"""Cross-language parity of tokenizers on parallel text: how many more tokens a language needs than
+English. The units and the premium arithmetic live in tokbench.fairness (shared with `tokbench
+boundaries`); this module counts tokens with an Encoder.
 
-Parallel units:
-- Tatoeba: each line of `tatoeba.XXX-eng.XXX` with the same line of `tatoeba.XXX-eng.eng` (every
-  language has its own English side).
-- UDHR: article-aligned: the title, the preamble and articles 1..30 of each language's record with
-  the same section of the English record (code `eng`); a section is a unit when both sides have
-  text. Paragraphs of a section are joined by a newline.
-
-Per language L (English excluded) and tokenizer:
-- premium_sum  = sum over units of tokens(L) / sum over units of tokens(English)   (Petrov et al. 2023)
-- premium_mean = mean over units with tokens(English) > 0 of tokens(L) / tokens(English)   (TokSuite)
-Across languages: mean, Gini coefficient and coefficient of variation (population std / mean) of
-premium_sum. Without an English side every value is missing, with the reason.
+Per language L (English excluded) and tokenizer: premium_sum (ratio of sums) and premium_mean (mean
+of per-unit ratios); across languages: mean, max, Gini and CV of premium_sum (tokbench.fairness).
 """
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 import numpy as np
 
-from tokbench.assets import resolve
-from tokbench.assets.corpus import iter_jsonl, iter_tatoeba
-from tokbench.errors import TokbenchError
-from tokbench.metrics.core import gini
+from tokbench.fairness import distinct_texts, premium_table, tatoeba_units, udhr_units
 from tokbench.metrics.encoders import Encoder
-from tokbench.text import clean
+
+__all__ = ["parity", "tatoeba_units", "udhr_units", "distinct_texts"]
 
 ENCODE_CHUNK = 5000
-
-
-def tatoeba_units(name_or_path: str | os.PathLike = "tatoeba") -> dict[str, list[tuple[str, str]]]:
-    """language -> [(sentence, english sentence)]."""
-    return {t.lang: list(zip(t.lines, t.english_lines)) for t in iter_tatoeba(name_or_path)}
-
-
-def udhr_units(name_or_path: str | os.PathLike = "udhr", english: str = "eng") -> dict[str, list[tuple[str, str]]]:
-    """language code -> [(section text, English section text)] over the sections both have (an
-    empty list for a language sharing none); {} when the file has no English record."""
-    path = resolve(name_or_path, kind="corpus")
-    records = {}
-    for lineno, rec in iter_jsonl(path):
-        if not isinstance(rec.get("sections"), dict) or "code" not in rec:
-            raise TokbenchError(f"record {lineno} is not a UDHR record", path=path,
-                                fix="pass udhr.jsonl (code, name, sections)")
-        records[str(rec["code"])] = rec["sections"]
-    if english not in records:
-        return {}
-
-    def text(v):
-        if v is None:
-            return ""
-        vals = v if isinstance(v, list) else [v]
-        return clean("\n".join(str(x) for x in vals if x is not None).strip())
-
-    eng = {k: text(v) for k, v in records[english].items()}
-    out = {}
-    for code, sections in records.items():
-        if code == english:
-            continue
-        units = [(text(v), eng[k]) for k, v in sections.items() if k in eng and eng[k] and text(v)]
-        out[code] = units
-    return out
 
 
 def _encode_lengths(encoder: Encoder, texts: Sequence[str], progress=None) -> np.ndarray:
@@ -74,51 +29,14 @@ def _encode_lengths(encoder: Encoder, texts: Sequence[str], progress=None) -> np
     return out
 
 
-def distinct_texts(units: dict[str, list[tuple[str, str]]]) -> list[str]:
-    """Every distinct text of the units, in first-seen order: what parity() encodes (once each: English
-    sides repeat across Tatoeba languages)."""
-    return list(dict.fromkeys(t for pairs in units.values() for pair in pairs for t in pair))
-
-
 def parity(encoder: Encoder, units: dict[str, list[tuple[str, str]]], *, dataset: str,
            progress=None) -> dict:
     """Premiums per language and their spread. `units` from tatoeba_units / udhr_units."""
-    result: dict = {"tokenizer": encoder.name, "dataset": dataset, "languages": {}, "missing": {}}
-    if not units:
-        reason = f"no English side in {dataset}: parity needs English as the reference"
-        for k in ("premium_sum_mean", "gini", "cv"):
-            result[k] = None
-            result["missing"][k] = reason
-        return result
-    texts = distinct_texts(units)
-    index = {t: i for i, t in enumerate(texts)}
-    lengths = _encode_lengths(encoder, texts, progress)
-    premiums = []
-    for lang, pairs in sorted(units.items()):
-        if not pairs:
-            result["languages"][lang] = {"units": 0, "premium_sum": None, "premium_mean": None,
-                                         "missing": "no section shared with English"}
-            continue
-        a = lengths[[index[x] for x, _ in pairs]]
-        b = lengths[[index[y] for _, y in pairs]]
-        row = {"units": len(pairs), "tokens": int(a.sum()), "english_tokens": int(b.sum())}
-        if b.sum() == 0:
-            row.update(premium_sum=None, premium_mean=None, missing="English side has no tokens")
-        else:
-            ok = b > 0
-            row["premium_sum"] = float(a.sum() / b.sum())
-            row["premium_mean"] = float(np.mean(a[ok] / b[ok]))
-            premiums.append(row["premium_sum"])
-        result["languages"][lang] = row
-    result["n_languages"] = len(premiums)
-    if len(premiums) >= 2:
-        p = np.asarray(premiums)
-        result["premium_sum_mean"] = float(p.mean())
-        result["premium_sum_max"] = float(p.max())
-        result["gini"] = gini(p)
-        result["cv"] = float(p.std() / p.mean())
-    else:
-        for k in ("premium_sum_mean", "premium_sum_max", "gini", "cv"):
-            result[k] = None
-            result["missing"][k] = "fewer than two languages with a premium"
-    return result
+    lengths: dict[str, int] = {}
+    if units:
+        texts = distinct_texts(units)
+        lengths = dict(zip(texts, _encode_lengths(encoder, texts, progress).tolist()))
+    table = premium_table(units, lengths.__getitem__, what="tokens", dataset=dataset)
+    table.pop("mean_abs_log2", None)
+    table["missing"].pop("mean_abs_log2", None)
+    return {"tokenizer": encoder.name, "dataset": dataset, **table}

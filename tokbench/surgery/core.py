@@ -21,7 +21,7 @@ import numpy as np
 from tokbench.errors import TokbenchError
 from tokbench.surgery.ops import OPS, Context, _SAMPLE_CONVERSATIONS, _text_of, check_template, resolve_model
 from tokbench.surgery.recipe import Recipe, load_recipe, parse_recipe
-from tokbench.surgery.rows import build_rows
+from tokbench.surgery.rows import aux_for, build_rows
 from tokbench.surgery.state import ROLE_KEYS, State, load_state
 from tokbench.outputs import discard_output
 from tokbench.vocab.model_io import commit_output, open_model_folder, prepare_output, write_model_folder
@@ -48,7 +48,7 @@ def _check_order(recipe: Recipe) -> None:
             raise TokbenchError(f"ops[{other[0][0]}] ({other[0][1]}) after a union: the member checkpoints are "
                                 "re-indexed rows only", fix="edit the members before the union, or keep only "
                                 "chat_template / pad_vocab after it")
-    for n in ("chat_template", "pad_vocab", "replace_tokenizer", "union"):
+    for n in ("chat_template", "pad_vocab", "replace_tokenizer", "union", "dtype"):
         where = [i for i, x in enumerate(names) if x == n]
         if len(where) > 1:
             raise TokbenchError(f"ops[{where[0]}] and ops[{where[1]}] are both {n}; the second would undo the first",
@@ -128,6 +128,28 @@ def _write_members(state: State, members: dict, specs: list[dict], seed: int, hi
         (dest / "idmap.json").write_text(json.dumps({"union_id_to_member_id": perm}) + "\n", encoding="utf-8")
         written[name] = {"path": f"members/{name}", "source": str(model.path), "rows": int(embed.shape[0])}
     return {"size": state.union["size"], **state.union["summary"], "members": written}
+
+
+def _refine(state: State, ctx: Context, recipe: Recipe, model, tmp: Path, specs: list[dict], embed, head, updates,
+            progress: bool) -> dict:
+    """init.refine: optimise the new rows of the written folder `tmp` against the base (tokbench.embeddings.refine),
+    write them back when the held-out slice says they improved, and return the record."""
+    from tokbench.embeddings.refine import refine_rows
+
+    spec = state.refine["spec"]
+    ids = [i for i, s in enumerate(specs) if s.get("refine")]
+    text = "\n".join(ctx.corpus(spec.text, f"{state.refine['where']}.text"))[:spec.max_chars]
+    t0 = time.perf_counter()
+    res = refine_rows(ctx.base_dir, tmp, ids, text, seconds=spec.seconds, steps=spec.steps, lr=spec.lr,
+                      batch=spec.batch, window=spec.window, loss=spec.loss, seed=recipe.seed, progress=progress)
+    rows = np.asarray(ids, dtype=np.int64)
+    embed[rows] = res.rows
+    if head is not None:
+        head[rows] = res.head_rows if res.head_rows is not None else res.rows
+    if res.record.get("returned") == "refined":
+        write_model_folder(model, tmp, embed, head, updates, progress=progress)
+    return {"text": spec.text, "chars": len(text), "rows": len(ids), "seconds_total": round(time.perf_counter() - t0, 2),
+            **res.record}
 
 
 def _new_ids(state: State) -> dict[int, int]:
@@ -400,24 +422,42 @@ def run(recipe: Recipe | str | Path | dict, out: str | Path | None = None, *, dr
         base_head = None if model.tied else model.read_head()
         members = _union_members(state, model, base_embed, base_head) if state.union else None
         if members:
-            embed = _union_rows(state, "base", members["embeds"], specs, recipe.seed, hidden if model.tied else None)
-            head = None if model.tied else _union_rows(state, "base", members["heads"], specs, recipe.seed + 1, hidden)
+            weights = state.union.get("weights") if state.union.get("emit") == "merged" else {"base": 1.0}
+            total = sum(weights.values())
+            embed = sum((w / total) * _union_rows(state, n, members["embeds"], specs, recipe.seed,
+                                                  hidden if model.tied else None) for n, w in weights.items())
+            head = None if model.tied else sum(
+                (w / total) * _union_rows(state, n, members["heads"], specs, recipe.seed + 1, hidden)
+                for n, w in weights.items())
             row_info = {"methods": {"union": len(specs)}, "norm_capped": 0}
+            if state.union.get("emit") == "merged":
+                row_info["merged_weights"] = {n: round(w / total, 6) for n, w in weights.items()}
             records = [{"method": s["method"], **({"source": s["source"]} if "source" in s else {})} for s in specs]
         else:
+            aux = aux_for(ctx.base_vocab, specs, progress)
             embed, row_info, records = build_rows(specs, base_embed, real, recipe.seed,
-                                                  hidden=hidden if model.tied else None)
+                                                  hidden=hidden if model.tied else None, aux=aux)
             head = None
             if not model.tied:
-                head, head_info, _ = build_rows(specs, base_head, real, recipe.seed + 1, hidden=hidden)
+                head, head_info, _ = build_rows(specs, base_head, real, recipe.seed + 1, hidden=hidden, aux=aux)
                 row_info["head_norm_capped"] = head_info["norm_capped"]
         updates, gen, role_ids = _config_files(state, new_ids)
         write_model_folder(model, tmp, embed, head, updates, progress=progress)
         if gen is not None:
             _write_json(tmp / "generation_config.json", gen)
         _write_tokenizer(state, tmp, new_ids)
-        if members:
+        if members and state.union.get("emit") == "merged":
+            report["union"] = {"size": state.union["size"], **state.union["summary"], "emit": "merged",
+                               "weights": row_info["merged_weights"]}
+        elif members:
             report["union"] = _write_members(state, members, specs, recipe.seed, hidden, tmp, updates, gen)
+        if state.refine is not None:
+            report["refine"] = _refine(state, ctx, recipe, model, tmp, specs, embed, head, updates, progress)
+        if state.cast is not None:
+            from tokbench.surgery.dtype import cast_folder
+
+            report["dtype"] = cast_folder(tmp, state.cast["to"],
+                                          None if state.cast["names"] is None else set(state.cast["names"]))
         idmap = _idmap(state, new_ids, records)
         with open(tmp / "idmap.json", "w", encoding="utf-8") as f:
             f.write('{"tokens": [\n' + ",\n".join(json.dumps(r, ensure_ascii=False) for r in idmap) + "\n]}\n")

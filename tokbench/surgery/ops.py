@@ -139,9 +139,12 @@ def _row_spec(state: State, init: RowInit, token_bytes: bytes | None, ctx: Conte
         src = state.slots[j].row
         spec = dict(src) if src["method"] != "keep" else {"method": "copy", "old": src["old"]}
         spec["copied_from"] = init.source
-    elif init.method == "subword":
+    elif init.method in ("subword", "position_mean", "omp", "tokenadapt"):
         spec["pieces"] = ([int(x) for x in ctx.base_vocab.segment(token_bytes, True)
                            if x < len(ctx.base_vocab)] if token_bytes else [])
+        if init.method in ("omp", "tokenadapt"):  # their auxiliary space embeds the token's text
+            text = (token_bytes or b"").decode("utf-8", errors="replace")
+            spec["text"] = text.strip() or text or " "
     return spec
 
 
@@ -274,6 +277,33 @@ def _counter_for(state: State, where: str):
     return _core.BpeCounter(regex, individual_digits=digits, specials=specials)
 
 
+def _keep_stable(state: State, ctx: Context, spec, where: str, vocab_bytes, merges_idx, candidates, n, name_of):
+    """The first n candidate merges whose firing keeps spec.corpus's lines within the bound (module stable)."""
+    from tokbench import _core
+    from tokbench.bpe.encoding import _read_pre_tokenizer
+    from tokbench.surgery.stable import Reference, select_stable
+
+    regex, digits = _read_pre_tokenizer(state.tok.get("pre_tokenizer"), lambda why: None)
+    enc = _core.BpeEncoder([(bytes(b), k) for k, b in enumerate(vocab_bytes)], merges_idx,
+                           ignore_merges=bool(state.tok.get("model", {}).get("ignore_merges")), pattern=regex,
+                           individual_digits=digits, keep_unmatched=True)
+    corpora = []
+    for k, c in enumerate(spec.corpora):
+        lines = [x for d in ctx.corpus(c, f"{where}.corpora[{k}]") for x in d.split("\n") if x.strip()]
+        if not lines:
+            raise TokbenchError(f"{where}.corpora[{k}]: corpus {c!r} has no non-empty line",
+                                fix="name a general text corpus with content")
+        corpora.append(lines)
+    ref = Reference.of(corpora, enc.split, enc.encode_ordinary)
+    sel = select_stable(candidates, n, len(vocab_bytes), ref, spec.max_changed_lines_pct)
+    report = {"corpora": {c: {"lines": m, "changed_lines": u, "changed_lines_pct": round(100.0 * u / m, 4)}
+                          for c, m, u in zip(spec.corpora, sel.n_lines, sel.changed_lines)},
+              "max_changed_lines_pct": spec.max_changed_lines_pct, "candidates": len(candidates),
+              "kept": len(sel.merges), "refused": sel.rejected, "skipped_parts_refused": sel.skipped,
+              "examples_refused": [name_of(k) for k in sel.examples_rejected]}
+    return sel.merges, report
+
+
 def op_add_tokens(state: State, op: AddTokensOp, where: str, ctx: Context) -> None:
     from tokbench.bpe.encoding import bytes_to_unicode
 
@@ -286,6 +316,7 @@ def op_add_tokens(state: State, op: AddTokensOp, where: str, ctx: Context) -> No
     new_tokens: list[tuple[str, bytes]] = []  # (content, bytes) in merge order
     new_merges: list[tuple[str, str]] = []
     learned = 0
+    stable_report = None
     if op.learn is not None:
         from tokbench import _core
         from tokbench.bpe.train import run_cancellable
@@ -298,14 +329,19 @@ def op_add_tokens(state: State, op: AddTokensOp, where: str, ctx: Context) -> No
         vocab_bytes = [_text_of(state, s.content) for s in normal]
         pos = {s.content: k for k, s in enumerate(normal)}
         merges_idx = [(pos[a], pos[b]) for a, b in state.merges if a in pos and b in pos]
-        target = len(vocab_bytes) + op.learn.n
+        stable = op.learn.keep_stable
+        n_learn = op.learn.n * (stable.candidates if stable else 1)
+        target = len(vocab_bytes) + n_learn
         vocab2, merges2 = run_cancellable(
             lambda prog: _core.bpe_train_super(counter, vocab_bytes, merges_idx, target, 1 << 30,
                                                op.learn.min_frequency, op.learn.max_token_length, prog),
-            op.learn.n, "learning tokens", ctx.progress)
-        for k in range(len(vocab_bytes), len(vocab2)):
-            new_tokens.append((name(vocab2[k]), bytes(vocab2[k])))
-        for left, right, _merged, _count in merges2:
+            n_learn, "learning tokens", ctx.progress)
+        chosen = [(left, right, merged) for left, right, merged, _count in merges2]
+        if stable is not None:
+            chosen, stable_report = _keep_stable(state, ctx, stable, f"{where}.learn.keep_stable", vocab_bytes,
+                                                 merges_idx, chosen, op.learn.n, lambda k: name(vocab2[k]))
+        for left, right, merged in chosen:
+            new_tokens.append((name(vocab2[merged]), bytes(vocab2[merged])))
             new_merges.append((name(vocab2[left]), name(vocab2[right])))
         learned = len(new_tokens)
     explicit = 0
@@ -334,15 +370,25 @@ def op_add_tokens(state: State, op: AddTokensOp, where: str, ctx: Context) -> No
                     new_tokens.append((merged, _text_of(state, merged) or merged.encode()))
                     known.add(merged)
                     explicit += 1
+    if op.init.refine is not None:
+        if state.refine is not None:
+            raise TokbenchError(f"{where}.init.refine: {state.refine['where']} already refines new rows",
+                                fix="refine in one add_tokens op (it refines every new row of that op)")
+        ctx.corpus(op.init.refine.text, f"{where}.init.refine.text")
+        state.refine = {"spec": op.init.refine, "where": f"{where}.init.refine"}
     slots = []
     for content, b in new_tokens:
-        slots.append(Slot(content, None, f"{where} (add_tokens)", _row_spec(state, op.init, b, ctx, where)))
+        spec = _row_spec(state, op.init, b, ctx, where)
+        if op.init.refine is not None:
+            spec["refine"] = True
+        slots.append(Slot(content, None, f"{where} (add_tokens)", spec))
     _insert(state, slots)
     state.merges.extend(new_merges)
     state.touched.update({"tokenizer.json", "merges"})
     state.plan.append({"op": where, "name": "add_tokens", "added": len(slots), "learned": learned,
                        "explicit": explicit, "merges_added": len(new_merges), "init": op.init.method,
-                       "examples": [c for c, _ in new_tokens[:8]]})
+                       "examples": [c for c, _ in new_tokens[:8]],
+                       **({"keep_stable": stable_report} if stable_report else {})})
 
 
 # --- special tokens -------------------------------------------------------------------------------------
@@ -498,18 +544,30 @@ def _adopt(state: State, new: State, folder: Path) -> None:
 # --- union of several models' vocabularies ---------------------------------------------------------------------
 def op_union(state: State, op, where: str, ctx: Context) -> None:
     """One vocabulary for the base and the `with` models (tokbench.surgery.union: real merges, mergekit's
-    tokens: block); OUT is the base re-indexed onto it, OUT/members/<name> each other member (emit: permuted)."""
+    tokens: block); emit: permuted -> OUT is the base re-indexed onto it, OUT/members/<name> each other member;
+    emit: merged -> OUT is the base's body with the weighted mean of every member's re-indexed rows (mergekit's
+    linear merge of the embedding and head; weights default equal)."""
     from tokbench.surgery.state import load_state
     from tokbench.surgery.union import build_union, row_plan
 
-    if op.emit != "permuted":
-        raise TokbenchError(f"{where}.emit: only permuted is written by this build",
-                            fix="use emit: permuted (one re-indexed checkpoint per member)")
     members = {"base": str(state.base_dir)}
     for n in op.with_:
         if n == "base" or n in members:
             raise TokbenchError(f"{where}.with: {n!r} is named twice or is the base", fix="list each other model once")
         members[n] = str(ctx.model_dir(n, f"{where}.with"))
+    weights = {n: 1.0 for n in members}
+    if op.weights is not None:
+        if op.emit != "merged":
+            raise TokbenchError(f"{where}.weights: weights apply to emit: merged only",
+                                fix="add `emit: merged`, or drop weights")
+        unknown = sorted(set(op.weights) - set(members))
+        if unknown:
+            raise TokbenchError(f"{where}.weights.{unknown[0]}: not a member of the union",
+                                fix=f"weigh the members {', '.join(members)}")
+        weights = {n: float(op.weights.get(n, 0.0)) for n in members}
+        if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
+            raise TokbenchError(f"{where}.weights: weights must be >= 0 with a positive sum",
+                                fix="give each member a weight such as 0.5")
     u = build_union(members, "base", vocab=op.vocab, tokens=op.tokens or None)
     plans = row_plan(u, base="base")
     data = json.loads(json.dumps(u.tokenizer))
@@ -520,7 +578,7 @@ def op_union(state: State, op, where: str, ctx: Context) -> None:
         s.op = f"{where} (union: {u.origin[k]})"
     _adopt(state, new, state.base_dir)
     state.union = {"plans": plans, "members": {n: Path(p) for n, p in members.items()}, "size": len(u),
-                   "summary": u.summary(), "permutations": u.permutations}
+                   "summary": u.summary(), "permutations": u.permutations, "emit": op.emit, "weights": weights}
     state.plan.append({"op": where, "name": "union", "members": list(members), "size": len(u),
                        **{k: v for k, v in u.summary().items() if k != "coverage"}})
 
@@ -644,5 +702,17 @@ def op_undertrained(state: State, op, where: str, ctx: Context) -> None:
     state.undertrained = summary
 
 
-OPS = {"union": op_union, "replace_tokenizer": op_replace_tokenizer, "undertrained": op_undertrained, "prune": op_prune, "add_tokens": op_add_tokens, "special_tokens": op_special_tokens,
+def op_dtype(state: State, op, where: str, ctx: Context) -> None:
+    from tokbench.surgery.dtype import NAMES, plan_cast
+    from tokbench.vocab.model_io import open_model_folder
+
+    model = open_model_folder(ctx.base_dir)
+    dtypes = {n: h[n]["dtype"] for h, _ in model.headers.values() for n in h if n != "__metadata__"}
+    embed = {n for n in (model.embed_name, model.head_name, model.stray_head) if n}
+    info = plan_cast(dtypes, op.to, op.tensors, op.allow_lossy, where, embed)
+    state.cast = {"to": NAMES[op.to], "names": None if op.tensors == "all" else sorted(embed)}
+    state.plan.append({"op": where, "name": "dtype", **info})
+
+
+OPS = {"dtype": op_dtype, "union": op_union, "replace_tokenizer": op_replace_tokenizer, "undertrained": op_undertrained, "prune": op_prune, "add_tokens": op_add_tokens, "special_tokens": op_special_tokens,
        "chat_template": op_chat_template, "pad_vocab": op_pad_vocab}

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tokbench.errors import TokbenchError
 
-ROW_METHODS = ("subword", "mean", "zero", "random", "copy")
+ROW_METHODS = ("subword", "position_mean", "omp", "tokenadapt", "mean", "zero", "random", "copy")
 PAD_INITS = ("anti_hidden", "negative_mean", "mean", "zero")
 ROLES = ("bos", "eos", "pad", "unk", "eot")
 
@@ -47,12 +47,33 @@ class ModelSpec(_Strict):
     path: str
 
 
+class RefineSpec(_Strict):
+    """After the rows are made, optimise only the new rows by self-distillation from the base model
+    (`tokbench.embeddings.refine_rows`) on a named corpus; its last `held_out` share is kept for early stopping."""
+
+    text: str = Field(min_length=1, description="a name under `corpora:`")
+    seconds: float | None = Field(None, gt=0, le=86_400)
+    steps: int | None = Field(None, gt=0, le=1_000_000)
+    max_chars: int = Field(400_000, ge=1000, le=1_000_000_000)
+    lr: float = Field(1e-3, gt=0, le=1.0)
+    batch: int = Field(4, ge=1, le=1024)
+    window: int = Field(256, ge=16, le=8192)
+    loss: Literal["distill", "distill_ntp", "ntp"] = "distill"
+
+    @model_validator(mode="after")
+    def _bounded(self):
+        if self.seconds is None and self.steps is None:
+            raise ValueError("refine needs a bound: `seconds: S` and/or `steps: N`")
+        return self
+
+
 class RowInit(_Strict):
     """How the embedding (and untied head) rows of new tokens are made."""
 
-    method: Literal["subword", "mean", "zero", "random", "copy"] = "subword"
+    method: Literal["subword", "position_mean", "omp", "tokenadapt", "mean", "zero", "random", "copy"] = "subword"
     source: str | None = Field(None, alias="from", description="for copy: the token whose row is copied")
     norm_cap: Literal["median", "none"] = "median"
+    refine: RefineSpec | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -86,11 +107,22 @@ class PruneOp(_Strict):
         return self
 
 
+class StableSpec(_Strict):
+    """Keep general reference corpora's ids: a learned merge that would change more than the bound's share of
+    the lines of any of them is refused (tokbench.surgery.stable)."""
+
+    corpora: list[str] = Field(min_length=1, max_length=16,
+                               description="names under `corpora:` (general text, not the evaluation text)")
+    max_changed_lines_pct: float = Field(1.0, ge=0.0, le=100.0)
+    candidates: int = Field(4, ge=1, le=64, description="candidates learned per token kept")
+
+
 class LearnSpec(_Strict):
     corpora: list[str] = Field(min_length=1, max_length=64)
     n: int = Field(gt=0, le=1_000_000)
     min_frequency: int = Field(2, ge=1)
     max_token_length: int | None = Field(None, ge=2, le=1024)
+    keep_stable: StableSpec | None = None
 
 
 class AddTokensOp(_Strict):
@@ -169,10 +201,19 @@ class UnionOp(_Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+class DtypeOp(_Strict):
+    """Cast the embedding + head (`tensors: embeddings`) or every floating tensor (`all`) to another float type."""
+
+    op: Literal["dtype"]
+    to: Literal["float32", "float16", "bfloat16", "float64"]
+    tensors: Literal["all", "embeddings"] = "all"
+    allow_lossy: bool = False
+
+
 Op = Annotated[Union[PruneOp, AddTokensOp, SpecialTokensOp, ChatTemplateOp, PadVocabOp, ReplaceTokenizerOp,
-                     UndertrainedOp, UnionOp], Field(discriminator="op")]
+                     UndertrainedOp, UnionOp, DtypeOp], Field(discriminator="op")]
 OP_NAMES = ("prune", "add_tokens", "special_tokens", "chat_template", "pad_vocab", "replace_tokenizer",
-            "undertrained", "union")
+            "undertrained", "union", "dtype")
 
 
 class Recipe(_Strict):

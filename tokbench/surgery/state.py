@@ -51,6 +51,8 @@ class State:
     undertrained: dict | None = None  # the detector's summary (op undertrained), kept in the report
     hidden_text: str | None = None  # text for the mean hidden state (pad rows, init anti_hidden)
     suppress_pads: bool = False  # padding rows go into generation_config suppress_tokens
+    refine: dict | None = None  # init.refine of add_tokens: {"spec": RefineSpec, "where": YAML path}
+    cast: dict | None = None  # op dtype: {"to": safetensors dtype, "names": tensor names or None (all)}
     touched: set[str] = field(default_factory=set)  # which files must be rewritten
     plan: list[dict] = field(default_factory=list)
     tied: bool = True

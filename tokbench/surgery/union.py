@@ -716,16 +716,40 @@ def _read_mergekit(config: Mapping[str, Any] | str | os.PathLike) -> tuple[Mappi
     return data, str(path)
 
 
-def _template_op(template: Any, where: str, files: Path | None) -> dict:
+def bundled_template(name: str, where: str, templates: str | os.PathLike | None = None) -> str:
+    """The Jinja text of one of mergekit's bundled chat templates (`llama3`, `mistral`, ...), read from
+    `templates` (a folder of NAME.jinja files) or else from the installed mergekit package's own data;
+    tokbench ships none of them."""
+    if templates is not None:
+        path = Path(templates) / f"{name}.jinja"
+        if not path.is_file():
+            raise TokbenchError(f"chat_template {name!r}: no {name}.jinja in the templates folder", path=where,
+                                fix=f"pass the folder holding mergekit's chat_templates/{name}.jinja")
+        return path.read_text(encoding="utf-8")
+    from importlib import resources
+
+    try:
+        res = resources.files("mergekit._data.chat_templates") / f"{name}.jinja"
+        return res.read_text(encoding="utf-8")
+    except (ModuleNotFoundError, FileNotFoundError, OSError):
+        raise TokbenchError(f"chat_template {name!r} names one of mergekit's bundled templates and mergekit is not "
+                            "installed here", path=where,
+                            fix="install mergekit, pass its chat_templates folder (--mergekit-templates), or put the "
+                                "Jinja text itself in chat_template") from None
+
+
+def _template_op(template: Any, where: str, files: Path | None, templates=None) -> dict:
     """mergekit's chat_template -> a chat_template op (keep / file)."""
     if not isinstance(template, str):
         raise TokbenchError("chat_template must be a string", path=where, fix="write auto, chatml or a Jinja template")
     if template == "auto":  # mergekit: the most common template of the models; tokbench: the base's
         return {"op": "chat_template", "source": "keep"}
-    if template in _MK_BUILTIN_TEMPLATES and template != "chatml":
-        raise TokbenchError(f"chat_template {template!r} names one of mergekit's bundled templates", path=where,
-                            fix="put the Jinja text itself in chat_template (or use chatml / auto)")
-    text = CHATML_TEMPLATE if template == "chatml" else template
+    if template == "chatml":
+        text = CHATML_TEMPLATE
+    elif template in _MK_BUILTIN_TEMPLATES:
+        text = bundled_template(template, where, templates)
+    else:
+        text = template
     if files is None:
         raise TokbenchError("the chat template has to be written to a file for the recipe", path=where,
                             fix="pass files= (the folder the recipe will live in)")
@@ -733,7 +757,8 @@ def _template_op(template: Any, where: str, files: Path | None) -> dict:
     return {"op": "chat_template", "source": "file", "path": dest.name}
 
 
-def from_mergekit(config: Mapping[str, Any] | str | os.PathLike, files: str | os.PathLike | None = None) -> dict:
+def from_mergekit(config: Mapping[str, Any] | str | os.PathLike, files: str | os.PathLike | None = None,
+                  templates: str | os.PathLike | None = None) -> dict:
     """Convert the tokenizer part of a mergekit merge config into a tokbench surgery recipe dict.
 
     Reads ``tokenizer_source:`` (union / base / a model) or ``tokenizer:`` (``source``, ``tokens``,
@@ -748,7 +773,9 @@ def from_mergekit(config: Mapping[str, Any] | str | os.PathLike, files: str | os
     (ops only for what the config sets). The ``tokens:`` block is copied verbatim with its model
     references rewritten to member names (``base`` for the base model). A ``source`` other than union
     becomes ``"vocab": "base"`` or ``"vocab": <name>`` on the union op. ``chat_template: auto`` keeps
-    the base's template; ``chatml`` or a Jinja string is written to ``files/chat_template.jinja`` (files:
+    the base's template; ``chatml``, a Jinja string or one of mergekit's bundled template names (``llama3``,
+    ``mistral``, ``alpaca``, ``exaone``: read from ``templates``, a folder of NAME.jinja files, or else from the
+    installed mergekit package) is written to ``files/chat_template.jinja`` (files:
     the recipe's folder; paths in a recipe are relative to it). ``pad_vocab`` uses mergekit's mean rows.
     A config path is read with ``yaml.safe_load``.
     """
@@ -809,7 +836,8 @@ def from_mergekit(config: Mapping[str, Any] | str | os.PathLike, files: str | os
             op["tokens"] = rewritten
         recipe["ops"].append(op)
     if config.get("chat_template") is not None:
-        recipe["ops"].append(_template_op(config["chat_template"], where, None if files is None else Path(files)))
+        recipe["ops"].append(_template_op(config["chat_template"], where, None if files is None else Path(files),
+                                          templates))
     if pad is not None:
         if not isinstance(pad, int) or isinstance(pad, bool) or pad < 1:
             raise TokbenchError("tokenizer.pad_to_multiple_of must be a positive integer", path=where,
@@ -818,5 +846,6 @@ def from_mergekit(config: Mapping[str, Any] | str | os.PathLike, files: str | os
     return recipe
 
 
-__all__ = ["BpeFile", "Reachability", "RowSource", "TokenEntry", "UnionVocab", "build_union", "from_mergekit",
+__all__ = ["BpeFile", "Reachability", "RowSource", "TokenEntry", "UnionVocab", "build_union", "bundled_template",
+           "from_mergekit",
            "CHATML_TEMPLATE", "parse_tokens_block", "reachability", "read_bpe", "reindex_rows", "row_plan"]

@@ -32,6 +32,7 @@ from tokbench.embeddings import (NewTokens, RowStats, assemble, aux_space, donor
 from tokbench.extras import need
 from tokbench.vocab import Kind, align, load_vocabulary
 from tokbench.outputs import commit_output, discard_output, prepare_output
+from tokbench.transplant.chat import finish_chat
 from tokbench.vocab.model_io import open_model_folder, write_model_folder
 
 METHODS = ("omp", "tokenadapt", "subword", "mean", "zero", "random")
@@ -93,7 +94,8 @@ def transplant(base, tokenizer, out, *, donor=None, method: str = "omp", aux_emb
                ridge: float | None = None, blend: float = 0.5, global_weight: float = 0.3, temperature: float = 0.3,
                top_k: int = 8, eval_text=None, eval_max_chars: int | None = None, overwrite: bool = False,
                seed: int = 0, device: str | None = None, cache_dir=None, progress: bool = True,
-               numbers: str = "auto") -> dict:
+               numbers: str = "auto", refine: float | None = None, refine_steps: int | None = None,
+               refine_text=None, refine_max_chars: int | None = 400_000, refine_options: dict | None = None) -> dict:
     """Write a copy of the causal LM `base` that speaks `tokenizer` into the folder `out`; return the report.
 
     base / donor: model folders or model asset names; tokenizer: a tokenizer file, folder or asset name
@@ -105,6 +107,11 @@ def transplant(base, tokenizer, out, *, donor=None, method: str = "omp", aux_emb
     numbers: how new numeric tokens are made when the two tokenizers split digits differently:
     "decomposition" (mean of the base's pieces), "method" (like every other new token), "auto" (method for
     omp with a donor, whose rows know the target's numeric tokens; decomposition otherwise).
+    refine / refine_steps: after the initialisation, optimise only the new rows for at most this many seconds
+    / steps by self-distillation from the base model on the first refine_max_chars characters of refine_text
+    (a text file or corpus asset; its last tenth is held out for early stopping);
+    refine_options: further arguments of `tokbench.embeddings.refine_rows` (lr, batch, window, loss, ...).
+    The report's "refine" entry holds the record (steps, seconds, held-out curve).
     """
     if method not in METHODS:
         raise TokbenchError(f"unknown method {method!r}", fix=f"use one of {', '.join(METHODS)}")
@@ -112,19 +119,25 @@ def transplant(base, tokenizer, out, *, donor=None, method: str = "omp", aux_emb
         raise TokbenchError(f"unknown numbers policy {numbers!r}", fix=f"use one of {', '.join(NUMBER_POLICIES)}")
     _check_arguments(method=method, donor=donor, k=k, ridge=ridge, blend=blend, global_weight=global_weight,
                      temperature=temperature, top_k=top_k, eval_text=eval_text, eval_max_chars=eval_max_chars)
+    refining = refine is not None or refine_steps is not None
+    if refining:
+        _check_refine(refine, refine_steps, refine_text, refine_max_chars, refine_options)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     base_dir = _model_dir(base, "base")
     model = open_model_folder(base_dir)
     tok_path = _resolve(tokenizer, None)
     donor_dir = _model_dir(donor, "donor") if donor is not None else None
-    inputs = [base_dir, tok_path, donor_dir, _input_path(eval_text, "corpus"), _input_path(aux_embedder, None)]
+    inputs = [base_dir, tok_path, donor_dir, _input_path(eval_text, "corpus"), _input_path(aux_embedder, None),
+              _input_path(refine_text, "corpus")]
     final, tmp = prepare_output(out, overwrite, [p for p in inputs if p is not None])
     try:
         report = _run(model, base_dir, tok_path, donor_dir, tmp, final, method=method, aux_embedder=aux_embedder,
                       k=k, ridge=ridge, blend=blend, global_weight=global_weight, temperature=temperature,
                       top_k=top_k, eval_text=eval_text, eval_max_chars=eval_max_chars, seed=seed, device=device, numbers=numbers,
-                      cache_dir=cache_dir, progress=progress, timings=timings)
+                      cache_dir=cache_dir, progress=progress, timings=timings,
+                      refine=(dict(seconds=refine, steps=refine_steps, text=refine_text, max_chars=refine_max_chars,
+                                   options=dict(refine_options or {})) if refining else None))
         timings["total"] = round(time.perf_counter() - t_start, 2)
         report["seconds"] = timings
         with open(tmp / "transplant_report.json", "w", encoding="utf-8") as f:
@@ -160,9 +173,24 @@ def _check_arguments(*, method, donor, k, ridge, blend, global_weight, temperatu
          (" --eval" if eval_text is not None else ""))
 
 
+def _check_refine(seconds, steps, text, max_chars, options) -> None:
+    from tokbench.embeddings.refine import check_refine_args
+
+    if text is None:
+        raise TokbenchError("refinement needs a text", fix="pass --refine-text FILE_OR_CORPUS (refine_text=)")
+    limits.optional("refine_max_chars", max_chars, 1000)
+    opts = dict(options or {})
+    unknown = sorted(set(opts) - {"lr", "batch", "window", "held_out", "eval_every", "patience", "loss"})
+    if unknown:
+        raise TokbenchError(f"unknown refinement option {unknown[0]!r}",
+                            fix="use lr, batch, window, held_out, eval_every, patience or loss")
+    check_refine_args(seconds, steps, **opts)
+    need("torch", "transformers", what="tokbench transplant --refine")
+
+
 def _run(model, base_dir: Path, tok_path: Path, donor_dir: Path | None, tmp: Path, final: Path, *, method, aux_embedder,
          k, ridge, blend, global_weight, temperature, top_k, eval_text, eval_max_chars, seed, device, cache_dir,
-         progress, timings, numbers="auto") -> dict:
+         progress, timings, numbers="auto", refine: dict | None = None) -> dict:
     t0 = time.perf_counter()
     base_vocab = load_vocabulary(base_dir)
     _check_rows(base_vocab, model.vocab_rows, base_dir, "base")
@@ -171,14 +199,13 @@ def _run(model, base_dir: Path, tok_path: Path, donor_dir: Path | None, tmp: Pat
     al = align(base_vocab, target)
     timings["align"] = round(time.perf_counter() - t0, 2)
 
-    t0 = time.perf_counter()
-    matrices = {"embed": model.read_embedding()}
-    if not model.tied:
-        matrices["head"] = model.read_head()
-    timings["read"] = round(time.perf_counter() - t0, 2)
+    # Each matrix (and its donor matrix) is read when its role is solved and dropped after: at 7B scale one
+    # base table is 2.1 GB in float32, so holding embedding + head + both donor tables at once doubled the peak.
+    roles = ("embed",) if model.tied else ("embed", "head")
+    timings["read"] = 0.0
 
     donor_info = None
-    donor_space_rows: dict[str, np.ndarray] = {}
+    donor_readers: dict = {}
     donor_map: dict[int, int] = {}
     if donor_dir is not None and method == "omp":
         t0 = time.perf_counter()
@@ -192,9 +219,7 @@ def _run(model, base_dir: Path, tok_path: Path, donor_dir: Path | None, tmp: Pat
             dal = align(dvocab, target)
             donor_map = dict(dal.shared)
             donor_same = False
-        donor_space_rows["embed"] = dmodel.read_embedding()
-        if not model.tied:
-            donor_space_rows["head"] = dmodel.read_head()
+        donor_readers = {"embed": dmodel.read_embedding, "head": dmodel.read_head}
         donor_info = {"path": str(donor_dir), "rows": dmodel.vocab_rows, "hidden": dmodel.hidden, "tied": dmodel.tied,
                       "tokenizer_is_target": donor_same, "target_ids_with_donor_rows": len(donor_map)}
         timings["donor"] = round(time.perf_counter() - t0, 2)
@@ -224,11 +249,14 @@ def _run(model, base_dir: Path, tok_path: Path, donor_dir: Path | None, tmp: Pat
     new_matrices: dict[str, np.ndarray] = {}
     req = NewTokens.from_alignment(al, new_ids, subword_only=numeric)
     t0 = time.perf_counter()
-    for role, rows in matrices.items():
+    for role in roles:
+        t_read = time.perf_counter()
+        rows = model.read_embedding() if role == "embed" else model.read_head()
+        timings["read"] = round(timings["read"] + time.perf_counter() - t_read, 2)
         ctx = _Context(al, rows)
         space = None
         if method == "omp":
-            space = (donor_space(donor_space_rows[role], donor_map) if donor_dir is not None
+            space = (donor_space(donor_readers[role](), donor_map) if donor_dir is not None
                      else table_space(aux.new_vecs, aux.new_pos))
         res = make_rows(method, rows, req, stats=ctx.stats, seed=seed, space=space,
                         anchors=(ctx.shared_new, ctx.shared_old), k=k, ridge=ridge, blend=blend, aux=aux,
@@ -239,7 +267,8 @@ def _run(model, base_dir: Path, tok_path: Path, donor_dir: Path | None, tmp: Pat
             held_out[role] = res.held_out
         norm_capped[role] = res.norm_capped
         new_matrices[role] = _assemble(ctx, target, new_ids, res.rows, method)
-    timings["method"] = round(time.perf_counter() - t0, 2)
+        del rows, ctx, space, res
+    timings["method"] = round(time.perf_counter() - t0 - timings["read"], 2)
 
     t0 = time.perf_counter()
     updates, special_rows = _config_ids(al, base_vocab, target, model.config)
@@ -254,10 +283,30 @@ def _run(model, base_dir: Path, tok_path: Path, donor_dir: Path | None, tmp: Pat
                                                        ensure_ascii=False), encoding="utf-8")
     if not any(name == "tokenizer_config.json" for _, name in tok_files):
         _write_tokenizer_config(tmp, target)
+    chat = finish_chat(tmp, base_dir, base_vocab, target, updates)
     for lic in sorted(base_dir.glob("LICENSE*")) + sorted(base_dir.glob("NOTICE*")):
         if lic.is_file():
             shutil.copyfile(lic, tmp / lic.name)
     timings["write"] = round(time.perf_counter() - t0, 2)
+    refine_record = None
+    if refine is not None and new_ids:
+        from tokbench.embeddings import refine_rows
+        from tokbench.eval import load_eval_text
+
+        t0 = time.perf_counter()
+        text, label = load_eval_text(refine["text"], refine["max_chars"])
+        res = refine_rows(base_dir, tmp, new_ids, text, seconds=refine["seconds"], steps=refine["steps"], seed=seed,
+                          device=device, progress=progress, **refine["options"])
+        ids = np.array(new_ids, dtype=np.int64)
+        new_matrices["embed"][ids] = res.rows
+        if "head" in new_matrices:
+            new_matrices["head"][ids] = res.head_rows if res.head_rows is not None else res.rows
+        if res.record["returned"] == "refined":
+            write_model_folder(model, tmp, new_matrices["embed"], new_matrices.get("head"), updates, progress=progress)
+        refine_record = {"text": label, "chars": len(text), **res.record}
+        if eval_text is not None and str(eval_text) == str(refine["text"]):
+            refine_record["note"] = "the evaluation text is the refinement text: the eval figure is not held out"
+        timings["refine"] = round(time.perf_counter() - t0, 2)
 
     report = {
         "base": str(base_dir), "tokenizer": str(tok_path), "out": str(final), "method": method,
@@ -282,10 +331,13 @@ def _run(model, base_dir: Path, tok_path: Path, donor_dir: Path | None, tmp: Pat
                                                    "old_token": (base_vocab.tokens[o] if o is not None else None)}
                      for i, o in special_rows.items()},
         "config_ids": updates,
+        "chat_template": chat,
         "parameters": params,
         "held_out_reconstruction": held_out,
         "norm_capped": norm_capped,
     }
+    if refine_record is not None:
+        report["refine"] = refine_record
     if eval_text is not None:
         from tokbench.eval import bits_per_byte, load_eval_text
 
@@ -316,7 +368,7 @@ def _assemble(ctx: _Context, target, new_ids, est, method: str) -> np.ndarray:
     specials = [(i, o) for i, o in _special_rows(ctx.al, ctx.al.old, target).items()
                 if o is not None and o < ctx.rows.shape[0]]
     return assemble(len(target), fill_row(method, ctx.stats, ctx.rows.shape[1]), [
-        (ctx.shared_new, ctx.rows[ctx.shared_old]),
+        (ctx.shared_new, (ctx.rows, ctx.shared_old)),
         (np.array(new_ids, dtype=np.int64), est),
         (np.array([i for i, _ in specials], dtype=np.int64), ctx.rows[[o for _, o in specials]]),
     ])
@@ -402,6 +454,7 @@ def _write_card(tmp: Path, report: dict) -> None:
         f"| numeric new tokens | {c['numeric_new']:,} ({report['numbers']['note']}) |",
         f"| donor | {report['donor']['path'] if report['donor'] else 'none'} |",
         f"| tied embeddings | {report['model']['tied']} |",
+        f"| chat template | {report['chat_template']['note']} |",
     ]
     for role, p in report["parameters"].items():
         if p:

@@ -116,11 +116,20 @@ def f32_to_bf16(x: np.ndarray) -> np.ndarray:
 
 def to_storage(x: np.ndarray, dtype: str) -> bytes:
     """float array -> raw little-endian bytes in safetensors dtype `dtype`."""
-    if dtype == "BF16":
-        return f32_to_bf16(x).tobytes()
+    return b"".join(storage_blocks(x, dtype))
+
+
+def storage_blocks(x: np.ndarray, dtype: str, block_bytes: int = _COPY_BLOCK):
+    """float array -> its raw bytes in safetensors dtype `dtype`, in blocks of whole rows (about
+    `block_bytes` of float32 each): converting a 151k x 4096 table never holds more than one block's
+    temporaries (the whole-array bf16 rounding took three full-size uint32 copies)."""
     if dtype not in _DTYPES:
         raise TokbenchError(f"cannot write embedding rows as {dtype}", fix="only F32/F16/BF16/F64 are supported")
-    return np.ascontiguousarray(x, dtype=_DTYPES[dtype][0]).tobytes()
+    rows = x.reshape(x.shape[0], -1) if x.ndim > 1 else x.reshape(1, -1)
+    step = max(1, block_bytes // max(1, rows.shape[1] * 4))
+    for i in range(0, rows.shape[0], step):
+        part = rows[i:i + step]
+        yield (f32_to_bf16(part) if dtype == "BF16" else np.ascontiguousarray(part, dtype=_DTYPES[dtype][0])).tobytes()
 
 
 def read_tensor_f32(path: Path, name: str) -> np.ndarray:
@@ -135,15 +144,24 @@ def read_tensor_f32(path: Path, name: str) -> np.ndarray:
                             fix="quantized embeddings are not supported; dequantize the model first")
     start, end = info["data_offsets"]
     np_dtype, _ = _DTYPES[dtype]
-    raw = np.fromfile(path, dtype=np_dtype, count=(end - start) // np_dtype.itemsize, offset=base + start)
-    raw = raw.reshape(info["shape"])
-    return bf16_to_f32(raw) if dtype == "BF16" else raw.astype(np.float32)
+    count = (end - start) // np_dtype.itemsize
+    out = np.empty(count, dtype=np.float32)
+    # converted block by block into the float32 result: no full-size raw or uint32 temporaries
+    step = max(1, _COPY_BLOCK // np_dtype.itemsize)
+    with open(path, "rb") as f:
+        f.seek(base + start)
+        for i in range(0, count, step):
+            raw = np.fromfile(f, dtype=np_dtype, count=min(step, count - i))
+            if len(raw) != min(step, count - i):
+                raise TokbenchError(f"file ended early while reading {name}", path=path, fix="re-download the weights")
+            out[i:i + len(raw)] = bf16_to_f32(raw) if dtype == "BF16" else raw
+    return out.reshape(info["shape"])
 
 
 def write_safetensors(dest: Path, entries: list[tuple[str, str, list[int], Callable[[], bytes] | tuple[Path, int, int]]],
                       metadata: dict | None) -> int:
     """Write a safetensors file. Each entry: (name, dtype, shape, source) where source is a callable
-    returning the bytes, or (file, start, end) to copy from. Returns the data size in bytes."""
+    returning the bytes (or an iterable of byte blocks), or (file, start, end) to copy from. Returns the data size in bytes."""
     header: dict = {}
     if metadata:
         header["__metadata__"] = metadata
@@ -174,9 +192,12 @@ def write_safetensors(dest: Path, entries: list[tuple[str, str, list[int], Calla
                         left -= len(block)
             else:
                 data = source()
-                if len(data) != header[name]["data_offsets"][1] - header[name]["data_offsets"][0]:
+                written = 0
+                for block in ([data] if isinstance(data, (bytes, bytearray, memoryview)) else data):
+                    out.write(block)
+                    written += len(block)
+                if written != header[name]["data_offsets"][1] - header[name]["data_offsets"][0]:
                     raise AssertionError(f"size mismatch writing {name}")
-                out.write(data)
     return offset
 
 
@@ -353,7 +374,7 @@ def write_model_folder(model: ModelFolder, dest: Path, embedding: np.ndarray, he
             if name in replaced:
                 arr = replaced[name]
                 entries.append((name, info["dtype"], [rows, info["shape"][1]],
-                                (lambda a=arr, d=info["dtype"]: to_storage(a, d))))
+                                (lambda a=arr, d=info["dtype"]: storage_blocks(a, d))))
             else:
                 s, e = info["data_offsets"]
                 entries.append((name, info["dtype"], info["shape"], (shard, base + s, base + e)))

@@ -26,6 +26,8 @@ pub struct CharClasses {
     stage1: Box<[u16]>,
     /// deduplicated blocks of flags
     stage2: Box<[u8]>,
+    /// the flags of the ASCII characters, for the one-load fast path
+    pub ascii: [u8; 128],
 }
 
 impl CharClasses {
@@ -53,7 +55,9 @@ impl CharClasses {
             });
             stage1.push(idx);
         }
-        CharClasses { stage1: stage1.into(), stage2: stage2.into() }
+        let mut ascii = [0u8; 128];
+        ascii.copy_from_slice(&flat[..128]);
+        CharClasses { stage1: stage1.into(), stage2: stage2.into(), ascii }
     }
 
     /// The table shared by every splitter (built once, a few ms).
@@ -104,6 +108,9 @@ mod tests {
                 let s = c.encode_utf8(&mut buf);
                 assert_eq!(t.of(c as u32) & flag != 0, re.is_match(s as &str), "{pattern} U+{:04X}", c as u32);
                 assert_eq!(decode_at(s.as_bytes(), 0), (c as u32, c.len_utf8()));
+                if (c as u32) < 128 {
+                    assert_eq!(t.ascii[c as usize], t.of(c as u32));
+                }
             }
         }
     }

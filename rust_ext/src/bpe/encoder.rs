@@ -15,6 +15,9 @@ const CACHE_MAX_PIECE: usize = 48;
 /// Entries per thread and encoder before the cache is cleared.
 const CACHE_MAX_ENTRIES: usize = 1 << 18;
 
+/// Fewest bytes per thread for which `encode_ordinary_split` cuts a text.
+const SPLIT_MIN: usize = 4096;
+
 static NEXT_UID: AtomicU64 = AtomicU64::new(1);
 
 struct Scratch {
@@ -167,6 +170,29 @@ impl Encoder {
     pub fn encode_ordinary(&self, text: &str) -> Result<Vec<u32>, String> {
         let mut out = Vec::with_capacity(text.len() / 4 + 1);
         self.with_scratch(|sc| self.encode_text(text, sc, &mut out))?;
+        Ok(out)
+    }
+
+    /// `encode_ordinary` of one text on `num_threads` threads: the text is cut where the
+    /// pre-tokenizer is known to have a boundary (`Splitter::cuts`) and the spans are encoded in
+    /// parallel; same ids. Texts shorter than `SPLIT_MIN` bytes per thread, and patterns without
+    /// known cut points, run on the calling thread.
+    pub fn encode_ordinary_split(&self, text: &str, num_threads: usize) -> Result<Vec<u32>, String> {
+        let parts = crate::pool::effective_threads(num_threads).min(text.len() / SPLIT_MIN);
+        let cuts = self.splitter.cuts(text, parts);
+        if cuts.is_empty() {
+            return self.encode_ordinary(text);
+        }
+        let mut bounds = vec![0];
+        bounds.extend(cuts);
+        bounds.push(text.len());
+        let spans: Vec<&str> = bounds.windows(2).map(|w| &text[w[0]..w[1]]).collect();
+        let ids: Vec<Vec<u32>> =
+            with_pool(num_threads, || spans.par_iter().map(|t| self.encode_ordinary(t)).collect::<Result<Vec<_>, String>>())??;
+        let mut out = Vec::with_capacity(ids.iter().map(Vec::len).sum());
+        for v in ids {
+            out.extend_from_slice(&v);
+        }
         Ok(out)
     }
 

@@ -81,6 +81,34 @@ impl Splitter {
         }
     }
 
+    /// Byte offsets (ascending, inside `text`, at most `parts - 1`) where `text` can be cut into
+    /// spans that split, one by one, into exactly the pre-tokens of the whole text. Only for the
+    /// hand-written patterns (GPT-2, cl100k, Qwen2) without the digit split: there an ASCII
+    /// letter, a space, an ASCII letter always has a pre-token boundary before the space (no
+    /// alternative runs a letter into a space; a contraction ends in a letter), and the scanner
+    /// only looks forward from a boundary. Other patterns: no cuts.
+    pub fn cuts(&self, text: &str, parts: usize) -> Vec<usize> {
+        let b = text.as_bytes();
+        let mut out = Vec::new();
+        if !matches!(self.engine, Engine::Hand(_)) || self.individual_digits || parts < 2 {
+            return out;
+        }
+        let mut from = 1;
+        for k in 1..parts {
+            let target = (b.len() * k / parts).max(from);
+            let found = (target..b.len().saturating_sub(1))
+                .find(|&p| b[p] == b' ' && b[p - 1].is_ascii_alphabetic() && b[p + 1].is_ascii_alphabetic());
+            match found {
+                Some(p) => {
+                    out.push(p);
+                    from = p + 1;
+                }
+                None => break,
+            }
+        }
+        out
+    }
+
     pub fn new_cache(&self) -> Cache {
         match &self.engine {
             Engine::Fast { re, .. } => Some(re.create_cache()),
@@ -207,6 +235,26 @@ mod tests {
         let mut c = s.new_cache();
         s.split(t, &mut c, &mut |p| out.push(p.to_string())).unwrap();
         out
+    }
+
+    #[test]
+    fn cuts_are_boundaries_of_the_whole_split() {
+        let text = "It's a test: don't stop 'em  now\n\n  x  ok   y's   Zz AND 'll a b c \u{3000}é e  ".repeat(40);
+        for pat in [GPT2, CL100K] {
+            let s = Splitter::new(Some(pat), false, false, "auto").unwrap();
+            let whole = pieces(&s, &text);
+            for parts in [2, 3, 7, 50] {
+                let cuts = s.cuts(&text, parts);
+                assert!(!cuts.is_empty());
+                let mut bounds = vec![0];
+                bounds.extend(&cuts);
+                bounds.push(text.len());
+                let joined: Vec<String> = bounds.windows(2).flat_map(|w| pieces(&s, &text[w[0]..w[1]])).collect();
+                assert_eq!(joined, whole, "{pat} {parts}");
+            }
+            let fast = Splitter::new(Some(pat), false, false, "fast").unwrap();
+            assert!(fast.cuts(&text, 4).is_empty());
+        }
     }
 
     #[test]

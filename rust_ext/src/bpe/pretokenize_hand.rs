@@ -73,6 +73,10 @@ impl<'a> Scan<'a> {
     /// (class flags, length in bytes) of the character at `pos`.
     #[inline(always)]
     fn at(&self, pos: usize) -> (u8, usize) {
+        let c = self.b[pos];
+        if c < 0x80 {
+            return (self.cls.ascii[c as usize], 1);
+        }
         let (cp, len) = decode_at(self.b, pos);
         (self.cls.of(cp), len)
     }

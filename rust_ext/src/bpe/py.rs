@@ -21,6 +21,9 @@ fn err(e: String) -> PyErr {
 #[pyclass(frozen, module = "tokbench._core")]
 pub struct BpeEncoder {
     inner: Arc<Encoder>,
+    /// One Python int per id below n_vocab, made on first use: an id list is then filled with
+    /// new references to these (no int allocated per id; the "id list construction" stage).
+    ints: pyo3::sync::GILOnceCell<Vec<PyObject>>,
 }
 
 #[pymethods]
@@ -52,7 +55,7 @@ impl BpeEncoder {
                 Splitter::new(pattern.as_deref(), individual_digits, keep_unmatched, &engine)?;
             Encoder::new(model, splitter, &tokens, specials)
         });
-        Ok(BpeEncoder { inner: Arc::new(enc.map_err(err)?) })
+        Ok(BpeEncoder { inner: Arc::new(enc.map_err(err)?), ints: pyo3::sync::GILOnceCell::new() })
     }
 
     #[getter]
@@ -71,14 +74,20 @@ impl BpeEncoder {
         self.inner.specials().to_vec()
     }
 
-    fn encode_ordinary(&self, py: Python<'_>, text: &Bound<'_, PyString>) -> PyResult<Vec<u32>> {
-        let text = pyargs::text(text)?;
-        let text: &str = &text;
-        let enc = &self.inner;
-        if text.len() < KEEP_GIL_BELOW {
-            return enc.encode_ordinary(text).map_err(err);
+    /// num_threads > 1 (0: all cores): one long text is cut at known pre-token boundaries and
+    /// the spans are encoded in parallel (same ids; see `Encoder::encode_ordinary_split`).
+    /// as_array: a read-only numpy uint32 array over one buffer instead of a list of ints.
+    #[pyo3(signature = (text, num_threads=1, as_array=false))]
+    fn encode_ordinary(&self, py: Python<'_>, text: &Bound<'_, PyString>, num_threads: i64,
+                       as_array: bool) -> PyResult<PyObject> {
+        let ids = self.ordinary(py, text, num_threads)?;
+        if !as_array {
+            return Ok(self.id_list(py, &ids).into_any().unbind());
         }
-        py.allow_threads(|| enc.encode_ordinary(text)).map_err(err)
+        let bytes: Vec<u8> = ids.iter().flat_map(|i| i.to_ne_bytes()).collect();
+        let buf = PyBytes::new_bound(py, &bytes);
+        let np = py.import_bound("numpy")?;
+        Ok(np.getattr("frombuffer")?.call1((buf, np.getattr("uint32")?))?.unbind())
     }
 
     /// The pre-tokens of text (split regex, digits), no special-token handling.
@@ -91,15 +100,17 @@ impl BpeEncoder {
 
     /// allowed: indices into specials() that are split off as special ids.
     #[pyo3(signature = (text, allowed=Vec::new()))]
-    fn encode(&self, py: Python<'_>, text: &Bound<'_, PyString>, allowed: Vec<usize>) -> PyResult<Vec<u32>> {
+    fn encode<'py>(&self, py: Python<'py>, text: &Bound<'_, PyString>, allowed: Vec<usize>) -> PyResult<Bound<'py, PyList>> {
         self.check(&allowed)?;
         let text = pyargs::text(text)?;
         let text: &str = &text;
         let enc = &self.inner;
-        if text.len() < KEEP_GIL_BELOW {
-            return enc.encode_with_specials(text, &allowed).map_err(err);
-        }
-        py.allow_threads(|| enc.encode_with_specials(text, &allowed)).map_err(err)
+        let ids = if text.len() < KEEP_GIL_BELOW {
+            enc.encode_with_specials(text, &allowed).map_err(err)?
+        } else {
+            py.allow_threads(|| enc.encode_with_specials(text, &allowed)).map_err(err)?
+        };
+        Ok(self.id_list(py, &ids))
     }
 
     /// Index into specials() of the first special occurring in text among those whose
@@ -132,7 +143,7 @@ impl BpeEncoder {
         let ids = py
             .allow_threads(|| with_pool(num_threads, || enc.encode_batch(&refs, &allowed))?)
             .map_err(err)?;
-        Ok(id_lists(py, &ids))
+        Ok(self.id_lists(py, &ids))
     }
 
     fn decode_bytes<'py>(&self, py: Python<'py>, ids: Vec<u32>) -> PyResult<Bound<'py, PyBytes>> {
@@ -151,24 +162,64 @@ impl BpeEncoder {
     }
 }
 
-/// Python lists of the id lists. The collector is paused while they are built: they hold only
-/// ints, so no collection could free anything, and one deferred pass replaces one per 700 lists.
-fn id_lists<'py>(py: Python<'py>, ids: &[Vec<u32>]) -> Bound<'py, PyList> {
-    struct Resume(bool);
-    impl Drop for Resume {
-        fn drop(&mut self) {
-            if self.0 {
-                // SAFETY: called with the GIL held (the `py` token of `id_lists` outlives this).
-                unsafe { pyo3::ffi::PyGC_Enable() };
+impl BpeEncoder {
+    /// A Python list of `ids`, filled with references to the cached int objects (`ints`).
+    fn id_list<'py>(&self, py: Python<'py>, ids: &[u32]) -> Bound<'py, PyList> {
+        let ints = self.ints.get_or_init(py, || (0..self.inner.n_vocab() as u32).map(|i| i.into_py(py)).collect());
+        // SAFETY: the GIL is held (`py`); PyList_New gives a new list of `len` NULL slots, each
+        // filled exactly once by PyList_SetItem, which steals the reference it is given (a new
+        // one: INCREF of a cached int, or a fresh int for an id outside the table).
+        unsafe {
+            let list = pyo3::ffi::PyList_New(ids.len() as pyo3::ffi::Py_ssize_t);
+            if list.is_null() {
+                panic!("out of memory for a list of {} ids", ids.len());
             }
+            for (i, &id) in ids.iter().enumerate() {
+                let obj = match ints.get(id as usize) {
+                    Some(o) => {
+                        pyo3::ffi::Py_INCREF(o.as_ptr());
+                        o.as_ptr()
+                    }
+                    None => pyo3::ffi::PyLong_FromUnsignedLong(id as std::os::raw::c_ulong),
+                };
+                pyo3::ffi::PyList_SetItem(list, i as pyo3::ffi::Py_ssize_t, obj);
+            }
+            Bound::from_owned_ptr(py, list).downcast_into_unchecked()
         }
     }
-    // SAFETY: the GIL is held (`py`); PyGC_Disable returns whether collection was enabled.
-    let _resume = Resume(unsafe { pyo3::ffi::PyGC_Disable() } != 0);
-    PyList::new_bound(py, ids.iter().map(|v| PyList::new_bound(py, v)))
-}
 
-impl BpeEncoder {
+    /// Python lists of the id lists. The collector is paused while they are built: they hold
+    /// only ints, so no collection could free anything, and one deferred pass replaces one per
+    /// 700 lists.
+    fn id_lists<'py>(&self, py: Python<'py>, ids: &[Vec<u32>]) -> Bound<'py, PyList> {
+        struct Resume(bool);
+        impl Drop for Resume {
+            fn drop(&mut self) {
+                if self.0 {
+                    // SAFETY: called with the GIL held (the `py` token of `id_lists` outlives this).
+                    unsafe { pyo3::ffi::PyGC_Enable() };
+                }
+            }
+        }
+        // SAFETY: the GIL is held (`py`); PyGC_Disable returns whether collection was enabled.
+        let _resume = Resume(unsafe { pyo3::ffi::PyGC_Disable() } != 0);
+        PyList::new_bound(py, ids.iter().map(|v| self.id_list(py, v)))
+    }
+
+    fn ordinary(&self, py: Python<'_>, text: &Bound<'_, PyString>, num_threads: i64) -> PyResult<Vec<u32>> {
+        let num_threads = pyargs::threads(num_threads)?;
+        let text = pyargs::text(text)?;
+        let text: &str = &text;
+        let enc = &self.inner;
+        if text.len() < KEEP_GIL_BELOW {
+            return enc.encode_ordinary(text).map_err(err);
+        }
+        if num_threads == 1 {
+            return py.allow_threads(|| enc.encode_ordinary(text)).map_err(err);
+        }
+        py.allow_threads(|| enc.encode_ordinary_split(text, num_threads)).map_err(err)
+    }
+
     fn check(&self, allowed: &[usize]) -> PyResult<()> {
         let n = self.inner.specials().len();
         match allowed.iter().find(|&&i| i >= n) {
@@ -266,6 +317,30 @@ impl BpeCounter {
     /// Sum of all counts (pre-token occurrences).
     fn total(&self) -> u64 {
         self.counts.values().sum()
+    }
+
+    /// map output: this table cut into `partitions` hash-partitioned count-table blobs
+    /// (rust_ext/src/table.rs; GIL released).
+    fn to_tables<'py>(&self, py: Python<'py>, partitions: u32) -> PyResult<Bound<'py, PyList>> {
+        if partitions == 0 {
+            return Err(err("partitions must be >= 1".into()));
+        }
+        let counts = &self.counts;
+        let blobs = py.allow_threads(|| {
+            crate::table::partition_table(counts.iter().map(|(k, v)| (k.as_slice(), *v)), partitions)
+        });
+        let out = PyList::empty_bound(py);
+        for b in blobs {
+            out.append(PyBytes::new_bound(py, &b))?;
+        }
+        Ok(out)
+    }
+
+    /// reduce output: add a count-table blob's counts into this table (GIL released).
+    fn add_table(&mut self, py: Python<'_>, blob: &[u8]) -> PyResult<()> {
+        let counts = &mut self.counts;
+        py.allow_threads(|| crate::table::add_into(blob, counts)).map_err(err)?;
+        Ok(())
     }
 }
 

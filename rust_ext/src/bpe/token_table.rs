@@ -22,22 +22,49 @@ impl<V> Default for TokenTable<V> {
     }
 }
 
+/// Little-endian u32 at `b[at..at + 4]`.
+#[inline(always)]
+fn le32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+}
+
+/// Little-endian u64 at `b[at..at + 8]`.
+#[inline(always)]
+fn le64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+/// Bytes `0..len` of `b` (1 <= len <= 8, `len == b.len()`) as a little-endian number, by at most
+/// two overlapping loads: no copy loop, no `memcpy` call. Overlapping bytes are the same bytes
+/// at the same place, so OR-ing the loads is exact.
+#[inline(always)]
+fn load_le(b: &[u8]) -> u64 {
+    let n = b.len();
+    if n >= 4 {
+        le32(b, 0) as u64 | ((le32(b, n - 4) as u64) << (8 * (n - 4)))
+    } else if n > 0 {
+        b[0] as u64 | ((b[n / 2] as u64) << (8 * (n / 2))) | ((b[n - 1] as u64) << (8 * (n - 1)))
+    } else {
+        0
+    }
+}
+
 /// `bytes` (at most `TINY` long) and its length as one number; distinct for distinct inputs.
 #[inline(always)]
 fn pack_tiny(bytes: &[u8]) -> u64 {
-    let mut buf = [0u8; 8];
-    buf[..bytes.len()].copy_from_slice(bytes);
-    buf[7] = bytes.len() as u8;
-    u64::from_le_bytes(buf)
+    load_le(bytes) | ((bytes.len() as u64) << 56)
 }
 
 /// `bytes` (at most `INLINE` long) and its length as one number; distinct for distinct inputs.
 #[inline(always)]
 fn pack(bytes: &[u8]) -> u128 {
-    let mut buf = [0u8; 16];
-    buf[..bytes.len()].copy_from_slice(bytes);
-    buf[15] = bytes.len() as u8;
-    u128::from_le_bytes(buf)
+    let n = bytes.len();
+    let (lo, hi) = if n > 8 {
+        (le64(bytes, 0), le64(bytes, n - 8) >> (8 * (16 - n)))
+    } else {
+        (load_le(bytes), 0)
+    };
+    (lo as u128) | ((hi as u128) << 64) | ((n as u128) << 120)
 }
 
 impl<V> TokenTable<V> {
@@ -94,6 +121,26 @@ impl<V: Copy> TokenTable<V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn packing_equals_a_byte_copy() {
+        let data: Vec<u8> = (0..64u32).map(|i| (i * 37 + 11) as u8).collect();
+        for n in 0..=INLINE {
+            for at in 0..8 {
+                let b = &data[at..at + n];
+                let mut buf = [0u8; 16];
+                buf[..n].copy_from_slice(b);
+                buf[15] = n as u8;
+                assert_eq!(pack(b), u128::from_le_bytes(buf), "{n}");
+                if n <= TINY {
+                    let mut buf = [0u8; 8];
+                    buf[..n].copy_from_slice(b);
+                    buf[7] = n as u8;
+                    assert_eq!(pack_tiny(b), u64::from_le_bytes(buf), "{n}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn lengths_and_zero_bytes_are_told_apart() {

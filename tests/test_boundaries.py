@@ -1,0 +1,307 @@
+"""tokbench boundaries: causality of every arm, deterministic evaluation, training lowers the loss, atomic
+checkpoints and resume, priors from the real Tatoeba split (MAGNET's 0.2 / 0.1 / 0.08), script routing, the
+parity arithmetic on real parallel text against known tokenizers, export round trips, one-line errors."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from tokbench.boundaries.data import load_splits, tatoeba_cut
+from tokbench.boundaries.metrics import Segmenter, boundary_f1, route_for, word_ends
+from tokbench.boundaries.model import HourglassLM, ModelConfig
+from tokbench.boundaries.predictors import binomial_loss, hinge_loss, sample_boundaries
+from tokbench.boundaries.priors import MAGNET_RELEASED, check_prior, parallel_priors
+from tokbench.boundaries.scripts import dominant_group
+from tokbench.boundaries.train import PRESETS, TrainConfig, load_checkpoint, load_model, train
+from tokbench.cli import main
+from tokbench.errors import TokbenchError
+from tokbench.fairness import spread
+
+torch.set_num_threads(1)
+ARMS = ("dtp", "priors", "magnet", "bytes")
+
+
+@pytest.fixture(scope="module")
+def splits(require_asset):
+    return load_splits(tatoeba=require_asset("tatoeba", "corpus"), udhr=require_asset("udhr", "corpus"),
+                       english_train=require_asset("gutenberg", "corpus"),
+                       english_test=require_asset("wikitext2-test", "corpus"), english_train_bytes=150_000)
+
+
+@pytest.fixture(scope="module")
+def runs(splits, tmp_path_factory):
+    """50 steps of two arms on the test preset (shared by the tests below)."""
+    root = tmp_path_factory.mktemp("runs")
+    out = {}
+    for arm in ("dtp", "magnet"):
+        cfg = TrainConfig(preset="test", arm=arm, steps=50, log_every=10, checkpoint_every=25, threads=1)
+        out[arm] = (root / arm, train(cfg, root / arm, splits=splits, progress=False))
+    return out
+
+
+def _model(arm: str, seed: int = 0) -> HourglassLM:
+    """A test-preset model whose predictors fire on about half the bytes (a fresh one fires on none at
+    evaluation: its bias sits at the prior, below the 0.5 threshold)."""
+    torch.manual_seed(seed)
+    routes = ["cyrillic", "latin"] if arm == "magnet" else ["all"]
+    cfg = ModelConfig(**PRESETS["test"]["model"], arm=arm, routes=routes, route_priors=[0.2] * len(routes))
+    m = HourglassLM(cfg)
+    if m.predictor is not None:
+        with torch.no_grad():
+            m.predictor.b2.zero_()
+            m.predictor.w2.normal_(0, 3.0)
+    return m
+
+
+@pytest.mark.parametrize("arm", ARMS)
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_changing_later_bytes_changes_nothing_before(arm, mode):
+    m = _model(arm)
+    m.train(mode == "train")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (3, 64), generator=g)
+    route = torch.tensor([0, 1, 0]) if arm == "magnet" else torch.zeros(3, dtype=torch.long)
+    base = m(x, route, generator=torch.Generator().manual_seed(7))
+    if base["boundaries"] is not None:
+        rate = base["boundaries"].mean().item()
+        assert 0.1 < rate < 0.9, rate  # the test must exercise shortening
+    for t in (0, 5, 31, 62):
+        y = x.clone()
+        y[:, t + 1:] = torch.randint(0, 256, (3, 63 - t), generator=g)
+        assert not torch.equal(x[:, t + 1:], y[:, t + 1:])
+        other = m(y, route, generator=torch.Generator().manual_seed(7))
+        torch.testing.assert_close(other["logits"][:, :t + 1], base["logits"][:, :t + 1], rtol=0, atol=1e-5)
+        if base["boundaries"] is not None:
+            assert torch.equal(other["boundaries"][:, :t + 1], base["boundaries"][:, :t + 1])
+        if mode == "eval" and t < 62:  # the later bytes do matter (the test can fail)
+            assert not torch.allclose(other["logits"][:, t + 1:], base["logits"][:, t + 1:])
+
+
+def test_two_evaluation_passes_are_bit_identical(splits, runs):
+    for arm in ("dtp", "magnet"):
+        m, state = load_model(runs[arm][0])
+        x = torch.from_numpy(np.frombuffer(splits.test["rus"][:640].encode()[:640], dtype=np.uint8)
+                             .astype(np.int64).reshape(10, 64))
+        a, b = m(x), m(x)
+        assert torch.equal(a["logits"], b["logits"]) and torch.equal(a["boundaries"], b["boundaries"])
+    m = _model("magnet")
+    seg = Segmenter(m, ["latin", "cyrillic"])
+    lines = splits.test["rus"].split("\n")[:40] + splits.test["eng"].split("\n")[:40]
+    first, second = seg.ends(lines), seg.ends(lines)
+    assert first == second
+    assert sum(len(e) for e in first) > 2 * len(lines)  # non-trivial segmentations
+
+
+def test_fifty_steps_of_two_arms_lower_the_loss(runs):
+    for arm, (folder, summary) in runs.items():
+        log = summary["log"]
+        assert summary["step"] == 50 and summary["finished"] and len(log) == 5
+        assert log[-1]["loss"] < log[0]["loss"] - 0.3, (arm, log[0]["loss"], log[-1]["loss"])
+        assert set(log[-1]["rate"]) == {"latin", "cyrillic", "indic"}
+        assert (folder / "train.json").is_file() and load_checkpoint(folder)["step"] == 50
+    # MAGNET's routes are the script groups, each predictor's bias initialised at its prior
+    m, state = load_model(runs["magnet"][0])
+    assert m.cfg.routes == ["cyrillic", "indic", "latin"]
+    assert m.cfg.route_priors == pytest.approx([state["priors"]["scripts"][g] for g in m.cfg.routes])
+    # training rates follow the priors early on (bias at logit(prior))
+    first = runs["magnet"][1]["log"][0]["rate"]
+    for g, r in first.items():
+        assert abs(r / state["priors"]["scripts"][g] - 1) < 0.5, (g, r)
+
+
+def test_resume_continues_the_same_run(splits, runs, tmp_path):
+    cfg = TrainConfig(preset="test", arm="dtp", steps=50, log_every=10, checkpoint_every=25, threads=1)
+    half = train(cfg, tmp_path, splits=splits, progress=False, stop_at=30)
+    assert half["step"] == 30 and not half["finished"]
+    with pytest.raises(TokbenchError, match="already holds a checkpoint"):
+        train(cfg, tmp_path, resume=False, splits=splits, progress=False)
+    resumed = train(cfg, tmp_path, splits=splits, progress=False)
+    straight = runs["dtp"][1]
+    assert resumed["step"] == 50 and resumed["finished"]
+    assert [e["loss"] for e in resumed["log"]] == pytest.approx([e["loss"] for e in straight["log"]], rel=1e-5)
+
+
+def test_a_checkpoint_from_another_preset_is_one_line(splits, runs):
+    folder = runs["dtp"][0]
+    with pytest.raises(TokbenchError, match="another run .preset 'test', not 'tiny'"):
+        train(TrainConfig(preset="tiny", arm="dtp", steps=60), folder, splits=splits, progress=False)
+    r = CliRunner().invoke(main, ["boundaries", "train", str(folder), "--preset", "tiny", "--arm", "dtp",
+                                  "--resume", "-q"])
+    assert r.exit_code == 2 and "another run" in r.output and "Traceback" not in r.output
+    assert len(r.output.strip().splitlines()) == 1
+
+
+def test_a_killed_training_run_leaves_the_last_complete_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    code = ("import torch; from tokbench.boundaries.train import TrainConfig, train; "
+            f"train(TrainConfig(preset='test', arm='magnet', steps=100000, checkpoint_every=2, log_every=2, "
+            f"threads=1), {str(out)!r}, progress=False)")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env)
+    try:
+        ckpt = out / "checkpoint.pt"
+        deadline = time.time() + 90
+        while time.time() < deadline and not (ckpt.exists() and load_checkpoint(ckpt)["step"] >= 6):
+            assert proc.poll() is None, "the training process ended early"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    state = load_checkpoint(out)
+    assert state["step"] >= 6 and state["step"] % 2 == 0 and not state["finished"]
+    model, _ = load_model(out)
+    assert model(torch.zeros(1, 8, dtype=torch.long))["logits"].shape == (1, 8, 256)
+
+
+def test_priors_from_the_tatoeba_train_split_reproduce_magnet(splits):
+    p = parallel_priors(splits.parallel_train, 0.2)
+    for g, ref in MAGNET_RELEASED.items():
+        assert p["check"][g]["agrees"], p["check"][g]
+        assert abs(p["scripts"][g] / ref - 1) <= 0.25
+    assert p["languages"]["hin"]["beta"] == pytest.approx(0.076, abs=0.004)
+    assert p["languages"]["rus"]["beta"] == pytest.approx(0.113, abs=0.004)
+    r = CliRunner().invoke(main, ["boundaries", "prior", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["scripts"]["indic"] == pytest.approx(p["scripts"]["indic"])
+
+
+@pytest.mark.parametrize("bad", [0, 1, -0.1, 1.5, float("nan"), "x"])
+def test_a_prior_outside_the_open_unit_interval_is_one_line(bad):
+    with pytest.raises(TokbenchError, match="outside|not a number") as e:
+        check_prior(bad)
+    assert "\n" not in str(e.value)
+
+
+def test_prior_errors_on_the_cli_are_one_line(tmp_path):
+    for args in (["train", str(tmp_path / "a"), "--prior", "latin=1.5", "-q"],
+                 ["train", str(tmp_path / "b"), "--beta-en", "0", "-q"], ["prior", "--beta-en", "2"]):
+        r = CliRunner().invoke(main, ["boundaries", *args])
+        assert r.exit_code == 2 and "outside (0, 1)" in r.output and "Traceback" not in r.output, r.output
+    assert not (tmp_path / "a").exists()
+
+
+def test_text_without_a_trained_script_is_one_line(runs, tmp_path):
+    m, state = load_model(runs["magnet"][0])
+    seg = Segmenter(m, state["priors"]["script_of"].values())
+    with pytest.raises(TokbenchError, match="no letters of a trained script .other"):
+        seg.ends(["ok", "ქართული ენა"])
+    assert seg.ends(["12 + 3", ""])[1] == []  # digits and punctuation do not need a script
+    f = tmp_path / "ka.txt"
+    f.write_text("სიყვარული\n", encoding="utf-8")
+    r = CliRunner().invoke(main, ["boundaries", "segment", str(runs["magnet"][0]), str(f)])
+    assert r.exit_code == 2 and "no letters of a trained script" in r.output
+    assert len(r.output.strip().splitlines()) == 1
+
+
+def test_script_groups_and_routing_on_real_lines(splits):
+    expect = {"eng": "latin", "fra": "latin", "spa": "latin", "rus": "cyrillic", "ukr": "cyrillic",
+              "bel": "cyrillic", "hin": "indic", "ben": "indic", "tel": "indic"}
+    for lang, group in expect.items():
+        lines = [x for x in splits.test[lang].split("\n")[:50] if x]
+        share = np.mean([dominant_group(x) == group for x in lines])
+        assert share > 0.9, (lang, share)
+    assert [dominant_group(t) for t in ("שלום", "γεια", "你好", "안녕", "สวัสดี", "...")] == \
+        ["arabic", "greek", "cjk", "hangul", "thai", "other"]
+    assert route_for("Привет, world", ["cyrillic", "latin"], ["cyrillic", "latin"]) == 0
+
+
+def test_splits_keep_test_text_out_of_training(splits):
+    for lang, pairs in splits.parallel_test.items():
+        n = len(pairs) + len(splits.parallel_train[lang])
+        assert len(splits.parallel_train[lang]) == tatoeba_cut(n)
+        train_lines = set(splits.train[lang].split("\n"))
+        leaked = [x for x, _ in pairs if x in train_lines and x not in {a for a, _ in splits.parallel_train[lang]}]
+        assert not leaked, (lang, leaked[:3])
+    eng_train = set(splits.train["eng"].split("\n"))
+    assert not {y for pairs in splits.parallel_test.values() for _, y in pairs} & eng_train
+    # UDHR article 25 is a test article
+    assert "25" not in splits.train["fra"][:0] and "Toute personne a droit à un niveau de vie" not in splits.train["fra"]
+
+
+def test_prior_losses_match_their_formulas():
+    b = torch.tensor([[1.0, 0, 0, 1, 0, 0, 0, 0, 0, 0]])
+    beta = torch.tensor([0.2])
+    want = -(math.log(math.comb(10, 2)) + 2 * math.log(0.2) + 8 * math.log(0.8)) / 10
+    assert binomial_loss(b, beta).item() == pytest.approx(want, rel=1e-5)
+    assert hinge_loss(b, beta, torch.tensor([0.01])).item() == pytest.approx(0.0)
+    assert hinge_loss(b, torch.tensor([0.5]), torch.tensor([0.01])).item() == pytest.approx(0.5 - 0.02 - 0.2)
+    logits = torch.zeros(2, 50, requires_grad=True)
+    hard, _ = sample_boundaries(logits, training=True, generator=torch.Generator().manual_seed(0))
+    assert set(hard.unique().tolist()) <= {0.0, 1.0}
+    binomial_loss(hard, torch.tensor([0.1, 0.1])).backward()
+    assert logits.grad.abs().sum() > 0  # straight-through: the prior reaches the predictor
+    ev, _ = sample_boundaries(torch.tensor([[-0.1, 0.1]]), training=False)
+    assert ev.tolist() == [[0.0, 1.0]]
+
+
+def test_parity_on_real_tatoeba_test_matches_known_tokenizers(splits, require_asset):
+    from tokbench.boundaries.report import baselines
+
+    for name in ("gpt2", "xlm-r"):
+        require_asset(name, "tokenizer")
+    b = baselines(splits.parallel_test, ["gpt2", "xlm-r"])
+    assert b["bytes"]["mean_abs_log2"] == pytest.approx(0.89, abs=0.05)  # = the byte premium
+    assert b["bytes"]["english_bytes_per_segment"] == 1.0
+    assert b["gpt2"]["mean_abs_log2"] > 1.8 and b["xlm-r"]["mean_abs_log2"] < 0.25
+    assert b["words"]["mean_abs_log2"] < 0.3
+    s = spread([2.0, 0.5, 1.0])
+    assert s["mean_abs_log2"] == pytest.approx(2 / 3) and s["max"] == 2.0
+
+
+def test_whitespace_f1_and_word_ends():
+    assert word_ends("ab  cd") == [2, 6] and word_ends("") == []
+    assert boundary_f1([[2, 6]], [[2, 6]])["f1"] == 1.0
+    assert boundary_f1([[1, 2, 6]], [[2, 6]]) == {"precision": 0.5, "recall": 1.0, "f1": pytest.approx(2 / 3)}
+
+
+def test_export_round_trips_and_loads_in_tokenizers_and_transformers(splits, runs, tmp_path):
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    from tokbench.boundaries.export import export, load_segmenter
+
+    folder = runs["magnet"][0]
+    m, state = load_model(folder)
+    torch.manual_seed(0)
+    with torch.no_grad():  # 50 steps leave the predictors flat: give them varied, multi-byte segments
+        m.predictor.w2.normal_(0, 3.0)
+        m.predictor.b2.fill_(-2.0)
+    torch.save({**state, "model": m.state_dict()}, tmp_path / "firing.pt")
+    report = export(tmp_path / "firing.pt", tmp_path / "exp", splits, vocab_size=600, max_bytes=3000)
+    out = tmp_path / "exp"
+    assert {p.name for p in out.iterdir()} >= {"segmenter.safetensors", "segmenter.json", "tokenizer.json",
+                                               "export.json"}
+    lines = [x for x in splits.test["ukr"].split("\n")[:30] + splits.test["eng"].split("\n")[:30] if x]
+    full = Segmenter(load_model(tmp_path / "firing.pt")[0], state["priors"]["script_of"].values())
+    assert load_segmenter(out).ends(lines) == full.ends(lines)  # the standalone runner: same boundaries
+    n_bytes, n_segments = sum(len(x.encode()) for x in lines), sum(len(e) for e in full.ends(lines))
+    assert 3 * len(lines) < n_segments < 0.8 * n_bytes
+    tok = Tokenizer.from_file(str(out / "tokenizer.json"))
+    hf = PreTrainedTokenizerFast(tokenizer_file=str(out / "tokenizer.json"))
+    for line in lines:
+        ids = tok.encode(line, add_special_tokens=False).ids
+        assert tok.decode(ids) == line and hf.decode(hf(line, add_special_tokens=False)["input_ids"]) == line
+    assert 0.0 < report["heldout_f1_mean"] <= 1.0 and report["pretokenizer"] in report["train_f1"]
+    assert len(json.loads((out / "tokenizer.json").read_text())["model"]["merges"]) > 100
+    r = CliRunner().invoke(main, ["boundaries", "segment", str(out), "-"], input="hello world\n")
+    assert r.exit_code == 0 and r.output.replace("|", "") == "hello world\n"
+
+
+def test_missing_torch_names_the_extra(monkeypatch):
+    from tokbench import extras
+    from tokbench.boundaries import require_torch
+
+    monkeypatch.setattr(extras, "_installed", lambda m: m != "torch")
+    with pytest.raises(TokbenchError, match=r"tokbench\[transplant\]"):
+        require_torch()

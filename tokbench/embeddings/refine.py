@@ -1,0 +1,391 @@
+"""`refine_rows`: a short, bounded optimisation of only the new rows of a model whose vocabulary changed.
+
+Self-distillation across tokenizers: the teacher is the base model reading a text under its own tokenizer,
+the student is the edited model (same body, new vocabulary) reading the same text under the new one. Both
+tokenizations are cut at their shared character boundaries (a position where a token starts in both); the
+text between two consecutive shared boundaries is a chunk, and both models give it a log-likelihood (the sum
+of the log-probabilities of the tokens that start inside it, each given the same preceding text). The loss
+compares the two per chunk (ALM-style, arXiv 2503.20083):
+
+- "distill" (default): binarised KL between Bernoulli(p_teacher(chunk)) and Bernoulli(p_student(chunk));
+- "distill_ntp": "distill" plus the student's next-token loss of the chunks (bits per byte);
+- "ntp": the student's next-token loss alone (no teacher pass).
+
+Only the new rows move: the embedding (and an untied head) stay frozen and a small trainable delta tensor
+(one row per new id) is added where those ids are looked up (input) and to their logits (head; a tied head
+shares the delta). The last `held_out` fraction of the text is never trained on: the student's bits per byte
+on its chunks is measured before the first step and every `eval_every` steps, training stops early after
+`patience` evaluations without improvement, and the rows returned are those of the best evaluation, the
+initial rows included, so they are never worse than the initialisation on that slice. Bounded by `seconds`
+(wall clock of the optimisation, held-out evaluations included) and/or `steps`. Deterministic for a given
+seed when bounded by steps. torch and transformers are imported only when this runs.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tokbench import limits
+from tokbench.errors import TokbenchError
+
+LOSSES = ("distill", "distill_ntp", "ntp")
+
+
+@dataclass
+class Refined:
+    """rows: (len(new_ids), d) float32 input rows in request order; head_rows: the same for an untied head
+    (None when the head is tied to the embedding); record: what was done (steps, seconds, curve, ...)."""
+
+    rows: np.ndarray
+    head_rows: np.ndarray | None
+    record: dict = field(default_factory=dict)
+    snapshots: dict = field(default_factory=dict)  # seconds -> (rows, head_rows): the best rows at that time
+
+
+@dataclass
+class _Segment:
+    student: list[int]
+    teacher: list[int]
+    s_chunk: np.ndarray  # chunk index (local, 0 = context only) of every student token
+    t_chunk: np.ndarray
+    chunk_bytes: np.ndarray  # UTF-8 bytes of every chunk (index 0 unused)
+
+
+def check_refine_args(seconds, steps, *, lr: float = 1e-3, batch: int = 4, window: int = 256,
+                      held_out: float = 0.1, eval_every: int = 10, patience: int = 3,
+                      loss: str = "distill") -> None:
+    """Refuse out-of-range refinement arguments (one line each) before any work."""
+    if seconds is None and steps is None:
+        raise TokbenchError("refinement needs a bound", fix="pass seconds (e.g. 300) and/or steps")
+    if seconds is not None:
+        limits.real("refine seconds", seconds, 0, 7 * 86400, lo_open=True)
+    limits.optional("refine steps", steps, 1, 10_000_000)
+    limits.real("refine lr", lr, 0, 1, lo_open=True)
+    limits.at_least("refine batch", batch, 1, 1024, what="segments per step")
+    limits.at_least("refine window", window, 8, 8192, what="new-tokenizer tokens per segment")
+    limits.real("refine held_out", held_out, 0, 0.5, lo_open=True, what="fraction of the text kept for early stopping")
+    limits.at_least("refine eval_every", eval_every, 1, what="steps between held-out evaluations")
+    limits.at_least("refine patience", patience, 1, what="evaluations without improvement before stopping")
+    if loss not in LOSSES:
+        raise TokbenchError(f"unknown refinement loss {loss!r}", fix=f"use one of {', '.join(LOSSES)}")
+
+
+def _starts(tok, text: str) -> tuple[list[int], np.ndarray]:
+    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    starts = np.array([s for s, _ in enc["offset_mapping"]], dtype=np.int64)
+    if len(starts):
+        starts = np.maximum.accumulate(starts)
+        starts[0] = 0
+    return list(enc["input_ids"]), starts
+
+
+def _segments(text: str, s_tok, t_tok, window: int, t_window: int) -> list[_Segment]:
+    """Cut `text` at shared boundaries into segments of at most `window` student / `t_window` teacher tokens."""
+    s_ids, s_st = _starts(s_tok, text)
+    t_ids, t_st = _starts(t_tok, text)
+    shared = np.intersect1d(s_st, t_st)
+    bounds = np.append(shared, len(text))
+    char_bytes = np.fromiter((len(c.encode("utf-8")) for c in text), dtype=np.int64, count=len(text))
+    byte_pos = np.concatenate([[0], np.cumsum(char_bytes)])
+    # token index ranges per shared boundary: tokens starting in [bounds[i], bounds[i+1])
+    s_first = np.searchsorted(s_st, bounds)
+    t_first = np.searchsorted(t_st, bounds)
+    out: list[_Segment] = []
+    a, n_chunks = 0, len(shared)
+    while a < n_chunks - 1:
+        b = a + 1
+        while (b < n_chunks and s_first[b + 1] - s_first[a] <= window and t_first[b + 1] - t_first[a] <= t_window):
+            b += 1
+        if b - a < 2:  # one chunk longer than a window (or nothing to predict): skip it
+            a = b
+            continue
+        s_lo, s_hi, t_lo, t_hi = s_first[a], s_first[b], t_first[a], t_first[b]
+        s_chunk = np.searchsorted(bounds, s_st[s_lo:s_hi], side="right") - 1 - a
+        t_chunk = np.searchsorted(bounds, t_st[t_lo:t_hi], side="right") - 1 - a
+        cb = byte_pos[bounds[a + 1:b + 1]] - byte_pos[bounds[a:b]]
+        out.append(_Segment(s_ids[s_lo:s_hi], t_ids[t_lo:t_hi], s_chunk, t_chunk, cb))
+        a = b
+    return out
+
+
+def _load(folder: Path, what: str, device: str):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(folder))
+    except Exception as exc:  # transformers raises many types
+        raise TokbenchError(f"the {what}'s tokenizer does not load with transformers ({exc})", path=folder,
+                            fix="check tokenizer.json / tokenizer_config.json") from None
+    try:
+        lm = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+    except Exception as exc:
+        raise TokbenchError(f"the {what} model does not load with transformers ({exc})", path=folder,
+                            fix="check config.json and the weights") from None
+    lm.to(device).eval().requires_grad_(False)
+    from tokbench.eval.bpb import _split_head
+
+    split = _split_head(lm)
+    if split is None:
+        raise TokbenchError(f"refinement needs a causal LM whose logits are its head applied to the last hidden state "
+                            f"({type(lm).__name__} is not one)", path=folder,
+                            fix="use a Llama, Mistral, Qwen, GPT-2, GPT-NeoX, Phi, OLMo or StableLM model")
+    return tok, lm, split
+
+
+class _Student:
+    """The edited model with trainable deltas on the rows of `new_ids` (input, and the untied head's)."""
+
+    def __init__(self, lm, split, new_ids: list[int], device: str):
+        import torch
+
+        self.body, self.head = split
+        self.emb = lm.get_input_embeddings().weight
+        self.tied = self.head.weight.data_ptr() == self.emb.data_ptr()
+        n, d = len(new_ids), self.emb.shape[1]
+        self.ids = torch.tensor(new_ids, dtype=torch.long, device=device)
+        self.pos = torch.full((self.emb.shape[0],), n, dtype=torch.long, device=device)
+        self.pos[self.ids] = torch.arange(n, device=device)
+        self.delta = torch.zeros(n, d, device=device, requires_grad=True)
+        self.delta_head = None if self.tied else torch.zeros(n, d, device=device, requires_grad=True)
+        self.zero = torch.zeros(1, d, device=device)
+
+    def params(self) -> list:
+        return [self.delta] + ([] if self.delta_head is None else [self.delta_head])
+
+    def state(self) -> tuple:
+        return tuple(p.detach().clone() for p in self.params())
+
+    def logprobs(self, inp):
+        """log p(inp[:, t+1] | inp[:, :t+1]) for every t: (batch, length - 1)."""
+        import torch
+
+        x = torch.nn.functional.embedding(inp, self.emb) + torch.cat([self.delta, self.zero])[self.pos[inp]]
+        h = self.body(inputs_embeds=x).last_hidden_state[:, :-1]
+        logits = self.head(h)
+        dh = self.delta if self.delta_head is None else self.delta_head
+        logits = logits.index_add(-1, self.ids, h @ dh.T)
+        target = inp[:, 1:]
+        return logits.gather(-1, target.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+
+def _teacher_logprobs(split, inp):
+    import torch
+
+    body, head = split
+    with torch.inference_mode():
+        h = body(input_ids=inp).last_hidden_state[:, :-1]
+        logits = head(h)
+        return logits.gather(-1, inp[:, 1:].unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+
+def _batch(segs: list[_Segment], side: str, device: str):
+    """Right-padded ids (causal attention: padding never reaches earlier positions), the global chunk index of
+    every predicted position (-1: not counted) and the bytes of every chunk of the batch."""
+    import torch
+
+    length = max(len(getattr(s, side)) for s in segs)
+    inp = torch.zeros(len(segs), length, dtype=torch.long)
+    where = torch.full((len(segs), length - 1), -1, dtype=torch.long)
+    offset = 0
+    for r, s in enumerate(segs):
+        ids = getattr(s, side)
+        chunk = s.s_chunk if side == "student" else s.t_chunk
+        inp[r, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+        c = torch.tensor(chunk[1:], dtype=torch.long)
+        where[r, :len(ids) - 1] = torch.where(c >= 1, c - 1 + offset, torch.full_like(c, -1))
+        offset += len(s.chunk_bytes) - 1
+    nbytes = torch.tensor(np.concatenate([s.chunk_bytes[1:] for s in segs]), dtype=torch.float64)
+    return inp.to(device), where.to(device), nbytes, offset
+
+
+def _chunk_sums(lp, where, n):
+    import torch
+
+    mask = where >= 0
+    out = torch.zeros(n, dtype=lp.dtype, device=lp.device)
+    return out.index_add(0, where[mask], lp[mask])
+
+
+def _log1mexp(x):
+    import torch
+
+    x = x.clamp(max=-1e-7)
+    return torch.where(x > -0.6931, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+def _loss(kind: str, s, t, nbytes):
+    """Loss per byte of the batch's chunks: s / t are student / teacher chunk log-likelihoods (nats)."""
+    import torch
+
+    total = s.new_zeros(())
+    if kind in ("distill", "distill_ntp"):
+        pt = torch.exp(t)
+        kl = pt * (t - s) + (1 - pt) * (_log1mexp(t) - _log1mexp(s))
+        total = total + kl.sum()
+    if kind in ("ntp", "distill_ntp"):
+        total = total - s.sum()
+    return total / float(nbytes.sum())
+
+
+def refine_rows(teacher, student, new_ids, text: str, *, seconds: float | None = None, steps: int | None = None,
+                lr: float = 1e-3, batch: int = 4, window: int = 256, held_out: float = 0.1, eval_every: int = 10,
+                patience: int = 3, loss: str = "distill", seed: int = 0, device: str | None = None,
+                snapshots=(), progress: bool = True) -> Refined:
+    """Refine the rows of `new_ids` (ids of the student's vocabulary) of the model folder `student` against the
+    model folder `teacher` (the model before its vocabulary changed) on `text`; returns the rows and a record.
+
+    seconds / steps: bounds (at least one). lr: Adam's learning rate on the row deltas. batch: segments per
+    step; window: student tokens per segment. held_out: fraction of the text (its end) kept for early stopping
+    and the never-worse check; eval_every / patience: steps between held-out evaluations, evaluations without
+    improvement before stopping. loss: one of LOSSES. device: torch device (default cpu). snapshots: seconds
+    at which to evaluate and keep the best rows so far (`Refined.snapshots`; for curves of one run).
+    """
+    check_refine_args(seconds, steps, lr=lr, batch=batch, window=window, held_out=held_out, eval_every=eval_every,
+                      patience=patience, loss=loss)
+    from tokbench.extras import need
+
+    need("torch", "transformers", what="refinement of new rows")
+    import torch
+    from tqdm import tqdm
+
+    t_start = time.perf_counter()
+    device = device or "cpu"
+    teacher, student = Path(teacher), Path(student)
+    s_tok, s_lm, s_split = _load(student, "student", device)
+    rows_n = s_lm.get_input_embeddings().weight.shape[0]
+    new_ids = [int(i) for i in new_ids]
+    bad = [i for i in new_ids if not 0 <= i < rows_n]
+    if bad:
+        raise TokbenchError(f"new id {bad[0]} is outside the student's {rows_n:,} embedding rows", path=student,
+                            fix="pass ids of the edited model's vocabulary")
+    if len(set(new_ids)) != len(new_ids):
+        raise TokbenchError("new ids repeat", fix="pass each new id once")
+    t_tok, t_lm, t_split = _load(teacher, "teacher", device) if loss != "ntp" else (None, None, None)
+    if t_tok is None:
+        from transformers import AutoTokenizer
+
+        t_tok = AutoTokenizer.from_pretrained(str(teacher))  # the teacher's boundaries still define the chunks
+    cut = int(len(text) * (1 - held_out))
+    cut = text.rfind("\n", 0, cut) + 1 or cut  # the held-out slice starts on a line
+    t_window = int(window * 1.5) + 8
+    train = _segments(text[:cut], s_tok, t_tok, window, t_window)
+    held = _segments(text[cut:], s_tok, t_tok, window, t_window)
+    if len(train) < 1 or len(held) < 1:
+        raise TokbenchError(f"the refinement text is too short ({len(text):,} characters give {len(train)} training "
+                            f"and {len(held)} held-out segments)", fix="pass a longer text (at least a few pages)")
+    torch.manual_seed(seed)
+    stu = _Student(s_lm, s_split, new_ids, device)
+    opt = torch.optim.Adam(stu.params(), lr=lr)
+    rng = np.random.default_rng(seed)
+
+    held_batches = [held[i:i + batch] for i in range(0, len(held), batch)]
+    teacher_held: list = []
+    held_bytes = float(sum(s.chunk_bytes[1:].sum() for s in held))
+
+    def held_bpb(teacher_side: bool = False) -> float:
+        total = 0.0
+        with torch.inference_mode():
+            for segs in held_batches:
+                if teacher_side:
+                    inp, where, _, n = _batch(segs, "teacher", device)
+                    total += float(_chunk_sums(_teacher_logprobs(t_split, inp), where, n).double().sum())
+                else:
+                    inp, where, _, n = _batch(segs, "student", device)
+                    total += float(_chunk_sums(stu.logprobs(inp), where, n).double().sum())
+        return -total / math.log(2) / held_bytes
+
+    teacher_bpb = held_bpb(teacher_side=True) if t_split is not None else None
+    init_bpb = held_bpb()
+    setup_s = time.perf_counter() - t_start
+    curve = [{"step": 0, "seconds": 0.0, "held_out_bpb": init_bpb}]
+    best = (init_bpb, 0, stu.state())
+    pending = sorted(float(x) for x in snapshots)
+    taken: dict = {}
+
+    def rows_of(deltas):
+        with torch.no_grad():
+            r = (stu.emb[stu.ids] + deltas[0]).float().cpu().numpy()
+            h = None if stu.tied else (stu.head.weight[stu.ids] + deltas[1]).float().cpu().numpy()
+        return r, h
+
+    def evaluate() -> bool:
+        """One held-out evaluation; True when it improved on the best so far."""
+        nonlocal best
+        bpb = held_bpb()
+        recent = train_losses[-(step - curve[-1]["step"]):] if step > curve[-1]["step"] else []
+        curve.append({"step": step, "seconds": round(time.perf_counter() - t0, 2), "held_out_bpb": bpb,
+                      "train_loss": float(np.mean(recent)) if recent else None})
+        bar.set_postfix(held_out_bpb=f"{bpb:.4f}")
+        if bpb < best[0]:
+            best = (bpb, step, stu.state())
+            return True
+        return False
+    teacher_cache: dict[int, object] = {}
+    order: list[int] = []
+    step, since_best, stopped = 0, 0, "steps"
+    t0 = time.perf_counter()
+    train_losses: list[float] = []
+    bar = tqdm(total=steps, desc="refining new rows", unit="step", disable=not progress)
+    while True:
+        if steps is not None and step >= steps:
+            stopped = "steps"
+            break
+        if seconds is not None and time.perf_counter() - t0 >= seconds:
+            stopped = "seconds"
+            break
+        while pending and time.perf_counter() - t0 >= pending[0]:
+            if curve[-1]["step"] != step:
+                evaluate()
+            taken[pending.pop(0)] = rows_of(best[2])
+        if len(order) < batch:
+            order += list(rng.permutation(len(train)))
+        pick, order = order[:batch], order[batch:]
+        segs = [train[i] for i in pick]
+        inp, where, nbytes, n = _batch(segs, "student", device)
+        s_sum = _chunk_sums(stu.logprobs(inp), where, n)
+        t_sum = None
+        if loss != "ntp":
+            key = tuple(pick)
+            if key not in teacher_cache:
+                t_inp, t_where, _, _ = _batch(segs, "teacher", device)
+                teacher_cache[key] = _chunk_sums(_teacher_logprobs(t_split, t_inp), t_where, n).float()
+            t_sum = teacher_cache[key]
+        value = _loss(loss, s_sum, t_sum, nbytes)
+        opt.zero_grad(set_to_none=True)
+        value.backward()
+        opt.step()
+        step += 1
+        train_losses.append(float(value.detach()))
+        bar.update(1)
+        if step % eval_every == 0:
+            since_best = 0 if evaluate() else since_best + 1
+            if since_best >= patience:
+                stopped = "early"
+                break
+    if curve[-1]["step"] != step:
+        evaluate()
+    bar.close()
+    best_bpb, best_step, deltas = best
+    rows, head_rows = rows_of(deltas)
+    for left in pending:
+        taken[left] = (rows, head_rows)
+    record = {
+        "loss": loss, "lr": lr, "batch": batch, "window": window, "seed": seed, "device": device,
+        "bounds": {"seconds": seconds, "steps": steps}, "stopped": stopped, "steps": step,
+        "seconds": round(time.perf_counter() - t0, 2), "setup_seconds": round(setup_s, 2),
+        "rows": len(new_ids), "head_rows": 0 if stu.tied else len(new_ids), "tied": stu.tied,
+        "train": {"chars": cut, "segments": len(train)},
+        "held_out": {"chars": len(text) - cut, "segments": len(held), "bytes": int(held_bytes),
+                     "teacher_bpb": teacher_bpb, "initial_bpb": init_bpb, "best_bpb": best_bpb},
+        "best_step": best_step, "returned": "refined" if best_step > 0 else "initial",
+        "curve": curve,
+    }
+    if teacher_bpb:
+        for point in curve:
+            point["ratio_to_teacher"] = point["held_out_bpb"] / teacher_bpb
+    return Refined(rows=rows, head_rows=head_rows, record=record, snapshots=taken)

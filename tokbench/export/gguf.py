@@ -1,0 +1,321 @@
+"""Hugging Face causal LM folder (as transplant and surgery write it) -> one GGUF file for llama.cpp and friends.
+
+Supported architectures: LlamaForCausalLM and MistralForCausalLM (GGUF arch `llama`, q/k rows permuted
+to llama.cpp's rotary layout), Qwen2ForCausalLM (`qwen2`) and Qwen3ForCausalLM (`qwen3`); any other is
+refused in one line. Tensors keep their dtype (F32, F16, BF16) except 1-D ones (norms, biases), which are
+written as F32 as llama.cpp expects; tensors are streamed from the safetensors shards one at a time.
+
+Tokenizer: byte-level BPE tokenizer.json files (GPT-2, Llama 3, Qwen, SmolLM families) as GGUF model
+`gpt2`: tokens in id order as tokenizer.json spells them, merges, token types (special added tokens CONTROL,
+other added tokens USER_DEFINED, reserved placeholders and ids without a token UNUSED), the pre-tokenizer
+name looked up from the tokenizer.json pre-tokenizer (PRE_TOKENIZERS; an unknown one is refused unless a
+name is given explicitly), bos / eos / end-of-turn / pad / unk ids (config.json, generation_config.json and
+the tokenizer's own files, which transplant keeps consistent), add_bos from the post-processor, the chat
+template. Written to a temporary sibling and renamed into place.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from tokbench.errors import TokbenchError
+from tokbench.outputs import clean_leftovers, umask
+from tokbench.vocab import Kind, load_vocabulary
+from tokbench.vocab.chat import end_of_turn, read_template
+from tokbench.vocab.model_io import _text_config, bf16_to_f32, open_model_folder
+
+# HF architecture -> (GGUF architecture, permute q/k for llama.cpp's rotary layout)
+ARCHITECTURES = {"LlamaForCausalLM": ("llama", True), "MistralForCausalLM": ("llama", True),
+                 "Qwen2ForCausalLM": ("qwen2", False), "Qwen3ForCausalLM": ("qwen3", False)}
+
+_GPT2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+_LLAMA3 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+           r"|\s+(?!\S)|\s+")
+_QWEN2 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+          r"|\s+(?!\S)|\s+")
+# pre-tokenizer steps (normalised, see _pre_signature) -> llama.cpp's tokenizer.ggml.pre name
+PRE_TOKENIZERS = {
+    (("split", _GPT2), ("bytelevel",)): "gpt-2",
+    (("split", _LLAMA3), ("bytelevel",)): "llama-bpe",
+    (("split", _QWEN2), ("bytelevel",)): "qwen2",
+    (("digits",), ("split", _GPT2), ("bytelevel",)): "smollm",
+}
+_SKIP = ("rotary_emb.inv_freq",)
+_NP = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}  # BF16 travels as its raw bits
+
+
+def _pre_signature(pre: dict | None) -> tuple:
+    steps = pre.get("pretokenizers", []) if isinstance(pre, dict) and pre.get("type") == "Sequence" else [pre]
+    out: list[tuple] = []
+    for s in steps:
+        t = (s or {}).get("type")
+        if t == "Split" and isinstance(s.get("pattern"), dict) and "Regex" in s["pattern"]:
+            out.append(("split", s["pattern"]["Regex"]))
+        elif t == "ByteLevel":
+            if s.get("use_regex", True):
+                out.append(("split", _GPT2))
+            out.append(("bytelevel",))
+        elif t == "Digits" and s.get("individual_digits"):
+            out.append(("digits",))
+        else:
+            out.append((str(t),))
+    return tuple(out)
+
+
+def pre_tokenizer_name(tokenizer_json: dict) -> str | None:
+    """llama.cpp's name for the tokenizer.json pre-tokenizer, or None when it is not a known one."""
+    return PRE_TOKENIZERS.get(_pre_signature(tokenizer_json.get("pre_tokenizer")))
+
+
+def _need_gguf():
+    if importlib.util.find_spec("gguf") is None:
+        raise TokbenchError("tokbench export gguf needs the Python package gguf, which is not installed",
+                            fix="pip install 'tokbench[gguf]'")
+    import gguf
+
+    return gguf
+
+
+def _first(v):
+    return v[0] if isinstance(v, list) and v else (v if isinstance(v, int) else None)
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise TokbenchError(f"not readable JSON ({exc})", path=path, fix="restore the file") from None
+    return data if isinstance(data, dict) else {}
+
+
+def tokenizer_metadata(folder: Path, rows: int, *, pre: str | None = None) -> dict:
+    """The tokenizer.ggml.* values for the folder's tokenizer.json, padded to `rows` ids."""
+    tj_path = folder / "tokenizer.json"
+    tj = _read_json(tj_path)
+    model = tj.get("model") or {}
+    if model.get("type") != "BPE" or ("bytelevel",) not in _pre_signature(tj.get("pre_tokenizer")):
+        raise TokbenchError(f"GGUF export supports byte-level BPE tokenizers only (this one: {model.get('type')}, "
+                            f"pre-tokenizer {(tj.get('pre_tokenizer') or {}).get('type')})", path=tj_path,
+                            fix="export models whose tokenizer is GPT-2 / Llama 3 / Qwen / SmolLM style byte-level BPE")
+    name = pre or pre_tokenizer_name(tj)
+    if name is None:
+        raise TokbenchError("the tokenizer.json pre-tokenizer is not one llama.cpp knows by name (gpt-2, llama-bpe, "
+                            "qwen2, smollm)", path=tj_path,
+                            fix="pass --pre-tokenizer NAME (e.g. default) to write that name explicitly")
+    vocab = load_vocabulary(folder)
+    if len(vocab) > rows:
+        raise TokbenchError(f"the tokenizer has {len(vocab):,} ids but the embedding only {rows:,} rows", path=tj_path,
+                            fix="export a folder whose tokenizer belongs to its weights")
+    added = {int(a["id"]): a for a in tj.get("added_tokens", [])}
+    tokens: list[str] = []
+    types: list[int] = []
+    for i in range(rows):
+        tok = vocab.tokens[i] if i < len(vocab) else None
+        kind = vocab.kinds[i] if i < len(vocab) else Kind.UNUSED
+        if tok is None:
+            tokens.append(f"[PAD{i}]")
+            types.append(5)
+            continue
+        tokens.append(tok)
+        if kind == Kind.UNUSED:
+            types.append(5)  # UNUSED: reserved placeholders
+        elif i in added:
+            types.append(3 if added[i].get("special") else 4)  # CONTROL / USER_DEFINED
+        elif kind in (Kind.SPECIAL, Kind.CONTROL):
+            types.append(3)
+        elif kind == Kind.BYTE:
+            types.append(6)
+        else:
+            types.append(1)
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+    return {"model": "gpt2", "pre": name, "tokens": tokens, "types": types, "merges": merges, "vocab": vocab,
+            "tokenizer_json": tj}
+
+
+def _add_bos(folder: Path, tj: dict, bos: int | None) -> bool:
+    cfg = _read_json(folder / "tokenizer_config.json")
+    if isinstance(cfg.get("add_bos_token"), bool):
+        return cfg["add_bos_token"]
+    post = tj.get("post_processor") or {}
+    steps = post.get("processors", []) if post.get("type") == "Sequence" else [post]
+    for s in steps:
+        if s.get("type") == "TemplateProcessing" and s.get("single"):
+            first = s["single"][0]
+            if "SpecialToken" in first:
+                sid = (s.get("special_tokens", {}).get(first["SpecialToken"]["id"]) or {}).get("ids", [None])[0]
+                return bos is not None and sid == bos
+    return False
+
+
+def special_ids(folder: Path, vocab, template: str | None) -> dict[str, int | list[int] | None]:
+    """bos / eos / eot / pad / unk ids from config.json, generation_config.json and the tokenizer files."""
+    cfg = _text_config(_read_json(folder / "config.json"))
+    gen = _read_json(folder / "generation_config.json")
+    out: dict = {}
+    for role in ("bos", "eos", "pad", "unk"):
+        key = f"{role}_token_id"
+        v = _first(cfg.get(key))
+        if v is None:
+            v = _first(gen.get(key))
+        if v is None:
+            v = vocab.specials.get(role)
+        out[role] = v
+    eot = end_of_turn(template, vocab)
+    gen_eos = gen.get("eos_token_id")
+    gen_eos = [gen_eos] if isinstance(gen_eos, int) else [x for x in (gen_eos or []) if isinstance(x, int)]
+    # end of turn: the template's closing token (may be eos itself), else a second stop id of generation_config
+    extra = eot or [i for i in gen_eos if i != out["eos"]]
+    out["eot"] = extra[0] if extra else None
+    return out
+
+
+def _permute(w: np.ndarray, heads: int) -> np.ndarray:
+    """HF's rotate-half q/k rows -> llama.cpp's interleaved rotary layout (per head: pairs (i, i + d/2))."""
+    return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def unpermute(w: np.ndarray, heads: int) -> np.ndarray:
+    """Inverse of the q/k permutation (to compare a GGUF tensor with the HF one)."""
+    return w.reshape(heads, w.shape[0] // heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def export_gguf(folder, out, *, pre_tokenizer: str | None = None, overwrite: bool = False,
+                progress: bool = True) -> dict:
+    """Convert the Hugging Face model folder `folder` into the GGUF file `out`; return a summary.
+
+    pre_tokenizer: llama.cpp pre-tokenizer name to write instead of the one looked up (needed when the
+    tokenizer's pre-tokenizer is not a known one). The file is written to a temporary sibling and renamed.
+    """
+    gguf = _need_gguf()
+    folder = Path(folder)
+    model = open_model_folder(folder)
+    out = Path(out)
+    if out.suffix != ".gguf":
+        raise TokbenchError("the output name should end in .gguf", path=out, fix="pass -o NAME.gguf")
+    if out.is_dir():
+        raise TokbenchError("the output is a folder", path=out, fix="pass a file name ending in .gguf")
+    if out.exists() and not overwrite:
+        raise TokbenchError("the output file exists", path=out, fix="pass --overwrite or another -o")
+    if out.resolve().parent == folder.resolve() and out.exists():
+        raise TokbenchError("the output would replace a file of the input folder", path=out, fix="write it elsewhere")
+    config = model.config
+    tcfg = _text_config(config)
+    hf_arch = (config.get("architectures") or [None])[0]
+    if hf_arch not in ARCHITECTURES:
+        raise TokbenchError(f"GGUF export supports {', '.join(ARCHITECTURES)}; this model is {hf_arch}",
+                            path=folder / "config.json", fix="convert other architectures with llama.cpp's "
+                            "convert_hf_to_gguf.py")
+    arch, permute = ARCHITECTURES[hf_arch]
+    scaling = tcfg.get("rope_scaling") or {}
+    rope_type = scaling.get("rope_type", scaling.get("type")) if isinstance(scaling, dict) else None
+    if rope_type not in (None, "default", "linear"):
+        raise TokbenchError(f"rope scaling {rope_type!r} is not exported", path=folder / "config.json",
+                            fix="convert this model with llama.cpp's convert_hf_to_gguf.py")
+    heads = int(tcfg["num_attention_heads"])
+    kv = int(tcfg.get("num_key_value_heads") or heads)
+    hidden = int(tcfg["hidden_size"])
+    head_dim = int(tcfg.get("head_dim") or hidden // heads)
+    layers = int(tcfg["num_hidden_layers"])
+    rope = tcfg.get("rope_parameters") if isinstance(tcfg.get("rope_parameters"), dict) else {}
+    theta = rope.get("rope_theta", tcfg.get("rope_theta", 10000.0))
+
+    tok = tokenizer_metadata(folder, model.vocab_rows, pre=pre_tokenizer)
+    template, _ = read_template(folder)
+    ids = special_ids(folder, tok["vocab"], template)
+    names = gguf.get_tensor_name_map(getattr(gguf.MODEL_ARCH, arch.upper()), layers)
+    plan = []
+    for name, shard in model.files.items():
+        if name.endswith(_SKIP) or name == model.stray_head:
+            continue
+        gname = names.get_name(name, try_suffixes=(".weight", ".bias"))
+        if gname is None:
+            raise TokbenchError(f"tensor {name} has no GGUF name for architecture {arch}", path=shard,
+                                fix="convert this model with llama.cpp's convert_hf_to_gguf.py")
+        header, base = model.headers[shard]
+        info = header[name]
+        if info["dtype"] not in ("F32", "F16", "BF16"):
+            raise TokbenchError(f"tensor {name} is {info['dtype']}", path=shard, fix="export float weights only")
+        plan.append((gname, name, shard, base, info))
+    dtypes = {p[4]["dtype"] for p in plan if len(p[4]["shape"]) > 1}
+    ftype = {frozenset({"F32"}): gguf.LlamaFileType.ALL_F32, frozenset({"F16"}): gguf.LlamaFileType.MOSTLY_F16,
+             frozenset({"BF16"}): gguf.LlamaFileType.MOSTLY_BF16}.get(frozenset(dtypes), gguf.LlamaFileType.GUESSED)
+
+    def tensor(name, shard, base, info):
+        s, e = info["data_offsets"]
+        arr = np.memmap(shard, dtype=_NP[info["dtype"]], mode="r", offset=base + s, shape=tuple(info["shape"]))
+        if len(info["shape"]) <= 1:
+            return bf16_to_f32(np.asarray(arr)) if info["dtype"] == "BF16" else np.asarray(arr, dtype=np.float32)
+        if permute and name.endswith("self_attn.q_proj.weight"):
+            return _permute(np.asarray(arr), heads)
+        if permute and name.endswith("self_attn.k_proj.weight"):
+            return _permute(np.asarray(arr), kv)
+        return arr
+
+    clean_leftovers(out, [f".{out.name}.*.tmp"])
+    tmp = out.parent / f".{out.name}.{os.getpid()}.tmp"
+    try:
+        w = gguf.GGUFWriter(str(tmp), arch)
+        w.add_name(folder.name)
+        w.add_context_length(int(tcfg.get("max_position_embeddings") or 4096))
+        w.add_embedding_length(hidden)
+        w.add_block_count(layers)
+        w.add_feed_forward_length(int(tcfg["intermediate_size"]))
+        w.add_head_count(heads)
+        w.add_head_count_kv(kv)
+        w.add_rope_freq_base(float(theta))
+        w.add_layer_norm_rms_eps(float(tcfg.get("rms_norm_eps", 1e-6)))
+        w.add_rope_dimension_count(head_dim)
+        if head_dim != hidden // heads or arch == "qwen3":
+            w.add_key_length(head_dim)
+            w.add_value_length(head_dim)
+        if rope_type == "linear":
+            w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+            w.add_rope_scaling_factor(float(scaling["factor"]))
+        w.add_vocab_size(model.vocab_rows)
+        w.add_file_type(ftype)
+        w.add_tokenizer_model(tok["model"])
+        w.add_tokenizer_pre(tok["pre"])
+        w.add_token_list(tok["tokens"])
+        w.add_token_types(tok["types"])
+        w.add_token_merges(tok["merges"])
+        for role, add in (("bos", w.add_bos_token_id), ("eos", w.add_eos_token_id), ("eot", w.add_eot_token_id),
+                          ("pad", w.add_pad_token_id), ("unk", w.add_unk_token_id)):
+            if isinstance(ids.get(role), int) and 0 <= ids[role] < model.vocab_rows:
+                add(ids[role])
+        add_bos = _add_bos(folder, tok["tokenizer_json"], ids.get("bos"))
+        w.add_add_bos_token(add_bos)
+        w.add_add_eos_token(False)
+        if template:
+            w.add_chat_template(template)
+        for gname, name, shard, base, info in plan:
+            vector = len(info["shape"]) <= 1
+            dt = np.dtype(np.float32 if vector else _NP[info["dtype"]])
+            raw = gguf.GGMLQuantizationType.BF16 if info["dtype"] == "BF16" and not vector else None
+            w.add_tensor_info(gname, info["shape"], dt, int(np.prod(info["shape"])) * dt.itemsize, raw_dtype=raw)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_ti_data_to_file()
+        from tqdm import tqdm
+
+        for gname, name, shard, base, info in tqdm(plan, desc="writing gguf", unit="tensor", disable=not progress):
+            arr = tensor(name, shard, base, info)
+            w.write_tensor_data(np.ascontiguousarray(arr))
+            del arr
+        w.close()
+        os.chmod(tmp, 0o666 & ~umask())
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return {"out": str(out), "architecture": arch, "hf_architecture": hf_arch, "tensors": len(plan),
+            "vocab": model.vocab_rows, "tokenizer_pre": tok["pre"], "merges": len(tok["merges"]),
+            "token_types": {t: tok["types"].count(v) for t, v in (("normal", 1), ("control", 3), ("user_defined", 4),
+                                                                  ("unused", 5), ("byte", 6))},
+            "special_ids": ids, "add_bos": add_bos, "chat_template": bool(template), "file_type": ftype.name,
+            "bytes": out.stat().st_size}

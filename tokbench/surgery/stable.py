@@ -1,0 +1,123 @@
+"""Choose learned merges that leave a general reference corpus's ids alone (`add_tokens.learn.keep_stable`).
+
+Continued BPE appends its merges after the base's, so a word's ids change exactly when one of the new merges
+fires on the word's *base* segmentation (the base merges all have priority over the new ones, and a new merge
+only ever joins tokens made before it). `select_stable` walks the candidate merges the trainer learned on the
+domain corpus, in the trainer's order, and simulates each on the reference corpus's distinct words: a
+candidate whose firing would push the share of reference lines with changed ids above the user's bound is
+rejected (and so is every later candidate built on its token); the first `n` accepted merges are kept.
+
+Tokens are indices of one list (base tokens first, then the trainer's new ones), as the Rust trainer gives them.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Reference:
+    """The reference corpora as distinct words (token-index sequences under the base), the lines using each word
+    (line indices over all corpora) and each line's corpus."""
+
+    words: list[list[int]]
+    lines_of: list[list[int]]
+    corpus_of: list[int]
+    n_lines: list[int]  # per corpus
+
+    @classmethod
+    def of(cls, corpora: Sequence[Sequence[str]], split, encode) -> "Reference":
+        """corpora: per corpus, its lines; split(line) -> pre-tokens; encode(pre-token) -> base token indices."""
+        index: dict[str, int] = {}
+        words: list[list[int]] = []
+        lines_of: list[list[int]] = []
+        corpus_of: list[int] = []
+        for c, lines in enumerate(corpora):
+            for line in lines:
+                k = len(corpus_of)
+                corpus_of.append(c)
+                for w in set(split(line)):
+                    j = index.get(w)
+                    if j is None:
+                        j = index[w] = len(words)
+                        words.append(list(encode(w)))
+                        lines_of.append([])
+                    lines_of[j].append(k)
+        return cls(words, lines_of, corpus_of, [len(lines) for lines in corpora])
+
+
+@dataclass
+class Selection:
+    merges: list[tuple[int, int, int]]  # accepted (left, right, merged) in trainer order
+    rejected: int = 0  # candidates refused for the bound
+    skipped: int = 0  # candidates whose parts were refused
+    changed_lines: list[int] = field(default_factory=list)  # per reference corpus
+    budget_lines: list[int] = field(default_factory=list)
+    n_lines: list[int] = field(default_factory=list)
+    examples_rejected: list[int] = field(default_factory=list)  # merged indices of the first refused candidates
+
+
+def _pairs(seq: list[int]):
+    return zip(seq, seq[1:])
+
+
+def _apply(seq: list[int], left: int, right: int, merged: int) -> list[int]:
+    out, i = [], 0
+    while i < len(seq):
+        if i + 1 < len(seq) and seq[i] == left and seq[i + 1] == right:
+            out.append(merged)
+            i += 2
+        else:
+            out.append(seq[i])
+            i += 1
+    return out
+
+
+def select_stable(candidates: Sequence[tuple[int, int, int]], n: int, known: int, ref: Reference,
+                  max_changed_lines_pct: float) -> Selection:
+    """candidates: (left, right, merged) in training order, token indices (< known: base tokens).
+    Keeps at most n merges whose combined firing changes at most max_changed_lines_pct % of the lines of each
+    reference corpus."""
+    budget = [int(max_changed_lines_pct / 100.0 * m) for m in ref.n_lines]
+    used = [0] * len(budget)
+    words = [list(w) for w in ref.words]
+    where: dict[tuple[int, int], set[int]] = defaultdict(set)
+    for j, w in enumerate(words):
+        for p in _pairs(w):
+            where[p].add(j)
+    present: set[int] = set()
+    changed: set[int] = set()
+    sel = Selection(merges=[], budget_lines=budget, n_lines=ref.n_lines)
+    for left, right, merged in candidates:
+        if len(sel.merges) >= n:
+            break
+        if (left >= known and left not in present) or (right >= known and right not in present):
+            sel.skipped += 1
+            continue
+        hit = where.get((left, right), ())
+        new_lines = {k for j in hit for k in ref.lines_of[j]} - changed
+        extra = [0] * len(budget)
+        for k in new_lines:
+            extra[ref.corpus_of[k]] += 1
+        if any(u + e > b for u, e, b in zip(used, extra, budget)):
+            sel.rejected += 1
+            if len(sel.examples_rejected) < 8:
+                sel.examples_rejected.append(merged)
+            continue
+        present.add(merged)
+        sel.merges.append((left, right, merged))
+        changed |= new_lines
+        used = [u + e for u, e in zip(used, extra)]
+        for j in list(hit):
+            old = words[j]
+            for p in _pairs(old):
+                s = where.get(p)
+                if s is not None:
+                    s.discard(j)
+            words[j] = _apply(old, left, right, merged)
+            for p in _pairs(words[j]):
+                where[p].add(j)
+        where.pop((left, right), None)
+    sel.changed_lines = used
+    return sel
