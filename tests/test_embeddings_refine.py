@@ -164,3 +164,22 @@ def test_bad_inputs_one_line(tiny, tmp_path):
     r = CliRunner().invoke(main, ["transplant", str(base), "-t", str(init), "--method", "subword", "--refine", "-1",
                                   "--refine-text", "x.txt", "-o", str(tmp_path / "o")])
     assert r.exit_code == 2 and "refine seconds" in r.output
+
+
+def test_surgery_add_tokens_refine_hook(tiny, tmp_path):
+    from tokbench.surgery import run
+
+    base, _, _, text = tiny[True]
+    txt = tmp_path / "refine.txt"
+    txt.write_text(text, encoding="utf-8")
+    add = {"op": "add_tokens", "tokens": [" forest", " green", " trees"],
+           "init": {"method": "subword", "refine": {"text": str(txt), "steps": 10}}}
+    rep = run({"version": 1, "base": str(base), "ops": [add]}, tmp_path / "out", progress=False)
+    (rf,) = rep["refine"]
+    assert rf["rows"] >= 3 and rf["held_out"]["best_bpb"] <= rf["held_out"]["initial_bpb"]
+    e0 = open_model_folder(base).read_embedding()
+    e1 = open_model_folder(tmp_path / "out").read_embedding()
+    assert np.array_equal(e0, e1[:e0.shape[0]])  # the base rows are untouched
+    bad = {**add, "init": {"method": "subword", "refine": {"text": str(txt)}}}
+    with pytest.raises(TokbenchError, match="refine needs"):
+        run({"version": 1, "base": str(base), "ops": [bad]}, tmp_path / "out2", progress=False)

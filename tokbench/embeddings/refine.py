@@ -164,7 +164,10 @@ class _Student:
         """log p(inp[:, t+1] | inp[:, :t+1]) for every t: (batch, length - 1)."""
         import torch
 
-        x = torch.nn.functional.embedding(inp, self.emb) + torch.cat([self.delta, self.zero])[self.pos[inp]]
+        f = torch.nn.functional
+        # embedding() backward sums the rows' gradients in a fixed order (a plain index would scatter-add them in
+        # parallel, whose float rounding varies run to run)
+        x = f.embedding(inp, self.emb) + f.embedding(self.pos[inp], torch.cat([self.delta, self.zero]))
         h = self.body(inputs_embeds=x).last_hidden_state[:, :-1]
         logits = self.head(h)
         dh = self.delta if self.delta_head is None else self.delta_head

@@ -353,6 +353,31 @@ def _template_check(tmp: Path, base: list[str] | None) -> dict:
             "tokens": [len(x["input_ids"] if hasattr(x, "keys") else x) for x in ids]}
 
 
+def _refine(base_dir, model, tmp, specs, embed, head, updates, seed, progress) -> list[dict]:
+    """Rows whose init asks for `refine:` are optimised against the base (one run per distinct setting), then the
+    weights are written again; one record per run."""
+    groups: dict[str, list[int]] = {}
+    for i, s in enumerate(specs):
+        if s.get("refine"):
+            groups.setdefault(json.dumps(s["refine"], sort_keys=True), []).append(i)
+    records = []
+    for key, ids in groups.items():
+        from tokbench.embeddings import refine_rows
+        from tokbench.eval import load_eval_text
+
+        opt = json.loads(key)
+        text, label = load_eval_text(opt["text"], opt["max_chars"])
+        res = refine_rows(base_dir, tmp, ids, text, seconds=opt["seconds"], steps=opt["steps"], seed=seed,
+                          progress=progress)
+        embed[ids] = res.rows
+        if head is not None:
+            head[ids] = res.head_rows if res.head_rows is not None else res.rows
+        records.append({"text": label, **res.record})
+    if any(r["returned"] == "refined" for r in records):
+        write_model_folder(model, tmp, embed, head, updates, progress=False)
+    return records
+
+
 def run(recipe: Recipe | str | Path | dict, out: str | Path | None = None, *, dry_run: bool = False,
         overwrite: bool = False, progress: bool = True) -> dict:
     """Apply `recipe` (a Recipe, a YAML file path or a mapping) and write the model to `out`.
@@ -416,6 +441,9 @@ def run(recipe: Recipe | str | Path | dict, out: str | Path | None = None, *, dr
         if gen is not None:
             _write_json(tmp / "generation_config.json", gen)
         _write_tokenizer(state, tmp, new_ids)
+        refined = _refine(ctx.base_dir, model, tmp, specs, embed, head, updates, recipe.seed, progress)
+        if refined:
+            report["refine"] = refined
         if members:
             report["union"] = _write_members(state, members, specs, recipe.seed, hidden, tmp, updates, gen)
         idmap = _idmap(state, new_ids, records)

@@ -134,6 +134,8 @@ def _text_of(state: State, content: str) -> bytes | None:
 
 def _row_spec(state: State, init: RowInit, token_bytes: bytes | None, ctx: Context, where: str) -> dict:
     spec: dict = {"method": init.method, "norm_cap": init.norm_cap}
+    if init.refine is not None:
+        spec["refine"] = init.refine.model_dump()
     if init.method == "copy":
         j = state.token_slot(init.source, f"{where}.init.from")
         src = state.slots[j].row

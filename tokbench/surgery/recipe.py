@@ -47,12 +47,28 @@ class ModelSpec(_Strict):
     path: str
 
 
+class RefineSpec(_Strict):
+    """Then refine the new rows by self-distillation from the base model (tokbench.embeddings.refine_rows)."""
+
+    text: str = Field(min_length=1, description="corpus name or text file to refine on")
+    seconds: float | None = Field(None, gt=0, le=7 * 86400)
+    steps: int | None = Field(None, ge=1, le=10_000_000)
+    max_chars: int = Field(400_000, ge=1000)
+
+    @model_validator(mode="after")
+    def _bounded(self):
+        if self.seconds is None and self.steps is None:
+            raise ValueError("refine needs `seconds: S` and/or `steps: N`")
+        return self
+
+
 class RowInit(_Strict):
     """How the embedding (and untied head) rows of new tokens are made."""
 
     method: Literal["subword", "mean", "zero", "random", "copy"] = "subword"
     source: str | None = Field(None, alias="from", description="for copy: the token whose row is copied")
     norm_cap: Literal["median", "none"] = "median"
+    refine: RefineSpec | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
