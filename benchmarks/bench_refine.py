@@ -11,7 +11,7 @@
 3. `refine_rows(BASE, init, new ids, text, seconds=SECONDS, snapshots=...)`: the best rows at each snapshot
    and at the end are written into copies of the init folder;
 4. bits/byte of the base and of every copy on the held-out texts: the first 120,000 characters of
-   wikitext2-test (English, as in reports/transplant.md), 60,000 of gsm8k-test, 60,000 of code-cpp (only the
+   wikitext2-test (English, as in reports/transplant.md), 30,000 of gsm8k-test, 30,000 of code-cpp (only the
    English text at the snapshots; all three at 0 and at the end).
 Prints one JSON object (also written to --work/results-*.json): ratios per point, the refinement record
 (held-out curve), peak RSS of the process after the refinement, load averages.
@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-EVALS = {"english": ("wikitext2-test", 120_000), "gsm8k": ("gsm8k-test", 60_000), "code": ("code-cpp", 60_000)}
+EVALS = {"english": ("wikitext2-test", 120_000), "gsm8k": ("gsm8k-test", 30_000), "code": ("code-cpp", 30_000)}
 
 
 def _load_avg() -> list[float]:
@@ -84,7 +84,7 @@ def main() -> None:
     ap.add_argument("--snapshots", default="60,120")
     ap.add_argument("--refine-text", default="wikitext2-valid,gsm8k-train,code-python")
     ap.add_argument("--refine-chars", type=int, default=400_000)
-    ap.add_argument("--loss", default="distill")
+    ap.add_argument("--loss", default="distill_ntp")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--window", type=int, default=256)

@@ -7,8 +7,8 @@ text between two consecutive shared boundaries is a chunk, and both models give 
 of the log-probabilities of the tokens that start inside it, each given the same preceding text). The loss
 compares the two per chunk (ALM-style, arXiv 2503.20083):
 
-- "distill" (default): binarised KL between Bernoulli(p_teacher(chunk)) and Bernoulli(p_student(chunk));
-- "distill_ntp": "distill" plus the student's next-token loss of the chunks (bits per byte);
+- "distill": binarised KL between Bernoulli(p_teacher(chunk)) and Bernoulli(p_student(chunk));
+- "distill_ntp" (default): "distill" plus the student's next-token loss of the chunks (bits per byte);
 - "ntp": the student's next-token loss alone (no teacher pass).
 
 Only the new rows move: the embedding (and an untied head) stay frozen and a small trainable delta tensor
@@ -57,7 +57,7 @@ class _Segment:
 
 def check_refine_args(seconds, steps, *, lr: float = 1e-3, batch: int = 4, window: int = 256,
                       held_out: float = 0.1, eval_every: int = 10, patience: int = 3,
-                      loss: str = "distill") -> None:
+                      loss: str = "distill_ntp") -> None:
     """Refuse out-of-range refinement arguments (one line each) before any work."""
     if seconds is None and steps is None:
         raise TokbenchError("refinement needs a bound", fix="pass seconds (e.g. 300) and/or steps")
@@ -164,7 +164,10 @@ class _Student:
         """log p(inp[:, t+1] | inp[:, :t+1]) for every t: (batch, length - 1)."""
         import torch
 
-        x = torch.nn.functional.embedding(inp, self.emb) + torch.cat([self.delta, self.zero])[self.pos[inp]]
+        f = torch.nn.functional
+        # embedding() backward sums the rows' gradients in a fixed order (a plain index would scatter-add them in
+        # parallel, whose float rounding varies run to run)
+        x = f.embedding(inp, self.emb) + f.embedding(self.pos[inp], torch.cat([self.delta, self.zero]))
         h = self.body(inputs_embeds=x).last_hidden_state[:, :-1]
         logits = self.head(h)
         dh = self.delta if self.delta_head is None else self.delta_head
@@ -234,7 +237,7 @@ def _loss(kind: str, s, t, nbytes):
 
 def refine_rows(teacher, student, new_ids, text: str, *, seconds: float | None = None, steps: int | None = None,
                 lr: float = 1e-3, batch: int = 4, window: int = 256, held_out: float = 0.1, eval_every: int = 10,
-                patience: int = 3, loss: str = "distill", seed: int = 0, device: str | None = None,
+                patience: int = 3, loss: str = "distill_ntp", seed: int = 0, device: str | None = None,
                 snapshots=(), progress: bool = True) -> Refined:
     """Refine the rows of `new_ids` (ids of the student's vocabulary) of the model folder `student` against the
     model folder `teacher` (the model before its vocabulary changed) on `text`; returns the rows and a record.

@@ -1,0 +1,166 @@
+"""tokbench.embeddings.refine_rows on tiny Llama models: the base is first trained for a few seconds on the
+text (so the teacher knows it), moved onto a tokenizer with other words (new rows by subword mean), then
+refined. Refinement lowers the held-out loss, leaves every other row byte-identical, never returns rows worse
+than the initialisation, is deterministic for a seed, keeps its bounds and refuses bad arguments in one line."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from tokbench.cli import main
+from tokbench.embeddings import check_refine_args, refine_rows
+from tokbench.errors import TokbenchError
+from tokbench.transplant import transplant
+from tokbench.vocab import align, load_vocabulary
+from tokbench.vocab.model_io import open_model_folder, read_header
+from transplant_tiny import WORDS_A, WORDS_B, corpus, make_model, save_tokenizer, train_tokenizer
+
+torch = pytest.importorskip("torch")
+
+
+def _train(folder: Path, text: str, steps: int = 60) -> None:
+    """A few Adam steps of next-token training, so the teacher predicts the text far better than chance."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    lm = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+    ids = torch.tensor(tok(text, add_special_tokens=False).input_ids)
+    opt = torch.optim.Adam(lm.parameters(), lr=3e-3)
+    n = (len(ids) // 64) * 64
+    batches = ids[:n].view(-1, 64)
+    for s in range(steps):
+        b = batches[(s * 8) % len(batches):][:8]
+        loss = lm(input_ids=b, labels=b).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    lm.save_pretrained(str(folder))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """(base, transplanted, new ids, refine text), for a tied and an untied base."""
+    root = tmp_path_factory.mktemp("refine")
+    words = WORDS_A + WORDS_B
+    text = "\n".join(corpus(words, 7, 4000))
+    base_tok = train_tokenizer(WORDS_A, 0, 330, ["<unk>", "<s>", "</s>"])
+    tgt_tok = train_tokenizer(WORDS_B, 1, 340, ["<|endoftext|>"])
+    target = root / "target"
+    save_tokenizer(tgt_tok, target, None, "<|endoftext|>")
+    out = {}
+    for tied in (True, False):
+        base = make_model(root / f"base-{tied}", base_tok, tied=tied)
+        _train(base, text)
+        init = root / f"init-{tied}"
+        transplant(base, target, init, method="subword", progress=False)
+        al = align(load_vocabulary(base), load_vocabulary(target))
+        out[tied] = (base, init, sorted(al.new_only), text)
+    return out
+
+
+def _emb(folder: Path, tied: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    m = open_model_folder(folder)
+    return m.read_embedding(), (None if tied else m.read_head())
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_refinement_lowers_held_out_loss_and_only_new_rows_move(tiny, tmp_path, tied):
+    base, init, new_ids, text = tiny[tied]
+    txt = tmp_path / "refine.txt"
+    txt.write_text(text, encoding="utf-8")
+    out = tmp_path / "out"
+    rep = transplant(base, init, out, method="subword", refine_steps=30, refine_text=txt,
+                     refine_options={"lr": 1e-2, "eval_every": 5}, progress=False)
+    rf = rep["refine"]
+    ho = rf["held_out"]
+    assert rf["returned"] == "refined" and rf["steps"] >= 5
+    assert ho["best_bpb"] < ho["initial_bpb"] - 0.01, ho
+    assert ho["teacher_bpb"] < ho["initial_bpb"]  # the trained teacher knows the text
+    assert rf["curve"][0]["step"] == 0 and len(rf["curve"]) >= 2
+    assert rf["head_rows"] == (0 if tied else len(new_ids))
+    # the model written: new rows changed, every other row and tensor byte-identical to the initialisation
+    e0, h0 = _emb(init, tied)
+    e1, h1 = _emb(out, tied)
+    other = np.setdiff1d(np.arange(e0.shape[0]), new_ids)
+    assert np.array_equal(e0[other], e1[other])
+    assert not np.array_equal(e0[new_ids], e1[new_ids])
+    if not tied:
+        assert np.array_equal(h0[other], h1[other])
+        assert not np.array_equal(h0[new_ids], h1[new_ids])
+    m0, m1 = open_model_folder(init), open_model_folder(out)
+    names = [n for n in read_header(m0.shards[0])[0] if n not in ("__metadata__", m0.embed_name, m0.head_name)]
+    from tokbench.vocab.model_io import read_tensor_f32
+
+    for n in names:
+        assert np.array_equal(read_tensor_f32(m0.shards[0], n), read_tensor_f32(m1.shards[0], n)), n
+    saved = json.loads((out / "transplant_report.json").read_text())
+    assert saved["refine"]["curve"] == rf["curve"]
+
+
+def test_never_worse_than_the_initialisation(tiny):
+    base, init, new_ids, text = tiny[True]
+    res = refine_rows(base, init, new_ids, text, steps=10, lr=1.0, eval_every=2, patience=2, progress=False)
+    ho = res.record["held_out"]
+    assert ho["best_bpb"] <= ho["initial_bpb"]
+    assert all(ho["best_bpb"] <= c["held_out_bpb"] for c in res.record["curve"])
+    assert res.record["curve"][1]["held_out_bpb"] > ho["initial_bpb"]  # lr 1.0 makes the rows worse ...
+    assert res.record["returned"] == "initial" and res.record["stopped"] == "early"
+    e0, _ = _emb(init, True)
+    assert np.array_equal(res.rows, e0[new_ids])  # ... so the initial rows come back, exactly
+
+
+def test_deterministic_for_a_seed(tiny):
+    base, init, new_ids, text = tiny[False]
+    a = refine_rows(base, init, new_ids, text, steps=4, lr=1e-2, eval_every=2, seed=3, progress=False)
+    b = refine_rows(base, init, new_ids, text, steps=4, lr=1e-2, eval_every=2, seed=3, progress=False)
+    c = refine_rows(base, init, new_ids, text, steps=4, lr=1e-2, eval_every=2, seed=4, progress=False)
+    assert np.array_equal(a.rows, b.rows) and np.array_equal(a.head_rows, b.head_rows)
+    assert [p["held_out_bpb"] for p in a.record["curve"]] == [p["held_out_bpb"] for p in b.record["curve"]]
+    assert not np.array_equal(a.rows, c.rows)  # another seed draws the batches in another order
+
+
+def test_bounds_on_steps_and_seconds(tiny):
+    base, init, new_ids, text = tiny[True]
+    r = refine_rows(base, init, new_ids, text, steps=3, lr=1e-3, eval_every=100, progress=False)
+    assert r.record["steps"] == 3 and r.record["stopped"] == "steps"
+    r = refine_rows(base, init, new_ids, text, seconds=0.5, lr=1e-3, eval_every=1000, progress=False,
+                    snapshots=[0.2])
+    assert r.record["stopped"] == "seconds" and r.record["steps"] >= 1
+    assert r.record["seconds"] < 0.5 + 10  # one step and the final held-out pass past the bound at most
+    assert set(r.snapshots) == {0.2}
+    assert r.rows.shape == (len(new_ids), open_model_folder(init).hidden)
+
+
+@pytest.mark.parametrize("kw,msg", [
+    ({}, "needs a bound"),
+    ({"seconds": 0}, "refine seconds"),
+    ({"steps": 0}, "refine steps"),
+    ({"steps": 1, "lr": 0}, "refine lr"),
+    ({"steps": 1, "held_out": 0.9}, "refine held_out"),
+    ({"steps": 1, "window": 2}, "refine window"),
+    ({"steps": 1, "loss": "mse"}, "unknown refinement loss"),
+])
+def test_bad_arguments_one_line(kw, msg):
+    with pytest.raises(TokbenchError, match=msg) as exc:
+        check_refine_args(kw.pop("seconds", None), kw.pop("steps", None), **kw)
+    assert "\n" not in str(exc.value)
+
+
+def test_bad_inputs_one_line(tiny, tmp_path):
+    base, init, new_ids, text = tiny[True]
+    with pytest.raises(TokbenchError, match="outside the student"):
+        refine_rows(base, init, [10**6], text, steps=1, progress=False)
+    with pytest.raises(TokbenchError, match="too short"):
+        refine_rows(base, init, new_ids, "the cat.", steps=1, progress=False)
+    r = CliRunner().invoke(main, ["transplant", str(base), "-t", str(init), "--method", "subword", "--refine", "5",
+                                  "-o", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "--refine-text" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "o").exists()
+    r = CliRunner().invoke(main, ["transplant", str(base), "-t", str(init), "--method", "subword", "--refine", "-1",
+                                  "--refine-text", "x.txt", "-o", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "refine seconds" in r.output
