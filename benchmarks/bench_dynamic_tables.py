@@ -28,7 +28,7 @@ from pathlib import Path
 
 from tokbench.dynamic import DynamicTokenizer
 from tokbench.dynamic.stats import corpus_stats, length_profile
-from tokbench.metrics.core import gini
+from tokbench.fairness import spread
 from tokbench.metrics.parity import tatoeba_units, udhr_units
 
 MARKS = (10, 100)
@@ -39,13 +39,10 @@ def _pct(a, b):
 
 
 def _summary(rows, key):
-    import numpy as np
-
-    p = np.array([r[key] for r in rows if r[key] and r[key] > 0], dtype=float)
+    p = [r[key] for r in rows if r[key] and r[key] > 0]
     if len(p) < 2:
         return None
-    return {"mean": float(p.mean()), "mean_abs_log2": float(np.abs(np.log2(p)).mean()),
-            "cv": float(p.std() / p.mean()), "gini": gini(p), "max": float(p.max()), "n": int(len(p))}
+    return {**spread(p), "n": len(p)}
 
 
 def table(tok, units, dataset, mode, batch, english_shared=False):

@@ -149,13 +149,9 @@ def iter_texts(inputs: Iterable[str | os.PathLike], text_field=None,
             for _lang, src, _eng in _tatoeba_pairs(path):
                 yield from _iter_txt(src, stats)
         else:
-            files = sorted(p for p in path.rglob("*")
-                           if p.is_file() and not any(s.startswith(".") for s in p.relative_to(path).parts)
-                           and p.name.lower().endswith((".txt", ".jsonl", ".ndjson")))
-            if not files:
-                raise TokbenchError("no .txt or .jsonl files in this folder", path=path,
-                                    fix="pass a text file, a JSONL file or a folder holding them")
-            for f in files:
+            from tokbench.exec.shards import folder_files
+
+            for f in folder_files(path):
                 yield from _iter_file(f, text_field, stats)
 
 

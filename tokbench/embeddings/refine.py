@@ -127,9 +127,9 @@ def _load(folder: Path, what: str, device: str):
         raise TokbenchError(f"the {what} model does not load with transformers ({exc})", path=folder,
                             fix="check config.json and the weights") from None
     lm.to(device).eval().requires_grad_(False)
-    from tokbench.eval.bpb import _split_head
+    from tokbench.eval.bpb import split_head
 
-    split = _split_head(lm)
+    split = split_head(lm)
     if split is None:
         raise TokbenchError(f"refinement needs a causal LM whose logits are its head applied to the last hidden state "
                             f"({type(lm).__name__} is not one)", path=folder,

@@ -177,7 +177,7 @@ def eval_windows(n_tokens: int, chunk: int) -> list[tuple[int, int]]:
     return [(s, min(s + chunk, n_tokens)) for s in range(0, n_tokens - 1, stride)]
 
 
-def _split_head(lm):
+def split_head(lm):
     import torch
 
     head = lm.get_output_embeddings()
@@ -216,7 +216,7 @@ def window_nats(lm, ids: list[int], windows: list[tuple[int, int]], *, batch: in
             groups[-1].append(w)
         else:
             groups.append([w])
-    split = _split_head(lm)
+    split = split_head(lm)
     ids_t = torch.tensor(ids, dtype=torch.long)
     total, predicted = 0.0, 0
     with torch.inference_mode():

@@ -130,12 +130,17 @@ def _local_files(inp: str | os.PathLike) -> list[tuple[str, int, bool]]:
     pairs = _tatoeba_pairs(p)
     if pairs:
         return [(str(src), src.stat().st_size, True) for _lang, src, _eng in pairs]
+    return [(str(f), f.stat().st_size, False) for f in folder_files(p)]
+
+
+def folder_files(p: Path) -> list[Path]:
+    """The text and JSONL files below folder p (hidden parts skipped), sorted; none is an error."""
     files = sorted(f for f in p.rglob("*") if f.is_file() and _wanted(f.name)
                    and not any(s.startswith(".") for s in f.relative_to(p).parts))
     if not files:
         raise TokbenchError("no .txt or .jsonl files in this folder", path=p,
                             fix="pass a text file, a JSONL file or a folder holding them")
-    return [(str(f), f.stat().st_size, False) for f in files]
+    return files
 
 
 def list_files(inputs: Sequence[str | os.PathLike]) -> list[tuple[str, int, bool]]:
