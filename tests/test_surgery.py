@@ -270,6 +270,48 @@ def test_keep_stable_bounds_the_reference_lines(smol, tmp_path, require_asset):
     assert changed[None] > changed[0.2]
 
 
+def test_learn_filters_match_a_tokenizers_count(smol, tmp_path, require_asset):
+    """require_letter + min_documents keep exactly the candidates an independent count says they should: the
+    unfiltered run's tokenizer (the same trainer candidates) encodes every document with `tokenizers`, a token
+    used in a document also counts for the tokens it is built from, and the filtered run keeps the first n
+    candidates with a letter, enough documents and kept parts."""
+    docs = _lines(require_asset, "gsm8k-train", 800)
+    train = tmp_path / "gsm.jsonl"  # one document per line
+    train.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs), encoding="utf-8")
+    n, min_docs = 20, 3
+    runs = {}
+    for label, learn in (("all", {"corpora": ["g"], "n": 4 * n}),
+                         ("filtered", {"corpora": ["g"], "n": n, "require_letter": True, "min_documents": min_docs})):
+        runs[label] = run(_recipe(tmp_path, {"version": 1, "base": str(smol), "corpora": {"g": {"path": str(train)}},
+                                             "ops": [{"op": "add_tokens", "learn": learn}]}),
+                          tmp_path / label, progress=False)
+    base_n = _tok(smol).get_vocab_size()
+    all_tok = _tok(tmp_path / "all")
+    merges = json.loads((tmp_path / "all" / "tokenizer.json").read_text(encoding="utf-8"))["model"]["merges"][-4 * n:]
+    cands = [(a, b, a + b) for a, b in (m.split(" ") if isinstance(m, str) else m for m in merges)]
+    df = {c: 0 for _, _, c in cands}
+    for e in all_tok.encode_batch(docs, add_special_tokens=False):
+        for t in {all_tok.id_to_token(i) for i in e.ids if i >= base_n}:
+            df[t] += 1
+    for a, b, c in reversed(cands):
+        for part in (a, b):
+            if part in df:
+                df[part] = max(df[part], df[c])
+    decoded = lambda t: all_tok.decoder.decode([t])  # noqa: E731
+    kept: list[str] = []
+    for a, b, c in cands:
+        if any(p in df and p not in kept for p in (a, b)):
+            continue
+        if any(ch.isalpha() for ch in decoded(c)) and df[c] >= min_docs:
+            kept.append(c)
+    out_tok = _tok(tmp_path / "filtered")
+    added = [out_tok.id_to_token(i) for i in range(base_n, out_tok.get_vocab_size())]
+    assert added == kept[:n] and len(added) == n
+    f = runs["filtered"]["plan"]["ops"][0]["filters"]
+    assert f["refused_no_letter"] > 0 and f["refused_few_documents"] > 0
+    assert runs["filtered"]["checks"]["reachability"]["unreachable"] == 0
+
+
 def test_add_explicit_token(smol, tmp_path):
     out = tmp_path / "ex"
     run(_recipe(tmp_path, {"version": 1, "base": str(smol), "ops": [

@@ -277,16 +277,47 @@ def _counter_for(state: State, where: str):
     return _core.BpeCounter(regex, individual_digits=digits, specials=specials)
 
 
-def _keep_stable(state: State, ctx: Context, spec, where: str, vocab_bytes, merges_idx, candidates, n, name_of):
-    """The first n candidate merges whose firing keeps spec.corpus's lines within the bound (module stable)."""
+def _encoder(state: State, vocab_bytes, merges_idx, vocab2=None, extra=()):
+    """The base BPE (vocab_bytes + merges_idx, the tokenizer's own pre-tokenizer) with the `extra` candidate
+    merges (left, right, merged) of `vocab2` appended, the k-th getting id len(vocab_bytes) + k."""
     from tokbench import _core
     from tokbench.bpe.encoding import _read_pre_tokenizer
-    from tokbench.surgery.stable import Reference, select_stable
 
     regex, digits = _read_pre_tokenizer(state.tok.get("pre_tokenizer"), lambda why: None)
-    enc = _core.BpeEncoder([(bytes(b), k) for k, b in enumerate(vocab_bytes)], merges_idx,
-                           ignore_merges=bool(state.tok.get("model", {}).get("ignore_merges")), pattern=regex,
-                           individual_digits=digits, keep_unmatched=True)
+    known = len(vocab_bytes)
+    new_id = {m: known + k for k, (_, _, m) in enumerate(extra)}
+    idx = lambda t: new_id.get(t, t)  # noqa: E731
+    return _core.BpeEncoder([(bytes(b), k) for k, b in enumerate(vocab_bytes)]
+                            + [(bytes(vocab2[m]), new_id[m]) for _, _, m in extra],
+                            list(merges_idx) + [(idx(a), idx(b)) for a, b, _ in extra],
+                            ignore_merges=bool(state.tok.get("model", {}).get("ignore_merges")), pattern=regex,
+                            individual_digits=digits, keep_unmatched=True)
+
+
+def _filter_learned(state: State, ctx: Context, learn, where: str, vocab_bytes, merges_idx, vocab2, candidates):
+    """learn.require_letter / learn.min_documents (tokbench.surgery.stable.filter_learned) and their report."""
+    from tokbench.surgery.stable import document_counts, filter_learned
+
+    known = len(vocab_bytes)
+    df = None
+    if learn.min_documents > 1:
+        documents = [d for k, c in enumerate(learn.corpora) for d in ctx.corpus(c, f"{where}.corpora[{k}]")]
+        df = document_counts(candidates, known, documents,
+                             lambda cands: _encoder(state, vocab_bytes, merges_idx, vocab2, cands))
+    text = lambda k: bytes(vocab2[k]).decode("utf-8", "replace")  # noqa: E731
+    f = filter_learned(candidates, known, text, require_letter=learn.require_letter,
+                       min_documents=learn.min_documents, df=df)
+    report = {"candidates": len(candidates), "passed": len(f.merges), "refused_no_letter": f.no_letter,
+              "refused_few_documents": f.few_documents, "skipped_parts_refused": f.skipped,
+              "require_letter": learn.require_letter, "min_documents": learn.min_documents}
+    return f.merges, report
+
+
+def _keep_stable(state: State, ctx: Context, spec, where: str, vocab_bytes, merges_idx, candidates, n, name_of):
+    """The first n candidate merges whose firing keeps spec.corpus's lines within the bound (module stable)."""
+    from tokbench.surgery.stable import Reference, select_stable
+
+    enc = _encoder(state, vocab_bytes, merges_idx)
     corpora = []
     for k, c in enumerate(spec.corpora):
         lines = [x for d in ctx.corpus(c, f"{where}.corpora[{k}]") for x in d.split("\n") if x.strip()]
@@ -316,7 +347,7 @@ def op_add_tokens(state: State, op: AddTokensOp, where: str, ctx: Context) -> No
     new_tokens: list[tuple[str, bytes]] = []  # (content, bytes) in merge order
     new_merges: list[tuple[str, str]] = []
     learned = 0
-    stable_report = None
+    stable_report = filter_report = None
     if op.learn is not None:
         from tokbench import _core
         from tokbench.bpe.train import run_cancellable
@@ -330,14 +361,20 @@ def op_add_tokens(state: State, op: AddTokensOp, where: str, ctx: Context) -> No
         pos = {s.content: k for k, s in enumerate(normal)}
         merges_idx = [(pos[a], pos[b]) for a, b in state.merges if a in pos and b in pos]
         stable = op.learn.keep_stable
-        n_learn = op.learn.n * (stable.candidates if stable else 1)
+        filtering = op.learn.require_letter or op.learn.min_documents > 1
+        n_learn = op.learn.n * (stable.candidates if stable else 4 if filtering else 1)
         target = len(vocab_bytes) + n_learn
         vocab2, merges2 = run_cancellable(
             lambda prog: _core.bpe_train_super(counter, vocab_bytes, merges_idx, target, 1 << 30,
                                                op.learn.min_frequency, op.learn.max_token_length, prog),
             n_learn, "learning tokens", ctx.progress)
         chosen = [(left, right, merged) for left, right, merged, _count in merges2]
-        if stable is not None:
+        if filtering:
+            chosen, filter_report = _filter_learned(state, ctx, op.learn, f"{where}.learn", vocab_bytes, merges_idx,
+                                                    vocab2, chosen)
+        if stable is None:
+            chosen = chosen[:op.learn.n]
+        else:
             chosen, stable_report = _keep_stable(state, ctx, stable, f"{where}.learn.keep_stable", vocab_bytes,
                                                  merges_idx, chosen, op.learn.n, lambda k: name(vocab2[k]))
         for left, right, merged in chosen:
@@ -386,9 +423,11 @@ def op_add_tokens(state: State, op: AddTokensOp, where: str, ctx: Context) -> No
     state.merges.extend(new_merges)
     state.touched.update({"tokenizer.json", "merges"})
     state.plan.append({"op": where, "name": "add_tokens", "added": len(slots), "learned": learned,
+                       **({"requested": op.learn.n} if op.learn is not None else {}),
                        "explicit": explicit, "merges_added": len(new_merges), "init": op.init.method,
                        "examples": [c for c, _ in new_tokens[:8]],
-                       **({"keep_stable": stable_report} if stable_report else {})})
+                       **({"keep_stable": stable_report} if stable_report else {}),
+                       **({"filters": filter_report} if filter_report else {})})
 
 
 # --- special tokens -------------------------------------------------------------------------------------

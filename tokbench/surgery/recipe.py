@@ -122,6 +122,9 @@ class LearnSpec(_Strict):
     n: int = Field(gt=0, le=1_000_000)
     min_frequency: int = Field(2, ge=1)
     max_token_length: int | None = Field(None, ge=2, le=1024)
+    require_letter: bool = Field(False, description="refuse learned tokens without a letter (symbol glue)")
+    min_documents: int = Field(1, ge=1, le=1_000_000,
+                               description="refuse learned tokens used in fewer documents of the corpora")
     keep_stable: StableSpec | None = None
 
 

@@ -7,6 +7,13 @@ domain corpus, in the trainer's order, and simulates each on the reference corpu
 candidate whose firing would push the share of reference lines with changed ids above the user's bound is
 rejected (and so is every later candidate built on its token); the first `n` accepted merges are kept.
 
+`filter_learned` applies the two domain filters before that: `require_letter` refuses candidates whose text has
+no letter (punctuation and symbol glue such as GSM8K's `=$<<`: cheap bytes per token, but the model leans on the
+exact pieces it was trained on), and `min_documents` refuses candidates used in fewer than that many documents
+of the learning corpora (tokens concentrated in a few documents, such as one word problem's names, do not carry
+over to new text). Both also refuse every later candidate built on a refused token, so every kept merge stays
+reachable.
+
 Tokens are indices of one list (base tokens first, then the trainer's new ones), as the Rust trainer gives them.
 """
 from __future__ import annotations
@@ -121,3 +128,51 @@ def select_stable(candidates: Sequence[tuple[int, int, int]], n: int, known: int
         where.pop((left, right), None)
     sel.changed_lines = used
     return sel
+
+
+@dataclass
+class Filtered:
+    merges: list[tuple[int, int, int]]
+    no_letter: int = 0  # refused by require_letter
+    few_documents: int = 0  # refused by min_documents
+    skipped: int = 0  # built on a refused token
+
+
+def document_counts(candidates: Sequence[tuple[int, int, int]], known: int, documents: Sequence[str],
+                    encode_with) -> dict[int, int]:
+    """Documents of `documents` whose encoding with *all* candidates uses each candidate's token; a token that a
+    later candidate is built from inherits that candidate's count (it is needed wherever the later one fires).
+    encode_with(candidates) -> an encoder with encode_ordinary(text) -> ids, the k-th candidate's token getting
+    id known + k."""
+    enc = encode_with(candidates)
+    merged_of = {known + k: m for k, (_, _, m) in enumerate(candidates)}
+    df: dict[int, int] = defaultdict(int)
+    for doc in documents:
+        for i in set(enc.encode_ordinary(doc)):
+            m = merged_of.get(i)
+            if m is not None:
+                df[m] += 1
+    for left, right, merged in reversed(candidates):
+        for part in (left, right):
+            if part >= known:
+                df[part] = max(df[part], df[merged])
+    return df
+
+
+def filter_learned(candidates: Sequence[tuple[int, int, int]], known: int, text_of, *, require_letter: bool = False,
+                   min_documents: int = 1, df: dict[int, int] | None = None) -> Filtered:
+    """Candidates (trainer order) that pass both filters and whose parts are base tokens or kept candidates.
+    text_of(token index) -> str; df: document_counts (needed when min_documents > 1)."""
+    out = Filtered(merges=[])
+    kept: set[int] = set()
+    for left, right, merged in candidates:
+        if (left >= known and left not in kept) or (right >= known and right not in kept):
+            out.skipped += 1
+        elif require_letter and not any(ch.isalpha() for ch in text_of(merged)):
+            out.no_letter += 1
+        elif min_documents > 1 and (df or {}).get(merged, 0) < min_documents:
+            out.few_documents += 1
+        else:
+            kept.add(merged)
+            out.merges.append((left, right, merged))
+    return out
