@@ -203,9 +203,11 @@ INITS = [("subword", {"method": "subword"}), ("subword_nocap", {"method": "subwo
          ("tokenadapt_refine180", {"method": "tokenadapt", "refine": {"text": "gsm", "seconds": 180}})]
 
 
-def item3s(work: Path, base: Path, res: dict, max_chars: int, cache: Path, inits: list[str]) -> None:
+def item3s(work: Path, base: Path, res: dict, max_chars: int, cache: Path, inits: list[str],
+           learn_extra: dict | None = None) -> None:
     """Item 3 with learn.keep_stable (reference: WikiText-2 *valid* + Gutenberg, never the measured test split)
-    and each initialiser of tokbench.embeddings."""
+    and each initialiser of tokbench.embeddings; learn_extra: more `learn:` keys (e.g. require_letter), whose
+    figures go under their own key."""
     from tokenizers import Tokenizer
 
     test = "\n".join(docs("gsm8k-test"))
@@ -215,8 +217,10 @@ def item3s(work: Path, base: Path, res: dict, max_chars: int, cache: Path, inits
     nb = len(btok.encode(test, add_special_tokens=False).ids)
     text = test[:max_chars]
     b0 = bpb(base, text, cache)
-    out = res.get("3s_add_tokens_stable") or {}
-    out.update({"bits_per_byte_base": round(b0, 5), "keep_stable": STABLE, "max_chars": max_chars})
+    key = "3s_add_tokens_stable" + "".join(f"_{k}={v}" for k, v in sorted((learn_extra or {}).items()))
+    out = res.get(key) or {}
+    out.update({"bits_per_byte_base": round(b0, 5), "keep_stable": STABLE, "learn_extra": learn_extra or {},
+                "max_chars": max_chars})
     out.setdefault("inits", {})
     for label, init in INITS:
         if label not in inits:
@@ -224,7 +228,8 @@ def item3s(work: Path, base: Path, res: dict, max_chars: int, cache: Path, inits
         body = {"version": 1, "base": str(base),
                 "corpora": {"gsm": {"path": "gsm8k-train"}, "wiki_valid": {"path": "wikitext2-valid"},
                             "gutenberg": {"path": "gutenberg"}},
-                "ops": [{"op": "add_tokens", "learn": {"corpora": ["gsm"], "n": 2000, "keep_stable": STABLE},
+                "ops": [{"op": "add_tokens", "learn": {"corpora": ["gsm"], "n": 2000, "keep_stable": STABLE,
+                                                       **(learn_extra or {})},
                          "init": init}]}
         folder, rep = surgery(work, f"add-stable-{label}", body)
         if "tokenizer" not in out:
@@ -233,6 +238,7 @@ def item3s(work: Path, base: Path, res: dict, max_chars: int, cache: Path, inits
             same = sum(a.ids == b.ids for a, b in zip(base_lines, tok.encode_batch(lines, add_special_tokens=False)))
             out["tokenizer"] = {"added": rep["plan"]["ops"][0]["added"], "reachability": rep["checks"]["reachability"],
                                 "keep_stable": rep["plan"]["ops"][0]["keep_stable"],
+                                "filters": rep["plan"]["ops"][0].get("filters"),
                                 "bytes_per_token_gain_pct": round(100 * (nb / nn - 1), 2),
                                 "wikitext2_test_lines_identical_ids": round(same / len(lines), 5), "lines": len(lines)}
         b = bpb(folder, text, cache)
@@ -242,7 +248,7 @@ def item3s(work: Path, base: Path, res: dict, max_chars: int, cache: Path, inits
             out["inits"][label]["refine"] = {k: rep["refine"][k] for k in ("steps", "stopped", "returned", "held_out")}
         print(label, out["inits"][label], flush=True)
         shutil.rmtree(folder)
-    res["3s_add_tokens_stable"] = out
+    res[key] = out
 
 
 def item3t(base: Path, res: dict) -> None:
@@ -251,7 +257,7 @@ def item3t(base: Path, res: dict) -> None:
     GSM8K test bytes/token gain, both by the same simulation (checked against tokenizers in item 3s)."""
     from tokbench import _core
     from tokbench.bpe.encoding import _read_pre_tokenizer, bytelevel_bytes
-    from tokbench.surgery.stable import Reference, select_stable
+    from tokbench.surgery.stable import Reference, document_counts, filter_learned, select_stable
 
     tj = json.loads((base / "tokenizer.json").read_text())
     toks = [t for t, _ in sorted(tj["model"]["vocab"].items(), key=lambda x: x[1])]
@@ -278,16 +284,22 @@ def item3t(base: Path, res: dict) -> None:
     n0 = len(enc.encode_ordinary(gsm))
     out = {"candidates": len(cands), "rows": []}
     refs = {"none": [], "wikitext2-valid": ["wikitext2-valid"], "wikitext2-valid+gutenberg": ["wikitext2-valid", "gutenberg"]}
+    df = document_counts(cands, len(vb), docs("gsm8k-train", None), encoder)
+    text_of = lambda m: bytes(v2[m]).decode("utf-8", "replace")  # noqa: E731
+    filters = [(False, 1), (True, 1), (True, 3), (True, 5), (True, 10)]
     for label, names in refs.items():
         ref = Reference.of([lines(c) for c in names], enc.split, enc.encode_ordinary) if names else None
-        for pct in ((100.0,) if ref is None else (1.0, 0.25, 0.0)):
-            sel = select_stable(cands, 2000, len(vb), ref, pct).merges if ref else cands[:2000]
-            ch = select_stable(sel, 10**9, len(vb), test, 100.0).changed_lines[0]
-            row = {"reference": label, "max_changed_lines_pct": pct if ref else None, "kept": len(sel),
-                   "wikitext2_test_lines_identical": round(1 - ch / test.n_lines[0], 5),
-                   "gsm8k_test_bytes_per_token_gain_pct": round(100 * (n0 / len(encoder(sel).encode_ordinary(gsm)) - 1), 2)}
-            out["rows"].append(row)
-            print(row, flush=True)
+        for letter, min_docs in filters if ref is not None else filters[:2]:
+            pool = filter_learned(cands, len(vb), text_of, require_letter=letter, min_documents=min_docs, df=df).merges
+            for pct in ((100.0,) if ref is None else (1.0, 0.25, 0.0)):
+                sel = select_stable(pool, 2000, len(vb), ref, pct).merges if ref else pool[:2000]
+                ch = select_stable(sel, 10**9, len(vb), test, 100.0).changed_lines[0]
+                row = {"reference": label, "max_changed_lines_pct": pct if ref else None,
+                       "require_letter": letter, "min_documents": min_docs, "pool": len(pool), "kept": len(sel),
+                       "wikitext2_test_lines_identical": round(1 - ch / test.n_lines[0], 5),
+                       "gsm8k_test_bytes_per_token_gain_pct": round(100 * (n0 / len(encoder(sel).encode_ordinary(gsm)) - 1), 2)}
+                out["rows"].append(row)
+                print(row, flush=True)
     res["3t_keep_stable_sweep"] = out
 
 
@@ -421,6 +433,7 @@ def main() -> None:
     ap.add_argument("--max-chars", type=int, default=20000)
     ap.add_argument("--items", default="1,2,3,4,5,8")
     ap.add_argument("--inits", default=",".join(k for k, _ in INITS), help="item 3s: initialisers to measure")
+    ap.add_argument("--learn-extra", default="{}", help='item 3s: more learn keys as JSON, e.g. {"require_letter": true}')
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: no spin-waiting on a loaded machine)")
     args = ap.parse_args()
     import torch
@@ -441,7 +454,8 @@ def main() -> None:
                     ("3", lambda: item3(work, base, res, args.max_chars, cache)),
                     ("6", lambda: item6(work, base, res)),
                     ("3t", lambda: item3t(base, res)),
-                    ("3s", lambda: item3s(work, base, res, args.max_chars, cache, args.inits.split(","))),
+                    ("3s", lambda: item3s(work, base, res, args.max_chars, cache, args.inits.split(","),
+                                          json.loads(args.learn_extra))),
                     ("2b", lambda: item2b(work, base, res, args.max_chars, cache, [40960, 45056]))):
         if key in items:
             t0 = time.perf_counter()
