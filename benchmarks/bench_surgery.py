@@ -42,7 +42,7 @@ def surgery(work: Path, name: str, body: dict) -> tuple[Path, dict]:
 
     out = work / name
     t0 = time.perf_counter()
-    rep = run(write_yaml(work / f"{name}.yml", body), out, overwrite=True, progress=False)
+    rep = run(write_yaml(work / f"{name}.yml", body), out, overwrite=True, progress=False, cache_dir=work / "cache")
     rep["wall_s"] = round(time.perf_counter() - t0, 1)
     return out, rep
 

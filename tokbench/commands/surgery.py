@@ -29,8 +29,10 @@ def _print_plan(p: dict) -> None:
 @click.option("--dry-run", is_flag=True, help="Print the plan (per op: tokens added/removed/renamed, final size, "
               "padded rows, row initialisers) and write nothing.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@click.option("--no-cache", is_flag=True, help="Do not cache the auxiliary embeddings omp / tokenadapt make of the "
+              "base's tokens (default: $TOKBENCH_HOME/cache).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def surgery(recipe, out, mergekit, templates, dry_run, overwrite, as_json) -> None:
+def surgery(recipe, out, mergekit, templates, dry_run, overwrite, no_cache, as_json) -> None:
     """Apply the surgery RECIPE (YAML) to its base model and write the edited model to OUT."""
     from pathlib import Path
 
@@ -55,7 +57,9 @@ def surgery(recipe, out, mergekit, templates, dry_run, overwrite, as_json) -> No
         raise TokbenchError("no recipe", fix="pass RECIPE.yml (or --from-mergekit merge.yml -o recipe.yml)")
     if not dry_run and not out:
         raise TokbenchError("no output folder", fix="pass -o OUT, or --dry-run to see the plan")
-    report = run(recipe, out, dry_run=dry_run, overwrite=overwrite)
+    from tokbench.assets import home
+
+    report = run(recipe, out, dry_run=dry_run, overwrite=overwrite, cache_dir=None if no_cache else home() / "cache")
     if as_json:
         click.echo(json.dumps(report, indent=2, ensure_ascii=False))
         return

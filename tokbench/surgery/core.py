@@ -376,11 +376,13 @@ def _template_check(tmp: Path, base: list[str] | None) -> dict:
 
 
 def run(recipe: Recipe | str | Path | dict, out: str | Path | None = None, *, dry_run: bool = False,
-        overwrite: bool = False, progress: bool = True) -> dict:
+        overwrite: bool = False, progress: bool = True, cache_dir: str | Path | None = None) -> dict:
     """Apply `recipe` (a Recipe, a YAML file path or a mapping) and write the model to `out`.
 
     Returns the report (with `seconds` and `out`, which the written surgery_report.json leaves out so that
-    the same recipe and seed give byte-identical output). dry_run: the plan only, nothing written."""
+    the same recipe and seed give byte-identical output). dry_run: the plan only, nothing written.
+    cache_dir: where omp / tokenadapt cache the auxiliary embeddings of the base's tokens (the CLI uses
+    $TOKBENCH_HOME/cache; None: no cache)."""
     t0 = time.perf_counter()
     raw = None
     if isinstance(recipe, (str, Path)):
@@ -434,7 +436,7 @@ def run(recipe: Recipe | str | Path | dict, out: str | Path | None = None, *, dr
                 row_info["merged_weights"] = {n: round(w / total, 6) for n, w in weights.items()}
             records = [{"method": s["method"], **({"source": s["source"]} if "source" in s else {})} for s in specs]
         else:
-            aux = aux_for(ctx.base_vocab, specs, progress)
+            aux = aux_for(ctx.base_vocab, specs, progress, cache_dir=cache_dir)
             embed, row_info, records = build_rows(specs, base_embed, real, recipe.seed,
                                                   hidden=hidden if model.tied else None, aux=aux)
             head = None

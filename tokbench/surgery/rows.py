@@ -16,9 +16,10 @@ AUX_METHODS = ("omp", "tokenadapt")
 _KEY = 1 << 40  # auxiliary-space keys of new rows (output position + _KEY): never a base id
 
 
-def aux_for(base_vocab, specs: list[dict], progress: bool = False) -> AuxSpace | None:
+def aux_for(base_vocab, specs: list[dict], progress: bool = False, cache_dir=None) -> AuxSpace | None:
     """The auxiliary space (minilm vectors of the base's normal/byte tokens and of each omp / tokenadapt spec's
-    text) that those initialisers code new rows in; None when no spec needs one."""
+    text) that those initialisers code new rows in; None when no spec needs one. cache_dir: where the vectors
+    are cached by the hash of the embedder and the texts (tokbench.embeddings.AuxEmbedder.embed)."""
     from tokbench.embeddings import AuxEmbedder, token_texts
     from tokbench.vocab import Kind
 
@@ -28,8 +29,8 @@ def aux_for(base_vocab, specs: list[dict], progress: bool = False) -> AuxSpace |
     emb = AuxEmbedder()
     old_ids = np.array([j for j, kd in enumerate(base_vocab.kinds) if kd in (Kind.NORMAL, Kind.BYTE)
                         and base_vocab.key(j) is not None], dtype=np.int64)
-    old_vecs = emb.embed(token_texts(base_vocab, old_ids), progress=progress)
-    new_vecs = emb.embed([specs[i]["text"] for i in want], progress=progress)
+    old_vecs = emb.embed(token_texts(base_vocab, old_ids), progress=progress, cache_dir=cache_dir)
+    new_vecs = emb.embed([specs[i]["text"] for i in want], progress=progress, cache_dir=cache_dir)
     return AuxSpace(path=emb.path, old_ids=old_ids, old_vecs=old_vecs,
                     old_lens={int(j): len(base_vocab.key(int(j))[0]) for j in old_ids},
                     new_pos={_KEY + i: r for r, i in enumerate(want)}, new_vecs=new_vecs)
