@@ -251,13 +251,12 @@ def item3s(work: Path, base: Path, res: dict, max_chars: int, cache: Path, inits
     res[key] = out
 
 
-def item3t(base: Path, res: dict) -> None:
-    """Tokenizer-only sweep of keep_stable: candidates learned once on GSM8K train (the Rust trainer, 4 x 2,000),
-    selected by tokbench.surgery.stable for each reference set and bound; WikiText-2 *test* lines changed and the
-    GSM8K test bytes/token gain, both by the same simulation (checked against tokenizers in item 3s)."""
+def _sweep_setup(base: Path) -> dict:
+    """The tokenizer-only sweeps' common part: 4 x 2,000 candidate merges learned once on GSM8K train (the Rust
+    trainer), an encoder for any selection of them, WikiText-2 test as a Reference, GSM8K test's base length."""
     from tokbench import _core
     from tokbench.bpe.encoding import _read_pre_tokenizer, bytelevel_bytes
-    from tokbench.surgery.stable import Reference, document_counts, filter_learned, select_stable
+    from tokbench.surgery.stable import Reference
 
     tj = json.loads((base / "tokenizer.json").read_text())
     toks = [t for t, _ in sorted(tj["model"]["vocab"].items(), key=lambda x: x[1])]
@@ -282,6 +281,19 @@ def item3t(base: Path, res: dict) -> None:
     test = Reference.of([lines("wikitext2-test")], enc.split, enc.encode_ordinary)
     gsm = "\n".join(docs("gsm8k-test", None))
     n0 = len(enc.encode_ordinary(gsm))
+    return {"enc": enc, "cands": cands, "vb": vb, "v2": v2, "encoder": encoder, "lines": lines, "test": test,
+            "gsm": gsm, "n0": n0}
+
+
+def item3t(base: Path, res: dict) -> None:
+    """Tokenizer-only sweep of keep_stable: candidates learned once on GSM8K train (the Rust trainer, 4 x 2,000),
+    selected by tokbench.surgery.stable for each reference set and bound; WikiText-2 *test* lines changed and the
+    GSM8K test bytes/token gain, both by the same simulation (checked against tokenizers in item 3s)."""
+    from tokbench.surgery.stable import Reference, document_counts, filter_learned, select_stable
+
+    ctx = _sweep_setup(base)
+    enc, cands, vb, v2, encoder, lines, test, gsm, n0 = (ctx[k] for k in (
+        "enc", "cands", "vb", "v2", "encoder", "lines", "test", "gsm", "n0"))
     out = {"candidates": len(cands), "rows": []}
     refs = {"none": [], "wikitext2-valid": ["wikitext2-valid"], "wikitext2-valid+gutenberg": ["wikitext2-valid", "gutenberg"]}
     df = document_counts(cands, len(vb), docs("gsm8k-train", None), encoder)
@@ -301,6 +313,49 @@ def item3t(base: Path, res: dict) -> None:
                 out["rows"].append(row)
                 print(row, flush=True)
     res["3t_keep_stable_sweep"] = out
+
+
+def item3w(base: Path, res: dict) -> None:
+    """Why 2,000 GSM8K tokens cannot keep 99 % of WikiText-2 test lines: bound the *general-English* frequency
+    mass of the words the new merges would re-encode, with wordfreq's English list (321k words from Wikipedia,
+    subtitles, news, books, web; `pip install wordfreq`, benchmark only) as the reference: each word in four
+    surface forms (" w", " W", "w", "W", each weighted by the word's frequency), a candidate refused when the
+    mass it adds would pass the bound; then keep_stable on WikiText-2 valid + Gutenberg at 0.25 % as in item 3s.
+    Prints the tokens left per bound (the pool), WikiText-2 test lines kept and GSM8K bytes/token gain."""
+    import wordfreq
+
+    from tokbench.surgery.stable import Reference, filter_learned, select_stable
+
+    ctx = _sweep_setup(base)
+    enc, cands, vb, v2, encoder, lines, test, gsm, n0 = (ctx[k] for k in (
+        "enc", "cands", "vb", "v2", "encoder", "lines", "test", "gsm", "n0"))
+    mass: dict[str, float] = {}
+    for w, f in wordfreq.get_frequency_dict("en", wordlist="large").items():
+        if any(ch.isalpha() for ch in w):
+            for form in (" " + w, " " + w[:1].upper() + w[1:], w, w[:1].upper() + w[1:]):
+                mass[form] = max(mass.get(form, 0.0), f)
+    forms = list(mass)
+    general = Reference(words=[list(enc.encode_ordinary(f)) for f in forms], lines_of=[[j] for j in range(len(forms))],
+                        corpus_of=[0] * len(forms), n_lines=[len(forms)], line_weight=[mass[f] for f in forms])
+    total = sum(mass.values())
+    text_of = lambda m: bytes(v2[m]).decode("utf-8", "replace")  # noqa: E731
+    letters = filter_learned(cands, len(vb), text_of, require_letter=True).merges
+    ref = Reference.of([lines("wikitext2-valid"), lines("gutenberg")], enc.split, enc.encode_ordinary)
+    from importlib.metadata import version
+
+    out = {"wordfreq": version("wordfreq"), "forms": len(forms), "form_mass_total": round(total, 4),
+           "candidates_with_a_letter": len(letters),
+           "rows": []}
+    for bound in (1e-5, 1e-4, 1e-3, 1e-2):
+        pool = select_stable(letters, 10**9, len(vb), general, 100.0 * bound / total).merges
+        sel = select_stable(pool, 2000, len(vb), ref, 0.25).merges
+        ch = select_stable(sel, 10**9, len(vb), test, 100.0).changed_lines[0]
+        row = {"max_general_mass": bound, "pool": len(pool), "kept": len(sel),
+               "wikitext2_test_lines_identical": round(1 - ch / test.n_lines[0], 5),
+               "gsm8k_test_bytes_per_token_gain_pct": round(100 * (n0 / len(encoder(sel).encode_ordinary(gsm)) - 1), 2)}
+        out["rows"].append(row)
+        print(row, flush=True)
+    res["3w_general_mass_sweep"] = out
 
 
 def item6(work: Path, base: Path, res: dict) -> None:
@@ -453,7 +508,7 @@ def main() -> None:
                     ("2", lambda: item2(work, base, res, args.max_chars, cache)),
                     ("3", lambda: item3(work, base, res, args.max_chars, cache)),
                     ("6", lambda: item6(work, base, res)),
-                    ("3t", lambda: item3t(base, res)),
+                    ("3t", lambda: item3t(base, res)), ("3w", lambda: item3w(base, res)),
                     ("3s", lambda: item3s(work, base, res, args.max_chars, cache, args.inits.split(","),
                                           json.loads(args.learn_extra))),
                     ("2b", lambda: item2b(work, base, res, args.max_chars, cache, [40960, 45056]))):

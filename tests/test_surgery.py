@@ -592,3 +592,23 @@ def test_from_mergekit_converts_a_bundled_template_name(tmp_path, smol):
             from_mergekit({"base_model": "a", "chat_template": "mistral"}, files=tmp_path / "x")
     with pytest.raises(TokbenchError, match="no alpaca.jinja"):
         from_mergekit({"base_model": "a", "chat_template": "alpaca"}, files=tmp_path / "x", templates=folder)
+
+
+def test_select_stable_weighted_lines_and_filters_by_hand():
+    """select_stable with line weights bounds the weight of changed lines, not their count; filter_learned drops
+    symbol-only and rare candidates and everything built on them (hand-made merges over 3 base tokens)."""
+    from tokbench.surgery.stable import Reference, filter_learned, select_stable
+
+    # base tokens 0 'a', 1 'b', 2 '='; candidates: 3 = ab, 4 = ==, 5 = ab+a (built on 3), 6 = =+a
+    cands = [(0, 1, 3), (2, 2, 4), (3, 0, 5), (2, 0, 6)]
+    ref = Reference(words=[[0, 1], [2, 0]], lines_of=[[0], [1]], corpus_of=[0, 0], n_lines=[2],
+                    line_weight=[0.9, 0.1])
+    # the line with 'ab' weighs 0.9 of 1.0: a 50 % bound refuses 3 (and 5, built on it), keeps 4 and 6 (0.1)
+    sel = select_stable(cands, 10, 3, ref, 50.0)
+    assert sel.merges == [(2, 2, 4), (2, 0, 6)] and sel.rejected == 1 and sel.skipped == 1
+    assert abs(sel.changed_lines[0] - 0.1) < 1e-12
+    unweighted = Reference(words=ref.words, lines_of=ref.lines_of, corpus_of=ref.corpus_of, n_lines=[2])
+    assert select_stable(cands, 10, 3, unweighted, 50.0).merges == [(0, 1, 3), (2, 2, 4), (3, 0, 5)]
+    text = {3: "ab", 4: "==", 5: "aba", 6: "=a"}.get
+    f = filter_learned(cands, 3, text, require_letter=True, min_documents=2, df={3: 1, 4: 9, 5: 9, 6: 2})
+    assert f.merges == [(2, 0, 6)] and (f.no_letter, f.few_documents, f.skipped) == (1, 1, 1)

@@ -32,6 +32,7 @@ class Reference:
     lines_of: list[list[int]]
     corpus_of: list[int]
     n_lines: list[int]  # per corpus
+    line_weight: list[float] | None = None  # per line (None: every line counts 1); the bound is then a share of weight
 
     @classmethod
     def of(cls, corpora: Sequence[Sequence[str]], split, encode) -> "Reference":
@@ -86,7 +87,14 @@ def select_stable(candidates: Sequence[tuple[int, int, int]], n: int, known: int
     """candidates: (left, right, merged) in training order, token indices (< known: base tokens).
     Keeps at most n merges whose combined firing changes at most max_changed_lines_pct % of the lines of each
     reference corpus."""
-    budget = [int(max_changed_lines_pct / 100.0 * m) for m in ref.n_lines]
+    weight = ref.line_weight
+    if weight is None:
+        budget: list[float] = [int(max_changed_lines_pct / 100.0 * m) for m in ref.n_lines]
+    else:
+        totals = [0.0] * len(ref.n_lines)
+        for k, c in enumerate(ref.corpus_of):
+            totals[c] += weight[k]
+        budget = [max_changed_lines_pct / 100.0 * t for t in totals]
     used = [0] * len(budget)
     words = [list(w) for w in ref.words]
     where: dict[tuple[int, int], set[int]] = defaultdict(set)
@@ -106,7 +114,7 @@ def select_stable(candidates: Sequence[tuple[int, int, int]], n: int, known: int
         new_lines = {k for j in hit for k in ref.lines_of[j]} - changed
         extra = [0] * len(budget)
         for k in new_lines:
-            extra[ref.corpus_of[k]] += 1
+            extra[ref.corpus_of[k]] += 1 if weight is None else weight[k]
         if any(u + e > b for u, e, b in zip(used, extra, budget)):
             sel.rejected += 1
             if len(sel.examples_rejected) < 8:
