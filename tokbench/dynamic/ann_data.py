@@ -6,7 +6,8 @@ Rows, in order: the model's n_base head rows (ids 0..n_base-1); then the dynamic
 exhaustion (word mode, batches of 32 lines) makes on the corpora, most frequent first; then, to reach the size
 asked for, the most frequent token n-grams (n = 2..4, inside lines) of the same corpora not already present.
 A merged token's row is the mean (the paper's FVT baseline) or position_mean of its constituents' head rows
-(tokbench.embeddings). Stored as float16.
+(tokbench.embeddings). Stored as float16; the coefficients that made the merged rows (CSR over the base ids) are
+kept beside them, for the exact factored index (tokbench.dynamic.factored).
 """
 from __future__ import annotations
 
@@ -32,7 +33,10 @@ _NGRAM = (2, 3, 4)
 
 @dataclass
 class HeadRows:
-    """The output table: rows (n, d) float16, n_base real rows, then n_dynamic merged-batch tokens, then n-grams."""
+    """The output table: rows (n, d) float16, n_base real rows, then n_dynamic merged-batch tokens, then n-grams.
+    coeffs: (indptr, indices, data) CSR of the merged rows over the base ids (row r is output n_base + r; the
+    rows were made in float32 from these and then stored as float16); constituents: the base ids per merged row
+    (None when read from the cache: the CSR holds them)."""
 
     rows: np.ndarray
     bias: np.ndarray | None
@@ -40,6 +44,7 @@ class HeadRows:
     n_dynamic: int
     n_ngram: int
     constituents: list | None = None
+    coeffs: tuple | None = None
 
 
 def model_dir(model) -> Path:
@@ -138,14 +143,20 @@ def head_rows(model="smollm2-135m", n_rows: int = 1_000_000, *, corpora=ROW_CORP
     head, bias, folder = load_head(model)
     n_base, d = head.shape
     n_rows = limits.at_least("rows", n_rows, n_base, 20_000_000, what=f"at least the model's {n_base:,} rows")
-    parts = {"model": str(folder.resolve()), "rows": n_rows, "corpora": list(corpora), "method": method, "v": 1}
+    parts = {"model": str(folder.resolve()), "rows": n_rows, "corpora": list(corpora), "method": method, "v": 2}
     folder_c = cache_folder(cache_dir)
     path = None if folder_c is None else folder_c / f"rows-{_key(parts)}.npy"
-    if path is not None and path.exists():
+    cpath = None if path is None else path.with_name(path.stem + "-coeffs.npy")
+    if path is not None and path.exists() and cpath.exists():
         meta = json.loads(path.with_suffix(".json").read_text())
-        return HeadRows(np.load(path), bias, n_base, meta["n_dynamic"], meta["n_ngram"])
+        packed = np.load(cpath)
+        n_ptr = n_rows - n_base + 1
+        coeffs = (packed[:n_ptr].astype(np.int64), packed[n_ptr:n_ptr + meta["nnz"]].astype(np.int32),
+                  packed[n_ptr + meta["nnz"]:].astype(np.int32).view(np.float32))
+        return HeadRows(np.load(path), bias, n_base, meta["n_dynamic"], meta["n_ngram"], coeffs=coeffs)
     if n_rows == n_base:
-        return HeadRows(head.astype(np.float16), bias, n_base, 0, 0, [])
+        return HeadRows(head.astype(np.float16), bias, n_base, 0, 0, [],
+                        (np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32)))
     tok_path = folder / "tokenizer.json"
     if not tok_path.exists():
         raise TokbenchError("the model folder has no tokenizer.json", path=folder, fix="use a model folder with its tokenizer")
@@ -181,9 +192,15 @@ def head_rows(model="smollm2-135m", n_rows: int = 1_000_000, *, corpora=ROW_CORP
         dec = [list(c) for c in chosen[a:a + 65536]]
         block = subword_rows(dec, head, fallback) if method == "mean" else position_mean_rows(dec, head, fallback)[0]
         rows[n_base + a:n_base + a + len(dec)] = block
-    out = HeadRows(rows, bias, n_base, n_dyn, need - n_dyn, chosen)
-    if path is not None:
-        _atomic_save(path, rows, parts | {"n_dynamic": n_dyn, "n_ngram": need - n_dyn})
+    from tokbench.dynamic.factored import combine
+    from tokbench.embeddings.subword import linear_decay
+
+    coeffs = combine([(c, None if method == "mean" else linear_decay(len(c))) for c in chosen], n_base)
+    out = HeadRows(rows, bias, n_base, n_dyn, need - n_dyn, chosen, coeffs)
+    if path is not None:  # the CSR as one int64 array (indptr, indices, float32 bits of data), then the rows
+        _atomic_save(cpath, np.concatenate([coeffs[0], coeffs[1].astype(np.int64),
+                                            coeffs[2].view(np.int32).astype(np.int64)]))
+        _atomic_save(path, rows, parts | {"n_dynamic": n_dyn, "n_ngram": need - n_dyn, "nnz": len(coeffs[1])})
     return out
 
 

@@ -1,0 +1,280 @@
+"""Factored output index: the exact top-k over output rows that are sparse linear combinations of base rows.
+
+Every training-free row tokbench makes for a dynamic token (`mean`, `position_mean`, `omp` over the model's own
+table: tokbench.embeddings) is w_t = sum_j c_tj a_j over atoms a_j: the model's n_base head rows, plus optional
+extra atoms that are not outputs themselves (the mean row that omp shrinks towards and empty decompositions fall
+back to). So the logits factor exactly:
+
+    l_t = sum_j c_tj (h . a_j) + b_t
+
+and scoring 1M rows costs one dense matmul over the base rows and atoms, one sparse product (scipy CSR) over
+the combined rows, the bias and an argpartition over all rows. The result is the exact top-k up to float rounding
+(the sums are taken in another order than h . w_t). Output ids: 0..n_base-1 are the base rows, n_base + r is
+row r of the coefficient matrix.
+
+    from tokbench.dynamic.factored import FactoredIndex, combinations_from_records
+    coeffs, atoms = combinations_from_records(new_rows.records, n_base, rows=new_rows.rows, base_rows=head)
+    ix = FactoredIndex(head, coeffs, bias=None, atoms=atoms)
+    ids, scores = ix.search(H, k=20)
+
+It applies only to rows given as combinations. Rows a learned pooling net (or tokenadapt, random) makes are not:
+`combinations_from_records` says so in one line, and only the FAISS kinds (tokbench.dynamic.ann.OutputIndex)
+apply to them.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from tokbench import limits
+from tokbench.dynamic.ann import MAX_ROWS, _check_queries, _chunks, _k, blas_threads
+from tokbench.errors import TokbenchError
+
+COMBINATION_METHODS = ("subword", "mean", "position_mean", "omp", "copy", "zero")
+
+
+def _sparse():
+    try:
+        import scipy.sparse as sp
+    except ImportError:
+        raise TokbenchError("the factored index needs the Python package scipy, which is not installed",
+                            fix="pip install 'tokbench[ann]'") from None
+    return sp
+
+
+def _as_csr(coeffs, n_cols: int):
+    """coeffs as a float32 CSR matrix with n_cols columns (a scipy sparse matrix, a dense 2-d array, or a tuple
+    (indptr, indices, data)); one-line errors for ids out of range, bad shapes, non-finite values."""
+    sp = _sparse()
+    if isinstance(coeffs, tuple) and len(coeffs) == 3:
+        indptr, indices, data = (np.asarray(x) for x in coeffs)
+        if indptr.ndim != 1 or len(indptr) < 1 or indices.shape != data.shape or indices.ndim != 1 \
+                or indptr[0] != 0 or indptr[-1] != len(indices) or (np.diff(indptr) < 0).any():
+            raise TokbenchError("the coefficients (indptr, indices, data) are not a valid CSR layout",
+                                fix="indptr must start at 0, never decrease and end at len(indices) == len(data)")
+        if len(indices) and (indices.min() < 0 or indices.max() >= n_cols):
+            raise TokbenchError(f"coefficient columns must lie in 0..{n_cols - 1} (the base rows and atoms), got "
+                                f"{int(indices.min())}..{int(indices.max())}", fix="index the base rows by id")
+        m = sp.csr_matrix((data.astype(np.float32), indices.astype(np.int32), indptr.astype(np.int64)),
+                          shape=(len(indptr) - 1, n_cols))
+    elif sp.issparse(coeffs) or (isinstance(coeffs, np.ndarray) and coeffs.ndim == 2):
+        if coeffs.shape[1] != n_cols:
+            raise TokbenchError(f"the coefficient matrix has {coeffs.shape[1]:,} columns, not {n_cols:,} (one per base "
+                                "row and atom)", fix="give one column per base row (plus one per extra atom)")
+        m = sp.csr_matrix(coeffs, dtype=np.float32)
+    else:
+        raise TokbenchError(f"coefficients must be a sparse matrix, a 2-d array or (indptr, indices, data), got "
+                            f"{type(coeffs).__name__}", fix="pass a scipy.sparse CSR matrix over the base ids")
+    if not np.isfinite(m.data).all():
+        raise TokbenchError("the coefficients hold NaN or infinity", fix="check how the rows were made")
+    m.sort_indices()
+    return m
+
+
+class FactoredIndex:
+    """Exact top-k over n_base base rows plus coeffs.shape[0] rows that are combinations of them (module docstring).
+
+    base_rows: (n_base, d) float16 / float32, the model's head rows (outputs 0..n_base-1).
+    coeffs: (n_extra, n_base + len(atoms)) coefficients (scipy sparse, dense or (indptr, indices, data)).
+    atoms: (a, d) extra rows the coefficients may use (columns n_base..), not outputs themselves; or None.
+    bias: (n_base + n_extra,) one bias per output row (free: not combined), or None.
+    threads: BLAS threads inside search (None: leave them). Search scores are the exact logits."""
+
+    kind = "factored"
+
+    def __init__(self, base_rows: np.ndarray, coeffs, bias=None, *, atoms: np.ndarray | None = None,
+                 threads: int | None = None):
+        t0 = time.perf_counter()
+        if not isinstance(base_rows, np.ndarray) or base_rows.ndim != 2 or min(base_rows.shape) < 1 \
+                or base_rows.dtype not in (np.float16, np.float32):
+            raise TokbenchError(f"the base rows must be a float16/float32 (n_base, d) array, got "
+                                f"{getattr(base_rows, 'shape', type(base_rows).__name__)} "
+                                f"{getattr(base_rows, 'dtype', '')}", fix="pass the model's head matrix")
+        n_base, d = base_rows.shape
+        atoms = np.zeros((0, d), np.float32) if atoms is None else np.asarray(atoms, dtype=np.float32)
+        if atoms.ndim == 1:
+            atoms = atoms[None]
+        if atoms.ndim != 2 or atoms.shape[1] != d:
+            raise TokbenchError(f"extra atoms must be (a, {d}) rows, got {atoms.shape}", fix="pass rows of width d")
+        self.table = np.ascontiguousarray(np.concatenate([np.asarray(base_rows, np.float32), atoms]))
+        if not np.isfinite(self.table).all():
+            raise TokbenchError("the base rows or atoms hold NaN or infinity", fix="check the model's head")
+        self.coeffs = _as_csr(coeffs, len(self.table))
+        self.n_base, self.n_atoms, self.n_extra, self.dim = n_base, len(atoms), self.coeffs.shape[0], d
+        self.n = limits.at_least("rows", n_base + self.n_extra, 1, MAX_ROWS, what="output rows")
+        self.bias = None
+        if bias is not None:
+            b = np.asarray(bias, dtype=np.float32)
+            if b.shape != (self.n,) or not np.isfinite(b).all():
+                raise TokbenchError(f"the bias must be {self.n:,} finite numbers (base rows + combined rows), got "
+                                    f"shape {b.shape}", fix="pass one bias per output row, or none")
+            self.bias = b if b.any() else None
+        self.threads = threads
+        self.params = {"kind": "factored", "n_base": n_base, "n_combined": self.n_extra, "atoms": self.n_atoms,
+                       "nnz": int(self.coeffs.nnz)}
+        self.build_seconds = time.perf_counter() - t0
+
+    @property
+    def query_dim(self) -> int:
+        return self.dim
+
+    # scores ------------------------------------------------------------------------------------------------------
+    def scores(self, h) -> np.ndarray:
+        """All n logits (nq, n) float32: base rows by one matmul, combined rows by the sparse product, plus bias."""
+        h = _check_queries(h, self.dim)
+        with blas_threads(self.threads):
+            lt = self.table @ h.T  # (n_base + a, nq): atom logits, one column per query
+        out = np.empty((len(h), self.n), np.float32)
+        out[:, :self.n_base] = lt[:self.n_base].T
+        if self.n_extra:
+            out[:, self.n_base:] = (self.coeffs @ (lt[:, 0] if len(h) == 1 else lt)).T
+        if self.bias is not None:
+            out += self.bias[None]
+        return out
+
+    def search(self, h, k: int = 20) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k ids (nq, k) and their logits, best first (exact up to float rounding)."""
+        k = _k(k, self.n)
+        s = self.scores(h)
+        part = np.argpartition(-s, k - 1, axis=1)[:, :k] if self.n > k else np.arange(self.n)[None].repeat(len(s), 0)
+        sc = np.take_along_axis(s, part, 1)
+        order = np.argsort(-sc, axis=1, kind="stable")
+        return np.take_along_axis(part, order, 1), np.take_along_axis(sc, order, 1)
+
+    def rows_at(self, ids) -> np.ndarray:
+        """The output rows of `ids` (any shape), materialised in float32: (*ids.shape, d)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        flat = ids.reshape(-1)
+        if flat.size and (flat.min() < 0 or flat.max() >= self.n):
+            raise TokbenchError(f"row ids must lie in 0..{self.n - 1}", fix="pass ids the index returned")
+        out = np.empty((flat.size, self.dim), np.float32)
+        base = flat < self.n_base
+        out[base] = self.table[flat[base]]
+        if (~base).any():
+            out[~base] = self.coeffs[flat[~base] - self.n_base] @ self.table
+        return out.reshape(*ids.shape, self.dim)
+
+    def dot(self, h, ids: np.ndarray) -> np.ndarray:
+        """<h, w_id> without bias for candidate ids (nq, c), from the materialised rows."""
+        h = _check_queries(h, self.dim)
+        return np.einsum("qcd,qd->qc", self.rows_at(ids), h)
+
+    def materialize(self, dtype=np.float32, chunk: int = 65536, out: np.ndarray | None = None) -> np.ndarray:
+        """The full (n, d) output table the combinations stand for (what a dense exact matmul multiplies)."""
+        out = np.empty((self.n, self.dim), dtype) if out is None else out
+        out[:self.n_base] = self.table[:self.n_base]
+        for a, b in _chunks(self.n_extra, chunk):
+            out[self.n_base + a:self.n_base + b] = self.coeffs[a:b] @ self.table
+        return out
+
+    def nbytes(self) -> int:
+        """Bytes the index holds: the float32 base rows and atoms, the CSR arrays and the bias."""
+        c = self.coeffs
+        return int(self.table.nbytes + c.data.nbytes + c.indices.nbytes + c.indptr.nbytes
+                   + (0 if self.bias is None else self.bias.nbytes))
+
+
+def combine(coeffs, n_base: int):
+    """The CSR matrix of mean (or weighted) combinations: coeffs is a list of (base ids, weights or None = equal
+    weights summing to 1) per row; returns (indptr, indices, data)."""
+    lens = np.fromiter((len(c[0]) for c in coeffs), dtype=np.int64, count=len(coeffs))
+    indptr = np.concatenate([[0], np.cumsum(lens)])
+    indices = np.fromiter((i for ids, _ in coeffs for i in ids), dtype=np.int32, count=int(indptr[-1]))
+    data = np.fromiter((x for ids, w in coeffs for x in (np.full(len(ids), 1.0 / len(ids)) if w is None else w)),
+                       dtype=np.float32, count=int(indptr[-1]))
+    if len(indices) and (indices.min() < 0 or indices.max() >= n_base):
+        raise TokbenchError(f"constituent ids must lie in 0..{n_base - 1}", fix="use ids of the model's tokenizer")
+    return indptr, indices, data
+
+
+def _record_parts(i: int, rec: dict, n_base: int) -> list[dict]:
+    """The record's row as 1 or 2 parts {col: coefficient} whose weighted sum is the row (before norm capping):
+    a plain combination, or omp's (shrunk code, subword mean) pair with weights (1 - blend, blend)."""
+    mean_col = n_base  # the extra atom: the mean row
+
+    def sub(pieces, weights=None):
+        if not pieces:
+            return {mean_col: 1.0}
+        out: dict = {}
+        w = weights if weights is not None else [1.0 / len(pieces)] * len(pieces)
+        for p, x in zip(pieces, w):
+            out[int(p)] = out.get(int(p), 0.0) + float(x)
+        return out
+
+    method = rec.get("method")
+    if method in ("subword", "mean"):
+        return [sub(rec.get("pieces", []))]
+    if method == "position_mean":
+        return [sub(rec.get("pieces", []), rec.get("weights") or None)]
+    if method == "copy":
+        return [{int(rec["source"]): 1.0}]
+    if method == "zero":
+        return [{}]
+    if method == "omp":
+        s = float(rec["shrink"])
+        code: dict = {mean_col: 1.0 - s}
+        for a, c in zip(rec["anchors"], rec["coefficients"]):
+            code[int(a)] = code.get(int(a), 0.0) + s * float(c)
+        blend = float(rec.get("blend_subword", 0.0))
+        return [{c: (1.0 - blend) * v for c, v in code.items()}, {c: blend * v for c, v in sub(rec["pieces"]).items()}]
+    raise TokbenchError(f"row {i} was made by {method!r}, which is not a fixed combination of base rows",
+                        fix="the factored index needs mean / position_mean / omp / copy rows; use a FAISS index "
+                            "kind (flat, ivf, hnsw) for these")
+
+
+def combinations_from_records(records, n_base: int, *, rows: np.ndarray | None = None,
+                              base_rows: np.ndarray | None = None, mean_row: np.ndarray | None = None,
+                              rtol: float = 1e-4):
+    """The coefficients of rows made by tokbench.embeddings (NewRows.records of mean / subword / position_mean /
+    omp / copy / zero), as (CSR (len(records), n_base + 1), atoms (1, d)): column n_base is the mean row atom (the
+    base rows' mean unless `mean_row` is given), which omp shrinks towards and empty decompositions fall back to.
+
+    With `rows` and `base_rows`, every combination is checked against its row (relative error <= rtol), and the
+    scale of norm-capped rows (shrunk in place by the initialiser; omp caps its code and the blend separately)
+    is recovered by least squares over the row's parts. A row that is not the combination its record states
+    (a learned net's row, a different table) is a one-line error."""
+    sp = _sparse()
+    n_base = limits.at_least("n_base", n_base, 1, MAX_ROWS, what="base rows")
+    if base_rows is not None and (base_rows.ndim != 2 or base_rows.shape[0] != n_base):
+        raise TokbenchError(f"base_rows must be ({n_base}, d), got {base_rows.shape}", fix="pass the model's head")
+    if mean_row is None:
+        mean_row = None if base_rows is None else np.asarray(base_rows, np.float32).mean(axis=0)
+    parts = [_record_parts(i, r, n_base) for i, r in enumerate(records)]
+    if rows is not None:
+        if base_rows is None:
+            raise TokbenchError("checking rows against their records needs base_rows", fix="pass base_rows=head")
+        rows = np.asarray(rows, np.float32)
+        if rows.shape != (len(records), base_rows.shape[1]):
+            raise TokbenchError(f"rows must be ({len(records)}, {base_rows.shape[1]}), one per record, got "
+                                f"{rows.shape}", fix="pass NewRows.rows with its records")
+    table = None if base_rows is None else np.concatenate([np.asarray(base_rows, np.float32), mean_row[None]])
+    indptr, indices, data = [0], [], []
+    for i, (rec, ps) in enumerate(zip(records, parts)):
+        scales = [1.0] * len(ps)
+        if rows is not None:
+            vecs = np.stack([sum((v * table[c] for c, v in p.items()), np.zeros(table.shape[1], np.float32))
+                             for p in ps])
+            if rec.get("norm_capped"):
+                scales = np.linalg.lstsq(vecs.T.astype(np.float64), rows[i].astype(np.float64), rcond=None)[0].tolist()
+            err = np.abs(np.asarray(scales, np.float32) @ vecs - rows[i]).max()
+            if err > rtol * max(1.0, float(np.abs(rows[i]).max())):
+                raise TokbenchError(f"row {i} ({rec.get('method')}) is not the combination its record states (off by "
+                                    f"{err:.3g})", fix="the factored index needs rows made from these base rows by "
+                                    "mean / position_mean / omp; use a FAISS index kind (flat, ivf, hnsw) otherwise")
+        merged: dict = {}
+        for p, s in zip(ps, scales):
+            for c, v in p.items():
+                merged[c] = merged.get(c, 0.0) + s * v
+        cols = sorted(c for c, v in merged.items() if v != 0.0)
+        indices.extend(cols)
+        data.extend(merged[c] for c in cols)
+        indptr.append(len(indices))
+    coeffs = sp.csr_matrix((np.asarray(data, np.float32), np.asarray(indices, np.int32), np.asarray(indptr, np.int64)),
+                           shape=(len(records), n_base + 1))
+    atoms = np.zeros((1, 0 if base_rows is None else base_rows.shape[1]), np.float32) if mean_row is None \
+        else np.asarray(mean_row, np.float32)[None]
+    return coeffs, atoms
+
+
+__all__ = ["COMBINATION_METHODS", "FactoredIndex", "combinations_from_records", "combine"]
