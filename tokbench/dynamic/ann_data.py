@@ -27,6 +27,7 @@ from tokbench.errors import TokbenchError
 ROW_CORPORA = ("wikitext2-test", "wikitext2-valid", "tinyshakespeare", "tinystories", "gutenberg", "gsm8k-train",
                "code-python", "code-rust", "code-cpp", "bible-mark", "udhr", "tatoeba")
 ROW_METHODS = ("mean", "position_mean")
+INDEX_KINDS = ("flat", "ivf", "hnsw", "factored")  # tokbench.dynamic.ann.KINDS + the factored index
 CACHE = None  # the cache folder: $TOKBENCH_ANN_CACHE, else <tmp>/tokbench-ann (read at each call)
 _NGRAM = (2, 3, 4)
 
@@ -248,12 +249,17 @@ def run_ann(model="smollm2-135m", n_rows: int = 1_000_000, *, kind: str = "ivf",
     """Build one index over `n_rows` rows of `model` (head_rows) and evaluate it on `queries` real hidden states
     (hidden_states) against the exact reference: what `tokbench dynamic ann` prints. baseline: also time the exact
     fp32 matmul (a second copy of the rows in memory); cosine: also the exact cosine top-k's recall; repeats:
-    timed searches at batch 1 (a quarter of them at batch 32)."""
-    from tokbench.dynamic.ann import (KINDS, STORAGES, OutputIndex, blas_threads, exact_latency, exact_topk, measure,
-                                      recall_at, rss_bytes)
+    timed searches at batch 1 (a quarter of them at batch 32).
 
-    if kind not in KINDS:
-        raise TokbenchError(f"unknown index {kind!r}", fix=f"use one of {', '.join(KINDS)}")
+    kind "factored" (tokbench.dynamic.factored) scores the merged rows from their coefficients over the head: its
+    reference is the exact matmul over the float32 rows those coefficients stand for (materialised once, 4 bytes
+    per value), and "vs_fp16_rows" adds its agreement with the exact top-k of the fp16-stored table."""
+    from tokbench.dynamic.ann import (STORAGES, OutputIndex, blas_threads, evaluate, exact_latency, exact_topk,
+                                      measure, recall_at, rss_bytes)
+    from tokbench.dynamic.factored import FactoredIndex
+
+    if kind not in INDEX_KINDS:
+        raise TokbenchError(f"unknown index {kind!r}", fix=f"use one of {', '.join(INDEX_KINDS)}")
     if storage not in STORAGES:
         raise TokbenchError(f"unknown storage {storage!r}", fix=f"use one of {', '.join(STORAGES)}")
     limits.at_least("queries", queries, 1, 100_000)
@@ -266,26 +272,35 @@ def run_ann(model="smollm2-135m", n_rows: int = 1_000_000, *, kind: str = "ivf",
     out = {"model": str(model), "rows": rows.shape[0], "dim": rows.shape[1], "n_base": hr.n_base,
            "n_dynamic": hr.n_dynamic, "n_ngram": hr.n_ngram, "row_storage": "fp16", "queries": len(h), "k": k,
            "threads": threads}
+    ix = FactoredIndex(load_head(model)[0], hr.coeffs, hr.bias, threads=threads) if kind == "factored" else None
     with blas_threads(threads):
-        ex = exact_topk(rows, hr.bias, h, k)
+        ex16 = exact_topk(rows, hr.bias, h, k)
+        table = ix.materialize() if ix is not None else None  # the float32 rows the coefficients stand for
+        ex = ex16 if table is None else exact_topk(table, hr.bias, h, k)
         out["exact_seconds"] = ex.seconds
         if cosine:
             cos = exact_topk(rows, None, h, k, metric="cosine")
             out["cosine"] = {f"recall@{k}": recall_at(cos.ids, ex.ids, k),
                              "top1": float(np.mean(cos.ids[:, 0] == ex.ids[:, 0]))}
         if baseline:
-            r32 = rows.astype(np.float32)
+            r32 = rows.astype(np.float32) if table is None else table
             out["exact"] = exact_latency(r32, hr.bias, h, k, repeats=max(1, repeats // 3))
             del r32
-    ix = OutputIndex(rows, hr.bias, kind=kind, storage=storage, nlist=nlist, nprobe=nprobe, m=m,
-                     ef_construction=ef_construction, ef_search=ef_search, rerank=rerank, threads=threads,
-                     progress=progress)
+    del table
+    if ix is None:
+        ix = OutputIndex(rows, hr.bias, kind=kind, storage=storage, nlist=nlist, nprobe=nprobe, m=m,
+                         ef_construction=ef_construction, ef_search=ef_search, rerank=rerank, threads=threads,
+                         progress=progress)
     out["index"] = measure(ix, h, ex, k, repeats=repeats)
+    if kind == "factored":
+        ids, scores = ix.search(h, k)
+        out["index"]["max_abs_logit_diff"] = float(np.abs(scores - ex.scores).max())
+        out["index"]["vs_fp16_rows"] = evaluate(ix, h, ex16, k)
     if baseline:
         out["speedup_b1"] = out["exact"]["latency_b1_s"] / out["index"]["latency_b1_s"]
     out["rss_bytes"], out["peak_rss_bytes"] = rss_bytes()
     return out
 
 
-__all__ = ["CACHE", "ROW_CORPORA", "ROW_METHODS", "HeadRows", "head_rows", "hidden_states", "load_head",
+__all__ = ["CACHE", "INDEX_KINDS", "ROW_CORPORA", "ROW_METHODS", "HeadRows", "head_rows", "hidden_states", "load_head",
            "merged_constituents", "run_ann"]

@@ -32,6 +32,7 @@ from tokbench.dynamic.ann import MAX_ROWS, _check_queries, _chunks, _k, blas_thr
 from tokbench.errors import TokbenchError
 
 COMBINATION_METHODS = ("subword", "mean", "position_mean", "omp", "copy", "zero")
+QUERY_BLOCK = 32
 
 
 def _sparse():
@@ -111,6 +112,12 @@ class FactoredIndex:
                                     f"shape {b.shape}", fix="pass one bias per output row, or none")
             self.bias = b if b.any() else None
         self.threads = threads
+        # pruning needs every combined row convex (weights >= 0 summing to 1): then its logit is at most its best
+        # constituent's logit plus its bias; the postings (CSC) say which rows hold a given base row or atom
+        sums = np.asarray(self.coeffs.sum(axis=1)).ravel()
+        self.convex = bool(self.n_extra and (self.coeffs.data >= 0).all() and (np.abs(sums - 1) <= 1e-4).all())
+        self._post = self.coeffs.tocsc() if self.convex else None
+        self._bias_max = 0.0 if self.bias is None else float(self.bias[n_base:].max(initial=0.0))
         self.params = {"kind": "factored", "n_base": n_base, "n_combined": self.n_extra, "atoms": self.n_atoms,
                        "nnz": int(self.coeffs.nnz)}
         self.build_seconds = time.perf_counter() - t0
@@ -120,27 +127,88 @@ class FactoredIndex:
         return self.dim
 
     # scores ------------------------------------------------------------------------------------------------------
+    def _split(self, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(base logits (n_base, nq), combined rows' logits (n_extra, nq)), bias added: one matmul over the base
+        rows and atoms, one CSR product over the combined rows."""
+        with blas_threads(self.threads):  # (n_base + a, nq): atom logits, one column per query (gemv for one)
+            lt = (self.table @ h[0])[:, None] if len(h) == 1 else self.table @ h.T
+        merged = (self.coeffs @ lt[:, 0])[:, None] if len(h) == 1 else self.coeffs @ lt
+        base = lt[:self.n_base]
+        if self.bias is not None:
+            base = base + self.bias[:self.n_base, None]
+            merged += self.bias[self.n_base:, None]
+        return base, merged
+
     def scores(self, h) -> np.ndarray:
         """All n logits (nq, n) float32: base rows by one matmul, combined rows by the sparse product, plus bias."""
         h = _check_queries(h, self.dim)
-        with blas_threads(self.threads):
-            lt = self.table @ h.T  # (n_base + a, nq): atom logits, one column per query
         out = np.empty((len(h), self.n), np.float32)
-        out[:, :self.n_base] = lt[:self.n_base].T
-        if self.n_extra:
-            out[:, self.n_base:] = (self.coeffs @ (lt[:, 0] if len(h) == 1 else lt)).T
-        if self.bias is not None:
-            out += self.bias[None]
+        for a, b in _chunks(len(h), QUERY_BLOCK):
+            base, merged = self._split(h[a:b])
+            out[a:b, :self.n_base], out[a:b, self.n_base:] = base.T, merged.T
         return out
 
     def search(self, h, k: int = 20) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k ids (nq, k) and their logits, best first (exact up to float rounding)."""
+        """Top-k ids (nq, k) and their logits, best first (exact up to float rounding).
+
+        No sort over all n rows: the k-th best base score f of a query is a lower bound of its final k-th best
+        score (those k base rows are candidates), so only combined rows scoring >= f can enter its top k. When
+        the rows are convex combinations (mean, position_mean), a row's logit is at most its best constituent's
+        logit plus the largest bias, so only rows holding a base row or atom with logit >= f - max bias are
+        scored (the postings of a few ids instead of the whole CSR product); otherwise (or when those postings
+        reach a quarter of the rows) every combined row is scored and compared with f. Queries go QUERY_BLOCK
+        at a time through one matmul."""
+        h = _check_queries(h, self.dim)
         k = _k(k, self.n)
-        s = self.scores(h)
-        part = np.argpartition(-s, k - 1, axis=1)[:, :k] if self.n > k else np.arange(self.n)[None].repeat(len(s), 0)
-        sc = np.take_along_axis(s, part, 1)
-        order = np.argsort(-sc, axis=1, kind="stable")
-        return np.take_along_axis(part, order, 1), np.take_along_axis(sc, order, 1)
+        ids = np.empty((len(h), k), np.int64)
+        top = np.empty((len(h), k), np.float32)
+        kb = min(k, self.n_base)
+        for a, b in _chunks(len(h), QUERY_BLOCK):
+            with blas_threads(self.threads):  # atom logits (nq, n_base + a)
+                lt = (self.table @ h[a])[None] if b - a == 1 else np.ascontiguousarray((self.table @ h[a:b].T).T)
+            merged_all = None
+            if not self.convex and self.n_extra:
+                merged_all = (self.coeffs @ lt.T).T if b - a > 1 else (self.coeffs @ lt[0])[None]
+            for q in range(b - a):
+                lq = lt[q]
+                bs = lq[:self.n_base] if self.bias is None else lq[:self.n_base] + self.bias[:self.n_base]
+                bids = np.argpartition(bs, self.n_base - kb)[self.n_base - kb:] if self.n_base > kb \
+                    else np.arange(self.n_base)
+                bsc = bs[bids]
+                floor = float(bsc.min()) if kb == k else -np.inf
+                rows = self._candidates(lq, floor) if merged_all is None else None
+                if rows is None:  # every combined row
+                    m = merged_all[q] if merged_all is not None else self.coeffs @ lq
+                    m = m if self.bias is None else m + self.bias[self.n_base:]
+                    rows = np.flatnonzero(m >= floor)
+                    vals = m[rows]
+                else:
+                    vals = self.coeffs[rows] @ lq if len(rows) else np.zeros(0, np.float32)
+                    if self.bias is not None:
+                        vals = vals + self.bias[self.n_base + rows]
+                    keep = vals >= floor
+                    rows, vals = rows[keep], vals[keep]
+                cid = np.concatenate([bids, rows + self.n_base])
+                csc = np.concatenate([bsc, vals.astype(np.float32)])
+                best = np.lexsort((cid, -csc))[:k]  # by score, ties by id
+                ids[a + q], top[a + q] = cid[best], csc[best]
+        return ids, top
+
+    def _candidates(self, lq: np.ndarray, floor: float) -> np.ndarray | None:
+        """Combined rows (sorted ids) that hold an atom with logit >= floor - max bias: the only convex rows that
+        can reach floor. None when pruning does not apply or would touch a quarter of the rows or more."""
+        if self._post is None or not np.isfinite(floor):
+            return None
+        ptr, ind = self._post.indptr, self._post.indices
+        atoms = np.flatnonzero(lq >= floor - self._bias_max)
+        if not len(atoms):
+            return np.zeros(0, np.int64)
+        if int((ptr[atoms + 1] - ptr[atoms]).sum()) * 4 >= self.n_extra:
+            return None
+        mask = np.zeros(self.n_extra, bool)
+        for j in atoms:
+            mask[ind[ptr[j]:ptr[j + 1]]] = True
+        return np.flatnonzero(mask)
 
     def rows_at(self, ids) -> np.ndarray:
         """The output rows of `ids` (any shape), materialised in float32: (*ids.shape, d)."""
