@@ -239,8 +239,8 @@ def test_factored_topk_equals_exact_on_real_rows(smollm2_dynamic, ann_cache, met
     table = np.concatenate([head, new.rows])  # what the dense exact path multiplies
     bias = (np.random.default_rng(3).standard_normal(len(table)) * 4).astype(np.float32)
     bias[head.shape[0]:] += 12  # lifts the merged rows into the top 20 (each has its own free bias)
-    for bias in (None, bias):
-        ix = FactoredIndex(head, coeffs, bias, atoms=atoms)
+    for bias, engine in ((None, "rust"), (None, "numpy"), (bias, "rust"), (bias, "numpy")):
+        ix = FactoredIndex(head, coeffs, bias, atoms=atoms, engine=engine)
         assert np.abs(ix.materialize() - table).max() < 1e-5
         ex = exact_topk(table, bias, h, 20)
         ids, scores = ix.search(h, 20)
@@ -270,11 +270,13 @@ def test_factored_head_rows_coefficients_rebuild_the_table(ann_cache, tmp_path):
         assert np.abs(full - hr.rows.astype(np.float32)).max() < 2e-3  # the stored rows are the fp16 of these
         ex = exact_topk(full, None, ann_cache[1], 20)
         _same_topk(*ix.search(ann_cache[1], 20), ex)
+        _same_topk(*FactoredIndex(head, again.coeffs, engine="numpy").search(ann_cache[1], 20), ex)
 
 
 def test_factored_bad_inputs_are_one_line_errors(smollm2_dynamic):
     import scipy.sparse as sp
 
+    from tokbench import _core
     from tokbench.dynamic import dynamic_rows
     from tokbench.dynamic.factored import FactoredIndex, combinations_from_records
 
@@ -296,6 +298,13 @@ def test_factored_bad_inputs_are_one_line_errors(smollm2_dynamic):
         FactoredIndex(rows, (good[0], good[1], np.array([0.5, np.nan, 1.0], np.float32)))
     with pytest.raises(TokbenchError, match="base rows must be a float16/float32"):
         FactoredIndex(rows.astype(np.float64), good)
+    with pytest.raises(TokbenchError, match="not exactly bfloat16"):
+        FactoredIndex(rows, good, storage="bf16")
+    with pytest.raises(TokbenchError, match="unknown engine 'gpu'"):
+        FactoredIndex(rows, good, engine="gpu")
+    with pytest.raises(ValueError, match="column 50 is not an atom"):  # the kernel checks on its own too
+        _core.FactoredTopk(rows.tobytes(), 8, 50, False, good[0].astype("<u8").tobytes(),
+                           np.array([1, 50, 7], "<u4").tobytes(), good[2].tobytes())
     ix = FactoredIndex(rows, good)
     with pytest.raises(TokbenchError, match=r"hidden states must be \(batch, 8\)"):
         ix.search(h[:, :4], 5)

@@ -7,8 +7,10 @@ back to). So the logits factor exactly:
 
     l_t = sum_j c_tj (h . a_j) + b_t
 
-and scoring 1M rows costs one dense matmul over the base rows and atoms, one sparse product (scipy CSR) over
-the combined rows, the bias and an argpartition over all rows. The result is the exact top-k up to float rounding
+and scoring 1M rows costs one pass over the base rows and atoms, one pass over the sparse coefficients of the
+combined rows, the bias and a top-k that never sorts all rows. engine "rust" (tokbench._core.FactoredTopk, GIL
+released, float32 accumulation over float32 or bfloat16 atoms: "auto" storage picks bfloat16 only when it holds
+every atom exactly, as for a head stored in bfloat16 like SmolLM2's) or "numpy" (BLAS matmul + scipy CSR). The result is the exact top-k up to float rounding
 (the sums are taken in another order than h . w_t). Output ids: 0..n_base-1 are the base rows, n_base + r is
 row r of the coefficient matrix.
 
@@ -33,6 +35,7 @@ from tokbench.errors import TokbenchError
 
 COMBINATION_METHODS = ("subword", "mean", "position_mean", "omp", "copy", "zero")
 QUERY_BLOCK = 32
+ENGINES = ("auto", "rust", "numpy")
 
 
 def _sparse():
@@ -80,12 +83,14 @@ class FactoredIndex:
     coeffs: (n_extra, n_base + len(atoms)) coefficients (scipy sparse, dense or (indptr, indices, data)).
     atoms: (a, d) extra rows the coefficients may use (columns n_base..), not outputs themselves; or None.
     bias: (n_base + n_extra,) one bias per output row (free: not combined), or None.
-    threads: BLAS threads inside search (None: leave them). Search scores are the exact logits."""
+    threads: threads inside search (None: BLAS as it is; all cores for the Rust kernel). engine: auto (rust when
+    the extension has it) | rust | numpy; storage: auto | fp32 | bf16 (rust only; bf16 must be lossless).
+    Search scores are the exact logits (float32 sums)."""
 
     kind = "factored"
 
     def __init__(self, base_rows: np.ndarray, coeffs, bias=None, *, atoms: np.ndarray | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, engine: str = "auto", storage: str = "auto"):
         t0 = time.perf_counter()
         if not isinstance(base_rows, np.ndarray) or base_rows.ndim != 2 or min(base_rows.shape) < 1 \
                 or base_rows.dtype not in (np.float16, np.float32):
@@ -116,11 +121,39 @@ class FactoredIndex:
         # constituent's logit plus its bias; the postings (CSC) say which rows hold a given base row or atom
         sums = np.asarray(self.coeffs.sum(axis=1)).ravel()
         self.convex = bool(self.n_extra and (self.coeffs.data >= 0).all() and (np.abs(sums - 1) <= 1e-4).all())
-        self._post = self.coeffs.tocsc() if self.convex else None
         self._bias_max = 0.0 if self.bias is None else float(self.bias[n_base:].max(initial=0.0))
-        self.params = {"kind": "factored", "n_base": n_base, "n_combined": self.n_extra, "atoms": self.n_atoms,
-                       "nnz": int(self.coeffs.nnz)}
+        self.engine, self.storage, self._kernel = self._make_kernel(engine, storage)
+        self._post = self.coeffs.tocsc() if self.convex and self._kernel is None else None
+        self.params = {"kind": "factored", "engine": self.engine, "storage": self.storage, "n_base": n_base,
+                       "n_combined": self.n_extra, "atoms": self.n_atoms, "nnz": int(self.coeffs.nnz)}
         self.build_seconds = time.perf_counter() - t0
+
+    def _make_kernel(self, engine: str, storage: str):
+        if engine not in ENGINES or storage not in ("auto", "fp32", "bf16"):
+            raise TokbenchError(f"unknown engine {engine!r} or storage {storage!r}",
+                                fix=f"engine one of {', '.join(ENGINES)}; storage auto, fp32 or bf16")
+        from tokbench import _core
+
+        has = hasattr(_core, "FactoredTopk")
+        if engine == "rust" and not has:
+            raise TokbenchError("this build of tokbench._core has no FactoredTopk kernel",
+                                fix="rebuild the extension (maturin build), or pass engine='numpy'")
+        if engine == "numpy" or not has:
+            if storage == "bf16":
+                raise TokbenchError("bf16 storage needs the Rust engine", fix="pass engine='rust' or storage='fp32'")
+            return "numpy", "fp32", None
+        bits = self.table.view(np.uint32)
+        lossless = bool(((bits & 0xFFFF) == 0).all())
+        if storage == "bf16" and not lossless:
+            raise TokbenchError("the base rows are not exactly bfloat16 (storing them so would change the logits)",
+                                fix="pass storage='fp32' or 'auto'")
+        bf16 = storage == "bf16" or storage == "auto" and lossless
+        atoms = (bits >> 16).astype(np.uint16) if bf16 else self.table
+        c = self.coeffs
+        kernel = _core.FactoredTopk(atoms.tobytes(), self.dim, self.n_base, bf16, c.indptr.astype("<u8").tobytes(),
+                                    c.indices.astype("<u4").tobytes(), c.data.astype("<f4").tobytes(),
+                                    None if self.bias is None else self.bias.astype("<f4").tobytes())
+        return "rust", "bf16" if bf16 else "fp32", kernel
 
     @property
     def query_dim(self) -> int:
@@ -162,6 +195,12 @@ class FactoredIndex:
         k = _k(k, self.n)
         ids = np.empty((len(h), k), np.int64)
         top = np.empty((len(h), k), np.float32)
+        if self._kernel is not None:
+            for a, b in _chunks(len(h), QUERY_BLOCK):
+                ib, sb = self._kernel.topk(h[a:b].tobytes(), b - a, k, self.threads or 0)
+                ids[a:b] = np.frombuffer(ib, "<u8").reshape(b - a, k)
+                top[a:b] = np.frombuffer(sb, "<f4").reshape(b - a, k)
+            return ids, top
         kb = min(k, self.n_base)
         for a, b in _chunks(len(h), QUERY_BLOCK):
             with blas_threads(self.threads):  # atom logits (nq, n_base + a)
@@ -237,9 +276,13 @@ class FactoredIndex:
         return out
 
     def nbytes(self) -> int:
-        """Bytes the index holds: the float32 base rows and atoms, the CSR arrays and the bias."""
+        """Bytes search reads: the atoms (float32, or bfloat16 in the Rust kernel), the CSR (uint64 indptr,
+        uint32 columns, float32 weights), the bias; plus, for numpy, the CSC postings. The Rust engine holds its
+        own copy: the float32 table and scipy CSR kept in Python (for rows_at, materialize, scores) come on top."""
         c = self.coeffs
-        return int(self.table.nbytes + c.data.nbytes + c.indices.nbytes + c.indptr.nbytes
+        atoms = self.table.nbytes // (2 if self.storage == "bf16" else 1)
+        post = 0 if self._post is None or self._kernel is not None else self._post.indices.nbytes + self._post.indptr.nbytes
+        return int(atoms + c.data.nbytes + c.indices.nbytes + (len(c.indptr) * 8) + post
                    + (0 if self.bias is None else self.bias.nbytes))
 
 
