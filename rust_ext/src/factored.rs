@@ -28,6 +28,8 @@ pub struct Factored {
     /// largest bias: the rows holding each atom (CSC postings), and that largest bias.
     postings: Option<(Vec<u64>, Vec<u32>)>,
     bias_max: f32,
+    /// Prune only when the postings to visit are under rows / prune (0: never prune).
+    pub prune: u32,
 }
 
 /// Rows of atoms per parallel task, and combined rows per task.
@@ -84,10 +86,79 @@ fn atom_block(atoms: &Atoms, dim: usize, start: usize, queries: &[f32], nq: usiz
     }
 }
 
+/// AVX2 + FMA dot products: four independent 8-lane accumulators (hides the FMA latency); bfloat16 widened to
+/// float32 by a zero-extend and a 16-bit shift. The sum order differs from the scalar loop (float rounding only).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn atom_block_avx2(atoms: &Atoms, dim: usize, start: usize, queries: &[f32], nq: usize, out: &mut [f32]) {
-    atom_block(atoms, dim, start, queries, nq, out)
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn hsum(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+        _mm_cvtss_f32(s)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_f32(row: &[f32], q: &[f32]) -> f32 {
+        let n = row.len().min(q.len());
+        let (r, x) = (row.as_ptr(), q.as_ptr());
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        while i + 32 <= n {
+            for (a, acc) in acc.iter_mut().enumerate() {
+                let o = i + 8 * a;
+                *acc = _mm256_fmadd_ps(_mm256_loadu_ps(r.add(o)), _mm256_loadu_ps(x.add(o)), *acc);
+            }
+            i += 32;
+        }
+        let mut s = hsum(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+        while i < n {
+            s += *r.add(i) * *x.add(i);
+            i += 1;
+        }
+        s
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_bf16(row: &[u16], q: &[f32]) -> f32 {
+        let n = row.len().min(q.len());
+        let (r, x) = (row.as_ptr(), q.as_ptr());
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        while i + 32 <= n {
+            for (a, acc) in acc.iter_mut().enumerate() {
+                let o = i + 8 * a;
+                let w = _mm256_cvtepu16_epi32(_mm_loadu_si128(r.add(o) as *const __m128i));
+                let w = _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+                *acc = _mm256_fmadd_ps(w, _mm256_loadu_ps(x.add(o)), *acc);
+            }
+            i += 32;
+        }
+        let mut s = hsum(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+        while i < n {
+            s += f32::from_bits((*r.add(i) as u32) << 16) * *x.add(i);
+            i += 1;
+        }
+        s
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn atom_block(atoms: &super::Atoms, dim: usize, start: usize, queries: &[f32], nq: usize,
+                            out: &mut [f32]) {
+        let rows = out.len() / nq;
+        for r in 0..rows {
+            let j = start + r;
+            for q in 0..nq {
+                let x = &queries[q * dim..(q + 1) * dim];
+                out[r * nq + q] = match atoms {
+                    super::Atoms::F32(v) => dot_f32(&v[j * dim..(j + 1) * dim], x),
+                    super::Atoms::Bf16(v) => dot_bf16(&v[j * dim..(j + 1) * dim], x),
+                };
+            }
+        }
+    }
 }
 
 fn atom_block_best(atoms: &Atoms, dim: usize, start: usize, queries: &[f32], nq: usize, out: &mut [f32]) {
@@ -95,7 +166,7 @@ fn atom_block_best(atoms: &Atoms, dim: usize, start: usize, queries: &[f32], nq:
     {
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
             // SAFETY: the CPU has the features the function is compiled for (checked just above)
-            return unsafe { atom_block_avx2(atoms, dim, start, queries, nq, out) };
+            return unsafe { avx2::atom_block(atoms, dim, start, queries, nq, out) };
         }
     }
     atom_block(atoms, dim, start, queries, nq, out)
@@ -205,7 +276,7 @@ impl Factored {
             (ptr, rows_of)
         });
         let bias_max = bias.as_ref().map_or(0.0, |b| b[n_base..].iter().copied().fold(0.0, f32::max));
-        Ok(Factored { dim, n_atoms, n_base, atoms, indptr, indices, data, bias, postings, bias_max })
+        Ok(Factored { dim, n_atoms, n_base, atoms, indptr, indices, data, bias, postings, bias_max, prune: 4 })
     }
 
     /// Combined rows that can reach `floor` for query q (convex rows: those holding an atom with logit >=
@@ -219,7 +290,7 @@ impl Factored {
         let bound = floor - self.bias_max;
         let hot: Vec<usize> = (0..self.n_atoms).filter(|&j| lt[j * nq + q] >= bound).collect();
         let visits: u64 = hot.iter().map(|&j| ptr[j + 1] - ptr[j]).sum();
-        if visits as usize * 4 >= rows {
+        if self.prune == 0 || visits as usize * self.prune as usize >= rows {
             return None;
         }
         let mut mark = vec![0u64; rows.div_ceil(64)];
@@ -229,24 +300,31 @@ impl Factored {
             }
         }
         let bias = self.bias.as_deref().map(|b| &b[self.n_base..]);
-        let mut keep = Vec::new();
-        for (w, &bits) in mark.iter().enumerate() {
-            let mut bits = bits;
-            while bits != 0 {
-                let t = w * 64 + bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                let (lo, hi) = (self.indptr[t] as usize, self.indptr[t + 1] as usize);
-                let mut s = 0f32;
-                for (&c, &j) in self.data[lo..hi].iter().zip(&self.indices[lo..hi]) {
-                    s += c * lt[j as usize * nq + q];
+        let parts: Vec<Vec<(u32, u32, f32)>> = mark
+            .par_chunks(ROW_BLOCK / 64)
+            .enumerate()
+            .map(|(c, words)| {
+                let mut keep = Vec::new();
+                for (i, &bits) in words.iter().enumerate() {
+                    let mut bits = bits;
+                    while bits != 0 {
+                        let t = (c * (ROW_BLOCK / 64) + i) * 64 + bits.trailing_zeros() as usize;
+                        bits &= bits - 1;
+                        let (lo, hi) = (self.indptr[t] as usize, self.indptr[t + 1] as usize);
+                        let mut s = 0f32;
+                        for (&c, &j) in self.data[lo..hi].iter().zip(&self.indices[lo..hi]) {
+                            s += c * lt[j as usize * nq + q];
+                        }
+                        let s = s + bias.map_or(0.0, |b| b[t]);
+                        if s >= floor {
+                            keep.push((q as u32, t as u32, s));
+                        }
+                    }
                 }
-                let s = s + bias.map_or(0.0, |b| b[t]);
-                if s >= floor {
-                    keep.push((q as u32, t as u32, s));
-                }
-            }
-        }
-        Some(keep)
+                keep
+            })
+            .collect();
+        Some(parts.into_iter().flatten().collect())
     }
 
     pub fn n_outputs(&self) -> usize {
@@ -345,10 +423,10 @@ pub mod py {
     #[pymethods]
     impl FactoredTopk {
         #[new]
-        #[pyo3(signature = (atoms, dim, n_base, bf16, indptr, indices, data, bias=None))]
+        #[pyo3(signature = (atoms, dim, n_base, bf16, indptr, indices, data, bias=None, prune=4))]
         #[allow(clippy::too_many_arguments)]
         fn new(py: Python<'_>, atoms: PyBackedBytes, dim: usize, n_base: usize, bf16: bool, indptr: PyBackedBytes,
-               indices: PyBackedBytes, data: PyBackedBytes, bias: Option<PyBackedBytes>) -> PyResult<Self> {
+               indices: PyBackedBytes, data: PyBackedBytes, bias: Option<PyBackedBytes>, prune: u32) -> PyResult<Self> {
             let inner = py.allow_threads(|| -> PyResult<Factored> {
                 let atoms = if bf16 {
                     Atoms::Bf16(words::<2>(&atoms, "atoms")?.into_iter().map(u16::from_le_bytes).collect())
@@ -358,8 +436,10 @@ pub mod py {
                 let indptr = words::<8>(&indptr, "indptr")?.into_iter().map(u64::from_le_bytes).collect();
                 let indices = words::<4>(&indices, "indices")?.into_iter().map(u32::from_le_bytes).collect();
                 let bias = bias.as_deref().map(|b| f32s(b, "bias")).transpose()?;
-                Factored::new(dim, n_base, atoms, indptr, indices, f32s(&data, "data")?, bias)
-                    .map_err(PyValueError::new_err)
+                let mut f = Factored::new(dim, n_base, atoms, indptr, indices, f32s(&data, "data")?, bias)
+                    .map_err(PyValueError::new_err)?;
+                f.prune = prune;
+                Ok(f)
             })?;
             Ok(FactoredTopk { inner })
         }
@@ -370,7 +450,9 @@ pub mod py {
             let threads = crate::pyargs::threads(num_threads)?;
             let (ids, scores) = py.allow_threads(|| -> PyResult<_> {
                 let q = f32s(&queries, "queries")?;
-                crate::pool::with_pool(threads, || self.inner.topk(&q, nq, k))
+                // one hop onto a pool worker for the whole call (rayon::scope): the parallel sections inside then
+                // start on a running worker instead of each waking the pool from this thread
+                crate::pool::with_pool(threads, || rayon::scope(|_| self.inner.topk(&q, nq, k)))
                     .map_err(PyValueError::new_err)?
                     .map_err(PyValueError::new_err)
             })?;
@@ -410,9 +492,12 @@ mod tests {
         }
         let bias: Vec<f32> = (0..n_base + rows).map(|_| lcg(&mut seed)).collect();
         let q: Vec<f32> = (0..nq * dim).map(|_| lcg(&mut seed)).collect();
-        for b in [None, Some(bias.clone())] {
+        // convex rows (pruned by postings) and the same rows scaled by 1.5 (not convex: the full CSR pass)
+        let scaled: Vec<f32> = data.iter().map(|c| c * 1.5).collect();
+        for (b, data) in [(None, &data), (Some(bias.clone()), &data), (None, &scaled), (Some(bias.clone()), &scaled)] {
             let f = Factored::new(dim, n_base, Atoms::F32(atoms.clone()), indptr.clone(), indices.clone(),
                                   data.clone(), b.clone()).unwrap();
+            assert_eq!(f.postings.is_some(), data[0] < 0.6);
             let (_ids, scores) = f.topk(&q, nq, k).unwrap();
             for qi in 0..nq {
                 let x = &q[qi * dim..(qi + 1) * dim];
@@ -437,6 +522,24 @@ mod tests {
         let bf: Vec<u16> = atoms.iter().map(|x| (x.to_bits() >> 16) as u16).collect();
         let f = Factored::new(dim, n_base, Atoms::Bf16(bf), indptr.clone(), indices.clone(), data.clone(), None).unwrap();
         assert_eq!(f.topk(&q, nq, k).unwrap().0.len(), nq * k);
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn avx2_dots_equal_the_scalar_loop() {
+        if !(std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")) {
+            return;
+        }
+        let mut seed = 3;
+        for n in [1usize, 7, 31, 32, 33, 576, 1000] {
+            let r: Vec<f32> = (0..n).map(|_| lcg(&mut seed)).collect();
+            let q: Vec<f32> = (0..n).map(|_| lcg(&mut seed)).collect();
+            let b: Vec<u16> = r.iter().map(|x| (x.to_bits() >> 16) as u16).collect();
+            // SAFETY: features checked above
+            let (f, h) = unsafe { (avx2::dot_f32(&r, &q), avx2::dot_bf16(&b, &q)) };
+            assert!((f - dot_f32(&r, &q)).abs() < 1e-4, "f32 n={n}");
+            assert!((h - dot_bf16(&b, &q)).abs() < 1e-4, "bf16 n={n}");
+        }
     }
 
     #[test]

@@ -85,12 +85,13 @@ class FactoredIndex:
     bias: (n_base + n_extra,) one bias per output row (free: not combined), or None.
     threads: threads inside search (None: BLAS as it is; all cores for the Rust kernel). engine: auto (rust when
     the extension has it) | rust | numpy; storage: auto | fp32 | bf16 (rust only; bf16 must be lossless).
-    Search scores are the exact logits (float32 sums)."""
+    prune (Rust): score only the convex rows that hold a high-logit atom when those are under rows / prune
+    (0: always one pass over all rows). Search scores are the exact logits (float32 sums)."""
 
     kind = "factored"
 
     def __init__(self, base_rows: np.ndarray, coeffs, bias=None, *, atoms: np.ndarray | None = None,
-                 threads: int | None = None, engine: str = "auto", storage: str = "auto"):
+                 threads: int | None = None, engine: str = "auto", storage: str = "auto", prune: int = 4):
         t0 = time.perf_counter()
         if not isinstance(base_rows, np.ndarray) or base_rows.ndim != 2 or min(base_rows.shape) < 1 \
                 or base_rows.dtype not in (np.float16, np.float32):
@@ -122,6 +123,7 @@ class FactoredIndex:
         sums = np.asarray(self.coeffs.sum(axis=1)).ravel()
         self.convex = bool(self.n_extra and (self.coeffs.data >= 0).all() and (np.abs(sums - 1) <= 1e-4).all())
         self._bias_max = 0.0 if self.bias is None else float(self.bias[n_base:].max(initial=0.0))
+        self.prune = limits.at_least("prune", prune, 0, 1_000_000)
         self.engine, self.storage, self._kernel = self._make_kernel(engine, storage)
         self._post = self.coeffs.tocsc() if self.convex and self._kernel is None else None
         self.params = {"kind": "factored", "engine": self.engine, "storage": self.storage, "n_base": n_base,
@@ -152,7 +154,7 @@ class FactoredIndex:
         c = self.coeffs
         kernel = _core.FactoredTopk(atoms.tobytes(), self.dim, self.n_base, bf16, c.indptr.astype("<u8").tobytes(),
                                     c.indices.astype("<u4").tobytes(), c.data.astype("<f4").tobytes(),
-                                    None if self.bias is None else self.bias.astype("<f4").tobytes())
+                                    None if self.bias is None else self.bias.astype("<f4").tobytes(), self.prune)
         return "rust", "bf16" if bf16 else "fp32", kernel
 
     @property
