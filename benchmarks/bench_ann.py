@@ -55,7 +55,7 @@ def table(path: Path) -> str:
     """The trade-off table (markdown) of a results file."""
     r = json.loads(Path(path).read_text())
     st = r["stages"]
-    ex = next(s for s in st if s["stage"] == "exact_latency")
+    ex = next((s for s in st if s["stage"] == "exact_latency"), None)
     exh = next((s for s in st if s["stage"] == "exact_latency_hnsw_rows"), None)
     lines = ["| index | rows | params | recall@1 | recall@20 | top-1 | mass outside 20 | batch 1 ms | batch 32 ms "
              "| x exact (b1) | build s | index MiB | load avg |", "|" + "---|" * 13]
@@ -70,6 +70,19 @@ def table(path: Path) -> str:
                      f"{s['mass_outside_mean']:.3f} | {s['latency_b1_s'] * 1e3:.1f} | {s['latency_b32_s'] * 1e3:.1f} | "
                      + (f"{base['latency_b1_s'] / s['latency_b1_s']:.1f}" if base else "-")
                      + f" | {s['build_s']:.0f} | {s['index_bytes'] / 2**20:.0f} | {s['load_avg']} |")
+    fac = [s for s in st if s["stage"] == "factored"]
+    if fac:
+        lines += ["", "| factored | engine / storage | recall@1 | recall@20 | top-1 (same id) | top-1 (exact max logit) "
+                  "| max abs logit diff | batch 1 ms: exact / rust / numpy | x exact (b1) | batch 32 ms: exact / rust "
+                  "/ numpy | x exact (b32) | index MiB | load avg |", "|" + "---|" * 13]
+        for s in fac:
+            b1, b32 = s["latency_b1_s"], s["latency_b32_s"]
+            lines.append(f"| {s['variant']} | {s['params']['engine']} / {s['params']['storage']} | {s['recall@1']:.3f} | "
+                         f"{s['recall@20']:.4f} | {s['top1']:.3f} | {s['top1_within_1e-5']:.3f} | "
+                         f"{s['max_abs_logit_diff']:.1e} | {b1['exact'] * 1e3:.0f} / {b1['factored'] * 1e3:.1f} / "
+                         f"{b1['factored_numpy'] * 1e3:.1f} | {s['x_exact_b1']:.1f} | {b32['exact'] * 1e3:.0f} / "
+                         f"{b32['factored'] * 1e3:.0f} / {b32['factored_numpy'] * 1e3:.0f} | {s['x_exact_b32']:.1f} | "
+                         f"{s['index_bytes'] / 2**20:.0f} | {s['load_avg']} |")
     return "\n".join(lines)
 
 

@@ -185,6 +185,12 @@ def test_cli_ann_bad_args_exit_2_and_small_run(ann_cache, tmp_path, monkeypatch)
     data = json.loads(out.read_text())
     assert data["rows"] == 49152 and data["index"]["top1"] == 1.0 and data["index"]["recall@20"] == 1.0
     assert "top-1 agreement 1.000" in r.output and "x at batch 1" in r.output
+    r = CliRunner().invoke(main, ["dynamic", "ann", "--rows", "49152", "--index", "factored", "--queries", "24",
+                                  "--threads", "2", "--repeats", "3", "--json", str(out), "-q"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(out.read_text())
+    assert data["index"]["params"]["kind"] == "factored" and data["index"]["top1"] == 1.0
+    assert data["index"]["max_abs_logit_diff"] < 1e-4 and "factored max |logit diff|" in r.output
 
 
 # the factored index (tokbench.dynamic.factored): exact top-k over rows that are combinations of base rows -------
@@ -239,8 +245,9 @@ def test_factored_topk_equals_exact_on_real_rows(smollm2_dynamic, ann_cache, met
     table = np.concatenate([head, new.rows])  # what the dense exact path multiplies
     bias = (np.random.default_rng(3).standard_normal(len(table)) * 4).astype(np.float32)
     bias[head.shape[0]:] += 12  # lifts the merged rows into the top 20 (each has its own free bias)
-    for bias, engine in ((None, "rust"), (None, "numpy"), (bias, "rust"), (bias, "numpy")):
-        ix = FactoredIndex(head, coeffs, bias, atoms=atoms, engine=engine)
+    engines = ({"engine": "rust"}, {"engine": "rust", "prune": 0}, {"engine": "numpy"})  # pruned, full pass, numpy
+    for bias, kw in [(b, e) for b in (None, bias) for e in engines]:
+        ix = FactoredIndex(head, coeffs, bias, atoms=atoms, **kw)
         assert np.abs(ix.materialize() - table).max() < 1e-5
         ex = exact_topk(table, bias, h, 20)
         ids, scores = ix.search(h, 20)
