@@ -36,60 +36,65 @@ pub struct Factored {
 const ATOM_BLOCK: usize = 2048;
 const ROW_BLOCK: usize = 16384;
 
+/// Sum of widen(row[i]) * q[i] over 16 lanes (the portable loop; the AVX2 one is in `avx2`).
 #[inline(always)]
-fn dot_f32(row: &[f32], q: &[f32]) -> f32 {
+fn dot_by<T: Copy>(row: &[T], q: &[f32], widen: impl Fn(T) -> f32) -> f32 {
     let mut acc = [0f32; 16];
     let (rc, rr) = row.split_at(row.len() / 16 * 16);
     let (qc, qr) = q.split_at(rc.len());
     for (r, x) in rc.chunks_exact(16).zip(qc.chunks_exact(16)) {
         for i in 0..16 {
-            acc[i] += r[i] * x[i];
+            acc[i] += widen(r[i]) * x[i];
         }
     }
     let mut s: f32 = acc.iter().sum();
     for (r, x) in rr.iter().zip(qr) {
-        s += r * x;
+        s += widen(*r) * x;
     }
     s
+}
+
+fn widen_bf16(v: u16) -> f32 {
+    f32::from_bits((v as u32) << 16)
+}
+
+#[inline(always)]
+fn dot_f32(row: &[f32], q: &[f32]) -> f32 {
+    dot_by(row, q, |v| v)
 }
 
 #[inline(always)]
 fn dot_bf16(row: &[u16], q: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let (rc, rr) = row.split_at(row.len() / 16 * 16);
-    let (qc, qr) = q.split_at(rc.len());
-    for (r, x) in rc.chunks_exact(16).zip(qc.chunks_exact(16)) {
-        for i in 0..16 {
-            acc[i] += f32::from_bits((r[i] as u32) << 16) * x[i];
-        }
-    }
-    let mut s: f32 = acc.iter().sum();
-    for (r, x) in rr.iter().zip(qr) {
-        s += f32::from_bits((*r as u32) << 16) * x;
-    }
-    s
+    dot_by(row, q, widen_bf16)
 }
 
-/// out[(j - start) * nq + q] = atom_j . query_q for the atoms of one block.
-#[inline(always)]
-fn atom_block(atoms: &Atoms, dim: usize, start: usize, queries: &[f32], nq: usize, out: &mut [f32]) {
-    let rows = out.len() / nq;
-    for r in 0..rows {
-        let j = start + r;
-        for q in 0..nq {
-            let x = &queries[q * dim..(q + 1) * dim];
-            out[r * nq + q] = match atoms {
-                Atoms::F32(v) => dot_f32(&v[j * dim..(j + 1) * dim], x),
-                Atoms::Bf16(v) => dot_bf16(&v[j * dim..(j + 1) * dim], x),
-            };
+/// out[(j - start) * nq + q] = atom_j . query_q for the atoms of one block, with the given dot products (a macro:
+/// the AVX2 variant must see its dots inside its own target-feature function).
+macro_rules! atom_loop {
+    ($atoms:expr, $dim:expr, $start:expr, $queries:expr, $nq:expr, $out:expr, $f32:path, $bf16:path) => {{
+        let (dim, nq) = ($dim, $nq);
+        for r in 0..$out.len() / nq {
+            let j = $start + r;
+            for q in 0..nq {
+                let x = &$queries[q * dim..(q + 1) * dim];
+                $out[r * nq + q] = match $atoms {
+                    Atoms::F32(v) => $f32(&v[j * dim..(j + 1) * dim], x),
+                    Atoms::Bf16(v) => $bf16(&v[j * dim..(j + 1) * dim], x),
+                };
+            }
         }
-    }
+    }};
+}
+
+fn atom_block(atoms: &Atoms, dim: usize, start: usize, queries: &[f32], nq: usize, out: &mut [f32]) {
+    atom_loop!(atoms, dim, start, queries, nq, out, dot_f32, dot_bf16)
 }
 
 /// AVX2 + FMA dot products: four independent 8-lane accumulators (hides the FMA latency); bfloat16 widened to
 /// float32 by a zero-extend and a 16-bit shift. The sum order differs from the scalar loop (float rounding only).
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
+    use super::Atoms;
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx2,fma")]
@@ -100,64 +105,43 @@ mod avx2 {
         _mm_cvtss_f32(s)
     }
 
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot_f32(row: &[f32], q: &[f32]) -> f32 {
-        let n = row.len().min(q.len());
-        let (r, x) = (row.as_ptr(), q.as_ptr());
-        let mut acc = [_mm256_setzero_ps(); 4];
-        let mut i = 0;
-        while i + 32 <= n {
-            for (a, acc) in acc.iter_mut().enumerate() {
-                let o = i + 8 * a;
-                *acc = _mm256_fmadd_ps(_mm256_loadu_ps(r.add(o)), _mm256_loadu_ps(x.add(o)), *acc);
+    /// `pub unsafe fn $name(row: &[$t], q: &[f32]) -> f32`: `$p => $load` loads 8 row values at pointer $p as
+    /// float32 lanes, `$v => $one` widens one value (expressions, not closures: they compile with AVX2).
+    macro_rules! dot {
+        ($name:ident, $t:ty, $p:ident => $load:expr, $v:ident => $one:expr) => {
+            #[target_feature(enable = "avx2,fma")]
+            pub unsafe fn $name(row: &[$t], q: &[f32]) -> f32 {
+                let n = row.len().min(q.len());
+                let (r, x) = (row.as_ptr(), q.as_ptr());
+                let mut acc = [_mm256_setzero_ps(); 4];
+                let mut i = 0;
+                while i + 32 <= n {
+                    for (a, acc) in acc.iter_mut().enumerate() {
+                        let o = i + 8 * a;
+                        let $p = r.add(o);
+                        *acc = _mm256_fmadd_ps($load, _mm256_loadu_ps(x.add(o)), *acc);
+                    }
+                    i += 32;
+                }
+                let mut s = hsum(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+                while i < n {
+                    let $v = *r.add(i);
+                    s += $one * *x.add(i);
+                    i += 1;
+                }
+                s
             }
-            i += 32;
-        }
-        let mut s = hsum(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
-        while i < n {
-            s += *r.add(i) * *x.add(i);
-            i += 1;
-        }
-        s
+        };
     }
 
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot_bf16(row: &[u16], q: &[f32]) -> f32 {
-        let n = row.len().min(q.len());
-        let (r, x) = (row.as_ptr(), q.as_ptr());
-        let mut acc = [_mm256_setzero_ps(); 4];
-        let mut i = 0;
-        while i + 32 <= n {
-            for (a, acc) in acc.iter_mut().enumerate() {
-                let o = i + 8 * a;
-                let w = _mm256_cvtepu16_epi32(_mm_loadu_si128(r.add(o) as *const __m128i));
-                let w = _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
-                *acc = _mm256_fmadd_ps(w, _mm256_loadu_ps(x.add(o)), *acc);
-            }
-            i += 32;
-        }
-        let mut s = hsum(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
-        while i < n {
-            s += f32::from_bits((*r.add(i) as u32) << 16) * *x.add(i);
-            i += 1;
-        }
-        s
-    }
+    dot!(dot_f32, f32, p => _mm256_loadu_ps(p), v => v);
+    dot!(dot_bf16, u16,
+         p => _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i)), 16)),
+         v => super::widen_bf16(v));
 
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn atom_block(atoms: &super::Atoms, dim: usize, start: usize, queries: &[f32], nq: usize,
-                            out: &mut [f32]) {
-        let rows = out.len() / nq;
-        for r in 0..rows {
-            let j = start + r;
-            for q in 0..nq {
-                let x = &queries[q * dim..(q + 1) * dim];
-                out[r * nq + q] = match atoms {
-                    super::Atoms::F32(v) => dot_f32(&v[j * dim..(j + 1) * dim], x),
-                    super::Atoms::Bf16(v) => dot_bf16(&v[j * dim..(j + 1) * dim], x),
-                };
-            }
-        }
+    pub unsafe fn atom_block(atoms: &Atoms, dim: usize, start: usize, queries: &[f32], nq: usize, out: &mut [f32]) {
+        atom_loop!(atoms, dim, start, queries, nq, out, dot_f32, dot_bf16)
     }
 }
 
@@ -267,8 +251,8 @@ impl Factored {
             let mut fill = ptr.clone();
             let mut rows_of = vec![0u32; indices.len()];
             for t in 0..rows {
-                for p in indptr[t] as usize..indptr[t + 1] as usize {
-                    let c = indices[p] as usize;
+                for &c in &indices[indptr[t] as usize..indptr[t + 1] as usize] {
+                    let c = c as usize;
                     rows_of[fill[c] as usize] = t as u32;
                     fill[c] += 1;
                 }
