@@ -185,3 +185,145 @@ def test_cli_ann_bad_args_exit_2_and_small_run(ann_cache, tmp_path, monkeypatch)
     data = json.loads(out.read_text())
     assert data["rows"] == 49152 and data["index"]["top1"] == 1.0 and data["index"]["recall@20"] == 1.0
     assert "top-1 agreement 1.000" in r.output and "x at batch 1" in r.output
+    r = CliRunner().invoke(main, ["dynamic", "ann", "--rows", "49152", "--index", "factored", "--queries", "24",
+                                  "--threads", "2", "--repeats", "3", "--json", str(out), "-q"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(out.read_text())
+    assert data["index"]["params"]["kind"] == "factored" and data["index"]["top1"] == 1.0
+    assert data["index"]["max_abs_logit_diff"] < 1e-4 and "factored max |logit diff|" in r.output
+
+
+# the factored index (tokbench.dynamic.factored): exact top-k over rows that are combinations of base rows -------
+
+def _same_topk(ids, scores, ex, tol=1e-4):
+    """ids/scores equal the exact top-k up to float rounding: the scores agree per rank, and ids differ only
+    where the exact logits tie within tol (a swap among equal rows is no error)."""
+    np.testing.assert_allclose(scores, ex.scores, rtol=0, atol=tol)
+    for q in range(len(ids)):
+        diff = set(ids[q].tolist()) ^ set(ex.ids[q].tolist())
+        assert not diff or abs(float(ex.scores[q, -1]) - float(scores[q, -1])) <= tol, (q, diff)
+        moved = ids[q] != ex.ids[q]
+        assert (np.abs(ex.scores[q][moved] - scores[q][moved]) <= tol).all()
+
+
+@pytest.fixture(scope="module")
+def smollm2_dynamic():
+    """SmolLM2's head rows and the dynamic tokens of 32 WikiText-2 test lines merged to exhaustion (word mode)."""
+    from conftest import require_asset
+    from tokbench.dynamic import DynamicTokenizer, merge_batch
+    from tokbench.dynamic.ann_data import load_head
+    from tokbench.dynamic.stats import corpus_lines
+
+    require_asset("smollm2-135m", "model")
+    require_asset("wikitext2-test")
+    head = load_head("smollm2-135m")[0]
+    lines = [t for t in corpus_lines("wikitext2-test") if t.strip()][:32]
+    return head, merge_batch(DynamicTokenizer.load("smollm2"), lines)
+
+
+@pytest.mark.parametrize("method", ["mean", "position_mean", "omp", "omp_capped"])
+def test_factored_topk_equals_exact_on_real_rows(smollm2_dynamic, ann_cache, method):
+    from tokbench.dynamic import dynamic_rows
+    from tokbench.dynamic.factored import FactoredIndex, combinations_from_records
+    from tokbench.embeddings import RowStats
+
+    head, mb = smollm2_dynamic
+    h = ann_cache[1]
+    kw = {}
+    if method.startswith("omp"):  # OMP over the model's own rows (8,192 anchors: keeps the test fast)
+        anchors = np.arange(8192)
+        kw = dict(k=8, ridge=0.1, anchors=(anchors, anchors))
+        if method == "omp_capped":  # a norm cap below most rows: the initialiser shrinks them in place
+            st = RowStats.of(head)
+            kw["stats"] = RowStats(st.mean, st.std, st.cap * 0.5, st.reference)
+    new = dynamic_rows(mb, head, method.split("_capped")[0], **kw)
+    assert len(new.records) == len(mb.tokens) >= 50
+    if method == "omp_capped":
+        assert sum(r["norm_capped"] for r in new.records) >= len(new.records) // 2
+    coeffs, atoms = combinations_from_records(new.records, head.shape[0], rows=new.rows, base_rows=head,
+                                              mean_row=kw["stats"].mean if "stats" in kw else None)
+    table = np.concatenate([head, new.rows])  # what the dense exact path multiplies
+    bias = (np.random.default_rng(3).standard_normal(len(table)) * 4).astype(np.float32)
+    bias[head.shape[0]:] += 12  # lifts the merged rows into the top 20 (each has its own free bias)
+    engines = ({"engine": "rust"}, {"engine": "rust", "prune": 0}, {"engine": "numpy"})  # pruned, full pass, numpy
+    for bias, kw in [(b, e) for b in (None, bias) for e in engines]:
+        ix = FactoredIndex(head, coeffs, bias, atoms=atoms, **kw)
+        assert np.abs(ix.materialize() - table).max() < 1e-5
+        ex = exact_topk(table, bias, h, 20)
+        ids, scores = ix.search(h, 20)
+        _same_topk(ids, scores, ex)
+        assert (ids[:, 0] == ex.ids[:, 0]).all() and recall_at(ids, ex.ids, 20) >= 0.99
+        assert (ids >= head.shape[0]).any() or method == "omp_capped" and bias is None  # merged rows in the top 20
+        r = evaluate(ix, h, ex, 20)
+        assert r["top1"] == 1.0 and r["mass_outside_mean"] == pytest.approx(
+            float(np.mean(softmax_mass_outside(h, ex.ids, table, bias, lse=ex.lse))), abs=1e-5)
+        one, _ = ix.search(h[:1], 20)  # batch 1 takes the matrix-vector path
+        assert (one == ids[:1]).all()
+
+
+def test_factored_head_rows_coefficients_rebuild_the_table(ann_cache, tmp_path):
+    from tokbench.dynamic.ann_data import head_rows, load_head
+    from tokbench.dynamic.factored import FactoredIndex
+
+    head = load_head("smollm2-135m")[0]
+    text = tmp_path / "lines.txt"
+    text.write_text("The quick brown fox jumps over the lazy dog.\nThe lazy dog sleeps under the brown tree.\n" * 20)
+    for method in ("mean", "position_mean"):
+        hr = head_rows("smollm2-135m", 49152 + 30, corpora=(str(text),), cache_dir=tmp_path, method=method)
+        again = head_rows("smollm2-135m", 49152 + 30, corpora=(str(text),), cache_dir=tmp_path, method=method)
+        assert again.constituents is None and all((a == b).all() for a, b in zip(hr.coeffs, again.coeffs))
+        ix = FactoredIndex(head, again.coeffs)
+        full = ix.materialize()
+        assert np.abs(full - hr.rows.astype(np.float32)).max() < 2e-3  # the stored rows are the fp16 of these
+        ex = exact_topk(full, None, ann_cache[1], 20)
+        _same_topk(*ix.search(ann_cache[1], 20), ex)
+        _same_topk(*FactoredIndex(head, again.coeffs, engine="numpy").search(ann_cache[1], 20), ex)
+
+
+def test_factored_bad_inputs_are_one_line_errors(smollm2_dynamic):
+    import scipy.sparse as sp
+
+    from tokbench import _core
+    from tokbench.dynamic import dynamic_rows
+    from tokbench.dynamic.factored import FactoredIndex, combinations_from_records
+
+    rows, _, h = _random(n=50, d=8, nq=2)
+    good = (np.array([0, 2, 3]), np.array([1, 4, 7]), np.array([0.5, 0.5, 1.0], np.float32))
+    with pytest.raises(TokbenchError, match=r"coefficient columns must lie in 0\.\.49"):
+        FactoredIndex(rows, (good[0], np.array([1, 50, 7]), good[2]))
+    with pytest.raises(TokbenchError, match=r"coefficient columns must lie in 0\.\.50"):  # one extra atom
+        FactoredIndex(rows, (good[0], np.array([1, -1, 7]), good[2]), atoms=rows[:1])
+    with pytest.raises(TokbenchError, match="not a valid CSR layout"):
+        FactoredIndex(rows, (np.array([0, 2, 5]), good[1], good[2]))
+    with pytest.raises(TokbenchError, match="has 40 columns, not 50"):
+        FactoredIndex(rows, sp.csr_matrix(np.ones((3, 40), np.float32)))
+    with pytest.raises(TokbenchError, match=r"extra atoms must be \(a, 8\)"):
+        FactoredIndex(rows, good, atoms=np.ones((1, 5), np.float32))
+    with pytest.raises(TokbenchError, match="bias must be 52 finite numbers"):
+        FactoredIndex(rows, good, np.zeros(50, np.float32))
+    with pytest.raises(TokbenchError, match="NaN"):
+        FactoredIndex(rows, (good[0], good[1], np.array([0.5, np.nan, 1.0], np.float32)))
+    with pytest.raises(TokbenchError, match="base rows must be a float16/float32"):
+        FactoredIndex(rows.astype(np.float64), good)
+    with pytest.raises(TokbenchError, match="not exactly bfloat16"):
+        FactoredIndex(rows, good, storage="bf16")
+    with pytest.raises(TokbenchError, match="unknown engine 'gpu'"):
+        FactoredIndex(rows, good, engine="gpu")
+    with pytest.raises(ValueError, match="column 50 is not an atom"):  # the kernel checks on its own too
+        _core.FactoredTopk(rows.tobytes(), 8, 50, False, good[0].astype("<u8").tobytes(),
+                           np.array([1, 50, 7], "<u4").tobytes(), good[2].tobytes())
+    ix = FactoredIndex(rows, good)
+    with pytest.raises(TokbenchError, match=r"hidden states must be \(batch, 8\)"):
+        ix.search(h[:, :4], 5)
+    with pytest.raises(TokbenchError, match="k must be in 1..52"):
+        ix.search(h, 60)
+    with pytest.raises(TokbenchError, match="coefficients must be a sparse matrix"):
+        FactoredIndex(rows, [1, 2, 3])
+    head, mb = smollm2_dynamic
+    new = dynamic_rows(mb, head, "mean")
+    with pytest.raises(TokbenchError, match=r"'random', which is not a fixed combination.*FAISS index kind"):
+        combinations_from_records([{"method": "random", "seed": 0}], head.shape[0])
+    bent = new.rows.copy()
+    bent[3] += 0.05  # e.g. a learned pooling net's row: not the mean its record names
+    with pytest.raises(TokbenchError, match=r"row 3 \(subword\) is not the combination its record states"):
+        combinations_from_records(new.records, head.shape[0], rows=bent, base_rows=head)

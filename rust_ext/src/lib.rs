@@ -4,6 +4,7 @@
 pub mod bpe;
 pub mod dynamic;
 pub mod error;
+pub mod factored;
 pub mod ngram;
 pub mod pool;
 #[cfg(feature = "python")]
@@ -477,6 +478,7 @@ mod python {
         m.add_function(wrap_pyfunction!(ngram_tables, m)?)?;
         m.add_function(wrap_pyfunction!(ngram_table_stats, m)?)?;
         crate::bpe::py::register(m)?;
+        crate::factored::py::register(m)?;
         Ok(())
     }
 }

@@ -184,7 +184,8 @@ def stats(tokenizer, corpus, mode, batch, merges, shorter_pct, pct_of_word_level
 @click.option("--model", "-m", default="smollm2-135m", show_default=True, help="Causal LM asset name or folder.")
 @click.option("--rows", "n_rows", default=1_000_000, show_default=True, type=click.IntRange(1, 20_000_000),
               help="Output rows: the model's head plus merged-token rows up to this many.")
-@click.option("--index", "kind", type=click.Choice(["ivf", "hnsw", "flat"]), default="ivf", show_default=True)
+@click.option("--index", "kind", type=click.Choice(["ivf", "hnsw", "flat", "factored"]), default="ivf", show_default=True,
+              help="factored: exact, from the merged rows' coefficients over the head (mean/position_mean rows).")
 @click.option("--storage", type=click.Choice(["fp16", "fp32", "sq8"]), default="fp16", show_default=True)
 @click.option("--queries", default=256, show_default=True, type=click.IntRange(1, 100_000),
               help="Real final hidden states (WikiText-2 test positions).")
@@ -221,6 +222,9 @@ def ann(model, n_rows, kind, storage, queries, k, nlist, nprobe, hnsw_m, ef_cons
                f"mass outside {ix['mass_outside_mean']:.3f}")
     if "cosine" in r:
         click.echo(f"cosine   @{k} {r['cosine'][f'recall@{k}']:.3f}  top-1 agreement {r['cosine']['top1']:.3f} (exact cosine search)")
+    if "vs_fp16_rows" in ix:
+        click.echo(f"factored max |logit diff| {ix['max_abs_logit_diff']:.2g} against the float32 rows; against the "
+                   f"fp16-stored rows: @{k} {ix['vs_fp16_rows'][f'recall@{k}']:.3f}, top-1 {ix['vs_fp16_rows']['top1']:.3f}")
     click.echo(f"latency  batch 1 {ix['latency_b1_s'] * 1e3:.2f} ms, batch 32 {ix['latency_b32_s'] * 1e3:.2f} ms"
                + (f"; exact {r['exact']['latency_b1_s'] * 1e3:.2f} / {r['exact']['latency_b32_s'] * 1e3:.2f} ms "
                   f"({r['speedup_b1']:.1f}x at batch 1)" if "exact" in r else ""))

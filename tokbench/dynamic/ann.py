@@ -177,6 +177,16 @@ def logits_of(rows: np.ndarray, bias, h: np.ndarray, ids: np.ndarray, metric: st
     return out
 
 
+def _mass_outside(h, cand: np.ndarray, dot, bias, lse) -> np.ndarray:
+    """1 - sum over the unique candidates of exp(logit - lse), per query; dot(h_q, ids (1, c)) -> (1, c) <h, w>."""
+    inside = np.zeros(len(h))
+    for q in range(len(h)):
+        u = np.unique(cand[q])
+        lg = dot(h[q:q + 1], u[None])[0].astype(np.float64) + (0.0 if bias is None else bias[u])
+        inside[q] = np.exp(lg - lse[q]).sum()
+    return np.clip(1.0 - inside, 0.0, 1.0)
+
+
 def softmax_mass_outside(h, candidates, rows: np.ndarray, bias=None, *, lse=None) -> np.ndarray:
     """Per query, the exact softmax probability (over all rows, with bias) of the rows NOT among `candidates`
     (nq, c): 1 - sum_c exp(logit_c - logsumexp(all logits)). Pass `lse` from exact_topk to skip the full pass."""
@@ -190,11 +200,7 @@ def softmax_mass_outside(h, candidates, rows: np.ndarray, bias=None, *, lse=None
         raise TokbenchError(f"candidate ids must lie in 0..{rows.shape[0] - 1}", fix="pass ids the index returned")
     if lse is None:
         lse = exact_topk(rows, bias, h, 1).lse
-    inside = np.zeros(len(h))
-    for q in range(len(h)):
-        u = np.unique(cand[q])
-        inside[q] = np.exp(logits_of(rows, bias, h[q:q + 1], u[None])[0].astype(np.float64) - lse[q]).sum()
-    return np.clip(1.0 - inside, 0.0, 1.0)
+    return _mass_outside(h, cand, lambda q, ids: logits_of(rows, None, q, ids), bias, lse)
 
 
 class OutputIndex:
@@ -319,6 +325,14 @@ class OutputIndex:
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         return np.take_along_axis(ids, order, 1), np.take_along_axis(scores, order, 1)
 
+    @property
+    def query_dim(self) -> int:
+        return self.rows.shape[1]
+
+    def dot(self, h, ids: np.ndarray) -> np.ndarray:
+        """<h, w_id> without bias for candidate ids (nq, c), exact from the stored rows."""
+        return logits_of(self.rows, None, _check_queries(h, self.rows.shape[1]), ids)
+
     def nbytes(self) -> int:
         """Bytes the index holds (codes, graph links or inverted lists, quantizer), excluding the `rows` copy."""
         faiss = _faiss()
@@ -369,28 +383,26 @@ def latency(fn, queries: np.ndarray, batch: int, repeats: int) -> float:
     return float(np.median(times))
 
 
-def evaluate(index: OutputIndex, h, exact: Exact, k: int = 20) -> dict:
-    """Recall of the index against the exact reference (computed with the same rows and bias, metric mips):
+def evaluate(index, h, exact: Exact, k: int = 20) -> dict:
+    """Recall of an index (OutputIndex, or tokbench.dynamic.factored.FactoredIndex: anything with query_dim,
+    search and dot) against the exact reference (computed with the same rows and bias, metric mips):
     recall@1 = share of queries whose exact argmax is among the k returned; recall@k = mean overlap of the
     top-k sets / k; top1 = share whose first returned id is the exact argmax; mass_outside = mean (and max)
     exact softmax probability of the rows not returned."""
-    h = _check_queries(h, index.rows.shape[1])
+    h = _check_queries(h, index.query_dim)
     k = limits.at_least("k", k, 1, exact.ids.shape[1], what="at most the reference's k")
     ids, _ = index.search(h, k)
-    mass = softmax_mass_outside(h, np.where(ids >= 0, ids, exact.ids[:, :1]), index.rows, exact.bias, lse=exact.lse) \
+    mass = _mass_outside(h, np.where(ids >= 0, ids, exact.ids[:, :1]), index.dot, exact.bias, exact.lse) \
         if not np.isnan(exact.lse).any() else np.full(len(h), np.nan)
     return {"recall@1": float(np.mean([t in set(f.tolist()) for f, t in zip(ids, exact.ids[:, 0])])),
             f"recall@{k}": recall_at(ids, exact.ids, k), "top1": float(np.mean(ids[:, 0] == exact.ids[:, 0])),
             "mass_outside_mean": float(np.mean(mass)), "mass_outside_max": float(np.max(mass))}
 
 
-
-
-
-def measure(index: OutputIndex, h, exact: Exact, k: int = 20, *, repeats: int = 30, batch: int = 32) -> dict:
+def measure(index, h, exact: Exact, k: int = 20, *, repeats: int = 30, batch: int = 32) -> dict:
     """evaluate() plus latency: median seconds of index.search at batch 1 and at `batch` (cycling through h),
     build seconds and index bytes."""
-    h = _check_queries(h, index.rows.shape[1])
+    h = _check_queries(h, index.query_dim)
     out = {"params": dict(index.params), **evaluate(index, h, exact, k)}
     out["latency_b1_s"] = latency(lambda q: index.search(q, k), h, 1, repeats)
     out[f"latency_b{batch}_s"] = latency(lambda q: index.search(q, k), h, batch, max(3, repeats // 4))

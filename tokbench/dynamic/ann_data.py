@@ -6,7 +6,8 @@ Rows, in order: the model's n_base head rows (ids 0..n_base-1); then the dynamic
 exhaustion (word mode, batches of 32 lines) makes on the corpora, most frequent first; then, to reach the size
 asked for, the most frequent token n-grams (n = 2..4, inside lines) of the same corpora not already present.
 A merged token's row is the mean (the paper's FVT baseline) or position_mean of its constituents' head rows
-(tokbench.embeddings). Stored as float16.
+(tokbench.embeddings). Stored as float16; the coefficients that made the merged rows (CSR over the base ids) are
+kept beside them, for the exact factored index (tokbench.dynamic.factored).
 """
 from __future__ import annotations
 
@@ -26,13 +27,17 @@ from tokbench.errors import TokbenchError
 ROW_CORPORA = ("wikitext2-test", "wikitext2-valid", "tinyshakespeare", "tinystories", "gutenberg", "gsm8k-train",
                "code-python", "code-rust", "code-cpp", "bible-mark", "udhr", "tatoeba")
 ROW_METHODS = ("mean", "position_mean")
+INDEX_KINDS = ("flat", "ivf", "hnsw", "factored")  # tokbench.dynamic.ann.KINDS + the factored index
 CACHE = None  # the cache folder: $TOKBENCH_ANN_CACHE, else <tmp>/tokbench-ann (read at each call)
 _NGRAM = (2, 3, 4)
 
 
 @dataclass
 class HeadRows:
-    """The output table: rows (n, d) float16, n_base real rows, then n_dynamic merged-batch tokens, then n-grams."""
+    """The output table: rows (n, d) float16, n_base real rows, then n_dynamic merged-batch tokens, then n-grams.
+    coeffs: (indptr, indices, data) CSR of the merged rows over the base ids (row r is output n_base + r; the
+    rows were made in float32 from these and then stored as float16); constituents: the base ids per merged row
+    (None when read from the cache: the CSR holds them)."""
 
     rows: np.ndarray
     bias: np.ndarray | None
@@ -40,6 +45,7 @@ class HeadRows:
     n_dynamic: int
     n_ngram: int
     constituents: list | None = None
+    coeffs: tuple | None = None
 
 
 def model_dir(model) -> Path:
@@ -138,14 +144,20 @@ def head_rows(model="smollm2-135m", n_rows: int = 1_000_000, *, corpora=ROW_CORP
     head, bias, folder = load_head(model)
     n_base, d = head.shape
     n_rows = limits.at_least("rows", n_rows, n_base, 20_000_000, what=f"at least the model's {n_base:,} rows")
-    parts = {"model": str(folder.resolve()), "rows": n_rows, "corpora": list(corpora), "method": method, "v": 1}
+    parts = {"model": str(folder.resolve()), "rows": n_rows, "corpora": list(corpora), "method": method, "v": 2}
     folder_c = cache_folder(cache_dir)
     path = None if folder_c is None else folder_c / f"rows-{_key(parts)}.npy"
-    if path is not None and path.exists():
+    cpath = None if path is None else path.with_name(path.stem + "-coeffs.npy")
+    if path is not None and path.exists() and cpath.exists():
         meta = json.loads(path.with_suffix(".json").read_text())
-        return HeadRows(np.load(path), bias, n_base, meta["n_dynamic"], meta["n_ngram"])
+        packed = np.load(cpath)
+        n_ptr = n_rows - n_base + 1
+        coeffs = (packed[:n_ptr].astype(np.int64), packed[n_ptr:n_ptr + meta["nnz"]].astype(np.int32),
+                  packed[n_ptr + meta["nnz"]:].astype(np.int32).view(np.float32))
+        return HeadRows(np.load(path), bias, n_base, meta["n_dynamic"], meta["n_ngram"], coeffs=coeffs)
     if n_rows == n_base:
-        return HeadRows(head.astype(np.float16), bias, n_base, 0, 0, [])
+        return HeadRows(head.astype(np.float16), bias, n_base, 0, 0, [],
+                        (np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32)))
     tok_path = folder / "tokenizer.json"
     if not tok_path.exists():
         raise TokbenchError("the model folder has no tokenizer.json", path=folder, fix="use a model folder with its tokenizer")
@@ -181,9 +193,15 @@ def head_rows(model="smollm2-135m", n_rows: int = 1_000_000, *, corpora=ROW_CORP
         dec = [list(c) for c in chosen[a:a + 65536]]
         block = subword_rows(dec, head, fallback) if method == "mean" else position_mean_rows(dec, head, fallback)[0]
         rows[n_base + a:n_base + a + len(dec)] = block
-    out = HeadRows(rows, bias, n_base, n_dyn, need - n_dyn, chosen)
-    if path is not None:
-        _atomic_save(path, rows, parts | {"n_dynamic": n_dyn, "n_ngram": need - n_dyn})
+    from tokbench.dynamic.factored import combine
+    from tokbench.embeddings.subword import linear_decay
+
+    coeffs = combine([(c, None if method == "mean" else linear_decay(len(c))) for c in chosen], n_base)
+    out = HeadRows(rows, bias, n_base, n_dyn, need - n_dyn, chosen, coeffs)
+    if path is not None:  # the CSR as one int64 array (indptr, indices, float32 bits of data), then the rows
+        _atomic_save(cpath, np.concatenate([coeffs[0], coeffs[1].astype(np.int64),
+                                            coeffs[2].view(np.int32).astype(np.int64)]))
+        _atomic_save(path, rows, parts | {"n_dynamic": n_dyn, "n_ngram": need - n_dyn, "nnz": len(coeffs[1])})
     return out
 
 
@@ -231,12 +249,17 @@ def run_ann(model="smollm2-135m", n_rows: int = 1_000_000, *, kind: str = "ivf",
     """Build one index over `n_rows` rows of `model` (head_rows) and evaluate it on `queries` real hidden states
     (hidden_states) against the exact reference: what `tokbench dynamic ann` prints. baseline: also time the exact
     fp32 matmul (a second copy of the rows in memory); cosine: also the exact cosine top-k's recall; repeats:
-    timed searches at batch 1 (a quarter of them at batch 32)."""
-    from tokbench.dynamic.ann import (KINDS, STORAGES, OutputIndex, blas_threads, exact_latency, exact_topk, measure,
-                                      recall_at, rss_bytes)
+    timed searches at batch 1 (a quarter of them at batch 32).
 
-    if kind not in KINDS:
-        raise TokbenchError(f"unknown index {kind!r}", fix=f"use one of {', '.join(KINDS)}")
+    kind "factored" (tokbench.dynamic.factored) scores the merged rows from their coefficients over the head: its
+    reference is the exact matmul over the float32 rows those coefficients stand for (materialised once, 4 bytes
+    per value), and "vs_fp16_rows" adds its agreement with the exact top-k of the fp16-stored table."""
+    from tokbench.dynamic.ann import (STORAGES, OutputIndex, blas_threads, evaluate, exact_latency, exact_topk,
+                                      measure, recall_at, rss_bytes)
+    from tokbench.dynamic.factored import FactoredIndex
+
+    if kind not in INDEX_KINDS:
+        raise TokbenchError(f"unknown index {kind!r}", fix=f"use one of {', '.join(INDEX_KINDS)}")
     if storage not in STORAGES:
         raise TokbenchError(f"unknown storage {storage!r}", fix=f"use one of {', '.join(STORAGES)}")
     limits.at_least("queries", queries, 1, 100_000)
@@ -249,26 +272,35 @@ def run_ann(model="smollm2-135m", n_rows: int = 1_000_000, *, kind: str = "ivf",
     out = {"model": str(model), "rows": rows.shape[0], "dim": rows.shape[1], "n_base": hr.n_base,
            "n_dynamic": hr.n_dynamic, "n_ngram": hr.n_ngram, "row_storage": "fp16", "queries": len(h), "k": k,
            "threads": threads}
+    ix = FactoredIndex(load_head(model)[0], hr.coeffs, hr.bias, threads=threads) if kind == "factored" else None
     with blas_threads(threads):
-        ex = exact_topk(rows, hr.bias, h, k)
+        ex16 = exact_topk(rows, hr.bias, h, k)
+        table = ix.materialize() if ix is not None else None  # the float32 rows the coefficients stand for
+        ex = ex16 if table is None else exact_topk(table, hr.bias, h, k)
         out["exact_seconds"] = ex.seconds
         if cosine:
             cos = exact_topk(rows, None, h, k, metric="cosine")
             out["cosine"] = {f"recall@{k}": recall_at(cos.ids, ex.ids, k),
                              "top1": float(np.mean(cos.ids[:, 0] == ex.ids[:, 0]))}
         if baseline:
-            r32 = rows.astype(np.float32)
+            r32 = rows.astype(np.float32) if table is None else table
             out["exact"] = exact_latency(r32, hr.bias, h, k, repeats=max(1, repeats // 3))
             del r32
-    ix = OutputIndex(rows, hr.bias, kind=kind, storage=storage, nlist=nlist, nprobe=nprobe, m=m,
-                     ef_construction=ef_construction, ef_search=ef_search, rerank=rerank, threads=threads,
-                     progress=progress)
+    del table
+    if ix is None:
+        ix = OutputIndex(rows, hr.bias, kind=kind, storage=storage, nlist=nlist, nprobe=nprobe, m=m,
+                         ef_construction=ef_construction, ef_search=ef_search, rerank=rerank, threads=threads,
+                         progress=progress)
     out["index"] = measure(ix, h, ex, k, repeats=repeats)
+    if kind == "factored":
+        ids, scores = ix.search(h, k)
+        out["index"]["max_abs_logit_diff"] = float(np.abs(scores - ex.scores).max())
+        out["index"]["vs_fp16_rows"] = evaluate(ix, h, ex16, k)
     if baseline:
         out["speedup_b1"] = out["exact"]["latency_b1_s"] / out["index"]["latency_b1_s"]
     out["rss_bytes"], out["peak_rss_bytes"] = rss_bytes()
     return out
 
 
-__all__ = ["CACHE", "ROW_CORPORA", "ROW_METHODS", "HeadRows", "head_rows", "hidden_states", "load_head",
+__all__ = ["CACHE", "INDEX_KINDS", "ROW_CORPORA", "ROW_METHODS", "HeadRows", "head_rows", "hidden_states", "load_head",
            "merged_constituents", "run_ann"]

@@ -1,0 +1,576 @@
+//! Exact top-k over output rows that are sparse combinations of base rows (tokbench.dynamic.factored).
+//!
+//! Logits factor: l_t = sum_j c_tj (h . a_j) + b_t, where a_j are the atoms (the model's base rows, then
+//! extra rows such as the mean row). One query costs a pass over the atoms (float32 or bfloat16 storage, f32
+//! accumulation: bfloat16 is lossless for a model whose head is stored in bfloat16) and one pass over the CSR
+//! coefficients, both split across threads; no array of all n scores is kept: the k-th best base score is a
+//! floor below which no combined row can enter the top k.
+use rayon::prelude::*;
+
+/// Atom storage: float32 values, or the upper 16 bits of float32 (bfloat16).
+#[derive(Debug)]
+pub enum Atoms {
+    F32(Vec<f32>),
+    Bf16(Vec<u16>),
+}
+
+#[derive(Debug)]
+pub struct Factored {
+    dim: usize,
+    n_atoms: usize,
+    n_base: usize,
+    atoms: Atoms,
+    indptr: Vec<u64>,
+    indices: Vec<u32>,
+    data: Vec<f32>,
+    bias: Option<Vec<f32>>,
+    /// For convex rows (weights >= 0 summing to 1), whose logit is at most the best constituent's plus the
+    /// largest bias: the rows holding each atom (CSC postings), and that largest bias.
+    postings: Option<(Vec<u64>, Vec<u32>)>,
+    bias_max: f32,
+    /// Prune only when the postings to visit are under rows / prune (0: never prune).
+    pub prune: u32,
+}
+
+/// Rows of atoms per parallel task, and combined rows per task.
+const ATOM_BLOCK: usize = 2048;
+const ROW_BLOCK: usize = 16384;
+
+/// Sum of widen(row[i]) * q[i] over 16 lanes (the portable loop; the AVX2 one is in `avx2`).
+#[inline(always)]
+fn dot_by<T: Copy>(row: &[T], q: &[f32], widen: impl Fn(T) -> f32) -> f32 {
+    let mut acc = [0f32; 16];
+    let (rc, rr) = row.split_at(row.len() / 16 * 16);
+    let (qc, qr) = q.split_at(rc.len());
+    for (r, x) in rc.chunks_exact(16).zip(qc.chunks_exact(16)) {
+        for i in 0..16 {
+            acc[i] += widen(r[i]) * x[i];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for (r, x) in rr.iter().zip(qr) {
+        s += widen(*r) * x;
+    }
+    s
+}
+
+fn widen_bf16(v: u16) -> f32 {
+    f32::from_bits((v as u32) << 16)
+}
+
+#[inline(always)]
+fn dot_f32(row: &[f32], q: &[f32]) -> f32 {
+    dot_by(row, q, |v| v)
+}
+
+#[inline(always)]
+fn dot_bf16(row: &[u16], q: &[f32]) -> f32 {
+    dot_by(row, q, widen_bf16)
+}
+
+/// out[(j - start) * nq + q] = atom_j . query_q for the atoms of one block, with the given dot products (a macro:
+/// the AVX2 variant must see its dots inside its own target-feature function).
+macro_rules! atom_loop {
+    ($atoms:expr, $dim:expr, $start:expr, $queries:expr, $nq:expr, $out:expr, $f32:path, $bf16:path) => {{
+        let (dim, nq) = ($dim, $nq);
+        for r in 0..$out.len() / nq {
+            let j = $start + r;
+            for q in 0..nq {
+                let x = &$queries[q * dim..(q + 1) * dim];
+                $out[r * nq + q] = match $atoms {
+                    Atoms::F32(v) => $f32(&v[j * dim..(j + 1) * dim], x),
+                    Atoms::Bf16(v) => $bf16(&v[j * dim..(j + 1) * dim], x),
+                };
+            }
+        }
+    }};
+}
+
+fn atom_block(atoms: &Atoms, dim: usize, start: usize, queries: &[f32], nq: usize, out: &mut [f32]) {
+    atom_loop!(atoms, dim, start, queries, nq, out, dot_f32, dot_bf16)
+}
+
+/// AVX2 + FMA dot products: four independent 8-lane accumulators (hides the FMA latency); bfloat16 widened to
+/// float32 by a zero-extend and a 16-bit shift. The sum order differs from the scalar loop (float rounding only).
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::Atoms;
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn hsum(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+        _mm_cvtss_f32(s)
+    }
+
+    /// `pub unsafe fn $name(row: &[$t], q: &[f32]) -> f32`: `$p => $load` loads 8 row values at pointer $p as
+    /// float32 lanes, `$v => $one` widens one value (expressions, not closures: they compile with AVX2).
+    macro_rules! dot {
+        ($name:ident, $t:ty, $p:ident => $load:expr, $v:ident => $one:expr) => {
+            #[target_feature(enable = "avx2,fma")]
+            pub unsafe fn $name(row: &[$t], q: &[f32]) -> f32 {
+                let n = row.len().min(q.len());
+                let (r, x) = (row.as_ptr(), q.as_ptr());
+                let mut acc = [_mm256_setzero_ps(); 4];
+                let mut i = 0;
+                while i + 32 <= n {
+                    for (a, acc) in acc.iter_mut().enumerate() {
+                        let o = i + 8 * a;
+                        let $p = r.add(o);
+                        *acc = _mm256_fmadd_ps($load, _mm256_loadu_ps(x.add(o)), *acc);
+                    }
+                    i += 32;
+                }
+                let mut s = hsum(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+                while i < n {
+                    let $v = *r.add(i);
+                    s += $one * *x.add(i);
+                    i += 1;
+                }
+                s
+            }
+        };
+    }
+
+    dot!(dot_f32, f32, p => _mm256_loadu_ps(p), v => v);
+    dot!(dot_bf16, u16,
+         p => _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i)), 16)),
+         v => super::widen_bf16(v));
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn atom_block(atoms: &Atoms, dim: usize, start: usize, queries: &[f32], nq: usize, out: &mut [f32]) {
+        atom_loop!(atoms, dim, start, queries, nq, out, dot_f32, dot_bf16)
+    }
+}
+
+fn atom_block_best(atoms: &Atoms, dim: usize, start: usize, queries: &[f32], nq: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has the features the function is compiled for (checked just above)
+            return unsafe { avx2::atom_block(atoms, dim, start, queries, nq, out) };
+        }
+    }
+    atom_block(atoms, dim, start, queries, nq, out)
+}
+
+/// Scores of combined rows [start, start + len) against the atom logits lt (n_atoms x nq, query-minor); keeps
+/// (query, row, score) where score >= floor[query].
+fn row_block(f: &Factored, lt: &[f32], nq: usize, floor: &[f32], start: usize, end: usize) -> Vec<(u32, u32, f32)> {
+    let mut keep = Vec::new();
+    let bias = f.bias.as_deref().map(|b| &b[f.n_base..]);
+    if nq == 1 {
+        let (fl, mut lo) = (floor[0], f.indptr[start] as usize);
+        for t in start..end {
+            let hi = f.indptr[t + 1] as usize;
+            let mut s = 0f32;
+            for (&c, &j) in f.data[lo..hi].iter().zip(&f.indices[lo..hi]) {
+                s += c * lt[j as usize];
+            }
+            lo = hi;
+            let s = s + bias.map_or(0.0, |b| b[t]);
+            if s >= fl {
+                keep.push((0, t as u32, s));
+            }
+        }
+        return keep;
+    }
+    let mut acc = vec![0f32; nq];
+    for t in start..end {
+        acc.iter_mut().for_each(|a| *a = 0.0);
+        for p in f.indptr[t] as usize..f.indptr[t + 1] as usize {
+            let c = f.data[p];
+            let col = f.indices[p] as usize * nq;
+            for (a, l) in acc.iter_mut().zip(&lt[col..col + nq]) {
+                *a += c * *l;
+            }
+        }
+        let b = bias.map_or(0.0, |b| b[t]);
+        for q in 0..nq {
+            let s = acc[q] + b;
+            if s >= floor[q] {
+                keep.push((q as u32, t as u32, s));
+            }
+        }
+    }
+    keep
+}
+
+/// Best first; ties by id (the order tokbench.dynamic.factored uses).
+fn best_first(a: &(f32, u64), b: &(f32, u64)) -> std::cmp::Ordering {
+    b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
+}
+
+impl Factored {
+    /// atoms: n_atoms x dim, row-major; the CSR (indptr, indices, data) has one row per combined output, with
+    /// columns < n_atoms; bias (n_base + rows) or none. Outputs 0..n_base are atoms 0..n_base.
+    pub fn new(dim: usize, n_base: usize, atoms: Atoms, indptr: Vec<u64>, indices: Vec<u32>, data: Vec<f32>,
+               bias: Option<Vec<f32>>) -> Result<Self, String> {
+        let len = match &atoms {
+            Atoms::F32(v) => v.len(),
+            Atoms::Bf16(v) => v.len(),
+        };
+        if dim == 0 || len % dim != 0 {
+            return Err(format!("atoms: {len} values are not rows of {dim}"));
+        }
+        let n_atoms = len / dim;
+        if n_base == 0 || n_base > n_atoms {
+            return Err(format!("n_base {n_base} must be in 1..={n_atoms} (the atom rows)"));
+        }
+        if indptr.is_empty() || indptr[0] != 0 || indptr.windows(2).any(|w| w[0] > w[1])
+            || *indptr.last().unwrap() as usize != indices.len() || indices.len() != data.len() {
+            return Err("coefficients: indptr must start at 0, never decrease and end at len(indices) == len(data)".into());
+        }
+        if let Some(&bad) = indices.iter().find(|&&c| c as usize >= n_atoms) {
+            return Err(format!("coefficients: column {bad} is not an atom (0..{n_atoms})"));
+        }
+        let rows = indptr.len() - 1;
+        if u32::try_from(rows).is_err() {
+            return Err(format!("{rows} combined rows: at most 2^32 - 1"));
+        }
+        if let Some(b) = &bias {
+            if b.len() != n_base + rows {
+                return Err(format!("bias: {} values for {} outputs", b.len(), n_base + rows));
+            }
+        }
+        let convex = rows > 0
+            && (0..rows).all(|t| {
+                let w = &data[indptr[t] as usize..indptr[t + 1] as usize];
+                w.iter().all(|&c| c >= 0.0) && (w.iter().map(|&c| c as f64).sum::<f64>() - 1.0).abs() <= 1e-4
+            });
+        let postings = convex.then(|| {
+            let mut ptr = vec![0u64; n_atoms + 1];
+            for &c in &indices {
+                ptr[c as usize + 1] += 1;
+            }
+            for j in 0..n_atoms {
+                ptr[j + 1] += ptr[j];
+            }
+            let mut fill = ptr.clone();
+            let mut rows_of = vec![0u32; indices.len()];
+            for t in 0..rows {
+                for &c in &indices[indptr[t] as usize..indptr[t + 1] as usize] {
+                    let c = c as usize;
+                    rows_of[fill[c] as usize] = t as u32;
+                    fill[c] += 1;
+                }
+            }
+            (ptr, rows_of)
+        });
+        let bias_max = bias.as_ref().map_or(0.0, |b| b[n_base..].iter().copied().fold(0.0, f32::max));
+        Ok(Factored { dim, n_atoms, n_base, atoms, indptr, indices, data, bias, postings, bias_max, prune: 4 })
+    }
+
+    /// Combined rows that can reach `floor` for query q (convex rows: those holding an atom with logit >=
+    /// floor - largest bias), scored; None when pruning does not apply or would visit a quarter of the rows.
+    fn pruned(&self, lt: &[f32], nq: usize, q: usize, floor: f32) -> Option<Vec<(u32, u32, f32)>> {
+        let (ptr, rows_of) = self.postings.as_ref()?;
+        if !floor.is_finite() {
+            return None;
+        }
+        let rows = self.indptr.len() - 1;
+        let bound = floor - self.bias_max;
+        let hot: Vec<usize> = (0..self.n_atoms).filter(|&j| lt[j * nq + q] >= bound).collect();
+        let visits: u64 = hot.iter().map(|&j| ptr[j + 1] - ptr[j]).sum();
+        if self.prune == 0 || visits as usize * self.prune as usize >= rows {
+            return None;
+        }
+        let mut mark = vec![0u64; rows.div_ceil(64)];
+        for &j in &hot {
+            for &t in &rows_of[ptr[j] as usize..ptr[j + 1] as usize] {
+                mark[t as usize / 64] |= 1 << (t % 64);
+            }
+        }
+        let bias = self.bias.as_deref().map(|b| &b[self.n_base..]);
+        let parts: Vec<Vec<(u32, u32, f32)>> = mark
+            .par_chunks(ROW_BLOCK / 64)
+            .enumerate()
+            .map(|(c, words)| {
+                let mut keep = Vec::new();
+                for (i, &bits) in words.iter().enumerate() {
+                    let mut bits = bits;
+                    while bits != 0 {
+                        let t = (c * (ROW_BLOCK / 64) + i) * 64 + bits.trailing_zeros() as usize;
+                        bits &= bits - 1;
+                        let (lo, hi) = (self.indptr[t] as usize, self.indptr[t + 1] as usize);
+                        let mut s = 0f32;
+                        for (&c, &j) in self.data[lo..hi].iter().zip(&self.indices[lo..hi]) {
+                            s += c * lt[j as usize * nq + q];
+                        }
+                        let s = s + bias.map_or(0.0, |b| b[t]);
+                        if s >= floor {
+                            keep.push((q as u32, t as u32, s));
+                        }
+                    }
+                }
+                keep
+            })
+            .collect();
+        Some(parts.into_iter().flatten().collect())
+    }
+
+    pub fn n_outputs(&self) -> usize {
+        self.n_base + self.indptr.len() - 1
+    }
+
+    /// Atom logits of nq queries (row-major nq x dim): n_atoms x nq, query-minor (runs in the current pool).
+    pub fn atom_logits(&self, queries: &[f32], nq: usize) -> Vec<f32> {
+        let mut lt = vec![0f32; self.n_atoms * nq];
+        lt.par_chunks_mut(ATOM_BLOCK * nq).enumerate().for_each(|(b, out)| {
+            atom_block_best(&self.atoms, self.dim, b * ATOM_BLOCK, queries, nq, out)
+        });
+        lt
+    }
+
+    /// Top-k ids and scores (nq x k each, best first, ties by id) of nq queries (row-major nq x dim).
+    pub fn topk(&self, queries: &[f32], nq: usize, k: usize) -> Result<(Vec<u64>, Vec<f32>), String> {
+        if nq == 0 || queries.len() != nq * self.dim {
+            return Err(format!("queries: {} values are not {nq} rows of {}", queries.len(), self.dim));
+        }
+        if k == 0 || k > self.n_outputs() {
+            return Err(format!("k must be in 1..={}", self.n_outputs()));
+        }
+        let lt = self.atom_logits(queries, nq);
+        // per query: the k best base rows, and the floor (their k-th score; -inf when k > n_base)
+        let mut cands: Vec<Vec<(f32, u64)>> = (0..nq)
+            .into_par_iter()
+            .map(|q| {
+                let mut base: Vec<(f32, u64)> = (0..self.n_base)
+                    .map(|j| (lt[j * nq + q] + self.bias.as_ref().map_or(0.0, |b| b[j]), j as u64))
+                    .collect();
+                if base.len() > k {
+                    base.select_nth_unstable_by(k - 1, best_first);
+                    base.truncate(k);
+                }
+                base
+            })
+            .collect();
+        let floor: Vec<f32> = cands
+            .iter()
+            .map(|c| if c.len() == k { c.iter().map(|x| x.0).fold(f32::INFINITY, f32::min) } else { f32::NEG_INFINITY })
+            .collect();
+        let rows = self.indptr.len() - 1;
+        // pruned per query when every query allows it, else one pass over all rows for the whole batch
+        let pruned: Option<Vec<Vec<(u32, u32, f32)>>> =
+            (0..nq).into_par_iter().map(|q| self.pruned(&lt, nq, q, floor[q])).collect();
+        let kept: Vec<Vec<(u32, u32, f32)>> = match pruned {
+            Some(p) => p,
+            None => (0..rows.div_ceil(ROW_BLOCK))
+                .into_par_iter()
+                .map(|b| row_block(self, &lt, nq, &floor, b * ROW_BLOCK, ((b + 1) * ROW_BLOCK).min(rows)))
+                .collect(),
+        };
+        for (q, t, s) in kept.into_iter().flatten() {
+            cands[q as usize].push((s, self.n_base as u64 + t as u64));
+        }
+        let mut ids = Vec::with_capacity(nq * k);
+        let mut scores = Vec::with_capacity(nq * k);
+        for mut c in cands {
+            c.sort_unstable_by(best_first);
+            for &(s, i) in c.iter().take(k) {
+                ids.push(i);
+                scores.push(s);
+            }
+        }
+        Ok((ids, scores))
+    }
+}
+
+/// Python binding (thin: bytes in, bytes out, GIL released, the crate's bounded thread pools).
+#[cfg(feature = "python")]
+pub mod py {
+    use super::{Atoms, Factored};
+    use pyo3::exceptions::PyValueError;
+    use pyo3::prelude::*;
+    use pyo3::pybacked::PyBackedBytes;
+    use pyo3::types::PyBytes;
+
+    fn words<const N: usize>(b: &[u8], what: &str) -> PyResult<Vec<[u8; N]>> {
+        if b.len() % N != 0 {
+            return Err(PyValueError::new_err(format!("{what}: {} bytes are not {N}-byte values", b.len())));
+        }
+        Ok(b.chunks_exact(N).map(|c| c.try_into().unwrap()).collect())
+    }
+
+    fn f32s(b: &[u8], what: &str) -> PyResult<Vec<f32>> {
+        Ok(words::<4>(b, what)?.into_iter().map(f32::from_le_bytes).collect())
+    }
+
+    /// Exact top-k over base rows plus combined rows (little-endian float32 / bfloat16 / uint bytes in).
+    #[pyclass(frozen, module = "tokbench._core")]
+    pub struct FactoredTopk {
+        inner: Factored,
+    }
+
+    #[pymethods]
+    impl FactoredTopk {
+        #[new]
+        #[pyo3(signature = (atoms, dim, n_base, bf16, indptr, indices, data, bias=None, prune=4))]
+        #[allow(clippy::too_many_arguments)]
+        fn new(py: Python<'_>, atoms: PyBackedBytes, dim: usize, n_base: usize, bf16: bool, indptr: PyBackedBytes,
+               indices: PyBackedBytes, data: PyBackedBytes, bias: Option<PyBackedBytes>, prune: u32) -> PyResult<Self> {
+            let inner = py.allow_threads(|| -> PyResult<Factored> {
+                let atoms = if bf16 {
+                    Atoms::Bf16(words::<2>(&atoms, "atoms")?.into_iter().map(u16::from_le_bytes).collect())
+                } else {
+                    Atoms::F32(f32s(&atoms, "atoms")?)
+                };
+                let indptr = words::<8>(&indptr, "indptr")?.into_iter().map(u64::from_le_bytes).collect();
+                let indices = words::<4>(&indices, "indices")?.into_iter().map(u32::from_le_bytes).collect();
+                let bias = bias.as_deref().map(|b| f32s(b, "bias")).transpose()?;
+                let mut f = Factored::new(dim, n_base, atoms, indptr, indices, f32s(&data, "data")?, bias)
+                    .map_err(PyValueError::new_err)?;
+                f.prune = prune;
+                Ok(f)
+            })?;
+            Ok(FactoredTopk { inner })
+        }
+
+        /// (ids as uint64 bytes, scores as float32 bytes), nq x k each, best first.
+        fn topk<'py>(&self, py: Python<'py>, queries: PyBackedBytes, nq: usize, k: usize, num_threads: i64)
+                     -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
+            let threads = crate::pyargs::threads(num_threads)?;
+            let (ids, scores) = py.allow_threads(|| -> PyResult<_> {
+                let q = f32s(&queries, "queries")?;
+                // one hop onto a pool worker for the whole call (rayon::scope): the parallel sections inside then
+                // start on a running worker instead of each waking the pool from this thread
+                crate::pool::with_pool(threads, || rayon::scope(|_| self.inner.topk(&q, nq, k)))
+                    .map_err(PyValueError::new_err)?
+                    .map_err(PyValueError::new_err)
+            })?;
+            let ib: Vec<u8> = ids.iter().flat_map(|i| i.to_le_bytes()).collect();
+            let sb: Vec<u8> = scores.iter().flat_map(|s| s.to_le_bytes()).collect();
+            Ok((PyBytes::new_bound(py, &ib), PyBytes::new_bound(py, &sb)))
+        }
+    }
+
+    pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add_class::<FactoredTopk>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lcg(seed: &mut u64) -> f32 {
+        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((*seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+    }
+
+    #[test]
+    fn topk_equals_the_dense_scores() {
+        let (dim, n_base, rows, nq, k) = (37, 300, 2000, 3, 10);
+        let mut seed = 7;
+        let atoms: Vec<f32> = (0..(n_base + 1) * dim).map(|_| lcg(&mut seed)).collect();
+        let mut indptr = vec![0u64];
+        let (mut indices, mut data) = (vec![], vec![]);
+        for t in 0..rows {
+            for j in 0..(2 + t % 3) {
+                indices.push(((t * 7 + j * 13) % (n_base + 1)) as u32);
+                data.push(1.0 / (2 + t % 3) as f32);
+            }
+            indptr.push(indices.len() as u64);
+        }
+        let bias: Vec<f32> = (0..n_base + rows).map(|_| lcg(&mut seed)).collect();
+        let q: Vec<f32> = (0..nq * dim).map(|_| lcg(&mut seed)).collect();
+        // convex rows (pruned by postings) and the same rows scaled by 1.5 (not convex: the full CSR pass)
+        let scaled: Vec<f32> = data.iter().map(|c| c * 1.5).collect();
+        for (b, data) in [(None, &data), (Some(bias.clone()), &data), (None, &scaled), (Some(bias.clone()), &scaled)] {
+            let f = Factored::new(dim, n_base, Atoms::F32(atoms.clone()), indptr.clone(), indices.clone(),
+                                  data.clone(), b.clone()).unwrap();
+            assert_eq!(f.postings.is_some(), data[0] < 0.6);
+            let (_ids, scores) = f.topk(&q, nq, k).unwrap();
+            for qi in 0..nq {
+                let x = &q[qi * dim..(qi + 1) * dim];
+                let l: Vec<f64> = (0..n_base + 1)
+                    .map(|j| (0..dim).map(|d| atoms[j * dim + d] as f64 * x[d] as f64).sum())
+                    .collect();
+                let mut all: Vec<(f64, usize)> = (0..n_base + rows)
+                    .map(|o| {
+                        let v = if o < n_base { l[o] } else {
+                            let t = o - n_base;
+                            (indptr[t]..indptr[t + 1]).map(|p| data[p as usize] as f64 * l[indices[p as usize] as usize]).sum()
+                        };
+                        (v + b.as_ref().map_or(0.0, |b| b[o] as f64), o)
+                    })
+                    .collect();
+                all.sort_by(|a, b| b.0.total_cmp(&a.0));
+                for r in 0..k {
+                    assert!((scores[qi * k + r] as f64 - all[r].0).abs() < 1e-4, "rank {r}");
+                }
+            }
+        }
+        let bf: Vec<u16> = atoms.iter().map(|x| (x.to_bits() >> 16) as u16).collect();
+        let f = Factored::new(dim, n_base, Atoms::Bf16(bf), indptr.clone(), indices.clone(), data.clone(), None).unwrap();
+        assert_eq!(f.topk(&q, nq, k).unwrap().0.len(), nq * k);
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn avx2_dots_equal_the_scalar_loop() {
+        if !(std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")) {
+            return;
+        }
+        let mut seed = 3;
+        for n in [1usize, 7, 31, 32, 33, 576, 1000] {
+            let r: Vec<f32> = (0..n).map(|_| lcg(&mut seed)).collect();
+            let q: Vec<f32> = (0..n).map(|_| lcg(&mut seed)).collect();
+            let b: Vec<u16> = r.iter().map(|x| (x.to_bits() >> 16) as u16).collect();
+            // SAFETY: features checked above
+            let (f, h) = unsafe { (avx2::dot_f32(&r, &q), avx2::dot_bf16(&b, &q)) };
+            assert!((f - dot_f32(&r, &q)).abs() < 1e-4, "f32 n={n}");
+            assert!((h - dot_bf16(&b, &q)).abs() < 1e-4, "bf16 n={n}");
+        }
+    }
+
+    #[test]
+    fn bad_inputs_are_errors() {
+        let a = || Atoms::F32(vec![0.0; 8]);
+        assert!(Factored::new(4, 2, a(), vec![0, 1], vec![2], vec![1.0], None).unwrap_err().contains("column 2"));
+        assert!(Factored::new(4, 3, a(), vec![0], vec![], vec![], None).unwrap_err().contains("n_base"));
+        assert!(Factored::new(4, 2, a(), vec![0, 2], vec![0], vec![1.0], None).unwrap_err().contains("indptr"));
+        assert!(Factored::new(3, 2, a(), vec![0], vec![], vec![], None).unwrap_err().contains("rows of 3"));
+        assert!(Factored::new(4, 2, a(), vec![0], vec![], vec![], Some(vec![0.0])).unwrap_err().contains("bias"));
+        let f = Factored::new(4, 2, a(), vec![0], vec![], vec![], None).unwrap();
+        assert!(f.topk(&[0.0; 3], 1, 1).unwrap_err().contains("queries"));
+        assert!(f.topk(&[0.0; 4], 1, 3).unwrap_err().contains("k must be"));
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+    #[test]
+    #[ignore]
+    fn time_parts() {
+        let (dim, n_base, rows) = (576, 49152, 950_000);
+        let atoms: Vec<u16> = (0..n_base * dim).map(|i| ((i * 2654435761usize) >> 13) as u16 & 0x3fff | 0x3c00).collect();
+        let mut indptr = vec![0u64];
+        let (mut indices, mut data) = (vec![], vec![]);
+        for t in 0..rows {
+            for j in 0..(2 + t % 4) {
+                indices.push(((t * 7919 + j * 104729) % n_base) as u32);
+                data.push(0.3);
+            }
+            indptr.push(indices.len() as u64);
+        }
+        let f = Factored::new(dim, n_base, Atoms::Bf16(atoms), indptr, indices, data, None).unwrap();
+        let q: Vec<f32> = (0..dim).map(|i| (i as f32).sin()).collect();
+        for _ in 0..3 {
+            let t0 = std::time::Instant::now();
+            let lt = f.atom_logits(&q, 1);
+            let t1 = t0.elapsed();
+            let floor = vec![f32::INFINITY];
+            let t2 = std::time::Instant::now();
+            let kept: usize = (0..rows.div_ceil(ROW_BLOCK)).into_par_iter()
+                .map(|b| row_block(&f, &lt, 1, &floor, b * ROW_BLOCK, ((b + 1) * ROW_BLOCK).min(rows)).len()).sum();
+            let t3 = t2.elapsed();
+            let t4 = std::time::Instant::now();
+            let _ = f.topk(&q, 1, 20).unwrap();
+            eprintln!("atoms {:?} rows {:?} ({kept}) topk {:?}", t1, t3, t4.elapsed());
+        }
+    }
+}
