@@ -53,9 +53,12 @@ def _score(lm, rows_t, seqs, conts, batch: int) -> list[float]:
         for r, s in enumerate(group):
             emb[r, :len(s)] = s
             mask[r, :len(s)] = 1
-        logp = torch.log_softmax(lm(inputs_embeds=emb, attention_mask=mask).logits.float(), dim=-1)
+        # right padding: only the positions from the earliest scored one on need logits (the head and the
+        # softmax over the prefix would be wasted work)
+        keep = width - min(len(s) - len(c) for s, c in zip(group, cgroup))
+        logp = torch.log_softmax(lm(inputs_embeds=emb, attention_mask=mask, logits_to_keep=keep).logits.float(), dim=-1)
         for r, (s, c) in enumerate(zip(group, cgroup)):
-            start = len(s) - len(c)  # the last prefix position predicts c[0]
+            start = len(s) - len(c) - (width - keep)  # the last prefix position predicts c[0]
             lp = logp[r, start:start + len(c)].gather(1, torch.tensor(c, dtype=torch.long)[:, None])
             bits.append(-float(lp.sum()) / math.log(2))
     return bits
