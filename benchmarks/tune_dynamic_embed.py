@@ -4,7 +4,7 @@ norm_mean variants (weights ratio**i over the constituents, norm scale).
 
     python benchmarks/tune_dynamic_embed.py [--corpus wikitext2-valid] [--modes pretokens,pretokens-unicode]
         [--windows 64] [--merge-batch 32] [--budget 50%] [--ratios 0.5,1,2,100] [--scales 0.85,1,1.2]
-        [--cache DIR] [--json OUT.json]
+        [--centred 0,1] [--baselines mean,position_mean,omp] [--cache DIR] [--json OUT.json]
 
 Prints one table per mode: method, Δ bits/byte of the continuation against the unmerged model, and its
 paired bootstrap 95 % interval over windows.
@@ -18,13 +18,15 @@ import sys
 from pathlib import Path
 
 
-def grid(ratios, scales):
+def grid(ratios, scales, centred=(False,), baselines=("mean", "position_mean", "omp")):
     from tokbench.embeddings import geometric
 
-    out = [("mean", "mean", {}), ("position_mean", "position_mean", {}), ("omp", "omp", {})]
-    for r in ratios:
-        for s in scales:
-            out.append((f"norm_mean(ratio={r:g},scale={s:g})", "norm_mean", {"weights": geometric(r), "scale": s}))
+    out = [(b, b, {}) for b in baselines]
+    for c in centred:
+        for r in ratios:
+            for s in scales:
+                out.append((f"norm_mean(ratio={r:g},scale={s:g}{',centred' if c else ''})", "norm_mean",
+                            {"weights": geometric(r), "scale": s, "centred": c}))
     return out
 
 
@@ -41,6 +43,8 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", default="50%")
     ap.add_argument("--ratios", default="0.5,1,2,100")
     ap.add_argument("--scales", default="0.85,1,1.2")
+    ap.add_argument("--centred", default="0", help="comma-separated 0/1: rescale the rows as they are / centred")
+    ap.add_argument("--baselines", default="mean,position_mean,omp")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache", default=None, help="folder for the unmerged run's bits (reused across calls)")
     ap.add_argument("--json", default=None)
@@ -48,7 +52,8 @@ def main(argv=None) -> int:
     if "test" in a.corpus:
         print("tune on a validation corpus, never on test", file=sys.stderr)
         return 2
-    methods = grid([float(x) for x in a.ratios.split(",")], [float(x) for x in a.scales.split(",")])
+    methods = grid([float(x) for x in a.ratios.split(",")], [float(x) for x in a.scales.split(",")],
+                   [x.strip() == "1" for x in a.centred.split(",")], [b for b in a.baselines.split(",") if b])
     out = {}
     for mode in a.modes.split(","):
         load0 = os.getloadavg()

@@ -122,6 +122,15 @@ def test_norm_mean_keeps_the_direction_of_the_mean_and_the_length_of_the_pieces(
             want = 2.0 * np.linalg.norm(rows[p], axis=1).mean() * rows[p[-1]] / np.linalg.norm(rows[p[-1]])
             np.testing.assert_allclose(last.rows[r], want, rtol=1e-4, atol=1e-4)
             assert last.records[r]["scale"] == 2.0
+    # centred: only the part that differs from the mean row is rescaled
+    mu = RowStats.of(rows).mean
+    cen = make_rows("norm_mean", rows, req, centred=True, scale=0.5)
+    for r, p in enumerate(req.decompositions):
+        if len(p) > 1:
+            dev = mean[r] - mu
+            want = mu + dev * 0.5 * np.linalg.norm(rows[p] - mu, axis=1).mean() / np.linalg.norm(dev)
+            np.testing.assert_allclose(cen.rows[r], want, rtol=1e-4, atol=1e-5)
+            assert cen.records[r]["centred"] is True
     for bad in ({"scale": 0.0}, {"scale": float("nan")}):
         with pytest.raises(TokbenchError, match="norm scale"):
             make_rows("norm_mean", rows, req, **bad)

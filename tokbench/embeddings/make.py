@@ -21,7 +21,8 @@ def make_rows(method: str, base_rows: np.ndarray, req: NewTokens, *, stats: RowS
               space: SpaceLookup | None = None, anchors: tuple[np.ndarray, np.ndarray] | None = None,
               k: int | None = None, ridge: float | None = None, blend: float = 0.5,
               aux: AuxSpace | None = None, global_weight: float = 0.3, temperature: float = 0.3, top_k: int = 8,
-              sources: list[int] | None = None, weights=None, scale: float = 1.0, device: str | None = None, progress: bool = False) -> NewRows:
+              sources: list[int] | None = None, weights=None, scale: float = 1.0, centred: bool = False,
+              device: str | None = None, progress: bool = False) -> NewRows:
     """Rows for the tokens of `req` from the base table `base_rows` (n, d) by `method` (one of METHODS).
 
     stats / reference: the statistics (mean, std, norm cap) new rows lean on, or the base ids to take them
@@ -34,7 +35,7 @@ def make_rows(method: str, base_rows: np.ndarray, req: NewTokens, *, stats: RowS
     copy: sources (one base id per requested token).
     position_mean: weights (a function n -> n weights, default n, n-1, ..., 1; or one list per token).
     norm_mean: the pieces' mean (weights as position_mean, default all equal) rescaled to `scale` x the
-        pieces' mean norm.
+        pieces' mean norm (`centred`: of their difference from the reference mean row).
     """
     if method not in METHODS:
         raise TokbenchError(f"unknown initialiser {method!r}", fix=f"use one of {', '.join(METHODS)}")
@@ -75,13 +76,14 @@ def make_rows(method: str, base_rows: np.ndarray, req: NewTokens, *, stats: RowS
         if method == "position_mean":
             est, used = position_mean_rows(req.decompositions, base_rows, stats.mean, weights)
         else:
-            est, used = norm_mean_rows(req.decompositions, base_rows, stats.mean, weights, scale)
+            est, used = norm_mean_rows(req.decompositions, base_rows, stats.mean, weights, scale,
+                                       stats.mean if centred else None)
         records = []
         for p, w in zip(req.decompositions, used):
             rec = subword_record(p)
             rec.update(method=method, weights=w)
             if method == "norm_mean":
-                rec["scale"] = scale
+                rec.update(scale=scale, centred=centred)
             records.append(rec)
     elif method == "subword":
         est = subword_rows(req.decompositions, base_rows, stats.mean)

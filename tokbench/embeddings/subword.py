@@ -63,18 +63,21 @@ def geometric(ratio: float):
 
 
 def norm_mean_rows(decompositions: list[list[int]], rows: np.ndarray, fallback: np.ndarray, weights=None,
-                   scale: float = 1.0) -> tuple[np.ndarray, list[list[float]]]:
+                   scale: float = 1.0, centre: np.ndarray | None = None) -> tuple[np.ndarray, list[list[float]]]:
     """A (weighted) mean of the pieces' rows, rescaled to `scale` times the mean norm of those pieces.
     Averaging vectors that point different ways shortens them (the mean of two orthogonal unit rows has norm
     0.71); this gives a merged token the length of a real row. weights: as `position_mean_rows` (default: all
-    equal, the plain mean). A one-piece token gets its own row back when scale is 1."""
+    equal, the plain mean). centre: a vector (e.g. the table's mean row) taken off before and put back after,
+    so that only the part of the rows that differs between tokens is rescaled. A one-piece token gets its
+    own row back when scale is 1."""
     if not (math.isfinite(scale) and scale > 0):
         raise TokbenchError(f"the norm scale must be a positive number, got {scale}", fix="pass e.g. 1.0")
     out, used = position_mean_rows(decompositions, rows, fallback, weights or (lambda n: np.ones(n)))
+    c = np.zeros(rows.shape[1], dtype=np.float32) if centre is None else np.asarray(centre, dtype=np.float32)
     for r, pieces in enumerate(decompositions):
         if pieces:
-            have = float(np.linalg.norm(out[r]))
-            want = scale * float(np.linalg.norm(rows[pieces], axis=1).mean())
+            have = float(np.linalg.norm(out[r] - c))
+            want = scale * float(np.linalg.norm(rows[pieces] - c, axis=1).mean())
             if have > 0:
-                out[r] *= want / have
+                out[r] = c + (out[r] - c) * (want / have)
     return out, used
