@@ -65,7 +65,14 @@ def main(argv=None) -> int:
     ap.add_argument("--merge-batch", type=int, default=None, help="windows per merge batch (default: all)")
     ap.add_argument("--cache", default=None, help="folder for the unmerged run's bits per window")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", action="store_true",
+                    help="then split each delta: windows whose continuation repeats a word merged in their prefix vs the rest")
+    ap.add_argument("--repeats-of", default=None, metavar="RESULT.json",
+                    help="only print that split for a saved --fidelity --json result")
     a = ap.parse_args(argv)
+    if a.repeats_of:
+        print(repeats_table(json.loads(Path(a.repeats_of).read_text())))
+        return 0
     if a.fidelity:
         return fidelity(a)
     load0 = os.getloadavg()
@@ -143,7 +150,24 @@ def fidelity(a) -> int:
           f"{r['seconds']:.0f} s; load average {load0[0]:.2f} -> {r['load_after'][0]:.2f}")
     if a.json:
         Path(a.json).write_text(json.dumps(r, indent=1))
+    if a.repeats:
+        print(repeats_table(r))
     return 0
+
+
+def repeats_table(r: dict) -> str:
+    """Markdown table of `repeat_split` for a prefill_fidelity result."""
+    from tokbench.dynamic.fidelity import repeat_split
+
+    out = [f"{r['mode']} mode, {r['windows']} windows of {r['corpus']}:",
+           "| budget | method | windows repeating a merged word | Δ there | other windows | Δ there | "
+           "share of the extra bits |", "|---|---|---:|---:|---:|---:|---:|"]
+    for x in repeat_split(r["tokenizer"], r):
+        f = (lambda v: "–" if v is None else f"{v:+.2f}%")
+        share = "–" if x["share_of_extra_bits_repeat"] is None else f"{100 * x['share_of_extra_bits_repeat']:.0f}%"
+        out.append(f"| {x['budget']} | {x['method']} | {x['windows_repeat']} | {f(x['delta_pct_repeat'])} | "
+                   f"{x['windows_other']} | {f(x['delta_pct_other'])} | {share} |")
+    return "\n".join(out)
 
 
 if __name__ == "__main__":

@@ -221,7 +221,7 @@ def test_prefill_fidelity_through_inputs_embeds_matches_ids_and_scores_merged_pr
 
 def test_fidelity_merge_batches_paired_interval_and_cached_unmerged_run(tmp_path):
     from conftest import require_asset
-    from tokbench.dynamic.fidelity import paired_ci, prefill_fidelity
+    from tokbench.dynamic.fidelity import paired_ci, prefill_fidelity, repeat_split
     from tokbench.embeddings import geometric
 
     model = require_asset("tbd-gpt2-d128")
@@ -256,6 +256,14 @@ def test_fidelity_merge_batches_paired_interval_and_cached_unmerged_run(tmp_path
     for row, bits in zip(rest[2:], r["window_bits"][3:]):
         assert row["control"] and row["delta_pct"] == pytest.approx(0.0, abs=1e-4)
         assert bits == pytest.approx(r["window_bits"][0], rel=1e-5)
+    # where the extra bits go: windows whose continuation repeats a word merged in their prefix vs the rest
+    split = repeat_split(tok, r)
+    assert [x["method"] for x in split] == ["mean", "last"]
+    for x, row, bits in zip(split, rest, r["window_bits"][1:]):
+        assert x["windows_repeat"] + x["windows_other"] == 4
+        if x["windows_repeat"] and x["windows_other"]:
+            lo, hi = sorted([x["delta_pct_repeat"], x["delta_pct_other"]])
+            assert lo - 1e-9 <= row["delta_pct"] <= hi + 1e-9  # the whole is a mix of the two groups
     again = prefill_fidelity(model, tok, budgets=(0,), methods=(), mode="pretokens", **kw)
     assert again["rows"][0]["cached"] and again["window_bits"][0] == r["window_bits"][0]
     assert paired_ci([2.0, 4.0], [2.0, 4.0]) == (0.0, 0.0)

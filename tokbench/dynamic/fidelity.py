@@ -198,6 +198,61 @@ def _merged_seqs(tok, groups, base, base_t, mode, spec, method, kw):
     return seqs, n_merges, before, after, label
 
 
+def _merge_group(tok, prefixes, cut, word_level, spec):
+    """One merge batch at budget `spec`: (merged, constituents per dynamic token, merges, lengths, label)."""
+    merges, target, label = _budget(spec, sum(map(len, prefixes)), word_level)
+    merged, cons, steps, lengths = merge_ids(prefixes, cut, tok.base_bytes(), merges=merges, target_len=target)
+    return merged, cons, steps, lengths, label
+
+
+def _groups(tok, wins, mode: str, step: int):
+    """(prefixes, continuations, cut mask, word level) per merge batch of `step` consecutive windows."""
+    out = []
+    for g in range(0, len(wins), step):
+        prefixes = [p for p, _ in wins[g:g + step]]
+        cut = boundary_mask(tok, prefixes, mode)
+        out.append((prefixes, [c for _, c in wins[g:g + step]], cut, sum(map(sum, cut))))
+    return out
+
+
+def _contains(seq, sub) -> bool:
+    n = len(sub)
+    return any(seq[i:i + n] == sub for i in range(len(seq) - n + 1))
+
+
+def repeat_split(tokenizer, result: dict) -> list[dict]:
+    """Where a merged row's extra bits go: per merged row of a `prefill_fidelity` result, the windows whose
+    continuation repeats (in original tokens) the constituents of a dynamic token used in their own merged
+    prefix, against the others: their number, the Δ % in each group and the repeats' share of the extra bits.
+    The windows and merges are recomputed from the result's corpus, sizes, mode and budgets (deterministic)."""
+    tok = tokenizer if isinstance(tokenizer, DynamicTokenizer) else DynamicTokenizer.load(tokenizer)
+    wins = windows_from_corpus(tok, result["corpus"], result["windows"], result["prefix"], result["continuation"])
+    groups = _groups(tok, wins, result["mode"], result["merge_batch"])
+    ref = result["window_bits"][0]
+    out = []
+    for row, bits in zip(result["rows"], result["window_bits"]):
+        if row["control"] or row["budget"] == "none":
+            continue
+        b = row["budget"]
+        spec = None if b == "exhaustion" else b if b.endswith("%") else int(b)
+        rep = []
+        for prefixes, conts, cut, wl in groups:
+            merged, cons, *_ = _merge_group(tok, prefixes, cut, wl, spec)
+            for m, c in zip(merged, conts):
+                rep.append(any(_contains(c, cons[x - tok.n_base]) for x in set(m) if x >= tok.n_base))
+
+        def delta(sel):
+            r = sum(x for x, s in zip(ref, rep) if s == sel)
+            return None if not r else 100.0 * (sum(x for x, s in zip(bits, rep) if s == sel) / r - 1)
+
+        extra = sum(bits) - sum(ref)
+        out.append({"budget": b, "method": row["method"], "windows_repeat": sum(rep), "windows_other": len(rep) - sum(rep),
+                    "delta_pct_repeat": delta(True), "delta_pct_other": delta(False),
+                    "share_of_extra_bits_repeat": None if not extra else
+                    sum(x - y for x, y, s in zip(bits, ref, rep) if s) / extra})
+    return out
+
+
 def prefill_fidelity(model: str | Path, tokenizer, corpus="wikitext2-test", *, n_windows: int = 16,
                      prefix: int = 128, continuation: int = 64, budgets=(0, 10, None),
                      methods=("mean", "position_mean"), control: bool = False, mode: str = "word",
