@@ -181,9 +181,7 @@ def _merged_seqs(tok, groups, base, base_t, mode, spec, method, kw):
     tb = tok.vocab.token_bytes
     seqs, n_merges, before, after, label = [], 0, 0, 0, None
     for prefixes, conts, cut, word_level in groups:
-        total = sum(map(len, prefixes))
-        merges, target, label = _budget(spec, total, word_level)
-        merged, cons, steps, lengths = merge_ids(prefixes, cut, tok.base_bytes(), merges=merges, target_len=target)
+        merged, cons, steps, lengths, label = _merge_group(tok, prefixes, cut, word_level, spec)
         table = base_t
         if cons:
             mb = MergedBatch(ids=prefixes, merged=merged, n_base=tok.n_base, tokens=cons,
@@ -308,13 +306,10 @@ def prefill_fidelity(model: str | Path, tokenizer, corpus="wikitext2-test", *, n
     tb = tok.vocab.token_bytes
     cont_bytes = sum(len(tb[t] or b"") for c in conts for t in c)
     step = merge_batch or n_windows
-    groups, word_level, word_mode_level = [], 0, 0
-    for g in range(0, n_windows, step):
-        cut = boundary_mask(tok, prefixes[g:g + step], mode)
-        wl = sum(sum(c) for c in cut)
-        groups.append((prefixes[g:g + step], conts[g:g + step], cut, wl))
-        word_level += wl
-        word_mode_level += wl if mode == "word" else sum(sum(c) for c in boundary_mask(tok, prefixes[g:g + step], "word"))
+    groups = _groups(tok, wins, mode, step)
+    word_level = sum(g[3] for g in groups)
+    word_mode_level = word_level if mode == "word" else sum(sum(map(sum, boundary_mask(tok, g[0], "word")))
+                                                            for g in groups)
     total = sum(map(len, prefixes))
     base_t = torch.from_numpy(base)
     jobs = []
