@@ -66,7 +66,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cache", default=None, help="folder for the unmerged run's bits per window")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", action="store_true",
-                    help="then split each delta: windows whose continuation repeats a word merged in their prefix vs the rest")
+                    help="then split each delta: windows whose continuation repeats a word merged in their prefix "
+                         "vs the rest")
     ap.add_argument("--repeats-of", default=None, metavar="RESULT.json",
                     help="only print that split for a saved --fidelity --json result")
     a = ap.parse_args(argv)

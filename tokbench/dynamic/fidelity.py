@@ -3,10 +3,11 @@ continuation with the model's own output head, as bits per byte of the continuat
 
 What is measured: the corpus's non-blank lines are joined by newlines and encoded; consecutive windows of
 `prefix + continuation` tokens are cut from that stream. The prefixes form merge batches of `merge_batch`
-consecutive windows (default: all in one) and each batch is merged (the given mode and budget). The model reads [merged prefix rows; rows of the continuation's
-tokens but the last]. The log-probabilities at the last prefix position and after it score the continuation
-tokens. bits/byte = total -log2 p over the continuation / its UTF-8 bytes. Budget 0 is the unmerged model;
-its bits per window pair with every other row's for a bootstrap interval of the Δ (`paired_ci`).
+consecutive windows (default: all in one) and each batch is merged (the given mode and budget). The model
+reads [merged prefix rows; rows of the continuation's tokens but the last]. The log-probabilities at the last
+prefix position and after it score the continuation tokens. bits/byte = total -log2 p over the continuation /
+its UTF-8 bytes. Budget 0 is the unmerged model; its bits per window pair with every other row's for a
+bootstrap interval of the Δ (`paired_ci`).
 """
 from __future__ import annotations
 
@@ -244,7 +245,8 @@ def repeat_split(tokenizer, result: dict) -> list[dict]:
             return None if not r else 100.0 * (sum(x for x, s in zip(bits, rep) if s == sel) / r - 1)
 
         extra = sum(bits) - sum(ref)
-        out.append({"budget": b, "method": row["method"], "windows_repeat": sum(rep), "windows_other": len(rep) - sum(rep),
+        out.append({"budget": b, "method": row["method"], "windows_repeat": sum(rep),
+                    "windows_other": len(rep) - sum(rep),
                     "delta_pct_repeat": delta(True), "delta_pct_other": delta(False),
                     "share_of_extra_bits_repeat": None if not extra else
                     sum(x - y for x, y, s in zip(bits, ref, rep) if s) / extra})

@@ -53,4 +53,5 @@ from tokbench.embeddings.tokenadapt import tokenadapt_rows
 __all__ = ["DEFAULT_AUX", "METHODS", "REFINE_LOSSES", "Refined", "check_refine_args", "refine_rows", "AuxEmbedder", "AuxSpace", "NewRows", "NewTokens", "RowStats", "SpaceLookup",
            "apply_codes", "assemble", "aux_space", "baseline_rows", "batch_omp", "candidate_ks", "cap_mask",
            "cap_norms", "centred_cosine", "choose_omp", "copy_rows", "donor_space", "fill_row", "geometric",
-           "linear_decay", "make_rows", "norm_mean_rows", "omp_rows", "position_mean_rows", "subword_rows", "table_space", "token_texts", "tokenadapt_rows"]
+           "linear_decay", "make_rows", "norm_mean_rows", "omp_rows", "position_mean_rows", "subword_rows",
+           "table_space", "token_texts", "tokenadapt_rows"]
