@@ -10,10 +10,13 @@ kernel at 100 merges per batch over all chosen batches (tokens/s = tokens before
 Prints the load average before and after: the machine is shared.
 
     python benchmarks/bench_dynamic.py --fidelity [--model smollm2-135m] [--windows 16] [--prefix 128]
-                                       [--continuation 64] [--json OUT.json]
+                                       [--continuation 64] [--mode word] [--merge-batch N] [--cache DIR]
+                                       [--threads 2] [--json OUT.json]
 
 instead runs `tokbench.dynamic.fidelity.prefill_fidelity` (merged prefix through inputs_embeds, continuation
-bits/byte with the original head) at budgets 0, 2, 10 and exhaustion, methods mean and position_mean.
+bits/byte with the original head) at budgets 0, 2, 10 and exhaustion (`--budgets`), methods mean and
+position_mean (`--methods`), with a paired bootstrap 95 % interval of each Δ over windows; `--cache` keeps the
+unmerged run's bits per window for later calls.
 """
 from __future__ import annotations
 
@@ -59,7 +62,18 @@ def main(argv=None) -> int:
                     help="comma-separated: merges, P%% (of the word level) or exhaustion (0, unmerged, always runs)")
     ap.add_argument("--methods", default="mean,position_mean")
     ap.add_argument("--control", action="store_true", help="add the original tokens + new embedding control")
+    ap.add_argument("--merge-batch", type=int, default=None, help="windows per merge batch (default: all)")
+    ap.add_argument("--cache", default=None, help="folder for the unmerged run's bits per window")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", action="store_true",
+                    help="then split each delta: windows whose continuation repeats a word merged in their prefix "
+                         "vs the rest")
+    ap.add_argument("--repeats-of", default=None, metavar="RESULT.json",
+                    help="only print that split for a saved --fidelity --json result")
     a = ap.parse_args(argv)
+    if a.repeats_of:
+        print(repeats_table(json.loads(Path(a.repeats_of).read_text())))
+        return 0
     if a.fidelity:
         return fidelity(a)
     load0 = os.getloadavg()
@@ -122,25 +136,39 @@ def fidelity(a) -> int:
     from tokbench.dynamic.fidelity import prefill_fidelity
 
     load0 = os.getloadavg()
-    from tokbench.dynamic.fidelity import parse_budgets
+    from tokbench.dynamic.fidelity import fidelity_table, parse_budgets
 
     budgets = [0] + parse_budgets(a.budgets)
     r = prefill_fidelity(a.model, a.tokenizer, a.corpus, n_windows=a.windows, prefix=a.prefix,
                          continuation=a.continuation, budgets=budgets, methods=a.methods.split(","),
-                         control=a.control, threads=2, progress=True)
+                         control=a.control, mode=a.mode, merge_batch=a.merge_batch, threads=a.threads,
+                         teacher_cache=a.cache, progress=True)
     r["load_before"], r["load_after"] = load0, os.getloadavg()
-    print("| budget (merges) | method | prefix tokens | % shorter | % of word level | bits/byte | delta |")
-    print("|---:|---|---:|---:|---:|---:|---:|")
-    for row in r["rows"]:
-        b = row["budget"]
-        print(f"| {b} ({row['merges']}) | {row['method']} | {row['prefix_tokens_merged']:,} | "
-              f"{row['pct_shorter_prefix']:.2f}% | {row['pct_of_word_level']:.1f}% | {row['bits_per_byte']:.4f} | "
-              f"{row['delta_pct']:+.2f}% |")
-    print(f"{r['windows']} windows of {r['prefix']}+{r['continuation']} tokens, {r['continuation_bytes']:,} "
-          f"continuation bytes, {r['seconds']:.0f} s; load average {load0[0]:.2f} -> {r['load_after'][0]:.2f}")
+    print(fidelity_table(r))
+    print(f"{a.mode} mode: {r['windows']} windows of {r['prefix']}+{r['continuation']} tokens in "
+          f"{r['merge_batches']} merge batch(es), {r['continuation_bytes']:,} continuation bytes; word level "
+          f"{r['word_level_pct_shorter']:.2f}% shorter (word mode's: {r['word_mode_level_pct_shorter']:.2f}%); "
+          f"{r['seconds']:.0f} s; load average {load0[0]:.2f} -> {r['load_after'][0]:.2f}")
     if a.json:
         Path(a.json).write_text(json.dumps(r, indent=1))
+    if a.repeats:
+        print(repeats_table(r))
     return 0
+
+
+def repeats_table(r: dict) -> str:
+    """Markdown table of `repeat_split` for a prefill_fidelity result."""
+    from tokbench.dynamic.fidelity import repeat_split
+
+    out = [f"{r['mode']} mode, {r['windows']} windows of {r['corpus']}:",
+           "| budget | method | windows repeating a merged word | Δ there | other windows | Δ there | "
+           "share of the extra bits |", "|---|---|---:|---:|---:|---:|---:|"]
+    for x in repeat_split(r["tokenizer"], r):
+        f = (lambda v: "–" if v is None else f"{v:+.2f}%")
+        share = "–" if x["share_of_extra_bits_repeat"] is None else f"{100 * x['share_of_extra_bits_repeat']:.0f}%"
+        out.append(f"| {x['budget']} | {x['method']} | {x['windows_repeat']} | {f(x['delta_pct_repeat'])} | "
+                   f"{x['windows_other']} | {f(x['delta_pct_other'])} | {share} |")
+    return "\n".join(out)
 
 
 if __name__ == "__main__":

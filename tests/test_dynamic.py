@@ -219,6 +219,64 @@ def test_prefill_fidelity_through_inputs_embeds_matches_ids_and_scores_merged_pr
         prefill_fidelity(model, "qwen3", n_windows=1, prefix=8, continuation=4, budgets=(0,))
 
 
+def test_fidelity_merge_batches_paired_interval_and_cached_unmerged_run(tmp_path):
+    from conftest import require_asset
+    from tokbench.dynamic.fidelity import paired_ci, prefill_fidelity, repeat_split
+    from tokbench.embeddings import geometric
+
+    model = require_asset("tbd-gpt2-d128")
+    require_asset("gpt2")
+    tok = DynamicTokenizer.load("gpt2")
+    kw = dict(n_windows=4, prefix=32, continuation=16, threads=1, teacher_cache=tmp_path / "cache")
+    methods = ("mean", ("last", "norm_mean", {"weights": geometric(4.0)}))
+    r = prefill_fidelity(model, tok, budgets=(0, "50%"), methods=methods, control=True, mode="pretokens",
+                         merge_batch=2, **kw)
+    plain, *rest = r["rows"]
+    assert r["merge_batches"] == 2 and not plain["cached"] and len(list((tmp_path / "cache").iterdir())) == 1
+    assert [x["method"] for x in rest] == ["mean", "last", "mean", "last"]
+    # each batch of 2 windows is merged on its own to 50 % of its own word level
+    from tokbench.dynamic.fidelity import windows_from_corpus
+    from tokbench.dynamic.merge import budget_target
+
+    prefixes = [p for p, _ in windows_from_corpus(tok, "wikitext2-test", 4, 32, 16)]
+    merged_len = 0
+    halves = (prefixes[:2], prefixes[2:])
+    for g in halves:
+        cut = boundary_mask(tok, g, "pretokens")
+        target = budget_target(sum(map(len, g)), sum(map(sum, cut)), "pretokens", pct_of_word_level=50)
+        merged_len += sum(map(len, merge_ids(g, cut, tok.base_bytes(), target_len=target)[0]))
+    assert rest[0]["prefix_tokens_merged"] == rest[1]["prefix_tokens_merged"] == merged_len
+    assert r["word_level"] == sum(sum(map(sum, boundary_mask(tok, g, "pretokens"))) for g in halves)
+    assert r["word_mode_level"] == sum(map(sum, boundary_mask(tok, prefixes, "word")))
+    for row in rest[:2]:
+        assert row["pct_of_word_level"] >= 50.0 and 0 < row["pct_shorter_prefix"]
+        saved = row["prefix_tokens"] - row["prefix_tokens_merged"]
+        want = 100.0 * saved / (row["prefix_tokens"] - r["word_mode_level"])
+        assert row["pct_of_word_mode_level"] == pytest.approx(want)
+        assert row["delta_ci95_lo"] <= row["delta_pct"] <= row["delta_ci95_hi"]
+    # one-constituent rows of both methods are the tokens' own rows: the control is the unmerged model
+    for row, bits in zip(rest[2:], r["window_bits"][3:]):
+        assert row["control"] and row["delta_pct"] == pytest.approx(0.0, abs=1e-4)
+        assert bits == pytest.approx(r["window_bits"][0], rel=1e-5)
+    # where the extra bits go: windows whose continuation repeats a word merged in their prefix vs the rest
+    split = repeat_split(tok, r)
+    assert [x["method"] for x in split] == ["mean", "last"]
+    for x, row, bits in zip(split, rest, r["window_bits"][1:]):
+        assert x["windows_repeat"] + x["windows_other"] == 4
+        if x["windows_repeat"] and x["windows_other"]:
+            lo, hi = sorted([x["delta_pct_repeat"], x["delta_pct_other"]])
+            assert lo - 1e-9 <= row["delta_pct"] <= hi + 1e-9  # the whole is a mix of the two groups
+    again = prefill_fidelity(model, tok, budgets=(0,), methods=(), mode="pretokens", **kw)
+    assert again["rows"][0]["cached"] and again["window_bits"][0] == r["window_bits"][0]
+    assert paired_ci([2.0, 4.0], [2.0, 4.0]) == (0.0, 0.0)
+    lo, hi = paired_ci([1.1, 2.2, 3.3, 1.1], [1.0, 2.0, 3.0, 1.0])
+    assert lo == pytest.approx(10.0) and hi == pytest.approx(10.0)
+    with pytest.raises(TokbenchError, match="merge_batch"):
+        prefill_fidelity(model, tok, budgets=(0,), merge_batch=0, **kw)
+    with pytest.raises(TokbenchError, match="unknown dynamic embedding"):
+        prefill_fidelity(model, tok, budgets=(0,), methods=("fvt",), **kw)
+
+
 def test_kernel_equals_reference_on_every_tatoeba_language(smollm2):
     from conftest import require_asset
     from tokbench.assets.corpus import iter_tatoeba

@@ -171,10 +171,12 @@ def test_cli_fidelity_csv_and_model_errors(tmp_path, monkeypatch):
     out = tmp_path / "f.csv"
     r = _run("fidelity", "-m", str(model), "-t", "gpt2", "--windows", "2", "--prefix", "24", "--continuation", "8",
              "--budgets", "50%", "--methods", "mean", "--control", "--threads", "1", "--format", "csv", "-q",
-             "-o", str(out))
+             "--merge-batch", "1", "--cache", str(tmp_path / "cache"), "-o", str(out))
     assert r.exit_code == 0, r.output
     head, *rows = out.read_text().splitlines()
     assert "bits_per_byte" in head.split(",") and len(rows) == 3  # unmerged, 50 %, control
+    assert {"delta_ci95_lo", "pct_of_word_mode_level"} <= set(head.split(","))
+    assert [f.name.startswith("fidelity-teacher-") for f in (tmp_path / "cache").iterdir()] == [True]
     r = _run("fidelity", "-m", str(model), "-t", "gpt2", "--budgets", "ten", "-q")
     assert r.exit_code == 2 and "neither a number of merges" in r.stderr
     junk = tmp_path / "junk"

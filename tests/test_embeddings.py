@@ -96,6 +96,48 @@ def test_position_mean_weights_pieces_by_position():
         make_rows("position_mean", rows, req, weights=lambda n: -np.ones(n))
 
 
+def test_norm_mean_keeps_the_direction_of_the_mean_and_the_length_of_the_pieces():
+    from tokbench.embeddings import geometric
+
+    rows, req = _base(), _request()
+    res = make_rows("norm_mean", rows, req)
+    _check_records(res, req)
+    mean = make_rows("subword", rows, req).rows
+    for r, pieces in enumerate(req.decompositions):
+        if not pieces:
+            np.testing.assert_array_equal(res.rows[r], RowStats.of(rows).mean)
+            continue
+        want = np.linalg.norm(rows[pieces], axis=1).mean()
+        assert np.linalg.norm(res.rows[r]) == pytest.approx(want, rel=1e-5)
+        cos = res.rows[r] @ mean[r] / np.linalg.norm(res.rows[r]) / np.linalg.norm(mean[r])
+        assert cos == pytest.approx(1.0, abs=1e-5)
+        if len(pieces) == 1:  # a one-piece token gets its own row back
+            np.testing.assert_allclose(res.rows[r], rows[pieces[0]], rtol=1e-5, atol=1e-6)
+        else:  # averaging shortens: the rescaled row is longer than the plain mean
+            assert np.linalg.norm(res.rows[r]) > np.linalg.norm(mean[r])
+    # geometric weights r**i; ratio 1e6 is (numerically) the last piece alone; scale multiplies the length
+    last = make_rows("norm_mean", rows, req, weights=geometric(1e6), scale=2.0)
+    for r, p in enumerate(req.decompositions):
+        if p:
+            want = 2.0 * np.linalg.norm(rows[p], axis=1).mean() * rows[p[-1]] / np.linalg.norm(rows[p[-1]])
+            np.testing.assert_allclose(last.rows[r], want, rtol=1e-4, atol=1e-4)
+            assert last.records[r]["scale"] == 2.0
+    # centred: only the part that differs from the mean row is rescaled
+    mu = RowStats.of(rows).mean
+    cen = make_rows("norm_mean", rows, req, centred=True, scale=0.5)
+    for r, p in enumerate(req.decompositions):
+        if len(p) > 1:
+            dev = mean[r] - mu
+            want = mu + dev * 0.5 * np.linalg.norm(rows[p] - mu, axis=1).mean() / np.linalg.norm(dev)
+            np.testing.assert_allclose(cen.rows[r], want, rtol=1e-4, atol=1e-5)
+            assert cen.records[r]["centred"] is True
+    for bad in ({"scale": 0.0}, {"scale": float("nan")}):
+        with pytest.raises(TokbenchError, match="norm scale"):
+            make_rows("norm_mean", rows, req, **bad)
+    with pytest.raises(TokbenchError, match="weight ratio"):
+        geometric(-1.0)
+
+
 def test_cap_option_bounds_every_row_by_the_typical_norm():
     rows, req = _base(), _request()
     rows[:10] *= 50.0  # a few huge rows: copies of them must be shrunk

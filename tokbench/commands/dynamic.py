@@ -127,22 +127,27 @@ def curve_cmd(tokenizer, corpus, mode, batch, merges, max_constituents, max_byte
 @click.option("--budgets", default="10,50%,exhaustion", show_default=True,
               help="Comma-separated: merges, P% (of the word level) or exhaustion; the unmerged model always runs.")
 @click.option("--methods", default="mean,position_mean,omp", show_default=True,
-              help="Embeddings for dynamic tokens (comma-separated).")
+              help="Embeddings for dynamic tokens (comma-separated: mean, position_mean, norm_mean, omp).")
 @click.option("--control", is_flag=True, help="Add the `original tokens + new embedding` control per method.")
 @_mode_option
+@click.option("--merge-batch", default=None, type=click.IntRange(1, 100_000),
+              help="Windows per merge batch (default: all windows in one); budgets apply per batch.")
+@click.option("--cache", default=None, type=click.Path(file_okay=False),
+              help="Folder keeping the unmerged run's bits per window, reused by later calls.")
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(1, 1024), help="torch threads.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="json", show_default=True)
 @click.option("--out", "-o", default=None, help="Write here (default: stdout).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def fidelity_cmd(model, tokenizer, corpus, windows, prefix, continuation, budgets, methods, control, mode, threads,
-                 fmt, out, quiet):
+def fidelity_cmd(model, tokenizer, corpus, windows, prefix, continuation, budgets, methods, control, mode,
+                 merge_batch, cache, threads, fmt, out, quiet):
     """Prefill fidelity: bits/byte of a continuation after a merged prefix (through inputs_embeds)."""
     from tokbench.dynamic.fidelity import parse_budgets, prefill_fidelity
     from tokbench.dynamic.stats import rows_csv
 
     r = prefill_fidelity(model, tokenizer, corpus, n_windows=windows, prefix=prefix, continuation=continuation,
                          budgets=[0] + parse_budgets(budgets), methods=tuple(m for m in methods.split(",") if m),
-                         control=control, mode=mode, threads=threads, progress=not quiet)
+                         control=control, mode=mode, merge_batch=merge_batch, teacher_cache=cache,
+                         threads=threads, progress=not quiet)
     _write(out, rows_csv(r["rows"]) if fmt == "csv" else json.dumps(r, indent=1))
 
 

@@ -6,7 +6,7 @@ import numpy as np
 from tokbench.embeddings import NewRows, NewTokens, make_rows, table_space
 from tokbench.errors import TokbenchError
 
-EMBED_METHODS = ("mean", "position_mean", "omp")
+EMBED_METHODS = ("mean", "position_mean", "norm_mean", "omp")
 
 
 def dynamic_rows(batch, base_rows: np.ndarray, method: str = "mean", **kwargs) -> NewRows:
@@ -14,6 +14,8 @@ def dynamic_rows(batch, base_rows: np.ndarray, method: str = "mean", **kwargs) -
 
     mean: the plain mean of the constituents' rows (the paper's FVT baseline; make_rows "subword").
     position_mean: a position-weighted mean of the constituents (weights n..1 unless `weights=` is given).
+    norm_mean: the constituents' mean rescaled to their mean norm (make_rows "norm_mean"; `weights=`,
+        `scale=` as there).
     omp: the constituent mean re-coded as a sparse combination of the model's own rows (OMP over
         `base_rows`, make_rows "omp" in a table space made of the base rows plus those means).
     Other keyword arguments go to `make_rows` (k, ridge, blend, seed, ...).
@@ -31,8 +33,8 @@ def dynamic_rows(batch, base_rows: np.ndarray, method: str = "mean", **kwargs) -
         return make_rows("subword", base_rows, req)
     if method == "mean":
         return make_rows("subword", base_rows, req, **kwargs)
-    if method == "position_mean":
-        return make_rows("position_mean", base_rows, req, **kwargs)
+    if method in ("position_mean", "norm_mean"):
+        return make_rows(method, base_rows, req, **kwargs)
     means = np.stack([base_rows[p].mean(axis=0) for p in batch.tokens]).astype(np.float32)
     space = np.concatenate([base_rows, means])
     pos = {i: i for i in range(base_rows.shape[0])} | {i: base_rows.shape[0] + r for r, i in enumerate(req.ids)}

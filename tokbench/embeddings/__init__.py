@@ -26,6 +26,8 @@ Methods (METHODS):
 - position_mean: weighted mean of the pieces' rows by position (`weights=`: n -> weights, default n..1;
   dynamic merging's constituents). For "OMP over the model's own table", pass
   `space=table_space(np.concatenate([base_rows, query_vectors]), id -> row)`: the base rows are the space.
+- norm_mean: the pieces' mean (weights as position_mean, default equal) rescaled to `scale` x their mean norm
+  (a mean of rows pointing different ways is shorter than a real row; `geometric(r)`: weights r**i).
 
 Statistics: `RowStats.of(base_rows, reference)` gives the mean, std and norm cap (median norm) of the reference
 rows (default every row); pass `stats=` to share one across calls. `cap=True` caps any method's rows at the
@@ -45,10 +47,11 @@ from tokbench.embeddings.omp import (SpaceLookup, apply_codes, batch_omp, candid
                                      donor_space, omp_rows, table_space)
 from tokbench.embeddings.refine import LOSSES as REFINE_LOSSES, Refined, check_refine_args, refine_rows
 from tokbench.embeddings.request import NewRows, NewTokens, RowStats
-from tokbench.embeddings.subword import linear_decay, position_mean_rows, subword_rows
+from tokbench.embeddings.subword import geometric, linear_decay, norm_mean_rows, position_mean_rows, subword_rows
 from tokbench.embeddings.tokenadapt import tokenadapt_rows
 
 __all__ = ["DEFAULT_AUX", "METHODS", "REFINE_LOSSES", "Refined", "check_refine_args", "refine_rows", "AuxEmbedder", "AuxSpace", "NewRows", "NewTokens", "RowStats", "SpaceLookup",
            "apply_codes", "assemble", "aux_space", "baseline_rows", "batch_omp", "candidate_ks", "cap_mask",
-           "cap_norms", "centred_cosine", "choose_omp", "copy_rows", "donor_space", "fill_row", "linear_decay",
-           "make_rows", "omp_rows", "position_mean_rows", "subword_rows", "table_space", "token_texts", "tokenadapt_rows"]
+           "cap_norms", "centred_cosine", "choose_omp", "copy_rows", "donor_space", "fill_row", "geometric",
+           "linear_decay", "make_rows", "norm_mean_rows", "omp_rows", "position_mean_rows", "subword_rows",
+           "table_space", "token_texts", "tokenadapt_rows"]

@@ -9,11 +9,11 @@ from tokbench.embeddings.copy import copy_rows
 from tokbench.embeddings.norms import cap_mask
 from tokbench.embeddings.omp import SpaceLookup, omp_rows
 from tokbench.embeddings.request import NewRows, NewTokens, RowStats
-from tokbench.embeddings.subword import position_mean_rows, subword_record, subword_rows
+from tokbench.embeddings.subword import norm_mean_rows, position_mean_rows, subword_record, subword_rows
 from tokbench.embeddings.tokenadapt import tokenadapt_rows
 from tokbench.errors import TokbenchError
 
-METHODS = ("subword", "mean", "zero", "random", "omp", "tokenadapt", "copy", "position_mean")
+METHODS = ("subword", "mean", "zero", "random", "omp", "tokenadapt", "copy", "position_mean", "norm_mean")
 
 
 def make_rows(method: str, base_rows: np.ndarray, req: NewTokens, *, stats: RowStats | None = None,
@@ -21,7 +21,8 @@ def make_rows(method: str, base_rows: np.ndarray, req: NewTokens, *, stats: RowS
               space: SpaceLookup | None = None, anchors: tuple[np.ndarray, np.ndarray] | None = None,
               k: int | None = None, ridge: float | None = None, blend: float = 0.5,
               aux: AuxSpace | None = None, global_weight: float = 0.3, temperature: float = 0.3, top_k: int = 8,
-              sources: list[int] | None = None, weights=None, device: str | None = None, progress: bool = False) -> NewRows:
+              sources: list[int] | None = None, weights=None, scale: float = 1.0, centred: bool = False,
+              device: str | None = None, progress: bool = False) -> NewRows:
     """Rows for the tokens of `req` from the base table `base_rows` (n, d) by `method` (one of METHODS).
 
     stats / reference: the statistics (mean, std, norm cap) new rows lean on, or the base ids to take them
@@ -33,6 +34,8 @@ def make_rows(method: str, base_rows: np.ndarray, req: NewTokens, *, stats: RowS
     tokenadapt: aux (an `AuxSpace` holding a vector for every requested id), global_weight, temperature, top_k.
     copy: sources (one base id per requested token).
     position_mean: weights (a function n -> n weights, default n, n-1, ..., 1; or one list per token).
+    norm_mean: the pieces' mean (weights as position_mean, default all equal) rescaled to `scale` x the
+        pieces' mean norm (`centred`: of their difference from the reference mean row).
     """
     if method not in METHODS:
         raise TokbenchError(f"unknown initialiser {method!r}", fix=f"use one of {', '.join(METHODS)}")
@@ -69,12 +72,18 @@ def make_rows(method: str, base_rows: np.ndarray, req: NewTokens, *, stats: RowS
                                 fix="pass sources=[base id to copy, ...] in request order")
         est = copy_rows(base_rows, list(sources))
         records = [{"method": "copy", "source": int(s)} for s in sources]
-    elif method == "position_mean":
-        est, used = position_mean_rows(req.decompositions, base_rows, stats.mean, weights)
+    elif method in ("position_mean", "norm_mean"):
+        if method == "position_mean":
+            est, used = position_mean_rows(req.decompositions, base_rows, stats.mean, weights)
+        else:
+            est, used = norm_mean_rows(req.decompositions, base_rows, stats.mean, weights, scale,
+                                       stats.mean if centred else None)
         records = []
         for p, w in zip(req.decompositions, used):
             rec = subword_record(p)
-            rec.update(method="position_mean", weights=w)
+            rec.update(method=method, weights=w)
+            if method == "norm_mean":
+                rec.update(scale=scale, centred=centred)
             records.append(rec)
     elif method == "subword":
         est = subword_rows(req.decompositions, base_rows, stats.mean)
