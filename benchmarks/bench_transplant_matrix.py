@@ -127,11 +127,15 @@ def generate(out: Path) -> dict:
         tok = AutoTokenizer.from_pretrained(out)
         model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
         enc = tok(PROMPT, return_tensors="pt")
+        dropped = [k for k in enc if k not in ("input_ids", "attention_mask")]  # BERT's token_type_ids
+        for k in dropped:
+            del enc[k]
         with torch.no_grad():
             gen = model.generate(**enc, max_new_tokens=16, do_sample=False,
                                  pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
         text = tok.decode(gen[0, enc["input_ids"].shape[1]:], skip_special_tokens=False)
-        return {"ok": True, "new_tokens": int(gen.shape[1] - enc["input_ids"].shape[1]), "text": text}
+        return {"ok": True, "new_tokens": int(gen.shape[1] - enc["input_ids"].shape[1]), "text": text,
+                "prompt_ids": enc["input_ids"][0].tolist(), "dropped_inputs": dropped}
     except Exception as exc:  # the cell records the failure and the matrix goes on
         return {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:500]}
 
@@ -176,19 +180,19 @@ def _fmt(row: dict, name: str) -> str:
 def markdown_table(work: Path, targets: list[str], methods: list[str], mk_methods: list[str]) -> str:
     cells = work / "cells"
     lines = ["| target | method | English | GSM8K | code | loads + generates (16 greedy tokens) | transplant s (CPU s) "
-             "| load avg | mergekit (same method): English / GSM8K / code, s |",
-             "|---|---|---:|---:|---:|---|---:|---|---|"]
+             "| load avg | shared / new rows | mergekit (same method): English / GSM8K / code, s |",
+             "|---|---|---:|---:|---:|---|---:|---|---:|---|"]
     for target in targets:
         for method in methods:
             row = _load(cells / f"{target}--{method}.json")
             mk = _load(cells / f"{target}--mergekit-{method}.json") if method in mk_methods else {}
             if not row:
-                lines.append(f"| {target} | {method} | not run (time) | | | | | | |")
+                lines.append(f"| {target} | {method} | not run (time) | | | | | | | |")
                 continue
             if "error" in row:
-                lines.append(f"| {target} | {method} | failed: {row['error'][:160]} | | | | | | |")
+                lines.append(f"| {target} | {method} | failed: {row['error'][:160]} | | | | | | | |")
                 continue
-            gen = row.get("generate", {})
+            gen, c = row.get("generate", {}), row.get("counts") or {}
             g = f"yes: {json.dumps(gen['text'])}" if gen.get("ok") else f"no: {gen.get('error', '')[:120]}"
             if mk and "error" not in mk:
                 mks = " / ".join(_fmt(mk, n) for n in TEXTS) + f", {mk['transplant_seconds']:.0f} s"
@@ -198,7 +202,8 @@ def markdown_table(work: Path, targets: list[str], methods: list[str], mk_method
                 mks = ""
             lines.append(f"| {target} | {method} | {_fmt(row, 'english')} | {_fmt(row, 'gsm8k')} | {_fmt(row, 'code')} "
                          f"| {g} | {row['transplant_seconds']:.1f} ({row['cpu_seconds']:.0f}) "
-                         f"| {', '.join(str(x) for x in row['load_avg_start_end'])} | {mks} |")
+                         f"| {', '.join(str(x) for x in row['load_avg_start_end'])} "
+                         f"| {c.get('shared', '')} / {c.get('new', '')} | {mks} |")
     return "\n".join(lines)
 
 
