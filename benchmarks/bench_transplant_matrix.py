@@ -186,20 +186,20 @@ def markdown_table(work: Path, targets: list[str], methods: list[str], mk_method
         for method in methods:
             row = _load(cells / f"{target}--{method}.json")
             mk = _load(cells / f"{target}--mergekit-{method}.json") if method in mk_methods else {}
-            if not row:
-                lines.append(f"| {target} | {method} | not run (time) | | | | | | | |")
-                continue
-            if "error" in row:
-                lines.append(f"| {target} | {method} | failed: {row['error'][:160]} | | | | | | | |")
-                continue
-            gen, c = row.get("generate", {}), row.get("counts") or {}
-            g = f"yes: {json.dumps(gen['text'])}" if gen.get("ok") else f"no: {gen.get('error', '')[:120]}"
             if mk and "error" not in mk:
                 mks = " / ".join(_fmt(mk, n) for n in TEXTS) + f", {mk['transplant_seconds']:.0f} s"
+            elif mk and mk["error"].startswith("not run"):
+                mks = mk["error"]
             elif mk:
                 mks = f"failed: {mk['error'].strip().splitlines()[-1][:160] if mk['error'].strip() else ''}"
             else:
                 mks = ""
+            if not row or "error" in row:
+                why = "not run (time)" if not row else f"failed: {row['error'][:160]}"
+                lines.append(f"| {target} | {method} | {why} | | | | | | | {mks} |")
+                continue
+            gen, c = row.get("generate", {}), row.get("counts") or {}
+            g = f"yes: {json.dumps(gen['text'])}" if gen.get("ok") else f"no: {gen.get('error', '')[:120]}"
             lines.append(f"| {target} | {method} | {_fmt(row, 'english')} | {_fmt(row, 'gsm8k')} | {_fmt(row, 'code')} "
                          f"| {g} | {row['transplant_seconds']:.1f} ({row['cpu_seconds']:.0f}) "
                          f"| {', '.join(str(x) for x in row['load_avg_start_end'])} "
