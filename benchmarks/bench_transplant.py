@@ -4,6 +4,7 @@
         [--methods omp,tokenadapt,subword,mean] [--mergekit-ks 8,16,32,64]
         [--mergekit /tmp/mkvenv/bin/mergekit-tokensurgeon] [--text wikitext2-test] [--max-chars 120000]
         [--work /tmp/tb-bench] [--results results.json]
+    python benchmarks/bench_transplant.py --matrix [...]   # the matrix of real pairs: bench_transplant_matrix.py
 
 For every configuration: transplant (timed, wall clock), then bits/byte of the output on the first
 --max-chars characters of --text, as a ratio to the base's bits/byte (cached: measured once). One
@@ -59,6 +60,11 @@ def markdown_table(results: dict) -> str:
 
 
 def main() -> None:
+    if "--matrix" in sys.argv[1:]:  # issue 16 section 1: many targets x methods (bench_transplant_matrix.py)
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from bench_transplant_matrix import main as matrix_main
+
+        return matrix_main([a for a in sys.argv[1:] if a != "--matrix"])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", default="smollm2-135m")
     ap.add_argument("--target", default="gpt2")
