@@ -256,7 +256,7 @@ def _sweep_setup(base: Path) -> dict:
     trainer), an encoder for any selection of them, WikiText-2 test as a Reference, GSM8K test's base length."""
     from tokbench import _core
     from tokbench.bpe.encoding import _read_pre_tokenizer, bytelevel_bytes
-    from tokbench.surgery.stable import Reference
+    from tokbench.surgery.stable import Reference, candidate_encoder
 
     tj = json.loads((base / "tokenizer.json").read_text())
     toks = [t for t, _ in sorted(tj["model"]["vocab"].items(), key=lambda x: x[1])]
@@ -270,11 +270,7 @@ def _sweep_setup(base: Path) -> dict:
     cands = [(a, b, m) for a, b, m, _ in m2]
 
     def encoder(sel):
-        extra = {m: len(vb) + k for k, (_, _, m) in enumerate(sel)}
-        g = lambda x: extra.get(x, x)  # noqa: E731
-        return _core.BpeEncoder([(b, k) for k, b in enumerate(vb)] + [(bytes(v2[m]), extra[m]) for _, _, m in sel],
-                                mi + [(g(a), g(b)) for a, b, _ in sel], ignore_merges=True, pattern=regex,
-                                individual_digits=digits, keep_unmatched=True)
+        return candidate_encoder(tj, vb, mi, v2, sel)
 
     enc = encoder([])
     lines = lambda c: [x for d in docs(c, None) for x in d.split("\n") if x.strip()]  # noqa: E731

@@ -277,33 +277,16 @@ def _counter_for(state: State, where: str):
     return _core.BpeCounter(regex, individual_digits=digits, specials=specials)
 
 
-def _encoder(state: State, vocab_bytes, merges_idx, vocab2=None, extra=()):
-    """The base BPE (vocab_bytes + merges_idx, the tokenizer's own pre-tokenizer) with the `extra` candidate
-    merges (left, right, merged) of `vocab2` appended, the k-th getting id len(vocab_bytes) + k."""
-    from tokbench import _core
-    from tokbench.bpe.encoding import _read_pre_tokenizer
-
-    regex, digits = _read_pre_tokenizer(state.tok.get("pre_tokenizer"), lambda why: None)
-    known = len(vocab_bytes)
-    new_id = {m: known + k for k, (_, _, m) in enumerate(extra)}
-    idx = lambda t: new_id.get(t, t)  # noqa: E731
-    return _core.BpeEncoder([(bytes(b), k) for k, b in enumerate(vocab_bytes)]
-                            + [(bytes(vocab2[m]), new_id[m]) for _, _, m in extra],
-                            list(merges_idx) + [(idx(a), idx(b)) for a, b, _ in extra],
-                            ignore_merges=bool(state.tok.get("model", {}).get("ignore_merges")), pattern=regex,
-                            individual_digits=digits, keep_unmatched=True)
-
-
 def _filter_learned(state: State, ctx: Context, learn, where: str, vocab_bytes, merges_idx, vocab2, candidates):
     """learn.require_letter / learn.min_documents (tokbench.surgery.stable.filter_learned) and their report."""
-    from tokbench.surgery.stable import document_counts, filter_learned
+    from tokbench.surgery.stable import candidate_encoder, document_counts, filter_learned
 
     known = len(vocab_bytes)
     df = None
     if learn.min_documents > 1:
         documents = [d for k, c in enumerate(learn.corpora) for d in ctx.corpus(c, f"{where}.corpora[{k}]")]
         df = document_counts(candidates, known, documents,
-                             lambda cands: _encoder(state, vocab_bytes, merges_idx, vocab2, cands))
+                             lambda cands: candidate_encoder(state.tok, vocab_bytes, merges_idx, vocab2, cands))
     text = lambda k: bytes(vocab2[k]).decode("utf-8", "replace")  # noqa: E731
     f = filter_learned(candidates, known, text, require_letter=learn.require_letter,
                        min_documents=learn.min_documents, df=df)
@@ -315,9 +298,9 @@ def _filter_learned(state: State, ctx: Context, learn, where: str, vocab_bytes, 
 
 def _keep_stable(state: State, ctx: Context, spec, where: str, vocab_bytes, merges_idx, candidates, n, name_of):
     """The first n candidate merges whose firing keeps spec.corpus's lines within the bound (module stable)."""
-    from tokbench.surgery.stable import Reference, select_stable
+    from tokbench.surgery.stable import Reference, candidate_encoder, select_stable
 
-    enc = _encoder(state, vocab_bytes, merges_idx)
+    enc = candidate_encoder(state.tok, vocab_bytes, merges_idx)
     corpora = []
     for k, c in enumerate(spec.corpora):
         lines = [x for d in ctx.corpus(c, f"{where}.corpora[{k}]") for x in d.split("\n") if x.strip()]

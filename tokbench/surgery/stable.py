@@ -138,6 +138,24 @@ def select_stable(candidates: Sequence[tuple[int, int, int]], n: int, known: int
     return sel
 
 
+def candidate_encoder(tok: dict, vocab_bytes, merges_idx, vocab2=None, extra=()):
+    """The base BPE of tokenizer.json `tok` (vocab_bytes + merges_idx, its own pre-tokenizer and ignore_merges)
+    with the `extra` candidate merges (left, right, merged) of `vocab2` appended, the k-th getting id
+    len(vocab_bytes) + k."""
+    from tokbench import _core
+    from tokbench.bpe.encoding import _read_pre_tokenizer
+
+    regex, digits = _read_pre_tokenizer(tok.get("pre_tokenizer"), lambda why: None)
+    known = len(vocab_bytes)
+    new_id = {m: known + k for k, (_, _, m) in enumerate(extra)}
+    idx = lambda t: new_id.get(t, t)  # noqa: E731
+    return _core.BpeEncoder([(bytes(b), k) for k, b in enumerate(vocab_bytes)]
+                            + [(bytes(vocab2[m]), new_id[m]) for _, _, m in extra],
+                            list(merges_idx) + [(idx(a), idx(b)) for a, b, _ in extra],
+                            ignore_merges=bool(tok.get("model", {}).get("ignore_merges")), pattern=regex,
+                            individual_digits=digits, keep_unmatched=True)
+
+
 @dataclass
 class Filtered:
     merges: list[tuple[int, int, int]]
