@@ -47,6 +47,9 @@ k // 2 over runs of k copies). Ties (within 1e-6 bits) go to the more frequent p
 ``candidates=1`` this is classic BPE. The objective is a cheap proxy of a real compressor's
 output size (gzip/zstd/lzma see context beyond one token), chosen because it is exact and O(1)
 per candidate.
+
+LZ-aware BPE (``lz``) scores the shortlist by a real compressor's output size instead; it lives in
+tokbench.bpe.lz (its options are validated here, by check_cli).
 """
 from __future__ import annotations
 
