@@ -90,6 +90,18 @@ def test_exact_mode_equals_brute_force(require_asset):
     assert differs >= 3  # the compressed size overrules the frequency order, so this is not classic BPE
 
 
+def test_proxy_round_merges_the_best_scored(require_asset):
+    """every=3: the first round's three merges are the brute force's three smallest sizes, in that order."""
+    text = _shakespeare(require_asset, 40_000)
+    sample = text[:6000]
+    counter = _counter(text)
+    trained = lz.train_lz_counts(counter, sample, 256 + 3, candidates=6, every=3, progress=False)
+    tokens = [bytes([i]) for i in range(256)]
+    _pick, short, sizes = _brute_force_next(list(counter.items()), sample, tokens, [], 6, 2, 6)
+    best3 = [short[i] for i in sorted(range(len(short)), key=lambda i: (sizes[i], i))[:3]]
+    assert trained.merges == best3 and trained.meta["rounds"] == 1
+
+
 def test_proxy_deterministic_and_exports(require_asset, tmp_path):
     text = _shakespeare(require_asset, 200_000)
     counter = _counter(text, ["<|endoftext|>"])
