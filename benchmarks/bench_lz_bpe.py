@@ -3,6 +3,9 @@ per byte of the token stream on held-out English, code and math.
 
     nice python benchmarks/bench_lz_bpe.py --out /tmp/lz-bpe            # all rows below
     python benchmarks/bench_lz_bpe.py --out /tmp/lz-bpe --table         # the tables again from results.json
+    python benchmarks/bench_lz_bpe.py --out /tmp/lz-bpe --diagnose      # in-sample and varint tables
+    nice python benchmarks/bench_lz_bpe.py --out /tmp/lz-bpe-wide --sizes 1024 --modes classic,lz-exact \
+        --lz-candidates 64 --exact-every 4                                # a wider shortlist at 1024
 
 Training: bench_superbpe's mix (wikitext2-valid, tinyshakespeare, code-python/-rust/-cpp minus every 10th
 document, gsm8k-train, tatoeba; 14.2 MB), GPT-2 split pattern, special <|endoftext|>. Every mode counts pairs
@@ -11,9 +14,11 @@ over the whole mix. The LZ sample (the stream whose compressed size scores the m
 every corpus of the mix is in it and each slice keeps its local repetition.
 
 Rows (per vocabulary size V): classic (Rust trainer), compress (unigram code length, 16 candidates), lz-exact
-(16 candidates, one gzip-6 compression of the sample per candidate per merge, --exact-sample bytes; only at
-V <= --exact-max), lz (the proxy: 16 candidates, --every merges per scoring round, gzip level --proxy-level,
---sample bytes). Each training runs in a child process under /usr/bin/time -v (wall time and peak RSS), once.
+(--lz-candidates 16, one gzip-6 compression of the sample per candidate per merge, --exact-sample bytes; only
+at V <= --exact-max; --exact-every k > 1 makes it the batched rule at level 6), lz (the proxy: --lz-candidates,
+--every merges per scoring round, gzip level --proxy-level, --sample bytes). --diagnose: the gzip size of
+each tokenizer's stream on the lz-exact sample itself (in-sample), and held-out gzip bits/byte with a second
+serialisation (ids renumbered by frequency in the proxy sample, LEB128 varints). Each training runs in a child process under /usr/bin/time -v (wall time and peak RSS), once.
 
 Evaluation (held-out): wikitext2-test, the held-out code documents, gsm8k-test; each set's documents are encoded
 by `tokenizers` loading the written tokenizer.json (tokbench.bpe's ids are compared on every document), the ids
@@ -76,7 +81,8 @@ def child(mode: str, size: int, out: str, args) -> None:
     else:
         exact = mode == "lz-exact"
         sample = lz_sample(texts, args.exact_sample if exact else args.sample)
-        trained = lz.train_lz_counts(words, sample, size, candidates=16, every=1 if exact else args.every,
+        trained = lz.train_lz_counts(words, sample, size, candidates=args.lz_candidates,
+                                     every=args.exact_every if exact else args.every,
                                      lz_level=6 if exact else args.proxy_level, special_tokens=bs.SPECIALS,
                                      progress=False)
     t2 = time.perf_counter()
@@ -119,9 +125,53 @@ def raw_baseline(held: dict[str, list[str]]) -> dict:
     return out
 
 
+def varint(ids: np.ndarray) -> bytes:
+    """LEB128: 7 bits per byte, high bit set on all but the last byte of an id."""
+    out = bytearray()
+    for x in ids.tolist():
+        while x >= 0x80:
+            out.append((x & 0x7F) | 0x80)
+            x >>= 7
+        out.append(x)
+    return bytes(out)
+
+
+def diagnose(root: Path, args) -> None:
+    """In-sample sizes (the exact row's scored sample) and a second serialisation: ids renumbered by their
+    frequency in the LZ proxy sample (most frequent = 0; unseen ids after, by id) as LEB128 varints."""
+    from tokenizers import Tokenizer
+
+    from tokbench.metrics.core import compress_size, serialise
+
+    texts = bs.train_texts()
+    exact, proxy = lz_sample(texts, args.exact_sample), lz_sample(texts, args.sample)
+    held = bs.heldout()
+    res = json.loads((root / "results.json").read_text())
+    print("\n| V | mode | in-sample gzip bpb (lz-exact sample) | " +
+          " | ".join(f"{n} gzip bpb, varint by rank" for n in held) + " |")
+    print("|---|---|---|" + "---|" * len(held))
+    raw = {n: 8 * compress_size("".join(d).encode(), "gzip") / len("".join(d).encode()) for n, d in held.items()}
+    print("| - | raw bytes | " + f"{8 * compress_size(exact.encode(), 'gzip') / len(exact.encode()):.4f} | "
+          + " | ".join(f"{raw[n]:.3f}" for n in held) + " |")
+    for r in res["rows"]:
+        tok = Tokenizer.from_file(str(root / f"{r['mode']}-{r['size']}" / "tokenizer.json"))
+        k = tok.get_vocab_size()
+        ids = np.array(tok.encode(exact, add_special_tokens=False).ids, dtype=np.uint32)
+        ins = 8 * compress_size(serialise(ids, k), "gzip") / len(exact.encode())
+        freq = np.bincount(np.array(tok.encode(proxy, add_special_tokens=False).ids), minlength=k)
+        rank = np.empty(k, dtype=np.int64)
+        rank[np.lexsort((np.arange(k), -freq))] = np.arange(k)
+        cells = []
+        for n, docs in held.items():
+            s = np.fromiter((i for e in tok.encode_batch(docs, add_special_tokens=False) for i in e.ids), np.int64)
+            nb = sum(len(d.encode()) for d in docs)
+            cells.append(f"{8 * compress_size(varint(rank[s]), 'gzip') / nb:.3f}")
+        print(f"| {r['size']} | {r['mode']} | {ins:.4f} | " + " | ".join(cells) + " |", flush=True)
+
+
 def print_tables(res: dict) -> None:
     rows, raw = res["rows"], res["raw"]
-    print("\n| V | mode | merges | train s | s/merge | peak RSS MB | load | ids identical |")
+    print("\n| V | mode | tokens | train s | s/merge | peak RSS MB | load | ids identical |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         same = sum(e["ids_identical_docs"] for e in r["eval"].values())
@@ -147,15 +197,21 @@ def main() -> None:
     ap.add_argument("--sample", type=int, default=128 << 10, help="LZ proxy sample bytes")
     ap.add_argument("--exact-sample", type=int, default=64 << 10, help="lz-exact sample bytes")
     ap.add_argument("--exact-max", type=int, default=1024, help="largest V that gets an lz-exact row")
-    ap.add_argument("--every", type=int, default=16)
+    ap.add_argument("--every", type=int, default=16, help="lz proxy: merges per scoring round")
+    ap.add_argument("--exact-every", type=int, default=1, help="lz-exact: merges per round (1: exact)")
+    ap.add_argument("--lz-candidates", type=int, default=16, help="lz and lz-exact: shortlist size")
     ap.add_argument("--proxy-level", type=int, default=1)
     ap.add_argument("--out", default="/tmp/bench-lz-bpe")
     ap.add_argument("--table", action="store_true", help="print the tables of --out/results.json")
+    ap.add_argument("--diagnose", action="store_true", help="in-sample and varint tables of --out's tokenizers")
     ap.add_argument("--child", nargs=3, metavar=("MODE", "SIZE", "OUT"))
     args = ap.parse_args()
     root = Path(args.out)
     if args.table:
         print_tables(json.loads((root / "results.json").read_text()))
+        return
+    if args.diagnose:
+        diagnose(root, args)
         return
     if args.child:
         child(args.child[0], int(args.child[1]), args.child[2], args)
@@ -172,7 +228,8 @@ def main() -> None:
             load = os.getloadavg()[0]
             cmd = ["/usr/bin/time", "-v", sys.executable, __file__, "--child", mode, str(size), str(out),
                    "--sample", str(args.sample), "--exact-sample", str(args.exact_sample), "--every", str(args.every),
-                   "--proxy-level", str(args.proxy_level)]
+                   "--proxy-level", str(args.proxy_level), "--exact-every", str(args.exact_every),
+                   "--lz-candidates", str(args.lz_candidates)]
             p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "RAYON_NUM_THREADS": "2"})
             if p.returncode != 0:
                 sys.exit(f"{mode} {size} failed:\n{p.stderr[-3000:]}")
