@@ -38,12 +38,13 @@ import math
 import os
 import re
 import time
+import warnings
 import zlib
 from collections.abc import Iterable, Sequence
 
 from tokbench import _core, limits
-from tokbench.bpe.train import CountStats, Trained, check_vocab_size, count_inputs, iter_texts, new_counter, \
-    shortfall, _resolve
+from tokbench.bpe.train import CountStats, ShortVocabWarning, Trained, check_vocab_size, count_inputs, iter_texts, \
+    new_counter, shortfall, _resolve
 from tokbench.errors import TokbenchError
 from tokbench.vocab.patterns import resolve_pattern
 
@@ -361,7 +362,7 @@ def train_lz_counts(counter: "_core.BpeCounter", sample: str, vocab_size: int, *
             for p in take:
                 if len(st.tokens) >= target or st.pairs.get(p, 0) < min_frequency:
                     continue
-                new, count = st.merge(p)
+                _new, count = st.merge(p)
                 scorer.update()
                 merges.append(p)
                 merge_counts.append(count)
@@ -380,10 +381,6 @@ def train_lz_counts(counter: "_core.BpeCounter", sample: str, vocab_size: int, *
                     "rounds": rounds, "merge_s": round(t_all, 3), "score_s": round(t_score, 3),
                     "s_per_merge": round(t_all / max(1, len(merges)), 5),
                     "objective": f"{lz_compressor} size of the serialised sample token stream"}
-    import warnings
-
-    from tokbench.bpe.train import ShortVocabWarning
-
     for line in shortfall(trained, vocab_size, min_frequency, flag="vocab_size"):
         warnings.warn(line, ShortVocabWarning, stacklevel=2)
     return trained
