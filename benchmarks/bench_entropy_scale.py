@@ -272,7 +272,30 @@ def plot(rows, path: str) -> None:
     fig.suptitle(f"Classic BPE, V = {v}: token-stream entropies of fixed test sets vs tokenizer training scale "
                  "(solid: English prose mix, dashed: large mix)")
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=65)
+
+
+def size_check(root: Path, rows) -> None:
+    """Plug-in vs held-out on the first 25/50/100% (lines) of wikitext2-test, for the smallest
+    prose sample that fills the vocabulary and the largest: how much the test stream's length
+    alone moves each estimate, next to what the tokenizer moves."""
+    from tokbench.metrics import load_encoder
+    from tokbench.metrics.core import corpus_metrics
+
+    lines = _docs("wikitext2-test")[0].splitlines(keepends=True)
+    rs = [r for r in rows if r["mix"] == "prose" and r["vocab_size"] == max(x["vocab_size"] for x in rows)]
+    print("\n| prose sample MB | wikitext2-test part | tokens | " + " | ".join(f"H{k}" for k in range(1, ORDERS + 1))
+          + " | " + " | ".join(f"H{k} ho" for k in range(1, ORDERS + 1)) + " |")
+    print("|" + "---|" * (3 + 2 * ORDERS))
+    for r in (rs[0], rs[-1]):
+        enc = load_encoder(str(root / f"prose-{r['train_bytes']}" / "tokenizer.json"))
+        for frac in (0.25, 0.5, 1.0):
+            docs = ["".join(lines[: int(len(lines) * frac)])]
+            m = corpus_metrics(enc, docs, compressors=(), max_order=ORDERS, corpus="wikitext2-test")
+            g = m["ngrams"]
+            print(f"| {r['train_bytes'] / 1e6:.2f} | first {int(frac * 100)}% | {m['tokens']:,} | "
+                  + " | ".join(f"{x['conditional_entropy']:.3f}" for x in g) + " | "
+                  + " | ".join(f"{x['heldout_bits_per_token']:.3f}" for x in g) + " |")
 
 
 def main() -> None:
@@ -281,7 +304,8 @@ def main() -> None:
     ap.add_argument("--mixes", default="prose,mix")
     ap.add_argument("--min-mb", type=float, default=0.15)
     ap.add_argument("--out", default="/tmp/bench-entropy-scale")
-    ap.add_argument("--plot", help="only draw the figure from --out/results.json into this PNG")
+    ap.add_argument("--plot", help="only draw the figure from --out/results.json into this PNG (and print "
+                    "the tables and the test-length check)")
     args = ap.parse_args()
     if args.plot:
         rows = json.loads((Path(args.out) / "results.json").read_text())
@@ -289,6 +313,7 @@ def main() -> None:
         print_tables(rows)
         print_summary(rows)
         print_summary(rows, 0.5, 5.0)
+        size_check(Path(args.out), rows)
         return
     run(args)
 
