@@ -5,8 +5,9 @@
         --modes classic,t8000,t12000,t16000,t20000,t24000,t28000 --out /tmp/superbpe-sweep  # transition sweep
     python benchmarks/bench_superbpe.py --out /tmp/superbpe --check-ids   # ids: tokbench == tokenizers
 
-Training mix (tokbench corpus assets): wikitext2-valid, tinyshakespeare, code-python, code-rust,
-code-cpp, gsm8k-train, tatoeba, every document split into lines (line ends kept). From each code
+Training mix (tokbench corpus assets; --train replaces it): wikitext2-valid, tinyshakespeare,
+code-python, code-rust, code-cpp, gsm8k-train, tatoeba, every document split into lines (line ends
+kept). From each code
 corpus every 10th document (index % 10 == 9) is held out of training and forms the held-out code
 set. Evaluation: wikitext2-test, held-out code, gsm8k-test, each encoded by `tokenizers` loading
 the written tokenizer.json (tokbench.metrics.load_encoder), metrics from
@@ -43,9 +44,9 @@ def _docs(name):
     return list(iter_documents(name))
 
 
-def train_texts() -> list[str]:
+def train_texts(names=TRAIN) -> list[str]:
     out = []
-    for name in TRAIN:
+    for name in names:
         docs = _docs(name)
         if name in CODE:
             docs = [d for i, d in enumerate(docs) if i % 10 != 9]
@@ -59,13 +60,14 @@ def heldout() -> dict[str, list[str]]:
     return {"wikitext2-test": _docs("wikitext2-test"), "code-heldout": code, "gsm8k-test": _docs("gsm8k-test")}
 
 
-def child(mode: str, size: int, transition: int | None, out: str, max_words: int, run_pattern: str) -> None:
+def child(mode: str, size: int, transition: int | None, out: str, max_words: int, run_pattern: str,
+          train: list[str]) -> None:
     import importlib
 
     from tokbench.bpe import modes
 
     tb = importlib.import_module("tokbench.bpe.train")
-    texts = train_texts()
+    texts = train_texts(train)
     nbytes = sum(len(t.encode("utf-8")) for t in texts)
     t0 = time.perf_counter()
     words = tb.new_counter("gpt2", SPECIALS)
@@ -136,6 +138,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--max-words", type=int, default=4, help="super/chunks: most words a token spans")
     ap.add_argument("--run-pattern", default="super-punct", help="super/chunks: run pattern name or regex")
+    ap.add_argument("--train", default=",".join(TRAIN), help="training corpora (comma-separated asset names; "
+                    "code corpora lose their held-out documents)")
     ap.add_argument("--out", default="/tmp/bench-superbpe")
     ap.add_argument("--child", nargs=4, metavar=("MODE", "SIZE", "TRANSITION", "OUT"))
     ap.add_argument("--check-ids", action="store_true", help="only compare tokbench and tokenizers ids of the "
@@ -146,7 +150,8 @@ def main() -> None:
         return
     if args.child:
         mode, size, t, out = args.child
-        child(mode, int(size), int(t) if t != "-" else None, out, args.max_words, args.run_pattern)
+        child(mode, int(size), int(t) if t != "-" else None, out, args.max_words, args.run_pattern,
+              args.train.split(","))
         return
     root = Path(args.out)
     root.mkdir(parents=True, exist_ok=True)
@@ -164,7 +169,7 @@ def main() -> None:
                 loads.append(os.getloadavg()[0])
                 cmd = ["/usr/bin/time", "-v", "nice", sys.executable, __file__, "--child", mode, str(size),
                        str(t) if t else "-", str(out), "--max-words", str(args.max_words),
-                       "--run-pattern", args.run_pattern]
+                       "--run-pattern", args.run_pattern, "--train", args.train]
                 p = subprocess.run(cmd, capture_output=True, text=True,
                                    env={**os.environ, "RAYON_NUM_THREADS": "2"})
                 if p.returncode != 0:
