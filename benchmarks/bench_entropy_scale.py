@@ -112,28 +112,23 @@ def train(texts: list[str], vocab: int):
 
 
 def measure(encoder, docs: list[str], name: str) -> dict:
+    """tokbench.metrics.flat_rows' row (H{k}_plugin, H{k}_mm, H{k}_heldout, singleton_ctx{k}, ...)
+    plus the bytes of the held-out tokens and every entropy per byte."""
+    from tokbench.metrics import flat_rows
     from tokbench.metrics.core import corpus_metrics, encode_documents, heldout_cuts, token_byte_lengths
 
     enc = encode_documents(encoder, docs)
     row = corpus_metrics(encoder, docs, enc, compressors=(), max_order=ORDERS, corpus=name)
+    out = flat_rows({"results": [row]})[0]
     cuts, _ = heldout_cuts(enc)
-    lengths = token_byte_lengths(encoder)
     held = np.zeros(enc.n_tokens, dtype=bool)
     for c, e in zip(cuts.astype(np.int64), enc.offsets[1:].astype(np.int64)):
         held[c:e] = True
-    held_bytes = int(lengths[enc.tokens[held]].sum())
-    out = {"bytes": enc.n_bytes, "tokens": enc.n_tokens, "bytes_per_token": row["bytes_per_token"],
-           "heldout_tokens": row["heldout_tokens"], "heldout_bytes": held_bytes,
-           "heldout_split": row["heldout_split"], "types": row["types"]}
-    for g in row["ngrams"]:
-        k = g["order"]
-        out[f"H{k}"] = g["conditional_entropy"]
-        out[f"H{k}_mm"] = g["conditional_entropy_mm"]
-        out[f"H{k}_heldout"] = g.get("heldout_bits_per_token")
-        out[f"singleton_ctx{k}"] = g["singleton_context_fraction"]
-        out[f"H{k}_per_byte"] = g["conditional_entropy"] * enc.n_tokens / enc.n_bytes
-        ho = g.get("heldout_bits_per_token")
-        out[f"H{k}_heldout_per_byte"] = ho * row["heldout_tokens"] / held_bytes if ho is not None else None
+    out["heldout_bytes"] = int(token_byte_lengths(encoder)[enc.tokens[held]].sum())
+    out["heldout_split"] = row["heldout_split"]
+    for k in range(1, ORDERS + 1):
+        out[f"H{k}_plugin_per_byte"] = out[f"H{k}_plugin"] * enc.n_tokens / enc.n_bytes
+        out[f"H{k}_heldout_per_byte"] = out[f"H{k}_heldout"] * out["heldout_tokens"] / out["heldout_bytes"]
     return out
 
 
@@ -193,9 +188,9 @@ def print_tables(rows) -> None:
                 e = r["eval"][name]
                 cells = [f"{r['train_bytes'] / 1e6:.2f}", str(r["vocab_size"]), f"{e['tokens']:,}",
                          f"{e['bytes_per_token']:.3f}", f"{e[f'singleton_ctx{ORDERS}']:.2f}"]
-                cells += [f"{e[f'H{k}']:.3f}" for k in range(1, ORDERS + 1)]
+                cells += [f"{e[f'H{k}_plugin']:.3f}" for k in range(1, ORDERS + 1)]
                 cells += [f"{e[f'H{k}_heldout']:.3f}" for k in range(1, ORDERS + 1)]
-                cells += [f"{e['H1_per_byte']:.3f}"]
+                cells += [f"{e['H1_plugin_per_byte']:.3f}"]
                 cells += [f"{e[f'H{k}_heldout_per_byte']:.3f}" for k in range(1, ORDERS + 1)]
                 print("| " + " | ".join(cells) + " |")
 
@@ -224,7 +219,8 @@ def print_summary(rows, lo_mb: float = 0.0, hi_mb: float = float("inf")) -> None
             pa, pb = best_heldout_per_byte(ea), best_heldout_per_byte(eb)
             bpt = 100 * (eb["bytes_per_token"] / ea["bytes_per_token"] - 1)
             print(f"| {mix} | {name} | {a['train_bytes'] / 1e6:.2f} -> {b['train_bytes'] / 1e6:.2f} | "
-                  f"{ch('bytes_per_token')} ({bpt:+.1f}%) | {ch('H1')} | {ch('H3')} | {ch('H5')} | "
+                  f"{ch('bytes_per_token')} ({bpt:+.1f}%) | {ch('H1_plugin')} | {ch('H3_plugin')} | "
+                  f"{ch('H5_plugin')} | "
                   f"{ch('H3_heldout')} | {ch('H5_heldout')} | {pa[0]:.3f} (H{pa[1]}) -> {pb[0]:.3f} (H{pb[1]}) "
                   f"({100 * (pb[0] / pa[0] - 1):+.1f}%) |")
 
@@ -246,13 +242,13 @@ def plot(rows, path: str) -> None:
                 continue
             x = [r["train_bytes"] / 1e6 for r in rs]
             ev = [r["eval"][name] for r in rs]
-            axes[0, j].plot(x, [e["H1"] for e in ev], ls, color=colors[0], marker="o", label=f"{mix}")
+            axes[0, j].plot(x, [e["H1_plugin"] for e in ev], ls, color=colors[0], marker="o", label=f"{mix}")
             for k in range(2, ORDERS + 1):
-                axes[1, j].plot(x, [e[f"H{k}"] for e in ev], ls, color=colors[k - 1], marker="x",
+                axes[1, j].plot(x, [e[f"H{k}_plugin"] for e in ev], ls, color=colors[k - 1], marker="x",
                                 label=f"{mix}: H{k}")
                 axes[2, j].plot(x, [e[f"H{k}_heldout"] for e in ev], ls, color=colors[k - 1], marker="o",
                                 label=f"{mix}: H{k}")
-            axes[3, j].plot(x, [e["H1_per_byte"] for e in ev], ls, color="C0", marker="s", label=f"{mix}: H1")
+            axes[3, j].plot(x, [e["H1_plugin_per_byte"] for e in ev], ls, color="C0", marker="s", label=f"{mix}: H1")
             axes[3, j].plot(x, [best_heldout_per_byte(e)[0] for e in ev], ls, color="C3", marker="o",
                             label=f"{mix}: best held-out H_k")
         axes[0, j].set_title(name + (" (of each mix)" if name == "heldout" else ""))

@@ -17,9 +17,9 @@ plug-in conditional entropies H_1..H_3 (bits/token).
 Modes per size V: classic; super with transition t = 0.5 V and t = 0.8 V (`superNN`: t = NN% of
 V) or an absolute transition (`tNNNN`, e.g. t24000), max words a token and run pattern from
 --max-words / --run-pattern (default 4, super-punct); chunks (TokenAdapt-style sampled chunks of
-1..max words words, same run pattern); compress (16 candidates). Each training runs in its own subprocess under `/usr/bin/time -v` (wall
-time and peak RSS of the child, reading corpora included), `--repeats` times; the table gives the
-medians. The child also reports its own counting + merging seconds (median too).
+1..max words words, same run pattern); compress (16 candidates). Each training runs in its own
+subprocess under `/usr/bin/time -v` (wall time and peak RSS of the child, reading corpora
+included), `--repeats` times; the table gives the medians. The child also reports its own counting + merging seconds (median too).
 """
 from __future__ import annotations
 
