@@ -111,7 +111,7 @@ def _tiny_on(tokenizer_dir: Path, folder: Path) -> Path:
                       bos_token_id=v.specials.get("bos"), eos_token_id=v.specials.get("eos"),
                       pad_token_id=v.specials.get("pad"))
     LlamaForCausalLM(cfg).to(torch.bfloat16).save_pretrained(str(folder))
-    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "tokenizer.model"):
         if (tokenizer_dir / name).is_file():
             shutil.copyfile(tokenizer_dir / name, folder / name)
     return folder
@@ -134,6 +134,81 @@ def test_smollm2_round_trip(tmp_path, require_asset):
     assert kv["tokenizer.ggml.bos_token_id"] == 1
     assert kv["tokenizer.ggml.eos_token_id"] == 2 == kv["tokenizer.ggml.eot_token_id"]  # <|im_end|> ends turns
     assert tensors["token_embd.weight"].tensor_type.name == "BF16"
+
+
+def _same_tokens_and_model(folder: Path, gguf_dir: Path, name: str, texts: list[str], model: bool = True) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    hf_tok = AutoTokenizer.from_pretrained(str(folder))
+    gg_tok = AutoTokenizer.from_pretrained(str(gguf_dir), gguf_file=name)
+    for text in texts:
+        assert hf_tok(text)["input_ids"] == gg_tok(text)["input_ids"], text[:40]
+    if not model:  # (transformers' GGUF reader takes ~10 s per load of a 32k vocabulary)
+        return
+    hf = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+    gg = AutoModelForCausalLM.from_pretrained(str(gguf_dir), gguf_file=name, dtype=torch.float32)
+    ids = hf_tok("The history of the city", return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.equal(hf(ids).logits, gg(ids).logits)
+    assert torch.equal(hf.generate(ids, max_new_tokens=6, do_sample=False),
+                       gg.generate(ids, max_new_tokens=6, do_sample=False))
+
+
+def test_sentencepiece_style_tokenizer_json(tmp_path, require_asset):
+    # a real trained model with a SentencePiece-style tokenizer.json (Metaspace, byte fallback): GGUF model `llama`
+    from tokbench.eval import load_eval_text
+
+    src = require_asset("tbd-mistral-d128", kind="model")
+    out = tmp_path / "g" / "mistral.gguf"
+    out.parent.mkdir()
+    r = export_gguf(src, out, progress=False)
+    assert r["tokenizer_model"] == "llama" and r["tokenizer_pre"] == "default" and r["scores_from"] == "merge ranks"
+    kv, _ = _fields(out)
+    tokens, merges, added = _tokenizer_json_order(src)
+    assert kv["tokenizer.ggml.model"] == "llama" and kv["tokenizer.ggml.tokens"] == tokens
+    assert kv["tokenizer.ggml.merges"] == merges and kv["tokenizer.ggml.add_space_prefix"] is True
+    types, scores = kv["tokenizer.ggml.token_type"], kv["tokenizer.ggml.scores"]
+    assert [i for i, t in enumerate(types) if t == 6] == [i for i, t in enumerate(tokens)
+                                                          if len(t) == 6 and t.startswith("<0x") and t.endswith(">")]
+    assert types.count(6) == 256 and types[0] == 2 and types[1] == types[2] == 3  # <unk> UNKNOWN, <s> </s> CONTROL
+    made = {}
+    for rank, m in enumerate(merges):
+        made.setdefault(m.replace(" ", "", 1), rank)
+    # llama.cpp merges the adjacent pair whose result scores highest: the scores follow the merge order
+    assert all(scores[tokens.index(t)] == -(rank + 1) for t, rank in list(made.items())[:2000])
+    assert min(scores[i] for i, t in enumerate(tokens) if t in made) > max(
+        scores[i] for i, t in enumerate(tokens) if t not in made and types[i] == 1)
+    text, _ = load_eval_text("wikitext2-test", 20000)
+    _same_tokens_and_model(src, out.parent, out.name,
+                           [text, "Hello  world\n\n  \u00fcn\u00efc\u00f6d\u00e9 \u6771\u4eac \U0001f916 x\t end",
+                            " leading space"])
+
+
+def test_sentencepiece_model_file(tmp_path, require_asset):
+    # a folder whose only tokenizer file is Llama 2's SentencePiece tokenizer.model: pieces, scores and types as
+    # the model file gives them (what llama.cpp's converter writes)
+    from tokbench.vocab.sentencepiece_model import parse_model_proto
+
+    src = require_asset("llama2")
+    src_dir = src if src.is_dir() else src.parent
+    folder = _tiny_on(src_dir, tmp_path / "m")
+    assert not (folder / "tokenizer.json").exists()
+    out = tmp_path / "g" / "l2.gguf"
+    out.parent.mkdir()
+    r = export_gguf(folder, out, progress=False)
+    assert r["scores_from"] == "tokenizer.model" and r["merges"] == 0
+    kv, _ = _fields(out)
+    proto = parse_model_proto(folder / "tokenizer.model")
+    assert kv["tokenizer.ggml.tokens"] == [p.piece for p in proto.pieces]
+    assert kv["tokenizer.ggml.token_type"] == [int(p.type) for p in proto.pieces]
+    assert np.array_equal(np.float32(kv["tokenizer.ggml.scores"]), np.float32([p.score for p in proto.pieces]))
+    assert kv["tokenizer.ggml.add_space_prefix"] is True and kv["tokenizer.ggml.bos_token_id"] == 1
+    # transformers' GGUF loader rebuilds the merges from the scores; it drops SentencePiece's extra "\u2581" before
+    # a leading space (its own reader's behaviour, not the file's), so the texts here start with a letter
+    _same_tokens_and_model(folder, out.parent, out.name,
+                           ["The history of the city", "Hello  world\n\n  \u00fcn\u00efc\u00f6d\u00e9 \u6771\u4eac"
+                            " \U0001f916 x\t end", "a  b   c"], model=False)
 
 
 @pytest.mark.parametrize("asset,pre,rows", [("llama3-hf", "llama-bpe", None), ("qwen3", "qwen2", 151_936),
@@ -181,8 +256,10 @@ def test_refusals(tmp_path, require_asset, monkeypatch):
     (other / "config.json").write_text(json.dumps({**cfg, "architectures": ["GPT2LMHeadModel"]}))
     with pytest.raises(TokbenchError, match="supports LlamaForCausalLM.*GPT2LMHeadModel"):
         export_gguf(other, tmp_path / "x.gguf", progress=False)
-    with pytest.raises(TokbenchError, match="byte-level BPE tokenizers only"):  # SentencePiece-style (Metaspace)
-        export_gguf(require_asset("tbd-mistral-d128", kind="model"), tmp_path / "x.gguf", progress=False)
+    bert = _tiny_on(require_asset("bert").parent if require_asset("bert").is_file() else require_asset("bert"),
+                    tmp_path / "bert")
+    with pytest.raises(TokbenchError, match="byte-level and SentencePiece-style BPE tokenizers only"):  # WordPiece
+        export_gguf(bert, tmp_path / "x.gguf", progress=False)
     tj = json.loads((base / "tokenizer.json").read_text())
     odd = tmp_path / "odd"
     shutil.copytree(base, odd)

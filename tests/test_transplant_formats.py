@@ -100,3 +100,28 @@ def test_tekken_base(tmp_path, tekken):
     assert rep["counts"]["base_size"] == 20100 and rep["counts"]["shared"] > 100
     lib = Tokenizer.from_file(str(target / "tokenizer.json"))
     _loads_and_generates(tmp_path / "out", lambda t: lib.encode(t, add_special_tokens=False).ids)
+
+
+def test_wordpiece_target_generates_from_the_tokenizers_own_output(tmp_path, require_asset):
+    """A BERT (WordPiece) target's tokenizer returns token_type_ids by default, which a causal LM's forward
+    refuses: the output's tokenizer_config.json names the causal inputs, so `generate(**tok(text))` works,
+    and the target's own folder is left as it was."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    bert = require_asset("bert")
+    bert_dir = bert if bert.is_dir() else bert.parent
+    before = {p.name: p.read_bytes() for p in bert_dir.iterdir() if p.is_file()}
+    assert "token_type_ids" in AutoTokenizer.from_pretrained(str(bert_dir))("the cat")
+    base, _, _ = base_and_target(tmp_path)
+    transplant(base, bert_dir, tmp_path / "out", method="subword", progress=False)
+    out = tmp_path / "out"
+    cfg = json.loads((out / "tokenizer_config.json").read_text())
+    assert cfg["model_input_names"] == ["input_ids", "attention_mask"]
+    assert cfg["tokenizer_class"] == json.loads(before["tokenizer_config.json"])["tokenizer_class"]
+    tok = AutoTokenizer.from_pretrained(str(out))
+    model = AutoModelForCausalLM.from_pretrained(str(out))
+    enc = tok(SAMPLE[0], return_tensors="pt")
+    assert sorted(enc.keys()) == ["attention_mask", "input_ids"]
+    gen = model.generate(**enc, max_new_tokens=3, do_sample=False, pad_token_id=tok.pad_token_id)
+    assert gen.shape[1] > enc["input_ids"].shape[1]
+    assert {p.name: p.read_bytes() for p in bert_dir.iterdir() if p.is_file()} == before

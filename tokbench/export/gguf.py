@@ -5,13 +5,11 @@ to llama.cpp's rotary layout), Qwen2ForCausalLM (`qwen2`) and Qwen3ForCausalLM (
 refused in one line. Tensors keep their dtype (F32, F16, BF16) except 1-D ones (norms, biases), which are
 written as F32 as llama.cpp expects; tensors are streamed from the safetensors shards one at a time.
 
-Tokenizer: byte-level BPE tokenizer.json files (GPT-2, Llama 3, Qwen, SmolLM families) as GGUF model
-`gpt2`: tokens in id order as tokenizer.json spells them, merges, token types (special added tokens CONTROL,
-other added tokens USER_DEFINED, reserved placeholders and ids without a token UNUSED), the pre-tokenizer
-name looked up from the tokenizer.json pre-tokenizer (PRE_TOKENIZERS; an unknown one is refused unless a
-name is given explicitly), bos / eos / end-of-turn / pad / unk ids (config.json, generation_config.json and
-the tokenizer's own files, which transplant keeps consistent), add_bos from the post-processor, the chat
-template. Written to a temporary sibling and renamed into place.
+Tokenizer (tokbench/export/gguf_tokenizer.py): byte-level BPE tokenizer.json files (GPT-2, Llama 3, Qwen, SmolLM
+families) as GGUF model `gpt2`, SentencePiece-style BPE ones (Llama 2, Mistral) as model `llama` with scores and
+byte tokens; token types, merges, the pre-tokenizer name, bos / eos / end-of-turn / pad / unk ids (config.json,
+generation_config.json and the tokenizer's own files, which transplant keeps consistent), add_bos from the
+post-processor, the chat template. Written to a temporary sibling and renamed into place.
 """
 from __future__ import annotations
 
@@ -24,51 +22,17 @@ import numpy as np
 
 from tokbench.errors import TokbenchError
 from tokbench.outputs import clean_leftovers, umask
-from tokbench.vocab import Kind, load_vocabulary
-from tokbench.vocab.chat import end_of_turn, read_template
+from tokbench.export.gguf_tokenizer import (PRE_TOKENIZERS, _add_bos, pre_tokenizer_name, special_ids,  # noqa: F401
+                                            tokenizer_metadata)
+from tokbench.vocab.chat import read_template
 from tokbench.vocab.model_io import _text_config, bf16_to_f32, open_model_folder
 
 # HF architecture -> (GGUF architecture, permute q/k for llama.cpp's rotary layout)
 ARCHITECTURES = {"LlamaForCausalLM": ("llama", True), "MistralForCausalLM": ("llama", True),
                  "Qwen2ForCausalLM": ("qwen2", False), "Qwen3ForCausalLM": ("qwen3", False)}
 
-_GPT2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
-_LLAMA3 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
-           r"|\s+(?!\S)|\s+")
-_QWEN2 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
-          r"|\s+(?!\S)|\s+")
-# pre-tokenizer steps (normalised, see _pre_signature) -> llama.cpp's tokenizer.ggml.pre name
-PRE_TOKENIZERS = {
-    (("split", _GPT2), ("bytelevel",)): "gpt-2",
-    (("split", _LLAMA3), ("bytelevel",)): "llama-bpe",
-    (("split", _QWEN2), ("bytelevel",)): "qwen2",
-    (("digits",), ("split", _GPT2), ("bytelevel",)): "smollm",
-}
 _SKIP = ("rotary_emb.inv_freq",)
 _NP = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}  # BF16 travels as its raw bits
-
-
-def _pre_signature(pre: dict | None) -> tuple:
-    steps = pre.get("pretokenizers", []) if isinstance(pre, dict) and pre.get("type") == "Sequence" else [pre]
-    out: list[tuple] = []
-    for s in steps:
-        t = (s or {}).get("type")
-        if t == "Split" and isinstance(s.get("pattern"), dict) and "Regex" in s["pattern"]:
-            out.append(("split", s["pattern"]["Regex"]))
-        elif t == "ByteLevel":
-            if s.get("use_regex", True):
-                out.append(("split", _GPT2))
-            out.append(("bytelevel",))
-        elif t == "Digits" and s.get("individual_digits"):
-            out.append(("digits",))
-        else:
-            out.append((str(t),))
-    return tuple(out)
-
-
-def pre_tokenizer_name(tokenizer_json: dict) -> str | None:
-    """llama.cpp's name for the tokenizer.json pre-tokenizer, or None when it is not a known one."""
-    return PRE_TOKENIZERS.get(_pre_signature(tokenizer_json.get("pre_tokenizer")))
 
 
 def _need_gguf():
@@ -78,101 +42,6 @@ def _need_gguf():
     import gguf
 
     return gguf
-
-
-def _first(v):
-    return v[0] if isinstance(v, list) and v else (v if isinstance(v, int) else None)
-
-
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise TokbenchError(f"not readable JSON ({exc})", path=path, fix="restore the file") from None
-    return data if isinstance(data, dict) else {}
-
-
-def tokenizer_metadata(folder: Path, rows: int, *, pre: str | None = None) -> dict:
-    """The tokenizer.ggml.* values for the folder's tokenizer.json, padded to `rows` ids."""
-    tj_path = folder / "tokenizer.json"
-    tj = _read_json(tj_path)
-    model = tj.get("model") or {}
-    if model.get("type") != "BPE" or ("bytelevel",) not in _pre_signature(tj.get("pre_tokenizer")):
-        raise TokbenchError(f"GGUF export supports byte-level BPE tokenizers only (this one: {model.get('type')}, "
-                            f"pre-tokenizer {(tj.get('pre_tokenizer') or {}).get('type')})", path=tj_path,
-                            fix="export models whose tokenizer is GPT-2 / Llama 3 / Qwen / SmolLM style byte-level BPE")
-    name = pre or pre_tokenizer_name(tj)
-    if name is None:
-        raise TokbenchError("the tokenizer.json pre-tokenizer is not one llama.cpp knows by name (gpt-2, llama-bpe, "
-                            "qwen2, smollm)", path=tj_path,
-                            fix="pass --pre-tokenizer NAME (e.g. default) to write that name explicitly")
-    vocab = load_vocabulary(folder)
-    if len(vocab) > rows:
-        raise TokbenchError(f"the tokenizer has {len(vocab):,} ids but the embedding only {rows:,} rows", path=tj_path,
-                            fix="export a folder whose tokenizer belongs to its weights")
-    added = {int(a["id"]): a for a in tj.get("added_tokens", [])}
-    tokens: list[str] = []
-    types: list[int] = []
-    for i in range(rows):
-        tok = vocab.tokens[i] if i < len(vocab) else None
-        kind = vocab.kinds[i] if i < len(vocab) else Kind.UNUSED
-        if tok is None:
-            tokens.append(f"[PAD{i}]")
-            types.append(5)
-            continue
-        tokens.append(tok)
-        if kind == Kind.UNUSED:
-            types.append(5)  # UNUSED: reserved placeholders
-        elif i in added:
-            types.append(3 if added[i].get("special") else 4)  # CONTROL / USER_DEFINED
-        elif kind in (Kind.SPECIAL, Kind.CONTROL):
-            types.append(3)
-        elif kind == Kind.BYTE:
-            types.append(6)
-        else:
-            types.append(1)
-    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
-    return {"model": "gpt2", "pre": name, "tokens": tokens, "types": types, "merges": merges, "vocab": vocab,
-            "tokenizer_json": tj}
-
-
-def _add_bos(folder: Path, tj: dict, bos: int | None) -> bool:
-    cfg = _read_json(folder / "tokenizer_config.json")
-    if isinstance(cfg.get("add_bos_token"), bool):
-        return cfg["add_bos_token"]
-    post = tj.get("post_processor") or {}
-    steps = post.get("processors", []) if post.get("type") == "Sequence" else [post]
-    for s in steps:
-        if s.get("type") == "TemplateProcessing" and s.get("single"):
-            first = s["single"][0]
-            if "SpecialToken" in first:
-                sid = (s.get("special_tokens", {}).get(first["SpecialToken"]["id"]) or {}).get("ids", [None])[0]
-                return bos is not None and sid == bos
-    return False
-
-
-def special_ids(folder: Path, vocab, template: str | None) -> dict[str, int | list[int] | None]:
-    """bos / eos / eot / pad / unk ids from config.json, generation_config.json and the tokenizer files."""
-    cfg = _text_config(_read_json(folder / "config.json"))
-    gen = _read_json(folder / "generation_config.json")
-    out: dict = {}
-    for role in ("bos", "eos", "pad", "unk"):
-        key = f"{role}_token_id"
-        v = _first(cfg.get(key))
-        if v is None:
-            v = _first(gen.get(key))
-        if v is None:
-            v = vocab.specials.get(role)
-        out[role] = v
-    eot = end_of_turn(template, vocab)
-    gen_eos = gen.get("eos_token_id")
-    gen_eos = [gen_eos] if isinstance(gen_eos, int) else [x for x in (gen_eos or []) if isinstance(x, int)]
-    # end of turn: the template's closing token (may be eos itself), else a second stop id of generation_config
-    extra = eot or [i for i in gen_eos if i != out["eos"]]
-    out["eot"] = extra[0] if extra else None
-    return out
 
 
 def _permute(w: np.ndarray, heads: int) -> np.ndarray:
@@ -284,6 +153,9 @@ def export_gguf(folder, out, *, pre_tokenizer: str | None = None, overwrite: boo
         w.add_token_list(tok["tokens"])
         w.add_token_types(tok["types"])
         w.add_token_merges(tok["merges"])
+        if tok["scores"] is not None:
+            w.add_token_scores(tok["scores"])
+            w.add_add_space_prefix(tok["add_space_prefix"])
         for role, add in (("bos", w.add_bos_token_id), ("eos", w.add_eos_token_id), ("eot", w.add_eot_token_id),
                           ("pad", w.add_pad_token_id), ("unk", w.add_unk_token_id)):
             if isinstance(ids.get(role), int) and 0 <= ids[role] < model.vocab_rows:
@@ -314,8 +186,9 @@ def export_gguf(folder, out, *, pre_tokenizer: str | None = None, overwrite: boo
         tmp.unlink(missing_ok=True)
         raise
     return {"out": str(out), "architecture": arch, "hf_architecture": hf_arch, "tensors": len(plan),
-            "vocab": model.vocab_rows, "tokenizer_pre": tok["pre"], "merges": len(tok["merges"]),
-            "token_types": {t: tok["types"].count(v) for t, v in (("normal", 1), ("control", 3), ("user_defined", 4),
-                                                                  ("unused", 5), ("byte", 6))},
+            "vocab": model.vocab_rows, "tokenizer_model": tok["model"], "tokenizer_pre": tok["pre"],
+            "merges": len(tok["merges"]), "scores_from": tok["scores_from"],
+            "token_types": {t: tok["types"].count(v) for t, v in (("normal", 1), ("unknown", 2), ("control", 3),
+                                                                  ("user_defined", 4), ("unused", 5), ("byte", 6))},
             "special_ids": ids, "add_bos": add_bos, "chat_template": bool(template), "file_type": ftype.name,
             "bytes": out.stat().st_size}

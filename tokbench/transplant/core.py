@@ -31,7 +31,7 @@ from tokbench.embeddings import (NewTokens, RowStats, assemble, aux_space, donor
                                  table_space)
 from tokbench.extras import need
 from tokbench.vocab import Kind, align, load_vocabulary
-from tokbench.outputs import commit_output, discard_output, prepare_output
+from tokbench.outputs import atomic_write, commit_output, discard_output, prepare_output
 from tokbench.transplant.chat import finish_chat
 from tokbench.vocab.model_io import open_model_folder, write_model_folder
 
@@ -283,6 +283,7 @@ def _run(model, base_dir: Path, tok_path: Path, donor_dir: Path | None, tmp: Pat
                                                        ensure_ascii=False), encoding="utf-8")
     if not any(name == "tokenizer_config.json" for _, name in tok_files):
         _write_tokenizer_config(tmp, target)
+    _causal_model_inputs(tmp, next((src for src, name in tok_files if name == "tokenizer_config.json"), tok_path))
     chat = finish_chat(tmp, base_dir, base_vocab, target, updates)
     for lic in sorted(base_dir.glob("LICENSE*")) + sorted(base_dir.glob("NOTICE*")):
         if lic.is_file():
@@ -438,6 +439,24 @@ def _write_tokenizer_config(tmp: Path, target) -> None:
     with open(tmp / "tokenizer_config.json", "w", encoding="utf-8") as f:
         json.dump(cfg, f, indent=2, ensure_ascii=False)
         f.write("\n")
+
+
+CAUSAL_INPUTS = ["input_ids", "attention_mask"]
+
+
+def _causal_model_inputs(tmp: Path, source: Path) -> None:
+    """A causal LM's forward takes input_ids and attention_mask only: say so in the output's tokenizer_config.json,
+    or a WordPiece (BERT-style) target tokenizer returns token_type_ids and `model.generate(**tok(text))` fails."""
+    path = tmp / "tokenizer_config.json"
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise TokbenchError(f"the target's tokenizer_config.json is not valid JSON ({e})", path=source,
+                            fix="repair or remove that file") from None
+    if cfg.get("model_input_names") == CAUSAL_INPUTS:
+        return
+    cfg["model_input_names"] = CAUSAL_INPUTS
+    atomic_write(path, json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
 
 
 def _write_card(tmp: Path, report: dict) -> None:
