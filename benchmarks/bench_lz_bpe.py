@@ -48,15 +48,9 @@ SLICE = 4096
 
 def lz_sample(texts: list[str], n_bytes: int) -> str:
     """Every n-th 4 KiB slice (cut at line ends) of the training text, n chosen to keep ~n_bytes."""
-    slices, cur, size = [], [], 0
-    for t in texts:
-        cur.append(t)
-        size += len(t.encode("utf-8"))
-        if size >= SLICE:
-            slices.append("".join(cur))
-            cur, size = [], 0
-    if cur:
-        slices.append("".join(cur))
+    from bench_entropy_scale import group_lines
+
+    slices = group_lines(texts, SLICE)
     step = max(1, len(slices) * SLICE // max(1, n_bytes))
     return "".join(slices[step // 2::step])
 
