@@ -59,18 +59,23 @@ def _docs(name: str) -> list[str]:
     return list(iter_documents(name))
 
 
-def blocks(doc: str) -> list[str]:
-    """Whole lines of doc grouped into blocks of at least BLOCK_BYTES bytes (the last one may be shorter)."""
+def group_lines(lines, n_bytes: int) -> list[str]:
+    """Consecutive lines joined into blocks of at least n_bytes bytes (the last one may be shorter)."""
     out, cur, size = [], [], 0
-    for line in doc.splitlines(keepends=True):
+    for line in lines:
         cur.append(line)
         size += len(line.encode("utf-8"))
-        if size >= BLOCK_BYTES:
+        if size >= n_bytes:
             out.append("".join(cur))
             cur, size = [], 0
     if cur:
         out.append("".join(cur))
     return out
+
+
+def blocks(doc: str) -> list[str]:
+    """Whole lines of doc grouped into blocks of at least BLOCK_BYTES bytes (the last one may be shorter)."""
+    return group_lines(doc.splitlines(keepends=True), BLOCK_BYTES)
 
 
 def split_mix(corpora: list[str]) -> tuple[list[str], list[str]]:

@@ -47,6 +47,9 @@ k // 2 over runs of k copies). Ties (within 1e-6 bits) go to the more frequent p
 ``candidates=1`` this is classic BPE. The objective is a cheap proxy of a real compressor's
 output size (gzip/zstd/lzma see context beyond one token), chosen because it is exact and O(1)
 per candidate.
+
+LZ-aware BPE (``lz``) scores the shortlist by a real compressor's output size instead; it lives in
+tokbench.bpe.lz (its options are validated here, by check_cli).
 """
 from __future__ import annotations
 
@@ -66,7 +69,7 @@ RUN_PATTERNS: dict[str, str] = {
     "super-punct": rf"(?: ?{_W}+(?:{_P}{_W}+)*)+| ?{_P}+" + _WS_TAIL,
     "super-lines": r"(?: ?\S+)+" + _WS_TAIL,
 }
-MODES = ("classic", "super", "compress")
+MODES = ("classic", "super", "compress", "lz")  # lz: tokbench.bpe.lz
 DEFAULT_MAX_WORDS = 4
 DEFAULT_CANDIDATES = 16
 
@@ -116,16 +119,35 @@ def check_compress(candidates: int) -> None:
 
 def check_cli(mode: str, vocab_size: int, specials: Sequence[str], *, transition: int | None,
               max_words: int | None, run_pattern: str | None, candidates: int | None,
-              counts_files: bool, strategy: str | None = None) -> "_core.BpeCounter | None":
-    """Validate the mode options of `tokbench train` before any work; the run counter for super."""
+              counts_files: bool, strategy: str | None = None, lz: dict | None = None,
+              has_corpus: bool = True) -> "_core.BpeCounter | None":
+    """Validate the mode options of `tokbench train` before any work; the run counter for super.
+    lz: the --mode lz options by CLI name (None values: not given)."""
+    lz = lz or {}
+    if mode != "lz":
+        for name, val in lz.items():
+            if val is not None:
+                raise TokbenchError(f"{name} applies to --mode lz only", fix=f"add --mode lz or drop {name}")
+    else:
+        from tokbench.bpe import lz as lzm
+
+        if not has_corpus:
+            raise TokbenchError("--mode lz scores merges on CORPUS text (its first --sample-bytes), and "
+                                "--load-counts alone has none", fix="pass CORPUS files too")
+        def given(name, default):
+            return default if lz.get(name) is None else lz[name]
+
+        lzm.check_lz(given("--candidates", lzm.DEFAULT_CANDIDATES) if candidates is None else candidates,
+                     given("--sample-bytes", lzm.DEFAULT_SAMPLE_BYTES), given("--every", 1),
+                     given("--lz-compressor", "gzip"), lz.get("--lz-level"))
     if mode != "super":
         for name, val in (("--transition", transition), ("--max-words", max_words), ("--run-pattern", run_pattern),
                           ("--strategy", strategy)):
             if val is not None:
                 raise TokbenchError(f"{name} applies to --mode super only", fix=f"add --mode super or drop {name}")
-    if mode != "compress" and candidates is not None:
-        raise TokbenchError("--candidates applies to --mode compress only",
-                            fix="add --mode compress or drop --candidates")
+    if mode not in ("compress", "lz") and candidates is not None:
+        raise TokbenchError("--candidates applies to --mode compress and --mode lz only",
+                            fix="add --mode compress (or lz) or drop --candidates")
     if mode == "compress":
         check_compress(DEFAULT_CANDIDATES if candidates is None else candidates)
     if mode != "super":

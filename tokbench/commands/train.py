@@ -37,9 +37,10 @@ import click
               help="Output folder (new or empty; see --overwrite), written all at once.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it is a folder tokbench wrote earlier.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-@click.option("--mode", default="classic", show_default=True, type=click.Choice(["classic", "super", "compress"]),
+@click.option("--mode", default="classic", show_default=True, type=click.Choice(["classic", "super", "compress", "lz"]),
               help="classic BPE; super: supertokens across words from --transition on; compress: "
-                   "compression-aware merges (tokbench.bpe.modes).")
+                   "compression-aware merges (tokbench.bpe.modes); lz: LZ-aware merges, each chosen by the "
+                   "compressed size of the token stream of a sample (tokbench.bpe.lz).")
 @click.option("--transition", default=None, type=int,
               help="super: vocab size (same units as --vocab-size) where stage 2 (cross-word merges) starts.")
 @click.option("--max-words", default=None, type=int, help="super: most words one token may span [4].")
@@ -50,10 +51,16 @@ import click
               help="super: curriculum (SuperBPE, needs --transition) or chunks (TokenAdapt-style sampled "
                    "chunks of 1..--max-words words) [curriculum].")
 @click.option("--candidates", default=None, type=int,
-              help="compress: most frequent pairs compared by the code-length objective [16].")
+              help="compress / lz: most frequent pairs compared by the objective [16].")
+@click.option("--sample-bytes", default=None, type=int,
+              help="lz: bytes of CORPUS text (from its start) whose token stream is compressed [1 MiB; 1 KiB..64 MiB].")
+@click.option("--every", default=None, type=int,
+              help="lz: merges per scoring round, the best-scored candidates (1: exact greedy; k: cheaper proxy) [1].")
+@click.option("--lz-compressor", default=None, type=str, help="lz: gzip, zstd or lzma [gzip].")
+@click.option("--lz-level", default=None, type=int, help="lz: compressor level [gzip 6, zstd 3, lzma 1].")
 def train(corpus, vocab_size, pattern, specials, min_frequency, max_token_length, threads, text_field,
           engine, workers, ray_address, shard_size, partitions, save_counts, load_counts, tiktoken_file, out_dir, overwrite, quiet, mode, transition, max_words, run_pattern,
-          strategy, candidates) -> None:
+          strategy, candidates, sample_bytes, every, lz_compressor, lz_level) -> None:
     """Train a byte-level BPE on CORPUS (files, folders, corpus asset names; text or JSONL) and write
     OUT/tokenizer.json (loads in tokenizers and transformers)."""
     from pathlib import Path
@@ -74,7 +81,9 @@ def train(corpus, vocab_size, pattern, specials, min_frequency, max_token_length
     bpe.check_vocab_size(vocab_size, specials)
     runs = modes.check_cli(mode, vocab_size, specials, transition=transition, max_words=max_words,
                            run_pattern=run_pattern, candidates=candidates,
-                           counts_files=bool(save_counts or load_counts), strategy=strategy)
+                           counts_files=bool(save_counts or load_counts), strategy=strategy,
+                           lz={"--sample-bytes": sample_bytes, "--every": every, "--lz-compressor": lz_compressor,
+                               "--lz-level": lz_level}, has_corpus=bool(corpus))
     t0 = time.perf_counter()
     counter = bpe.new_counter(pattern, specials)
     for f in load_counts:
@@ -108,6 +117,15 @@ def train(corpus, vocab_size, pattern, specials, min_frequency, max_token_length
                                                run_pattern=run_pattern or "super-punct",
                                                max_words=modes.DEFAULT_MAX_WORDS if max_words is None else max_words,
                                                strategy=strategy or "curriculum", **common)
+        elif mode == "lz":
+            from tokbench.bpe import lz
+
+            sample = lz.read_sample(list(corpus), lz.DEFAULT_SAMPLE_BYTES if sample_bytes is None else sample_bytes,
+                                    text_field)
+            trained = lz.train_lz_counts(counter, sample, vocab_size, pattern=pattern,
+                                         candidates=lz.DEFAULT_CANDIDATES if candidates is None else candidates,
+                                         every=1 if every is None else every, lz_compressor=lz_compressor or "gzip",
+                                         lz_level=lz_level, **common)
         elif mode == "compress":
             trained = modes.train_compress_counts(counter, vocab_size, pattern=pattern,
                                                   candidates=modes.DEFAULT_CANDIDATES if candidates is None

@@ -22,6 +22,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from tokbench.bpe.lz import merge_word
+
 
 @dataclass
 class Reference:
@@ -70,16 +72,7 @@ def _pairs(seq: list[int]):
     return zip(seq, seq[1:])
 
 
-def _apply(seq: list[int], left: int, right: int, merged: int) -> list[int]:
-    out, i = [], 0
-    while i < len(seq):
-        if i + 1 < len(seq) and seq[i] == left and seq[i + 1] == right:
-            out.append(merged)
-            i += 2
-        else:
-            out.append(seq[i])
-            i += 1
-    return out
+_apply = merge_word  # every (left, right) of seq replaced by merged, left to right
 
 
 def select_stable(candidates: Sequence[tuple[int, int, int]], n: int, known: int, ref: Reference,
