@@ -148,6 +148,27 @@ def test_exports_real_slice(require_asset, tmp_path):
     _check_exports(trained, out, held[:400])
 
 
+PAR_MIN_WORDS = 4096  # rust_ext/src/bpe/train.rs: a merge step over at least this many words a thread runs in parallel
+
+
+def test_merges_equal_at_1_and_2_threads(require_asset):
+    """The parallel merge step (words cut into runs, outputs added in word order) gives the one-thread
+    merges on real text, and the test text is large enough that the early steps do run in parallel."""
+    names = ["tatoeba", "udhr"]  # 8.4 MB in 100+ languages: 369K distinct pre-tokens
+    counter = tb.new_counter("gpt2", ["<|endoftext|>"])
+    tb.count_inputs([require_asset(n) for n in names], counter, num_threads=2, progress=False)
+    runs = [tb.train_counts(counter, 1000, pattern="gpt2", special_tokens=["<|endoftext|>"], progress=False,
+                            num_threads=t) for t in (1, 2)]
+    assert len(runs[0].merges) == 1000 - 257
+    assert _merge_bytes(runs[1]) == _merge_bytes(runs[0])
+    assert runs[1].merge_counts == runs[0].merge_counts and runs[1].tokens == runs[0].tokens
+    # words holding the bytes of one of the first merges (an upper bound of the words that step visits
+    # only for longer tokens; the first merges are of two bytes, exact): one step at least ran on 2 threads
+    words = [w for w, _ in counter.items()]
+    firsts = [runs[0].tokens[a] + runs[0].tokens[b] for a, b in runs[0].merges[:8]]
+    assert max(sum(f in w for w in words) for f in firsts) >= 2 * PAR_MIN_WORDS
+
+
 def test_map_reduce_equals_single_pass():
     texts = synthetic(400, seed=3)
     one = tb.new_counter("gpt2", ["<s>"])

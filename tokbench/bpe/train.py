@@ -393,10 +393,12 @@ def check_vocab_size(vocab_size: int, special_tokens: Sequence[str] = ()) -> int
 def train_counts(counter: "_core.BpeCounter", vocab_size: int, *, pattern: str | None,
                  special_tokens: Sequence[str] = (), min_frequency: int = 2,
                  max_token_length: int | None = None, stats: CountStats | None = None,
-                 progress: bool = True, candidates: int = 1) -> Trained:
+                 progress: bool = True, candidates: int = 1, num_threads: int = 0) -> Trained:
     """Train merges on a filled counter (GIL released; one tqdm bar; Ctrl-C cancels cleanly).
 
-    candidates > 1: compression-aware merges (tokbench.bpe.modes.train_compress documents them)."""
+    candidates > 1: compression-aware merges (tokbench.bpe.modes.train_compress documents them).
+    num_threads: threads of the merge steps that touch many words (0 = all); the merges are the same
+    at every thread count."""
     specials = list(dict.fromkeys(special_tokens))
     target = check_vocab_size(vocab_size, specials)
     if len(counter) == 0:
@@ -406,7 +408,7 @@ def train_counts(counter: "_core.BpeCounter", vocab_size: int, *, pattern: str |
     limits.at_least("candidates", candidates, 1)
     vocab, merges = run_cancellable(
         lambda prog: _core.bpe_train(counter, target, max(1, min_frequency), max_token_length, prog,
-                                     candidates=max(1, candidates)),
+                                     candidates=max(1, candidates), num_threads=limits.threads(num_threads)),
         target - 256, "merging", progress)
     tokens = list(vocab)
     trained = Trained(tokens=tokens, merges=[(a, b) for a, b, _, _ in merges],
@@ -505,7 +507,7 @@ def train(inputs: str | os.PathLike | Sequence[str | os.PathLike], vocab_size: i
                                      num_threads=num_threads, progress=progress)
     trained = train_counts(counter, vocab_size, pattern=regex, special_tokens=special_tokens,
                            min_frequency=min_frequency, max_token_length=max_token_length,
-                           stats=stats, progress=progress)
+                           stats=stats, progress=progress, num_threads=num_threads)
     if record is not None:
         trained.meta["engine"] = record
     return trained

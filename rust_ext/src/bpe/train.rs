@@ -74,9 +74,23 @@ pub struct Progress {
 
 struct Entry {
     count: u64,
+    /// The first 8 bytes of `left` / `right`, big-endian, zero-padded: unequal keys order as the
+    /// bytes do, so the byte comparison runs only when the keys are equal ([`prefix_key`]).
+    lkey: u64,
+    rkey: u64,
     left: Arc<[u8]>,
     right: Arc<[u8]>,
     pair: (u32, u32),
+}
+
+/// The first 8 bytes of `b` as a big-endian u64, zero-padded. For byte strings x, y:
+/// `prefix_key(x) < prefix_key(y)` implies x < y, and `>` implies x > y (equal keys decide nothing).
+#[inline]
+pub fn prefix_key(b: &[u8]) -> u64 {
+    let mut k = [0u8; 8];
+    let n = b.len().min(8);
+    k[..n].copy_from_slice(&b[..n]);
+    u64::from_be_bytes(k)
 }
 
 impl PartialEq for Entry {
@@ -94,7 +108,9 @@ impl Ord for Entry {
     fn cmp(&self, o: &Self) -> Ordering {
         self.count
             .cmp(&o.count)
+            .then_with(|| o.lkey.cmp(&self.lkey))
             .then_with(|| o.left.cmp(&self.left))
+            .then_with(|| o.rkey.cmp(&self.rkey))
             .then_with(|| o.right.cmp(&self.right))
     }
 }
@@ -245,14 +261,14 @@ where
         }
     }
     let mut heap: BinaryHeap<Entry> = BinaryHeap::with_capacity(pair_counts.len());
-    let entry = |vocab: &Vec<Arc<[u8]>>, pair: (u32, u32), count: u64| Entry {
-        count,
-        left: vocab[pair.0 as usize].clone(),
-        right: vocab[pair.1 as usize].clone(),
-        pair,
+    let entry = |vocab: &Vec<Arc<[u8]>>, pair: (u32, u32), count: u64| {
+        let (left, right) = (vocab[pair.0 as usize].clone(), vocab[pair.1 as usize].clone());
+        Entry { count, lkey: prefix_key(&left), rkey: prefix_key(&right), left, right, pair }
     };
+    // Pairs under `min_frequency` get no entry: they can never be picked, and one whose count
+    // later rises to `min_frequency` is pushed then (every increase pushes).
     for (&pair, &c) in &pair_counts {
-        if allowed(&vocab, pair) {
+        if c >= opts.min_frequency && allowed(&vocab, pair) {
             heap.push(entry(&vocab, pair, c));
         }
     }
@@ -265,7 +281,7 @@ where
         Select::Compress { candidates } => candidates.max(1),
     };
     let mut merges = Vec::new();
-    let mut delta: FxHashMap<(u32, u32), i64> = FxHashMap::default();
+    let mut step = StepOut::default();
     let mut shortlist: Vec<Entry> = Vec::with_capacity(n_cand);
     while vocab.len() < opts.target {
         if progress.cancel.load(AtOrd::Relaxed) {
@@ -337,54 +353,14 @@ where
         let mut list = where_.remove(&top.pair).unwrap_or_default();
         list.sort_unstable();
         list.dedup();
-        delta.clear();
-        let mut merged: u64 = 0;
-        for &wi in &list {
-            let s0 = start[wi as usize];
-            let w = &mut syms[s0..s0 + wlen[wi as usize] as usize];
-            let c = wcount[wi as usize] as i64;
-            // In-place left-to-right merge; the neighbour pairs of every occurrence change:
-            // (prev, a) -> (prev, new) and (b, next) -> (new, next). `prev` is read from the
-            // already-merged output, so back-to-back occurrences cancel correctly.
-            let n = w.len();
-            let (mut r, mut wr) = (0usize, 0usize);
-            let mut hit = false;
-            while r < n {
-                if r + 1 < n && w[r] == a && w[r + 1] == b {
-                    hit = true;
-                    merged += c as u64;
-                    *delta.entry((a, b)).or_insert(0) -= c;
-                    if wr > 0 {
-                        let prev = w[wr - 1];
-                        *delta.entry((prev, a)).or_insert(0) -= c;
-                        *delta.entry((prev, new_id)).or_insert(0) += c;
-                    }
-                    if r + 2 < n {
-                        let next = w[r + 2];
-                        *delta.entry((b, next)).or_insert(0) -= c;
-                        *delta.entry((new_id, next)).or_insert(0) += c;
-                    }
-                    w[wr] = new_id;
-                    r += 2;
-                } else {
-                    w[wr] = w[r];
-                    r += 1;
-                }
-                wr += 1;
-            }
-            if !hit {
-                continue;
-            }
-            wlen[wi as usize] = wr as u32;
-            for p in w[..wr].windows(2) {
-                if p[0] == new_id || p[1] == new_id {
-                    let l = where_.entry((p[0], p[1])).or_default();
-                    if l.last() != Some(&wi) {
-                        l.push(wi);
-                    }
-                }
+        let merged = merge_step(&list, &mut syms, &start, &mut wlen, &wcount, (a, b), new_id, &mut step);
+        for &(pair, wi) in &step.touched {
+            let l = where_.entry(pair).or_default();
+            if l.last() != Some(&wi) {
+                l.push(wi);
             }
         }
+        let delta = &step.delta;
         uni[a as usize] -= merged;
         uni[b as usize] -= merged;
         uni[new_id as usize] += merged;
@@ -399,7 +375,7 @@ where
             if nc == 0 {
                 pair_counts.remove(&pair);
                 where_.remove(&pair);
-            } else if d > 0 && allowed(&vocab, pair) {
+            } else if d > 0 && nc >= opts.min_frequency && allowed(&vocab, pair) {
                 heap.push(entry(&vocab, pair, nc));
             }
         }
@@ -409,6 +385,139 @@ where
         eprintln!("merges {:?}", t_start.elapsed());
     }
     Ok(Trained { vocab: vocab.iter().map(|v| v.to_vec()).collect(), merges })
+}
+
+/// Below this many words a merge step runs on one thread (a fork costs more than it saves).
+pub const PAR_MIN_WORDS: usize = 4096;
+
+/// Merge steps that ran in parallel runs (tests check the parallel path was taken).
+#[cfg(test)]
+static PAR_STEPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// What one merge does to a run of words: pair count changes, occurrences merged (times the
+/// word counts) and, in word order, the (pair, word) entries the where-index gets for every
+/// pair holding the new token.
+#[derive(Default)]
+struct StepOut {
+    delta: FxHashMap<(u32, u32), i64>,
+    merged: u64,
+    touched: Vec<((u32, u32), u32)>,
+}
+
+impl StepOut {
+    fn clear(&mut self) {
+        self.delta.clear();
+        self.merged = 0;
+        self.touched.clear();
+    }
+}
+
+/// Merge (a, b) -> `new_id` in place in the words `list` (sorted, distinct). `syms` / `wlen`
+/// are the arena and lengths from word `wlen_off` on, `syms` starting at arena offset `syms_off`.
+#[allow(clippy::too_many_arguments)]
+fn merge_words(list: &[u32], syms: &mut [u32], syms_off: usize, start: &[usize], wlen: &mut [u32], wlen_off: usize,
+               wcount: &[u64], (a, b): (u32, u32), new_id: u32, out: &mut StepOut) {
+    let delta = &mut out.delta;
+    for &wi in list {
+        let s0 = start[wi as usize] - syms_off;
+        let li = wi as usize - wlen_off;
+        let w = &mut syms[s0..s0 + wlen[li] as usize];
+        let c = wcount[wi as usize] as i64;
+        // In-place left-to-right merge; the neighbour pairs of every occurrence change:
+        // (prev, a) -> (prev, new) and (b, next) -> (new, next). `prev` is read from the
+        // already-merged output, so back-to-back occurrences cancel correctly.
+        let n = w.len();
+        let (mut r, mut wr) = (0usize, 0usize);
+        let mut hit = false;
+        while r < n {
+            if r + 1 < n && w[r] == a && w[r + 1] == b {
+                hit = true;
+                out.merged += c as u64;
+                *delta.entry((a, b)).or_insert(0) -= c;
+                if wr > 0 {
+                    let prev = w[wr - 1];
+                    *delta.entry((prev, a)).or_insert(0) -= c;
+                    *delta.entry((prev, new_id)).or_insert(0) += c;
+                }
+                if r + 2 < n {
+                    let next = w[r + 2];
+                    *delta.entry((b, next)).or_insert(0) -= c;
+                    *delta.entry((new_id, next)).or_insert(0) += c;
+                }
+                w[wr] = new_id;
+                r += 2;
+            } else {
+                w[wr] = w[r];
+                r += 1;
+            }
+            wr += 1;
+        }
+        if !hit {
+            continue;
+        }
+        wlen[li] = wr as u32;
+        for p in w[..wr].windows(2) {
+            if p[0] == new_id || p[1] == new_id {
+                out.touched.push(((p[0], p[1]), wi));
+            }
+        }
+    }
+}
+
+/// One merge over the words `list` into `out` (cleared first); returns the occurrences merged.
+/// With more than one thread in the current rayon pool and at least [`PAR_MIN_WORDS`] words per
+/// thread, the words are cut into that many runs of consecutive words, merged in parallel (each
+/// run owns its own slice of the arena), and the runs' outputs are added up in word order: the
+/// counts, the where-index and so the merges are those of the one-thread loop.
+#[allow(clippy::too_many_arguments)]
+fn merge_step(list: &[u32], syms: &mut [u32], start: &[usize], wlen: &mut [u32], wcount: &[u64], pair: (u32, u32),
+              new_id: u32, out: &mut StepOut) -> u64 {
+    use rayon::prelude::*;
+    out.clear();
+    let k = rayon::current_num_threads().min(list.len() / PAR_MIN_WORDS);
+    if k <= 1 {
+        merge_words(list, syms, 0, start, wlen, 0, wcount, pair, new_id, out);
+        return out.merged;
+    }
+    #[cfg(test)]
+    PAR_STEPS.fetch_add(1, AtOrd::Relaxed);
+    // Cut at word list[i * len / k]: words before it are in earlier runs, its arena slice starts there.
+    let mut runs = Vec::with_capacity(k);
+    let (mut syms_rest, mut wlen_rest) = (syms, wlen);
+    let (mut syms_off, mut wlen_off, mut lo) = (0usize, 0usize, 0usize);
+    for j in 1..=k {
+        let hi = j * list.len() / k;
+        let (s_cut, w_cut) = if j == k {
+            (syms_rest.len(), wlen_rest.len())
+        } else {
+            let w = list[hi] as usize;
+            (start[w] - syms_off, w - wlen_off)
+        };
+        let (s_here, s_next) = std::mem::take(&mut syms_rest).split_at_mut(s_cut);
+        let (w_here, w_next) = std::mem::take(&mut wlen_rest).split_at_mut(w_cut);
+        runs.push((&list[lo..hi], s_here, syms_off, w_here, wlen_off));
+        syms_off += s_cut;
+        wlen_off += w_cut;
+        syms_rest = s_next;
+        wlen_rest = w_next;
+        lo = hi;
+    }
+    let parts: Vec<StepOut> = runs
+        .into_par_iter()
+        .map(|(l, s, so, w, wo)| {
+            let mut o = StepOut::default();
+            merge_words(l, s, so, start, w, wo, wcount, pair, new_id, &mut o);
+            o
+        })
+        .collect();
+    for p in parts {
+        out.merged += p.merged;
+        for (k, v) in p.delta {
+            *out.delta.entry(k).or_insert(0) += v;
+        }
+        out.touched.extend(p.touched);
+    }
+    out.merged
 }
 
 /// Occurrences of (a, a) a left-to-right merge replaces (runs of k copies give k / 2), times
@@ -456,6 +565,63 @@ mod tests {
         assert_eq!(t.vocab[256], b"ug");
         assert_eq!(t.merges[0].3, 20);
         assert_eq!(t.vocab.len(), 259);
+    }
+
+    /// Enough distinct words (with shared pairs) that the early merge steps run in parallel runs.
+    fn many_words() -> Vec<(Vec<u8>, u64)> {
+        let mut x: u64 = 7;
+        let mut out = Vec::new();
+        for i in 0..60_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = 2 + (x % 9) as usize;
+            let w: Vec<u8> = (0..len).map(|j| b"aabcdeeeist  "[((x >> (j * 4)) % 13) as usize]).collect();
+            out.push((w, 1 + (i * 2654435761) % 50));
+        }
+        out.sort();
+        out.dedup_by(|b, a| {
+            if a.0 == b.0 {
+                a.1 += b.1;
+                true
+            } else {
+                false
+            }
+        });
+        out
+    }
+
+    #[test]
+    fn merges_do_not_depend_on_threads() {
+        let words = many_words();
+        assert!(words.len() > 3 * PAR_MIN_WORDS);
+        let cfg = TrainConfig { target: 256 + 400, min_frequency: 2, max_token_length: None };
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| train(words.iter().map(|(b, c)| (b.as_slice(), *c)), &cfg, &Progress::default()).unwrap())
+        };
+        let one = run(1);
+        assert_eq!(one.merges.len(), 400);
+        let before = PAR_STEPS.load(AtOrd::Relaxed);
+        for threads in [2, 3] {
+            let t = run(threads);
+            assert_eq!(t.merges, one.merges, "{threads} threads");
+            assert_eq!(t.vocab, one.vocab);
+        }
+        assert!(PAR_STEPS.load(AtOrd::Relaxed) > before, "no merge step ran in parallel");
+    }
+
+    #[test]
+    fn prefix_keys_order_as_bytes() {
+        let xs: [&[u8]; 9] = [b"", b"a", b"a\0", b"ab", b"abcdefgh", b"abcdefghi", b"abcdefgi", b"b", b"\xff"];
+        for x in xs {
+            for y in xs {
+                let (kx, ky) = (prefix_key(x), prefix_key(y));
+                if kx != ky {
+                    assert_eq!(kx.cmp(&ky), x.cmp(y), "{x:?} {y:?}");
+                }
+            }
+        }
     }
 
     #[test]
