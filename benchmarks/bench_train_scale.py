@@ -3,6 +3,7 @@
     nice python benchmarks/bench_train_scale.py --corpus mix --vocab 32000 --vocab 128000 --runs 3
     nice python benchmarks/bench_train_scale.py --corpus big --vocab 32000 --vocab 128000 --runs 1
     python benchmarks/bench_train_scale.py --table results.jsonl      # markdown table of saved rows
+    nice python benchmarks/bench_train_scale.py --merge-ab /work/main --vocab 32000 --vocab 128000 --runs 3
 
 Corpora (written once as plain UTF-8 text files under --work; held-out text never in either):
 - mix: wikitext2-valid, tinyshakespeare, code-python/rust/cpp, gsm8k-train, tatoeba, gutenberg
@@ -211,6 +212,47 @@ def train_child(which: str, a) -> dict:
     return r
 
 
+def merge_child(a) -> dict:
+    """Count the corpus, then time train_counts alone (num_threads passed only when given: the
+    checkout on PYTHONPATH may predate it); a hash of the merges and their counts."""
+    import hashlib
+
+    tb = importlib.import_module("tokbench.bpe.train")
+    counter = tb.new_counter("gpt2", SPECIALS)
+    tb.count_inputs([a.input], counter, num_threads=2, progress=False)
+    kw = {} if a.merge_threads is None else {"num_threads": a.merge_threads}
+    t0 = time.perf_counter()
+    tr = tb.train_counts(counter, a.vocab, pattern="gpt2", special_tokens=SPECIALS, min_frequency=a.min_frequency,
+                         progress=False, **kw)
+    secs = time.perf_counter() - t0
+    h = hashlib.sha256(repr(([(tr.tokens[x], tr.tokens[y]) for x, y in tr.merges], tr.merge_counts)).encode())
+    return {"merge_s": secs, "merges": len(tr.merges), "sha": h.hexdigest()[:16]}
+
+
+def merge_ab(a, inp: Path) -> None:
+    """--merge-ab OLD_CHECKOUT: merge-loop seconds of OLD_CHECKOUT (its own _core) vs this checkout at 1 and
+    2 threads, interleaved, --runs times; merges must hash the same."""
+    import statistics
+
+    here = str(Path(__file__).resolve().parents[1])
+    arms = [("before", a.merge_ab, None), ("after, 1 thread", here, 1), ("after, 2 threads", here, 2)]
+    for vocab in a.vocab or [32000]:
+        secs: dict = {name: [] for name, _, _ in arms}
+        shas = set()
+        for _ in range(a.runs):
+            for name, root, threads in arms:
+                cmd = [sys.executable, os.path.abspath(__file__), "--merge-child", "--input", str(inp), "--vocab",
+                       str(vocab), "--out", a.work] + ([] if threads is None else ["--merge-threads", str(threads)])
+                load = os.getloadavg()[0]
+                r = json.loads(subprocess.run(cmd, env=dict(os.environ, PYTHONPATH=root), check=True,
+                                              capture_output=True, text=True).stdout)
+                secs[name].append(r["merge_s"])
+                shas.add(r["sha"])
+                print(json.dumps({"vocab": vocab, "arm": name, "load_1m": load, **r}), flush=True)
+        print(f"vocab {vocab}: merges identical in every arm: {len(shas) == 1}; median merge s: " + ", ".join(
+            f"{n} {statistics.median(v):.2f} ({', '.join(f'{x:.2f}' for x in v)})" for n, v in secs.items()))
+
+
 # ---- held-out bytes/token (a second child, after training: not part of the timed run) ----------
 def eval_child(which: str, model: str, files: dict[str, str]) -> dict[str, float]:
     if which in JSON_OUT:
@@ -351,7 +393,13 @@ def main() -> None:
     ap.add_argument("--out")
     ap.add_argument("--model")
     ap.add_argument("--heldout")
+    ap.add_argument("--merge-ab", help="an older checkout: time its merge loop beside this one's")
+    ap.add_argument("--merge-child", action="store_true")
+    ap.add_argument("--merge-threads", type=int)
     a = ap.parse_args()
+    if a.merge_child:
+        print(json.dumps(merge_child(argparse.Namespace(**{**vars(a), "vocab": a.vocab[0]}))))
+        return
     if a.table is not None:
         table(a.table or [a.results])
         return
@@ -365,6 +413,9 @@ def main() -> None:
         return
     Path(a.work).mkdir(parents=True, exist_ok=True)
     inp = corpus_file(Path(a.work), a.corpus, a.big_copies)
+    if a.merge_ab:
+        merge_ab(a, inp)
+        return
     held = held_out_files(Path(a.work))
     print(f"corpus {inp} ({inp.stat().st_size / 1e6:.1f} MB), held out {list(held)}, cores {os.cpu_count()}, "
           f"python {sys.version.split()[0]}", flush=True)
