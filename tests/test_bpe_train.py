@@ -169,6 +169,19 @@ def test_merges_equal_at_1_and_2_threads(require_asset):
     assert max(sum(f in w for w in words) for f in firsts) >= 2 * PAR_MIN_WORDS
 
 
+def test_counts_do_not_depend_on_batching(require_asset, monkeypatch):
+    """Files are read in fixed blocks; how many blocks a batch holds (the shard size, the thread count) does
+    not change a count (Gutenberg has CRLF line ends and runs of blank lines, where block cuts would show)."""
+    inputs = [require_asset("gutenberg"), require_asset("code-rust")]
+    base = tb.new_counter("gpt2")
+    tb.count_inputs(inputs, base, num_threads=2, progress=False)
+    monkeypatch.setattr(tb, "_SHARD_BYTES", 1 << 14)
+    for threads in (1, 3):
+        other = tb.new_counter("gpt2")
+        tb.count_inputs(inputs, other, num_threads=threads, progress=False)
+        assert _items(other) == _items(base)
+
+
 def test_map_reduce_equals_single_pass():
     texts = synthetic(400, seed=3)
     one = tb.new_counter("gpt2", ["<s>"])

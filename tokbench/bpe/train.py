@@ -39,7 +39,8 @@ from tokbench.errors import TokbenchError
 from tokbench.outputs import atomic_write, output_folder
 from tokbench.vocab.patterns import PATTERNS, resolve_pattern
 
-_BATCH_BYTES = 8 << 20
+_BLOCK_BYTES = 1 << 20  # text files are read in blocks of about this size (cut before a line that starts a word)
+_SHARD_BYTES = 1 << 20  # a counting task (BpeCounter.count's shard_bytes)
 _COUNTS_HEADER = "# tokbench-bpe-counts v1"
 
 
@@ -100,7 +101,7 @@ def _iter_txt(path: Path, stats: CountStats) -> Iterator[str]:
             except UnicodeDecodeError:
                 _bad_line(stats, path, raw)
                 continue
-            if size >= _BATCH_BYTES // 8 and line[:1] and not line[:1].isspace():
+            if size >= _BLOCK_BYTES and line[:1] and not line[:1].isspace():
                 yield "".join(block)
                 block, size = [], 0
             block.append(line)
@@ -169,6 +170,9 @@ def count_texts(texts: Iterable[str], counter: "_core.BpeCounter", *, num_thread
     """Stream texts into counter in batches (map on num_threads + reduce in Rust); the counters in
     `also` (other split patterns, e.g. supertoken runs) get the same batches in the same pass."""
     num_threads = limits.threads(num_threads)
+    # One shard a thread, at least two, a batch: texts in flight stay small (Python holds each batch, and
+    # a UTF-8 copy of its non-ASCII strings, until it is counted) while every thread has work.
+    batch_bytes = _SHARD_BYTES * max(2, num_threads or os.cpu_count() or 1)
     stats = stats if stats is not None else CountStats()
     batch: list[str] = []
     size = 0
@@ -179,16 +183,16 @@ def count_texts(texts: Iterable[str], counter: "_core.BpeCounter", *, num_thread
         batch.append(t)
         size += n
         stats.texts += 1
-        if size >= _BATCH_BYTES:
+        if size >= batch_bytes:
             for c in (counter, *also):
-                c.count(batch, num_threads)
+                c.count(batch, num_threads, _SHARD_BYTES)
             if progress is not None:
                 progress.update(size)
             stats.bytes += size
             batch, size = [], 0
     if batch:
         for c in (counter, *also):
-            c.count(batch, num_threads)
+            c.count(batch, num_threads, _SHARD_BYTES)
         if progress is not None:
             progress.update(size)
         stats.bytes += size
