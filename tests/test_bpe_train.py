@@ -169,6 +169,47 @@ def test_merges_equal_at_1_and_2_threads(require_asset):
     assert max(sum(f in w for w in words) for f in firsts) >= 2 * PAR_MIN_WORDS
 
 
+def _reference_blocks(path, block_bytes):
+    """The text-file blocks by the rule, one line at a time (bad lines skipped, not counted)."""
+    block, size, bad = [], 0, 0
+    with open(path, "rb") as f:
+        for raw in f:
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                bad += 1
+                continue
+            if size >= block_bytes and line[:1] and not line[:1].isspace():
+                yield "".join(block)
+                block, size = [], 0
+            block.append(line)
+            size += len(raw)
+    if block:
+        yield "".join(block)
+
+
+def test_text_blocks_equal_the_line_rule(require_asset, tmp_path, monkeypatch):
+    """The chunked block reader cuts where the line-by-line rule does, at any block and read size: CRLF
+    books, 100+ languages, lines that are not UTF-8 next to cuts, Unicode spaces at line starts, lines
+    longer than a block, no final line end."""
+    rnd = random.Random(5)
+    lines = [b"plain line\n", b"  indented\n", b"\n", b"\r\n", b"\xe3\x80\x80ideographic space\n",
+             b"\xc2\xa0nbsp\n", b"\x1cfile separator\n", b"\xff\xfe not utf-8\n", b"\xc3 cut\n",
+             "日本語の行\n".encode(), b"x" * 300 + b"\n", b"\tTab\n", b"\xe2\x80\x83em space\n"]
+    synth = tmp_path / "synthetic.txt"
+    synth.write_bytes(b"".join(rnd.choice(lines) for _ in range(3000)) + b"no final newline")
+    files = [synth, *sorted(require_asset("gutenberg").glob("*.txt"))[:2],
+             *sorted(require_asset("tatoeba").iterdir())[:3]]
+    for block, read in [(1 << 20, 4 << 20), (64, 100), (1000, 333), (5000, 1 << 16)]:
+        monkeypatch.setattr(tb, "_BLOCK_BYTES", block)
+        monkeypatch.setattr(tb, "_READ_BYTES", read)
+        for f in files:
+            stats = tb.CountStats()
+            assert list(tb._iter_txt(f, stats)) == list(_reference_blocks(f, block)), (f, block, read)
+            if f == synth:
+                assert stats.non_utf8_lines > 0
+
+
 def test_counts_do_not_depend_on_batching(require_asset, monkeypatch):
     """Files are read in fixed blocks; how many blocks a batch holds (the shard size, the thread count) does
     not change a count (Gutenberg has CRLF line ends and runs of blank lines, where block cuts would show)."""
