@@ -247,16 +247,28 @@ where
         let (l, r) = (&vocab[pair.0 as usize], &vocab[pair.1 as usize]);
         l.len() + r.len() <= max_len && (max_words == usize::MAX || n_words_pair(l, r) <= max_words)
     };
+    // Tracked pairs: those with a count of at least `min_frequency` when they appear. A tracked pair has
+    // its exact count in `pair_counts` and every word holding it in `where_` (until its count is 0). A pair
+    // under `min_frequency` is not tracked: it can never be picked, and its count can only rise when a
+    // merge re-creates an existing token (a merge that creates a new token only makes pairs holding that
+    // token, which are new); such a merge rescans the words for the untracked pairs it raised ([`rescan`]).
+    let mf = opts.min_frequency.max(1);
     let mut pair_counts: FxHashMap<(u32, u32), u64> = FxHashMap::default();
+    for wi in 0..start.len() {
+        for p in syms[start[wi]..start[wi] + wlen[wi] as usize].windows(2) {
+            *pair_counts.entry((p[0], p[1])).or_insert(0) += wcount[wi];
+        }
+    }
+    pair_counts.retain(|_, c| *c >= mf);
     let mut where_: FxHashMap<(u32, u32), Vec<u32>> = FxHashMap::default();
     for wi in 0..start.len() {
-        let w = &syms[start[wi]..start[wi] + wlen[wi] as usize];
-        for p in w.windows(2) {
+        for p in syms[start[wi]..start[wi] + wlen[wi] as usize].windows(2) {
             let pair = (p[0], p[1]);
-            *pair_counts.entry(pair).or_insert(0) += wcount[wi];
-            let list = where_.entry(pair).or_default();
-            if list.last() != Some(&(wi as u32)) {
-                list.push(wi as u32);
+            if pair_counts.contains_key(&pair) {
+                let list = where_.entry(pair).or_default();
+                if list.last() != Some(&(wi as u32)) {
+                    list.push(wi as u32);
+                }
             }
         }
     }
@@ -265,13 +277,14 @@ where
         let (left, right) = (vocab[pair.0 as usize].clone(), vocab[pair.1 as usize].clone());
         Entry { count, lkey: prefix_key(&left), rkey: prefix_key(&right), left, right, pair }
     };
-    // Pairs under `min_frequency` get no entry: they can never be picked, and one whose count
-    // later rises to `min_frequency` is pushed then (every increase pushes).
+    // Only pairs of at least `min_frequency` get an entry; one whose count later rises is pushed then
+    // (every increase pushes).
     for (&pair, &c) in &pair_counts {
-        if c >= opts.min_frequency && allowed(&vocab, pair) {
+        if allowed(&vocab, pair) {
             heap.push(entry(&vocab, pair, c));
         }
     }
+    let mut raised: Vec<(u32, u32)> = Vec::new();
     let dbg = std::env::var_os("TOKBENCH_TRAIN_TIMING").is_some();
     if dbg {
         eprintln!("setup {:?}", t_start.elapsed());
@@ -339,6 +352,7 @@ where
         let (a, b) = top.pair;
         let mut bytes = top.left.to_vec();
         bytes.extend_from_slice(&top.right);
+        let recreated = index.contains_key(&bytes);
         let new_id = match index.get(&bytes) {
             Some(&id) => id,
             None => {
@@ -354,29 +368,58 @@ where
         list.sort_unstable();
         list.dedup();
         let merged = merge_step(&list, &mut syms, &start, &mut wlen, &wcount, (a, b), new_id, &mut step);
-        for &(pair, wi) in &step.touched {
-            let l = where_.entry(pair).or_default();
-            if l.last() != Some(&wi) {
-                l.push(wi);
-            }
-        }
-        let delta = &step.delta;
         uni[a as usize] -= merged;
         uni[b as usize] -= merged;
         uni[new_id as usize] += merged;
         total -= merged;
-        for (&pair, &d) in delta.iter() {
+        raised.clear();
+        for (&pair, &d) in step.delta.iter() {
             if d == 0 {
                 continue;
             }
-            let cur = pair_counts.entry(pair).or_insert(0);
-            let nc = (*cur as i64 + d) as u64;
-            *cur = nc;
-            if nc == 0 {
-                pair_counts.remove(&pair);
-                where_.remove(&pair);
-            } else if d > 0 && nc >= opts.min_frequency && allowed(&vocab, pair) {
-                heap.push(entry(&vocab, pair, nc));
+            match pair_counts.get_mut(&pair) {
+                Some(cur) => {
+                    let nc = (*cur as i64 + d) as u64;
+                    *cur = nc;
+                    if nc == 0 {
+                        pair_counts.remove(&pair);
+                        where_.remove(&pair);
+                    } else if d > 0 && nc >= mf && allowed(&vocab, pair) {
+                        heap.push(entry(&vocab, pair, nc));
+                    }
+                }
+                // Untracked and lowered: stays under min_frequency.
+                None if d < 0 => {}
+                // Untracked and raised by a merge that re-created a token: its old count is unknown.
+                None if recreated => raised.push(pair),
+                // A new pair (it holds the new token): d is its count.
+                None => {
+                    if d as u64 >= mf {
+                        pair_counts.insert(pair, d as u64);
+                        where_.insert(pair, Vec::new());
+                        if allowed(&vocab, pair) {
+                            heap.push(entry(&vocab, pair, d as u64));
+                        }
+                    }
+                }
+            }
+        }
+        for &(pair, wi) in &step.touched {
+            if let Some(l) = where_.get_mut(&pair) {
+                if l.last() != Some(&wi) {
+                    l.push(wi);
+                }
+            }
+        }
+        if !raised.is_empty() {
+            for (pair, count, list) in rescan(&raised, &syms, &start, &wlen, &wcount) {
+                if count >= mf {
+                    pair_counts.insert(pair, count);
+                    where_.insert(pair, list);
+                    if allowed(&vocab, pair) {
+                        heap.push(entry(&vocab, pair, count));
+                    }
+                }
             }
         }
         progress.done.store(merges.len() as u64, AtOrd::Relaxed);
@@ -385,6 +428,29 @@ where
         eprintln!("merges {:?}", t_start.elapsed());
     }
     Ok(Trained { vocab: vocab.iter().map(|v| v.to_vec()).collect(), merges })
+}
+
+#[cfg(test)]
+static RESCANS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Counts and word lists of `pairs` over all words (for untracked pairs a merge raised).
+fn rescan(pairs: &[(u32, u32)], syms: &[u32], start: &[usize], wlen: &[u32], wcount: &[u64]) -> Vec<((u32, u32), u64, Vec<u32>)> {
+    #[cfg(test)]
+    RESCANS.fetch_add(1, AtOrd::Relaxed);
+    let mut found: FxHashMap<(u32, u32), (u64, Vec<u32>)> = pairs.iter().map(|&p| (p, (0, Vec::new()))).collect();
+    for wi in 0..start.len() {
+        for p in syms[start[wi]..start[wi] + wlen[wi] as usize].windows(2) {
+            if let Some((c, list)) = found.get_mut(&(p[0], p[1])) {
+                *c += wcount[wi];
+                if list.last() != Some(&(wi as u32)) {
+                    list.push(wi as u32);
+                }
+            }
+        }
+    }
+    let mut out: Vec<_> = found.into_iter().map(|(p, (c, l))| (p, c, l)).collect();
+    out.sort_unstable_by_key(|x| x.0);
+    out
 }
 
 /// Below this many words a merge step runs on one thread (a fork costs more than it saves).
@@ -609,6 +675,103 @@ mod tests {
             assert_eq!(t.vocab, one.vocab);
         }
         assert!(PAR_STEPS.load(AtOrd::Relaxed) > before, "no merge step ran in parallel");
+    }
+
+    /// Recount every pair after every merge (the rules of the module docs, no incremental state),
+    /// from any start vocabulary and pre-segmented words.
+    fn brute_force(vocab0: &[Vec<u8>], words: &[(Vec<u32>, u64)], target: usize, mf: u64) -> Vec<(Vec<u8>, Vec<u8>, u64)> {
+        let mut vocab: Vec<Vec<u8>> = vocab0.to_vec();
+        let mut ws: Vec<(Vec<u32>, u64)> = words.to_vec();
+        let mut out = Vec::new();
+        while vocab.len() < target && out.len() < 4 * target {
+            let mut pc: FxHashMap<(u32, u32), u64> = FxHashMap::default();
+            for (w, c) in &ws {
+                for p in w.windows(2) {
+                    *pc.entry((p[0], p[1])).or_insert(0) += c;
+                }
+            }
+            let best = pc.iter().max_by(|x, y| {
+                x.1.cmp(y.1)
+                    .then_with(|| vocab[y.0 .0 as usize].cmp(&vocab[x.0 .0 as usize]))
+                    .then_with(|| vocab[y.0 .1 as usize].cmp(&vocab[x.0 .1 as usize]))
+            });
+            let Some((&(a, b), &c)) = best else { break };
+            if c < mf {
+                break;
+            }
+            let bytes = [vocab[a as usize].clone(), vocab[b as usize].clone()].concat();
+            let id = match vocab.iter().position(|v| *v == bytes) {
+                Some(i) => i as u32,
+                None => {
+                    vocab.push(bytes.clone());
+                    (vocab.len() - 1) as u32
+                }
+            };
+            out.push((vocab[a as usize].clone(), vocab[b as usize].clone(), c));
+            for (w, _) in ws.iter_mut() {
+                let mut o = Vec::with_capacity(w.len());
+                let mut i = 0;
+                while i < w.len() {
+                    if i + 1 < w.len() && w[i] == a && w[i + 1] == b {
+                        o.push(id);
+                        i += 2;
+                    } else {
+                        o.push(w[i]);
+                        i += 1;
+                    }
+                }
+                *w = o;
+            }
+        }
+        out
+    }
+
+    fn merges_bytes(t: &Trained) -> Vec<(Vec<u8>, Vec<u8>, u64)> {
+        t.merges.iter().map(|&(a, b, _, c)| (t.vocab[a as usize].clone(), t.vocab[b as usize].clone(), c)).collect()
+    }
+
+    #[test]
+    fn untracked_pairs_raised_by_a_recreated_token_are_rescanned() {
+        // Start vocabulary: bytes + "ab" (256) + "bc" (257), as stage 2 of supertoken training starts
+        // from stage 1's. Words hold those tokens and the plain bytes, so merging (a, b) re-creates 256 and
+        // raises pairs such as (256, c) that were under min_frequency (untracked) before.
+        let mut vocab0: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
+        vocab0.push(b"ab".to_vec());
+        vocab0.push(b"bc".to_vec());
+        let (a, b, c, d) = (b'a' as u32, b'b' as u32, b'c' as u32, b'd' as u32);
+        let mut words: Vec<(Vec<u32>, u64)> = vec![(vec![a, b, c], 1), (vec![256, c], 1), (vec![a, b], 5), (vec![a, 257], 1)];
+        let mut x: u64 = 3;
+        for _ in 0..400 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = 2 + (x % 6) as usize;
+            let w: Vec<u32> = (0..len).map(|j| [a, b, c, d, 256, 257][((x >> (j * 3 + 7)) % 6) as usize]).collect();
+            words.push((w, [1, 1, 1, 2, 3][(x >> 50) as usize % 5]));
+        }
+        for mf in [1, 2, 3] {
+            let before = RESCANS.load(AtOrd::Relaxed);
+            let opts = Options { target: 258 + 40, min_frequency: mf, max_token_length: None, max_words: None,
+                                 select: Select::Frequency };
+            let t = train_words(vocab0.clone(), words.clone(), &opts, &Progress::default()).unwrap();
+            assert_eq!(merges_bytes(&t), brute_force(&vocab0, &words, 258 + 40, mf), "min_frequency {mf}");
+            if mf > 1 {
+                assert!(RESCANS.load(AtOrd::Relaxed) > before, "no rescan (min_frequency {mf})");
+            }
+        }
+    }
+
+    #[test]
+    fn untracked_pairs_on_words_without_recreation() {
+        // mf 2 on many_words: equal to the brute force too (new pairs under min_frequency dropped).
+        let words: Vec<(Vec<u8>, u64)> = many_words().into_iter().take(2000).collect();
+        let vocab0: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
+        let ids: Vec<(Vec<u32>, u64)> = words.iter().map(|(w, c)| (w.iter().map(|&b| b as u32).collect(), *c)).collect();
+        for mf in [1, 2, 4] {
+            let cfg = TrainConfig { target: 256 + 40, min_frequency: mf, max_token_length: None };
+            let t = train(words.iter().map(|(b, c)| (b.as_slice(), *c)), &cfg, &Progress::default()).unwrap();
+            assert_eq!(merges_bytes(&t), brute_force(&vocab0, &ids, 256 + 40, mf), "min_frequency {mf}");
+        }
     }
 
     #[test]
