@@ -148,6 +148,81 @@ def test_exports_real_slice(require_asset, tmp_path):
     _check_exports(trained, out, held[:400])
 
 
+PAR_MIN_WORDS = 4096  # rust_ext/src/bpe/train.rs: a merge step over at least this many words a thread runs in parallel
+
+
+def test_merges_equal_at_1_and_2_threads(require_asset):
+    """The parallel merge step (words cut into runs, outputs added in word order) gives the one-thread
+    merges on real text, and the test text is large enough that the early steps do run in parallel."""
+    names = ["tatoeba", "udhr"]  # 8.4 MB in 100+ languages: 369K distinct pre-tokens
+    counter = tb.new_counter("gpt2", ["<|endoftext|>"])
+    tb.count_inputs([require_asset(n) for n in names], counter, num_threads=2, progress=False)
+    runs = [tb.train_counts(counter, 1000, pattern="gpt2", special_tokens=["<|endoftext|>"], progress=False,
+                            num_threads=t) for t in (1, 2)]
+    assert len(runs[0].merges) == 1000 - 257
+    assert _merge_bytes(runs[1]) == _merge_bytes(runs[0])
+    assert runs[1].merge_counts == runs[0].merge_counts and runs[1].tokens == runs[0].tokens
+    # words holding the bytes of one of the first merges (an upper bound of the words that step visits
+    # only for longer tokens; the first merges are of two bytes, exact): one step at least ran on 2 threads
+    words = [w for w, _ in counter.items()]
+    firsts = [runs[0].tokens[a] + runs[0].tokens[b] for a, b in runs[0].merges[:8]]
+    assert max(sum(f in w for w in words) for f in firsts) >= 2 * PAR_MIN_WORDS
+
+
+def _reference_blocks(path, block_bytes):
+    """The text-file blocks by the rule, one line at a time (bad lines skipped, not counted)."""
+    block, size, bad = [], 0, 0
+    with open(path, "rb") as f:
+        for raw in f:
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                bad += 1
+                continue
+            if size >= block_bytes and line[:1] and not line[:1].isspace():
+                yield "".join(block)
+                block, size = [], 0
+            block.append(line)
+            size += len(raw)
+    if block:
+        yield "".join(block)
+
+
+def test_text_blocks_equal_the_line_rule(require_asset, tmp_path, monkeypatch):
+    """The chunked block reader cuts where the line-by-line rule does, at any block and read size: CRLF
+    books, 100+ languages, lines that are not UTF-8 next to cuts, Unicode spaces at line starts, lines
+    longer than a block, no final line end."""
+    rnd = random.Random(5)
+    lines = [b"plain line\n", b"  indented\n", b"\n", b"\r\n", b"\xe3\x80\x80ideographic space\n",
+             b"\xc2\xa0nbsp\n", b"\x1cfile separator\n", b"\xff\xfe not utf-8\n", b"\xc3 cut\n",
+             "日本語の行\n".encode(), b"x" * 300 + b"\n", b"\tTab\n", b"\xe2\x80\x83em space\n"]
+    synth = tmp_path / "synthetic.txt"
+    synth.write_bytes(b"".join(rnd.choice(lines) for _ in range(3000)) + b"no final newline")
+    files = [synth, *sorted(require_asset("gutenberg").glob("*.txt"))[:2],
+             *sorted(require_asset("tatoeba").iterdir())[:3]]
+    for block, read in [(1 << 20, 4 << 20), (64, 100), (1000, 333), (5000, 1 << 16)]:
+        monkeypatch.setattr(tb, "_BLOCK_BYTES", block)
+        monkeypatch.setattr(tb, "_READ_BYTES", read)
+        for f in files:
+            stats = tb.CountStats()
+            assert list(tb._iter_txt(f, stats)) == list(_reference_blocks(f, block)), (f, block, read)
+            if f == synth:
+                assert stats.non_utf8_lines > 0
+
+
+def test_counts_do_not_depend_on_batching(require_asset, monkeypatch):
+    """Files are read in fixed blocks; how many blocks a batch holds (the shard size, the thread count) does
+    not change a count (Gutenberg has CRLF line ends and runs of blank lines, where block cuts would show)."""
+    inputs = [require_asset("gutenberg"), require_asset("code-rust")]
+    base = tb.new_counter("gpt2")
+    tb.count_inputs(inputs, base, num_threads=2, progress=False)
+    monkeypatch.setattr(tb, "_SHARD_BYTES", 1 << 14)
+    for threads in (1, 3):
+        other = tb.new_counter("gpt2")
+        tb.count_inputs(inputs, other, num_threads=threads, progress=False)
+        assert _items(other) == _items(base)
+
+
 def test_map_reduce_equals_single_pass():
     texts = synthetic(400, seed=3)
     one = tb.new_counter("gpt2", ["<s>"])

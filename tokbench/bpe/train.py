@@ -39,7 +39,9 @@ from tokbench.errors import TokbenchError
 from tokbench.outputs import atomic_write, output_folder
 from tokbench.vocab.patterns import PATTERNS, resolve_pattern
 
-_BATCH_BYTES = 8 << 20
+_BLOCK_BYTES = 1 << 20  # text files are read in blocks of about this size (cut before a line that starts a word)
+_READ_BYTES = 4 << 20  # text files are read this much at a time
+_SHARD_BYTES = 1 << 20  # a counting task (BpeCounter.count's shard_bytes)
 _COUNTS_HEADER = "# tokbench-bpe-counts v1"
 
 
@@ -90,23 +92,94 @@ def _bad_line(stats: CountStats, path: Path, raw: bytes) -> None:
     stats.non_utf8_files[str(path)] = stats.non_utf8_files.get(str(path), 0) + 1
 
 
-def _iter_txt(path: Path, stats: CountStats) -> Iterator[str]:
-    block: list[str] = []
-    size = 0
-    with open(path, "rb") as f:
-        for raw in f:
+class _Blocks:
+    """Text-file blocks: whole lines, a new block started before the first line that begins with a
+    non-whitespace character once the block holds _BLOCK_BYTES (lines that are not UTF-8 are skipped
+    and reported, and do not count)."""
+
+    def __init__(self, path: Path, stats: CountStats):
+        self.path, self.stats = path, stats
+        self.block: list[str] = []
+        self.size = 0
+
+    def flush(self) -> str:
+        out = "".join(self.block)
+        self.block, self.size = [], 0
+        return out
+
+    def lines(self, data: bytes) -> Iterator[str]:
+        """The rule line by line (for data holding a line that is not UTF-8)."""
+        for raw in _lines_of(data):
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError:
-                _bad_line(stats, path, raw)
+                _bad_line(self.stats, self.path, raw)
                 continue
-            if size >= _BATCH_BYTES // 8 and line[:1] and not line[:1].isspace():
-                yield "".join(block)
-                block, size = [], 0
-            block.append(line)
-            size += len(raw)
-    if block:
-        yield "".join(block)
+            if self.size >= _BLOCK_BYTES and not line[:1].isspace():
+                yield self.flush()
+            self.block.append(line)
+            self.size += len(raw)
+
+    def feed(self, data: bytes) -> Iterator[str]:
+        """Whole lines `data` (each ending in b"\n" but perhaps the file's last): the blocks `lines`
+        gives, found with bytes.find and decoded a block at a time."""
+        pos = 0
+        while pos < len(data):
+            q = _next_cut(data, pos + max(0, _BLOCK_BYTES - self.size))
+            try:
+                text = data[pos:q].decode("utf-8")
+            except UnicodeDecodeError:
+                yield from self.lines(data[pos:])
+                return
+            if text:
+                self.block.append(text)
+                self.size += q - pos
+            pos = q
+            if q < len(data):
+                yield self.flush()
+
+
+def _lines_of(data: bytes) -> list[bytes]:
+    """data cut after every b"\n" (as iterating a binary file does; b"\r" does not end a line)."""
+    parts = data.split(b"\n")
+    return [p + b"\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+
+
+def _next_cut(data: bytes, at: int) -> int:
+    """The first line start q >= at (lines start at 0 and after every b"\n") whose line is UTF-8 and
+    begins with a character that is not whitespace; len(data) when there is none."""
+    n = len(data)
+    if at >= n:
+        return n
+    q = at if at == 0 or data[at - 1] == 0x0A else data.find(b"\n", at) + 1
+    while 0 < q < n or q == at == 0:
+        end = data.find(b"\n", q) + 1
+        try:
+            if not data[q:end or n].decode("utf-8")[:1].isspace():
+                return q
+        except UnicodeDecodeError:
+            pass  # a line that is not UTF-8 is skipped, it never starts a block
+        if end == 0:
+            return n
+        q = end
+    return n
+
+
+def _iter_txt(path: Path, stats: CountStats) -> Iterator[str]:
+    blocks = _Blocks(path, stats)
+    buf = bytearray()
+    with open(path, "rb") as f:
+        while chunk := f.read(_READ_BYTES):
+            buf += chunk
+            end = chunk.rfind(b"\n")
+            if end >= 0:
+                cut = len(buf) - len(chunk) + end + 1
+                data = bytes(buf[:cut])
+                del buf[:cut]
+                yield from blocks.feed(data)
+    yield from blocks.feed(bytes(buf))
+    if blocks.block:
+        yield blocks.flush()
 
 
 def _iter_jsonl(path: Path, text_field, stats: CountStats) -> Iterator[str]:
@@ -169,6 +242,9 @@ def count_texts(texts: Iterable[str], counter: "_core.BpeCounter", *, num_thread
     """Stream texts into counter in batches (map on num_threads + reduce in Rust); the counters in
     `also` (other split patterns, e.g. supertoken runs) get the same batches in the same pass."""
     num_threads = limits.threads(num_threads)
+    # One shard a thread, at least two, a batch: texts in flight stay small (Python holds each batch, and
+    # a UTF-8 copy of its non-ASCII strings, until it is counted) while every thread has work.
+    batch_bytes = _SHARD_BYTES * max(2, num_threads or os.cpu_count() or 1)
     stats = stats if stats is not None else CountStats()
     batch: list[str] = []
     size = 0
@@ -179,16 +255,16 @@ def count_texts(texts: Iterable[str], counter: "_core.BpeCounter", *, num_thread
         batch.append(t)
         size += n
         stats.texts += 1
-        if size >= _BATCH_BYTES:
+        if size >= batch_bytes:
             for c in (counter, *also):
-                c.count(batch, num_threads)
+                c.count(batch, num_threads, _SHARD_BYTES)
             if progress is not None:
                 progress.update(size)
             stats.bytes += size
             batch, size = [], 0
     if batch:
         for c in (counter, *also):
-            c.count(batch, num_threads)
+            c.count(batch, num_threads, _SHARD_BYTES)
         if progress is not None:
             progress.update(size)
         stats.bytes += size
@@ -393,10 +469,12 @@ def check_vocab_size(vocab_size: int, special_tokens: Sequence[str] = ()) -> int
 def train_counts(counter: "_core.BpeCounter", vocab_size: int, *, pattern: str | None,
                  special_tokens: Sequence[str] = (), min_frequency: int = 2,
                  max_token_length: int | None = None, stats: CountStats | None = None,
-                 progress: bool = True, candidates: int = 1) -> Trained:
+                 progress: bool = True, candidates: int = 1, num_threads: int = 0) -> Trained:
     """Train merges on a filled counter (GIL released; one tqdm bar; Ctrl-C cancels cleanly).
 
-    candidates > 1: compression-aware merges (tokbench.bpe.modes.train_compress documents them)."""
+    candidates > 1: compression-aware merges (tokbench.bpe.modes.train_compress documents them).
+    num_threads: threads of the merge steps that touch many words (0 = all); the merges are the same
+    at every thread count."""
     specials = list(dict.fromkeys(special_tokens))
     target = check_vocab_size(vocab_size, specials)
     if len(counter) == 0:
@@ -406,7 +484,7 @@ def train_counts(counter: "_core.BpeCounter", vocab_size: int, *, pattern: str |
     limits.at_least("candidates", candidates, 1)
     vocab, merges = run_cancellable(
         lambda prog: _core.bpe_train(counter, target, max(1, min_frequency), max_token_length, prog,
-                                     candidates=max(1, candidates)),
+                                     candidates=max(1, candidates), num_threads=limits.threads(num_threads)),
         target - 256, "merging", progress)
     tokens = list(vocab)
     trained = Trained(tokens=tokens, merges=[(a, b) for a, b, _, _ in merges],
@@ -505,7 +583,7 @@ def train(inputs: str | os.PathLike | Sequence[str | os.PathLike], vocab_size: i
                                      num_threads=num_threads, progress=progress)
     trained = train_counts(counter, vocab_size, pattern=regex, special_tokens=special_tokens,
                            min_frequency=min_frequency, max_token_length=max_token_length,
-                           stats=stats, progress=progress)
+                           stats=stats, progress=progress, num_threads=num_threads)
     if record is not None:
         trained.meta["engine"] = record
     return trained

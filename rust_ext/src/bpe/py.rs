@@ -367,9 +367,10 @@ impl TrainProgress {
 
 /// Train merges on the counts: returns (vocab bytes by id, [(left, right, merged, count)]).
 /// candidates > 1: compression-aware selection among that many most frequent pairs.
+/// num_threads: threads of the merge steps that touch many words (0 = all; the merges do not depend on it).
 /// Raises ValueError("interrupted") when progress.cancel() was called.
 #[pyfunction]
-#[pyo3(signature = (counter, target, min_frequency=2, max_token_length=None, progress=None, candidates=1))]
+#[pyo3(signature = (counter, target, min_frequency=2, max_token_length=None, progress=None, candidates=1, num_threads=0))]
 #[allow(clippy::type_complexity)]
 fn bpe_train<'py>(
     py: Python<'py>,
@@ -379,13 +380,19 @@ fn bpe_train<'py>(
     max_token_length: Option<usize>,
     progress: Option<PyRef<'py, TrainProgress>>,
     candidates: usize,
+    num_threads: usize,
 ) -> PyResult<(Bound<'py, PyList>, Vec<(u32, u32, u32, u64)>)> {
     let prog = progress.map(|p| p.inner.clone()).unwrap_or_default();
     let cfg = TrainConfig { target, min_frequency, max_token_length };
     let select = if candidates > 1 { Select::Compress { candidates } } else { Select::Frequency };
     let counts = &counter.counts;
     let t = py
-        .allow_threads(|| train_select(counts.iter().map(|(k, v)| (k.as_slice(), *v)), &cfg, select, &prog))
+        .allow_threads(|| {
+            crate::pool::with_pool(num_threads, || {
+                train_select(counts.iter().map(|(k, v)| (k.as_slice(), *v)), &cfg, select, &prog)
+            })
+        })
+        .and_then(|r| r)
         .map_err(err)?;
     let vocab = PyList::empty_bound(py);
     for v in &t.vocab {

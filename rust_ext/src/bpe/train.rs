@@ -74,9 +74,23 @@ pub struct Progress {
 
 struct Entry {
     count: u64,
+    /// The first 8 bytes of `left` / `right`, big-endian, zero-padded: unequal keys order as the
+    /// bytes do, so the byte comparison runs only when the keys are equal ([`prefix_key`]).
+    lkey: u64,
+    rkey: u64,
     left: Arc<[u8]>,
     right: Arc<[u8]>,
     pair: (u32, u32),
+}
+
+/// The first 8 bytes of `b` as a big-endian u64, zero-padded. For byte strings x, y:
+/// `prefix_key(x) < prefix_key(y)` implies x < y, and `>` implies x > y (equal keys decide nothing).
+#[inline]
+pub fn prefix_key(b: &[u8]) -> u64 {
+    let mut k = [0u8; 8];
+    let n = b.len().min(8);
+    k[..n].copy_from_slice(&b[..n]);
+    u64::from_be_bytes(k)
 }
 
 impl PartialEq for Entry {
@@ -94,7 +108,9 @@ impl Ord for Entry {
     fn cmp(&self, o: &Self) -> Ordering {
         self.count
             .cmp(&o.count)
+            .then_with(|| o.lkey.cmp(&self.lkey))
             .then_with(|| o.left.cmp(&self.left))
+            .then_with(|| o.rkey.cmp(&self.rkey))
             .then_with(|| o.right.cmp(&self.right))
     }
 }
@@ -231,31 +247,44 @@ where
         let (l, r) = (&vocab[pair.0 as usize], &vocab[pair.1 as usize]);
         l.len() + r.len() <= max_len && (max_words == usize::MAX || n_words_pair(l, r) <= max_words)
     };
+    // Tracked pairs: those with a count of at least `min_frequency` when they appear. A tracked pair has
+    // its exact count in `pair_counts` and every word holding it in `where_` (until its count is 0). A pair
+    // under `min_frequency` is not tracked: it can never be picked, and its count can only rise when a
+    // merge re-creates an existing token (a merge that creates a new token only makes pairs holding that
+    // token, which are new); such a merge rescans the words for the untracked pairs it raised ([`rescan`]).
+    let mf = opts.min_frequency.max(1);
     let mut pair_counts: FxHashMap<(u32, u32), u64> = FxHashMap::default();
+    for wi in 0..start.len() {
+        for p in syms[start[wi]..start[wi] + wlen[wi] as usize].windows(2) {
+            *pair_counts.entry((p[0], p[1])).or_insert(0) += wcount[wi];
+        }
+    }
+    pair_counts.retain(|_, c| *c >= mf);
     let mut where_: FxHashMap<(u32, u32), Vec<u32>> = FxHashMap::default();
     for wi in 0..start.len() {
-        let w = &syms[start[wi]..start[wi] + wlen[wi] as usize];
-        for p in w.windows(2) {
+        for p in syms[start[wi]..start[wi] + wlen[wi] as usize].windows(2) {
             let pair = (p[0], p[1]);
-            *pair_counts.entry(pair).or_insert(0) += wcount[wi];
-            let list = where_.entry(pair).or_default();
-            if list.last() != Some(&(wi as u32)) {
-                list.push(wi as u32);
+            if pair_counts.contains_key(&pair) {
+                let list = where_.entry(pair).or_default();
+                if list.last() != Some(&(wi as u32)) {
+                    list.push(wi as u32);
+                }
             }
         }
     }
     let mut heap: BinaryHeap<Entry> = BinaryHeap::with_capacity(pair_counts.len());
-    let entry = |vocab: &Vec<Arc<[u8]>>, pair: (u32, u32), count: u64| Entry {
-        count,
-        left: vocab[pair.0 as usize].clone(),
-        right: vocab[pair.1 as usize].clone(),
-        pair,
+    let entry = |vocab: &Vec<Arc<[u8]>>, pair: (u32, u32), count: u64| {
+        let (left, right) = (vocab[pair.0 as usize].clone(), vocab[pair.1 as usize].clone());
+        Entry { count, lkey: prefix_key(&left), rkey: prefix_key(&right), left, right, pair }
     };
+    // Only pairs of at least `min_frequency` get an entry; one whose count later rises is pushed then
+    // (every increase pushes).
     for (&pair, &c) in &pair_counts {
         if allowed(&vocab, pair) {
             heap.push(entry(&vocab, pair, c));
         }
     }
+    let mut raised: Vec<(u32, u32)> = Vec::new();
     let dbg = std::env::var_os("TOKBENCH_TRAIN_TIMING").is_some();
     if dbg {
         eprintln!("setup {:?}", t_start.elapsed());
@@ -265,7 +294,7 @@ where
         Select::Compress { candidates } => candidates.max(1),
     };
     let mut merges = Vec::new();
-    let mut delta: FxHashMap<(u32, u32), i64> = FxHashMap::default();
+    let mut step = StepOut::default();
     let mut shortlist: Vec<Entry> = Vec::with_capacity(n_cand);
     while vocab.len() < opts.target {
         if progress.cancel.load(AtOrd::Relaxed) {
@@ -323,6 +352,7 @@ where
         let (a, b) = top.pair;
         let mut bytes = top.left.to_vec();
         bytes.extend_from_slice(&top.right);
+        let recreated = index.contains_key(&bytes);
         let new_id = match index.get(&bytes) {
             Some(&id) => id,
             None => {
@@ -337,70 +367,59 @@ where
         let mut list = where_.remove(&top.pair).unwrap_or_default();
         list.sort_unstable();
         list.dedup();
-        delta.clear();
-        let mut merged: u64 = 0;
-        for &wi in &list {
-            let s0 = start[wi as usize];
-            let w = &mut syms[s0..s0 + wlen[wi as usize] as usize];
-            let c = wcount[wi as usize] as i64;
-            // In-place left-to-right merge; the neighbour pairs of every occurrence change:
-            // (prev, a) -> (prev, new) and (b, next) -> (new, next). `prev` is read from the
-            // already-merged output, so back-to-back occurrences cancel correctly.
-            let n = w.len();
-            let (mut r, mut wr) = (0usize, 0usize);
-            let mut hit = false;
-            while r < n {
-                if r + 1 < n && w[r] == a && w[r + 1] == b {
-                    hit = true;
-                    merged += c as u64;
-                    *delta.entry((a, b)).or_insert(0) -= c;
-                    if wr > 0 {
-                        let prev = w[wr - 1];
-                        *delta.entry((prev, a)).or_insert(0) -= c;
-                        *delta.entry((prev, new_id)).or_insert(0) += c;
-                    }
-                    if r + 2 < n {
-                        let next = w[r + 2];
-                        *delta.entry((b, next)).or_insert(0) -= c;
-                        *delta.entry((new_id, next)).or_insert(0) += c;
-                    }
-                    w[wr] = new_id;
-                    r += 2;
-                } else {
-                    w[wr] = w[r];
-                    r += 1;
-                }
-                wr += 1;
-            }
-            if !hit {
-                continue;
-            }
-            wlen[wi as usize] = wr as u32;
-            for p in w[..wr].windows(2) {
-                if p[0] == new_id || p[1] == new_id {
-                    let l = where_.entry((p[0], p[1])).or_default();
-                    if l.last() != Some(&wi) {
-                        l.push(wi);
-                    }
-                }
-            }
-        }
+        let merged = merge_step(&list, &mut syms, &start, &mut wlen, &wcount, (a, b), new_id, &mut step);
         uni[a as usize] -= merged;
         uni[b as usize] -= merged;
         uni[new_id as usize] += merged;
         total -= merged;
-        for (&pair, &d) in delta.iter() {
+        raised.clear();
+        for (&pair, &d) in step.delta.iter() {
             if d == 0 {
                 continue;
             }
-            let cur = pair_counts.entry(pair).or_insert(0);
-            let nc = (*cur as i64 + d) as u64;
-            *cur = nc;
-            if nc == 0 {
-                pair_counts.remove(&pair);
-                where_.remove(&pair);
-            } else if d > 0 && allowed(&vocab, pair) {
-                heap.push(entry(&vocab, pair, nc));
+            match pair_counts.get_mut(&pair) {
+                Some(cur) => {
+                    let nc = (*cur as i64 + d) as u64;
+                    *cur = nc;
+                    if nc == 0 {
+                        pair_counts.remove(&pair);
+                        where_.remove(&pair);
+                    } else if d > 0 && nc >= mf && allowed(&vocab, pair) {
+                        heap.push(entry(&vocab, pair, nc));
+                    }
+                }
+                // Untracked and lowered: stays under min_frequency.
+                None if d < 0 => {}
+                // Untracked and raised by a merge that re-created a token: its old count is unknown.
+                None if recreated => raised.push(pair),
+                // A new pair (it holds the new token): d is its count.
+                None => {
+                    if d as u64 >= mf {
+                        pair_counts.insert(pair, d as u64);
+                        where_.insert(pair, Vec::new());
+                        if allowed(&vocab, pair) {
+                            heap.push(entry(&vocab, pair, d as u64));
+                        }
+                    }
+                }
+            }
+        }
+        for &(pair, wi) in &step.touched {
+            if let Some(l) = where_.get_mut(&pair) {
+                if l.last() != Some(&wi) {
+                    l.push(wi);
+                }
+            }
+        }
+        if !raised.is_empty() {
+            for (pair, count, list) in rescan(&raised, &syms, &start, &wlen, &wcount) {
+                if count >= mf {
+                    pair_counts.insert(pair, count);
+                    where_.insert(pair, list);
+                    if allowed(&vocab, pair) {
+                        heap.push(entry(&vocab, pair, count));
+                    }
+                }
             }
         }
         progress.done.store(merges.len() as u64, AtOrd::Relaxed);
@@ -409,6 +428,162 @@ where
         eprintln!("merges {:?}", t_start.elapsed());
     }
     Ok(Trained { vocab: vocab.iter().map(|v| v.to_vec()).collect(), merges })
+}
+
+#[cfg(test)]
+static RESCANS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Counts and word lists of `pairs` over all words (for untracked pairs a merge raised).
+fn rescan(pairs: &[(u32, u32)], syms: &[u32], start: &[usize], wlen: &[u32], wcount: &[u64]) -> Vec<((u32, u32), u64, Vec<u32>)> {
+    #[cfg(test)]
+    RESCANS.fetch_add(1, AtOrd::Relaxed);
+    let mut found: FxHashMap<(u32, u32), (u64, Vec<u32>)> = pairs.iter().map(|&p| (p, (0, Vec::new()))).collect();
+    for wi in 0..start.len() {
+        for p in syms[start[wi]..start[wi] + wlen[wi] as usize].windows(2) {
+            if let Some((c, list)) = found.get_mut(&(p[0], p[1])) {
+                *c += wcount[wi];
+                if list.last() != Some(&(wi as u32)) {
+                    list.push(wi as u32);
+                }
+            }
+        }
+    }
+    let mut out: Vec<_> = found.into_iter().map(|(p, (c, l))| (p, c, l)).collect();
+    out.sort_unstable_by_key(|x| x.0);
+    out
+}
+
+/// Below this many words a merge step runs on one thread (a fork costs more than it saves).
+pub const PAR_MIN_WORDS: usize = 4096;
+
+/// Merge steps that ran in parallel runs (tests check the parallel path was taken).
+#[cfg(test)]
+static PAR_STEPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// What one merge does to a run of words: pair count changes, occurrences merged (times the
+/// word counts) and, in word order, the (pair, word) entries the where-index gets for every
+/// pair holding the new token.
+#[derive(Default)]
+struct StepOut {
+    delta: FxHashMap<(u32, u32), i64>,
+    merged: u64,
+    touched: Vec<((u32, u32), u32)>,
+}
+
+impl StepOut {
+    fn clear(&mut self) {
+        self.delta.clear();
+        self.merged = 0;
+        self.touched.clear();
+    }
+}
+
+/// Merge (a, b) -> `new_id` in place in the words `list` (sorted, distinct). `syms` / `wlen`
+/// are the arena and lengths from word `wlen_off` on, `syms` starting at arena offset `syms_off`.
+#[allow(clippy::too_many_arguments)]
+fn merge_words(list: &[u32], syms: &mut [u32], syms_off: usize, start: &[usize], wlen: &mut [u32], wlen_off: usize,
+               wcount: &[u64], (a, b): (u32, u32), new_id: u32, out: &mut StepOut) {
+    let delta = &mut out.delta;
+    for &wi in list {
+        let s0 = start[wi as usize] - syms_off;
+        let li = wi as usize - wlen_off;
+        let w = &mut syms[s0..s0 + wlen[li] as usize];
+        let c = wcount[wi as usize] as i64;
+        // In-place left-to-right merge; the neighbour pairs of every occurrence change:
+        // (prev, a) -> (prev, new) and (b, next) -> (new, next). `prev` is read from the
+        // already-merged output, so back-to-back occurrences cancel correctly.
+        let n = w.len();
+        let (mut r, mut wr) = (0usize, 0usize);
+        let mut hit = false;
+        while r < n {
+            if r + 1 < n && w[r] == a && w[r + 1] == b {
+                hit = true;
+                out.merged += c as u64;
+                *delta.entry((a, b)).or_insert(0) -= c;
+                if wr > 0 {
+                    let prev = w[wr - 1];
+                    *delta.entry((prev, a)).or_insert(0) -= c;
+                    *delta.entry((prev, new_id)).or_insert(0) += c;
+                }
+                if r + 2 < n {
+                    let next = w[r + 2];
+                    *delta.entry((b, next)).or_insert(0) -= c;
+                    *delta.entry((new_id, next)).or_insert(0) += c;
+                }
+                w[wr] = new_id;
+                r += 2;
+            } else {
+                w[wr] = w[r];
+                r += 1;
+            }
+            wr += 1;
+        }
+        if !hit {
+            continue;
+        }
+        wlen[li] = wr as u32;
+        for p in w[..wr].windows(2) {
+            if p[0] == new_id || p[1] == new_id {
+                out.touched.push(((p[0], p[1]), wi));
+            }
+        }
+    }
+}
+
+/// One merge over the words `list` into `out` (cleared first); returns the occurrences merged.
+/// With more than one thread in the current rayon pool and at least [`PAR_MIN_WORDS`] words per
+/// thread, the words are cut into that many runs of consecutive words, merged in parallel (each
+/// run owns its own slice of the arena), and the runs' outputs are added up in word order: the
+/// counts, the where-index and so the merges are those of the one-thread loop.
+#[allow(clippy::too_many_arguments)]
+fn merge_step(list: &[u32], syms: &mut [u32], start: &[usize], wlen: &mut [u32], wcount: &[u64], pair: (u32, u32),
+              new_id: u32, out: &mut StepOut) -> u64 {
+    use rayon::prelude::*;
+    out.clear();
+    let k = rayon::current_num_threads().min(list.len() / PAR_MIN_WORDS);
+    if k <= 1 {
+        merge_words(list, syms, 0, start, wlen, 0, wcount, pair, new_id, out);
+        return out.merged;
+    }
+    #[cfg(test)]
+    PAR_STEPS.fetch_add(1, AtOrd::Relaxed);
+    // Cut at word list[i * len / k]: words before it are in earlier runs, its arena slice starts there.
+    let mut runs = Vec::with_capacity(k);
+    let (mut syms_rest, mut wlen_rest) = (syms, wlen);
+    let (mut syms_off, mut wlen_off, mut lo) = (0usize, 0usize, 0usize);
+    for j in 1..=k {
+        let hi = j * list.len() / k;
+        let (s_cut, w_cut) = if j == k {
+            (syms_rest.len(), wlen_rest.len())
+        } else {
+            let w = list[hi] as usize;
+            (start[w] - syms_off, w - wlen_off)
+        };
+        let (s_here, s_next) = std::mem::take(&mut syms_rest).split_at_mut(s_cut);
+        let (w_here, w_next) = std::mem::take(&mut wlen_rest).split_at_mut(w_cut);
+        runs.push((&list[lo..hi], s_here, syms_off, w_here, wlen_off));
+        syms_off += s_cut;
+        wlen_off += w_cut;
+        syms_rest = s_next;
+        wlen_rest = w_next;
+        lo = hi;
+    }
+    let parts: Vec<StepOut> = runs
+        .into_par_iter()
+        .map(|(l, s, so, w, wo)| {
+            let mut o = StepOut::default();
+            merge_words(l, s, so, start, w, wo, wcount, pair, new_id, &mut o);
+            o
+        })
+        .collect();
+    for p in parts {
+        out.merged += p.merged;
+        for (k, v) in p.delta {
+            *out.delta.entry(k).or_insert(0) += v;
+        }
+        out.touched.extend(p.touched);
+    }
+    out.merged
 }
 
 /// Occurrences of (a, a) a left-to-right merge replaces (runs of k copies give k / 2), times
@@ -456,6 +631,160 @@ mod tests {
         assert_eq!(t.vocab[256], b"ug");
         assert_eq!(t.merges[0].3, 20);
         assert_eq!(t.vocab.len(), 259);
+    }
+
+    /// Enough distinct words (with shared pairs) that the early merge steps run in parallel runs.
+    fn many_words() -> Vec<(Vec<u8>, u64)> {
+        let mut x: u64 = 7;
+        let mut out = Vec::new();
+        for i in 0..60_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = 2 + (x % 9) as usize;
+            let w: Vec<u8> = (0..len).map(|j| b"aabcdeeeist  "[((x >> (j * 4)) % 13) as usize]).collect();
+            out.push((w, 1 + (i * 2654435761) % 50));
+        }
+        out.sort();
+        out.dedup_by(|b, a| {
+            if a.0 == b.0 {
+                a.1 += b.1;
+                true
+            } else {
+                false
+            }
+        });
+        out
+    }
+
+    #[test]
+    fn merges_do_not_depend_on_threads() {
+        let words = many_words();
+        assert!(words.len() > 3 * PAR_MIN_WORDS);
+        let cfg = TrainConfig { target: 256 + 400, min_frequency: 2, max_token_length: None };
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| train(words.iter().map(|(b, c)| (b.as_slice(), *c)), &cfg, &Progress::default()).unwrap())
+        };
+        let one = run(1);
+        assert_eq!(one.merges.len(), 400);
+        let before = PAR_STEPS.load(AtOrd::Relaxed);
+        for threads in [2, 3] {
+            let t = run(threads);
+            assert_eq!(t.merges, one.merges, "{threads} threads");
+            assert_eq!(t.vocab, one.vocab);
+        }
+        assert!(PAR_STEPS.load(AtOrd::Relaxed) > before, "no merge step ran in parallel");
+    }
+
+    /// Recount every pair after every merge (the rules of the module docs, no incremental state),
+    /// from any start vocabulary and pre-segmented words.
+    fn brute_force(vocab0: &[Vec<u8>], words: &[(Vec<u32>, u64)], target: usize, mf: u64) -> Vec<(Vec<u8>, Vec<u8>, u64)> {
+        let mut vocab: Vec<Vec<u8>> = vocab0.to_vec();
+        let mut ws: Vec<(Vec<u32>, u64)> = words.to_vec();
+        let mut out = Vec::new();
+        while vocab.len() < target && out.len() < 4 * target {
+            let mut pc: FxHashMap<(u32, u32), u64> = FxHashMap::default();
+            for (w, c) in &ws {
+                for p in w.windows(2) {
+                    *pc.entry((p[0], p[1])).or_insert(0) += c;
+                }
+            }
+            let best = pc.iter().max_by(|x, y| {
+                x.1.cmp(y.1)
+                    .then_with(|| vocab[y.0 .0 as usize].cmp(&vocab[x.0 .0 as usize]))
+                    .then_with(|| vocab[y.0 .1 as usize].cmp(&vocab[x.0 .1 as usize]))
+            });
+            let Some((&(a, b), &c)) = best else { break };
+            if c < mf {
+                break;
+            }
+            let bytes = [vocab[a as usize].clone(), vocab[b as usize].clone()].concat();
+            let id = match vocab.iter().position(|v| *v == bytes) {
+                Some(i) => i as u32,
+                None => {
+                    vocab.push(bytes.clone());
+                    (vocab.len() - 1) as u32
+                }
+            };
+            out.push((vocab[a as usize].clone(), vocab[b as usize].clone(), c));
+            for (w, _) in ws.iter_mut() {
+                let mut o = Vec::with_capacity(w.len());
+                let mut i = 0;
+                while i < w.len() {
+                    if i + 1 < w.len() && w[i] == a && w[i + 1] == b {
+                        o.push(id);
+                        i += 2;
+                    } else {
+                        o.push(w[i]);
+                        i += 1;
+                    }
+                }
+                *w = o;
+            }
+        }
+        out
+    }
+
+    fn merges_bytes(t: &Trained) -> Vec<(Vec<u8>, Vec<u8>, u64)> {
+        t.merges.iter().map(|&(a, b, _, c)| (t.vocab[a as usize].clone(), t.vocab[b as usize].clone(), c)).collect()
+    }
+
+    #[test]
+    fn untracked_pairs_raised_by_a_recreated_token_are_rescanned() {
+        // Start vocabulary: bytes + "ab" (256) + "bc" (257), as stage 2 of supertoken training starts
+        // from stage 1's. Words hold those tokens and the plain bytes, so merging (a, b) re-creates 256 and
+        // raises pairs such as (256, c) that were under min_frequency (untracked) before.
+        let mut vocab0: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
+        vocab0.push(b"ab".to_vec());
+        vocab0.push(b"bc".to_vec());
+        let (a, b, c, d) = (b'a' as u32, b'b' as u32, b'c' as u32, b'd' as u32);
+        let mut words: Vec<(Vec<u32>, u64)> = vec![(vec![a, b, c], 1), (vec![256, c], 1), (vec![a, b], 5), (vec![a, 257], 1)];
+        let mut x: u64 = 3;
+        for _ in 0..400 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = 2 + (x % 6) as usize;
+            let w: Vec<u32> = (0..len).map(|j| [a, b, c, d, 256, 257][((x >> (j * 3 + 7)) % 6) as usize]).collect();
+            words.push((w, [1, 1, 1, 2, 3][(x >> 50) as usize % 5]));
+        }
+        for mf in [1, 2, 3] {
+            let before = RESCANS.load(AtOrd::Relaxed);
+            let opts = Options { target: 258 + 40, min_frequency: mf, max_token_length: None, max_words: None,
+                                 select: Select::Frequency };
+            let t = train_words(vocab0.clone(), words.clone(), &opts, &Progress::default()).unwrap();
+            assert_eq!(merges_bytes(&t), brute_force(&vocab0, &words, 258 + 40, mf), "min_frequency {mf}");
+            if mf > 1 {
+                assert!(RESCANS.load(AtOrd::Relaxed) > before, "no rescan (min_frequency {mf})");
+            }
+        }
+    }
+
+    #[test]
+    fn untracked_pairs_on_words_without_recreation() {
+        // mf 2 on many_words: equal to the brute force too (new pairs under min_frequency dropped).
+        let words: Vec<(Vec<u8>, u64)> = many_words().into_iter().take(2000).collect();
+        let vocab0: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
+        let ids: Vec<(Vec<u32>, u64)> = words.iter().map(|(w, c)| (w.iter().map(|&b| b as u32).collect(), *c)).collect();
+        for mf in [1, 2, 4] {
+            let cfg = TrainConfig { target: 256 + 40, min_frequency: mf, max_token_length: None };
+            let t = train(words.iter().map(|(b, c)| (b.as_slice(), *c)), &cfg, &Progress::default()).unwrap();
+            assert_eq!(merges_bytes(&t), brute_force(&vocab0, &ids, 256 + 40, mf), "min_frequency {mf}");
+        }
+    }
+
+    #[test]
+    fn prefix_keys_order_as_bytes() {
+        let xs: [&[u8]; 9] = [b"", b"a", b"a\0", b"ab", b"abcdefgh", b"abcdefghi", b"abcdefgi", b"b", b"\xff"];
+        for x in xs {
+            for y in xs {
+                let (kx, ky) = (prefix_key(x), prefix_key(y));
+                if kx != ky {
+                    assert_eq!(kx.cmp(&ky), x.cmp(y), "{x:?} {y:?}");
+                }
+            }
+        }
     }
 
     #[test]
