@@ -101,8 +101,8 @@ class BPE:
         (no split) or a regex. Default: the file's own (tokenizer.json) or the pattern known
         for the rank file's size (GPT-2, Llama 3); an unknown rank file needs one.
         special_tokens: {string: id}; default: those of the file / the known profile.
-        engine: "auto" (a hand-written scanner for the built-in gpt2 / llama3 (cl100k) / qwen2
-        patterns, recognised by their exact text; else a fast regex with a lookahead fix-up when
+        engine: "auto" (a hand-written scanner for the built-in gpt2 / llama3 (cl100k) / qwen2 /
+        o200k patterns, recognised by their exact text; else a fast regex with a lookahead fix-up when
         the pattern allows; else fancy-regex), "hand", "fast" or "fancy" (for measurements).
         """
         path = Path(path).expanduser()
