@@ -309,7 +309,7 @@ class BPE:
         """Ids of text; special-token strings are ordinary text.
 
         num_threads > 1 (0: all cores) encodes one long text on that many threads: it is cut where
-        the pre-tokenizer always has a boundary (GPT-2, cl100k / Llama 3 and Qwen2 patterns; other
+        the pre-tokenizer always has a boundary (GPT-2, cl100k / Llama 3, Qwen2 and o200k patterns; other
         patterns run on one thread) and the spans are encoded in parallel, with the same ids.
         as_array=True returns a read-only numpy uint32 array instead of a list (no Python int per
         id: the fastest way to get many ids out)."""
