@@ -250,16 +250,24 @@ impl<'a> Scan<'a> {
         if f & NUMBER != 0 {
             return self.numbers(i, max_digits);
         }
-        // ` ?[^\s\p{L}\p{N}]+[\r\n]*`
+        // ` ?[^\s\p{L}\p{N}]+[\r\n]*`, whitespace
+        self.other_or_spaces(i, false)
+    }
+
+    /// The last alternatives of the cl100k family and o200k at `i`: ` ?[^\s\p{L}\p{N}]+` then
+    /// `[\r\n]*` (`[\r\n/]*` when `slash`), else whitespace: `\s*[\r\n]+|\s+(?!\S)|\s+`.
+    #[inline(always)]
+    fn other_or_spaces(&self, i: usize, slash: bool) -> usize {
+        let b = self.b;
+        let n = b.len();
         let p = if b[i] == b' ' { i + 1 } else { i };
         if p < n && self.at(p).0 & LNS == 0 {
             let mut end = self.run_other(p);
-            while end < n && (b[end] == b'\r' || b[end] == b'\n') {
+            while end < n && (b[end] == b'\r' || b[end] == b'\n' || (slash && b[end] == b'/')) {
                 end += 1;
             }
             return end;
         }
-        // whitespace: `\s*[\r\n]+|\s+(?!\S)|\s+`
         let (end, last, newline) = self.spaces(i);
         match newline {
             Some(nl) => nl,
@@ -319,10 +327,8 @@ impl<'a> Scan<'a> {
 
     /// End of the o200k pre-token starting at `i`.
     fn next_o200k(&self, i: usize) -> usize {
-        let b = self.b;
-        let n = b.len();
         let (f, len) = self.at(i);
-        let c = b[i];
+        let c = self.b[i];
         // `[^\r\n\p{L}\p{N}]?`: tried with the leading character first, then without it
         let lead = f & (LETTER | NUMBER) == 0 && c != b'\r' && c != b'\n';
         // 1: P?U*W+C?
@@ -351,21 +357,8 @@ impl<'a> Scan<'a> {
         if f & NUMBER != 0 {
             return self.numbers(i, 3);
         }
-        // 4: ` ?[^\s\p{L}\p{N}]+[\r\n/]*`
-        let p = if c == b' ' { i + 1 } else { i };
-        if p < n && self.at(p).0 & LNS == 0 {
-            let mut end = self.run_other(p);
-            while end < n && (b[end] == b'\r' || b[end] == b'\n' || b[end] == b'/') {
-                end += 1;
-            }
-            return end;
-        }
-        // 5-7: whitespace: `\s*[\r\n]+|\s+(?!\S)|\s+`
-        let (end, last, newline) = self.spaces(i);
-        match newline {
-            Some(nl) => nl,
-            None => self.space_tail(i, end, last),
-        }
+        // 4-7: ` ?[^\s\p{L}\p{N}]+[\r\n/]*`, whitespace
+        self.other_or_spaces(i, true)
     }
 }
 
