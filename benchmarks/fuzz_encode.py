@@ -8,6 +8,7 @@ contractions, digit runs). References:
 
 - tiktoken, rank files: gpt2 (GPT-2 pattern), llama3 (cl100k pattern), and the Llama 3 ranks under the
   o200k and qwen2 patterns (`BPE.from_ranks` vs `tiktoken.Encoding` with the same ranks and pattern);
+  with `--o200k-ranks FILE` also o200k_base's own ranks under its pattern;
   ids of `encode_ordinary`, strings passed as they are (both apply the lone-surrogate rule);
 - HF tokenizers, tokenizer.json: gpt2, llama3-hf, qwen3 (NFC normaliser) and smollm2; ids of
   `encode(text, add_special_tokens=False)` on tokbench.text.clean(text) (the library refuses lone
@@ -37,11 +38,11 @@ TIKTOKEN = [("gpt2-tiktoken", "gpt2"), ("llama3", "llama3"), ("llama3", "o200k")
 HF = ["gpt2", "llama3-hf", "qwen3", "smollm2"]
 
 
-def _tiktoken_pair(asset: str, pattern: str):
+def _tiktoken_pair(asset: str, pattern: str, path: str | None = None):
     import tiktoken
     from tiktoken.load import load_tiktoken_bpe
 
-    path = str(resolve(asset, kind="tokenizer"))
+    path = path or str(resolve(asset, kind="tokenizer"))
     ranks = load_tiktoken_bpe(path)
     ref = tiktoken.Encoding(f"{asset}-{pattern}", pat_str=PATTERNS[pattern], mergeable_ranks=ranks, special_tokens={})
     ours = BPE.from_ranks(ranks, pattern, {}, name=f"{asset}-{pattern}")
@@ -67,8 +68,12 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch", type=int, default=20_000)
     ap.add_argument("--only", action="append", help="run only these references (e.g. llama3-o200k, hf:qwen3)")
+    ap.add_argument("--o200k-ranks", help="also o200k_base itself: its rank file (not a registered asset; "
+                    "benchmarks/bench_encode_peers.py unpacks the copy bpe-openai ships), reference o200k_base-o200k")
     a = ap.parse_args()
     refs = [(f"{x}-{p}", lambda x=x, p=p: _tiktoken_pair(x, p)) for x, p in TIKTOKEN]
+    if a.o200k_ranks:
+        refs.append(("o200k_base-o200k", lambda: _tiktoken_pair("o200k_base", "o200k", a.o200k_ranks)))
     refs += [(f"hf:{x}", lambda x=x: _hf_pair(x)) for x in HF]
     if a.only:
         refs = [r for r in refs if r[0] in a.only]

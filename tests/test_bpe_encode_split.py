@@ -55,7 +55,30 @@ def test_split_threads_like_tiktoken(require_asset):
     assert _ours(path).encode_ordinary(text, num_threads=2) == ref.encode_ordinary(text)
 
 
-WORDS = ["a", "it's", "don't", "'ll", "Zz", "é", "中文", " ", "  ", "\n", "\r\n", "12345", "½", "!!", "'", "x"]
+@functools.lru_cache(maxsize=None)
+def _o200k_pair(path: str):
+    """The Llama 3 ranks under the o200k pattern: tokbench (hand scanner) and tiktoken."""
+    from tiktoken.load import load_tiktoken_bpe
+    from tokbench.vocab.patterns import PATTERNS
+
+    ranks = load_tiktoken_bpe(path)
+    ours = BPE.from_ranks(ranks, "o200k", {})
+    assert ours.engine == "hand"
+    return ours, tiktoken.Encoding("ref-o200k", pat_str=PATTERNS["o200k"], mergeable_ranks=ranks, special_tokens={})
+
+
+@pytest.mark.assets
+def test_split_threads_o200k_like_tiktoken(require_asset):
+    ours, ref = _o200k_pair(str(require_asset("llama3")))
+    text = (_long_text("udhr", str(require_asset("udhr")))[:300_000]
+            + _long_text("wikitext2-valid", str(require_asset("wikitext2-valid")))[:200_000])
+    want = ref.encode_ordinary(text)
+    for n in (2, 3):
+        assert ours.encode_ordinary(text, num_threads=n) == want, n
+
+
+WORDS = ["a", "it's", "don't", "'ll", "Zz", "é", "中文", " ", "  ", "\n", "\r\n", "12345", "½", "!!", "'", "x",
+         "HELLO", "ABc", "DON'T", "x\u0301", "ʰA", "/"]
 
 
 @pytest.mark.assets
@@ -68,6 +91,8 @@ def test_split_threads_on_generated_text(seed, n, require_asset):
     for asset in ("gpt2-tiktoken", "llama3"):
         enc = _ours(str(require_asset(asset)))
         assert enc.encode_ordinary(text, num_threads=2) == enc.encode_ordinary(text)
+    o200k, _ = _o200k_pair(str(require_asset("llama3")))
+    assert o200k.encode_ordinary(text, num_threads=2) == o200k.encode_ordinary(text)
 
 
 @pytest.mark.assets

@@ -6,6 +6,7 @@ itself. Checked on every line of every shared corpus and on generated Unicode st
 from __future__ import annotations
 
 import functools
+import random
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -16,9 +17,10 @@ from tokbench.errors import TokbenchError
 from tokbench.vocab.patterns import PATTERNS
 
 from bpe_corpora import lines
+from fuzz_strings import random_strings
 
 HAND_PATTERNS = {"gpt2": PATTERNS["gpt2"], "gpt2-hf": HF_BYTELEVEL_REGEX, "llama3": PATTERNS["llama3"],
-                 "qwen2": PATTERNS["qwen2"]}
+                 "qwen2": PATTERNS["qwen2"], "o200k": PATTERNS["o200k"]}
 CORPORA = ["wikitext2-test", "wikitext2-valid", "tinyshakespeare", "tinystories", "gsm8k-train",
            "gsm8k-test", "code-python", "code-rust", "code-cpp", "udhr", "tatoeba", "gutenberg",
            "bible-mark"]
@@ -34,10 +36,10 @@ def test_builtin_patterns_pick_the_hand_engine():
     for name, regex in HAND_PATTERNS.items():
         assert _splitter(regex, "auto").engine == "hand", name
     # anything else keeps a regex engine, even a one-character change
-    assert _splitter(PATTERNS["o200k"], "auto").engine == "fast+fixup"
     assert _splitter(PATTERNS["llama3"].replace("{1,3}", "{1,2}"), "auto").engine == "fast+fixup"
+    assert _splitter(PATTERNS["o200k"].replace(r"[\r\n/]*", r"[\r\n]*"), "auto").engine == "fast+fixup"
     with pytest.raises(TokbenchError, match="built-in patterns"):
-        _splitter(PATTERNS["o200k"], "hand")
+        _splitter(PATTERNS["whitespace"], "hand")
 
 
 @pytest.mark.assets
@@ -74,3 +76,28 @@ def test_generated_strings_like_the_regex(text):
         assert pieces == _splitter(regex, "fancy").pre_tokenize(text), name
         assert "".join(pieces) == text
 
+
+
+def _differ(name: str, texts: list[str]) -> list[str]:
+    hand, fancy = _splitter(HAND_PATTERNS[name], "hand"), _splitter(HAND_PATTERNS[name], "fancy")
+    return [t for t in texts if hand.pre_tokenize(t) != fancy.pre_tokenize(t)]
+
+
+def test_o200k_fuzz_strings_like_the_regex():
+    """o200k's case-split words backtrack (marks and Lm/Lo are in both case classes): the seeded
+    strings of the differential fuzzer, plus words of random case over letters of every kind."""
+    texts = random_strings(15, 4000)
+    rng = random.Random(15)
+    letters = "aZzQǅǄǆʰˆ中ا\u0301\u0308\u094d'sStT ./\n"
+    texts += ["".join(rng.choice(letters) for _ in range(rng.randrange(1, 16))) for _ in range(4000)]
+    bad = _differ("o200k", texts)
+    assert not bad, f"{len(bad)} differ, first {bad[0]!r}"
+
+
+@pytest.mark.assets
+def test_o200k_multilingual_sample_like_the_regex(require_asset):
+    """Every UDHR paragraph of every language (scripts with marks, titlecase, Lm/Lo letters)."""
+    texts = lines("udhr", require_asset("udhr"))
+    assert len(texts) > 1000
+    bad = _differ("o200k", texts)
+    assert not bad, f"{len(bad)} of {len(texts)} differ, first {bad[0]!r}"

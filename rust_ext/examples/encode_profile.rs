@@ -1,6 +1,8 @@
 //! Per-stage timing of the exact encoder on one text file (documents separated by a NUL byte).
 //!
-//!     cargo run --release --no-default-features --example encode_profile -- RANKS.tiktoken PATTERN DOCS.txt
+//!     cargo run --release --no-default-features --example encode_profile -- RANKS.tiktoken PATTERN DOCS.txt [RUNS [ENGINE]]
+//!
+//! ENGINE: the pre-tokenizer engine (auto, hand, fast, fancy; default auto).
 //!
 //! Stages: pre-tokenizer alone; pre-tokenizer + whole-piece lookup; full encode_ordinary.
 use std::time::Instant;
@@ -59,8 +61,9 @@ fn main() {
     let docs: Vec<&str> = text.split('\0').collect();
     let mb = text.len() as f64 / 1e6;
     let runs: usize = a.get(4).map_or(5, |s| s.parse().unwrap());
+    let engine = a.get(5).map_or("auto", |s| s.as_str());
     let model = BpeModel::from_ranks(&tokens).unwrap();
-    let splitter = Splitter::new(Some(pattern.trim_end_matches('\n')), false, false, "auto").unwrap();
+    let splitter = Splitter::new(Some(pattern.trim_end_matches('\n')), false, false, engine).unwrap();
     let mut cache = splitter.new_cache();
     let (t, n) = best(runs, || {
         let mut n = 0;
@@ -79,7 +82,7 @@ fn main() {
     });
     println!("split + whole-piece lookup: {:.1} MB/s, {} hits ({:.1}%)", mb / t, hits, 100.0 * hits as f64 / n as f64);
     let enc = Encoder::new(BpeModel::from_ranks(&tokens).unwrap(),
-                           Splitter::new(Some(pattern.trim_end_matches('\n')), false, false, "auto").unwrap(),
+                           Splitter::new(Some(pattern.trim_end_matches('\n')), false, false, engine).unwrap(),
                            &tokens, vec![]).unwrap();
     let (t, ntok) = best(runs, || docs.iter().map(|d| enc.encode_ordinary(d).unwrap().len()).sum());
     println!("encode_ordinary: {:.1} MB/s, {} tokens", mb / t, ntok);

@@ -101,8 +101,8 @@ class BPE:
         (no split) or a regex. Default: the file's own (tokenizer.json) or the pattern known
         for the rank file's size (GPT-2, Llama 3); an unknown rank file needs one.
         special_tokens: {string: id}; default: those of the file / the known profile.
-        engine: "auto" (a hand-written scanner for the built-in gpt2 / llama3 (cl100k) / qwen2
-        patterns, recognised by their exact text; else a fast regex with a lookahead fix-up when
+        engine: "auto" (a hand-written scanner for the built-in gpt2 / llama3 (cl100k) / qwen2 /
+        o200k patterns, recognised by their exact text; else a fast regex with a lookahead fix-up when
         the pattern allows; else fancy-regex), "hand", "fast" or "fancy" (for measurements).
         """
         path = Path(path).expanduser()
@@ -309,7 +309,7 @@ class BPE:
         """Ids of text; special-token strings are ordinary text.
 
         num_threads > 1 (0: all cores) encodes one long text on that many threads: it is cut where
-        the pre-tokenizer always has a boundary (GPT-2, cl100k / Llama 3 and Qwen2 patterns; other
+        the pre-tokenizer always has a boundary (GPT-2, cl100k / Llama 3, Qwen2 and o200k patterns; other
         patterns run on one thread) and the spans are encoded in parallel, with the same ids.
         as_array=True returns a read-only numpy uint32 array instead of a list (no Python int per
         id: the fastest way to get many ids out)."""

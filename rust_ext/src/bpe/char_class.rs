@@ -1,4 +1,5 @@
-//! Character classes of the split regexes (`\p{L}`, `\p{N}`, `\s`) as a two-level lookup table.
+//! Character classes of the split regexes (`\p{L}`, `\p{N}`, `\s` and o200k's two case classes) as a
+//! two-level lookup table of bit flags.
 //!
 //! The table is filled from the very class definitions the regex engines use: each class is
 //! parsed with `regex-syntax` (the parser behind `regex-automata` and `fancy-regex`) and its
@@ -13,8 +14,20 @@ pub const LETTER: u8 = 1;
 pub const NUMBER: u8 = 2;
 /// `\s` (Unicode White_Space)
 pub const SPACE: u8 = 4;
+/// `[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]`, o200k's "upper" letters (marks and Lm/Lo are in both case classes)
+pub const UPPER: u8 = 8;
+/// `[\p{Ll}\p{Lm}\p{Lo}\p{M}]`, o200k's "lower" letters
+pub const LOWER: u8 = 16;
+/// Letter, number or whitespace: a character with none of these is `[^\s\p{L}\p{N}]`.
+pub const LNS: u8 = LETTER | NUMBER | SPACE;
 
-const CLASSES: [(&str, u8); 3] = [(r"\p{L}", LETTER), (r"\p{N}", NUMBER), (r"\s", SPACE)];
+const CLASSES: [(&str, u8); 5] = [
+    (r"\p{L}", LETTER),
+    (r"\p{N}", NUMBER),
+    (r"\s", SPACE),
+    (r"[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]", UPPER),
+    (r"[\p{Ll}\p{Lm}\p{Lo}\p{M}]", LOWER),
+];
 
 /// Code points per second-level block.
 const BLOCK_BITS: u32 = 7;

@@ -9,7 +9,7 @@
 //! is one character long. That is exactly what `\s+(?!\S)|\s+` does at a position where
 //! the prefix fails: greedy `\s+` then backtracking by one character.
 //!
-//! The built-in patterns (GPT-2, cl100k / Llama 3, Qwen2), recognised by their exact text, run
+//! The built-in patterns (GPT-2, cl100k / Llama 3, Qwen2, o200k), recognised by their exact text, run
 //! on a hand-written scanner instead (`pretokenize_hand`), which gives the same pieces.
 use super::pretokenize_hand::{self, Pattern};
 use regex_automata::{meta, Input};
@@ -56,7 +56,9 @@ impl Splitter {
                 "fast" => fast(p)?,
                 "hand" => match Pattern::recognise(p) {
                     Some(h) => Engine::Hand(h),
-                    None => return Err("engine \"hand\" runs only the built-in patterns gpt2, llama3 (cl100k), qwen2".into()),
+                    None => {
+                        return Err("engine \"hand\" runs only the built-in patterns gpt2, llama3 (cl100k), qwen2, o200k".into())
+                    }
                 },
                 "auto" => match Pattern::recognise(p) {
                     Some(h) => Engine::Hand(h),
@@ -83,10 +85,11 @@ impl Splitter {
 
     /// Byte offsets (ascending, inside `text`, at most `parts - 1`) where `text` can be cut into
     /// spans that split, one by one, into exactly the pre-tokens of the whole text. Only for the
-    /// hand-written patterns (GPT-2, cl100k, Qwen2) without the digit split: there an ASCII
+    /// hand-written patterns (GPT-2, cl100k, Qwen2, o200k) without the digit split: there an ASCII
     /// letter, a space, an ASCII letter always has a pre-token boundary before the space (no
-    /// alternative runs a letter into a space; a contraction ends in a letter), and the scanner
-    /// only looks forward from a boundary. Other patterns: no cuts.
+    /// alternative runs a letter into a space: the optional leading character of a word comes
+    /// before its letters, a word and a contraction end in a letter), and the scanner only looks
+    /// forward from a boundary. Other patterns: no cuts.
     pub fn cuts(&self, text: &str, parts: usize) -> Vec<usize> {
         let b = text.as_bytes();
         let mut out = Vec::new();
@@ -229,6 +232,7 @@ mod tests {
 
     const GPT2: &str = r"'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
     const CL100K: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    use crate::bpe::pretokenize_hand::O200K;
 
     fn pieces(s: &Splitter, t: &str) -> Vec<String> {
         let mut out = Vec::new();
@@ -239,8 +243,9 @@ mod tests {
 
     #[test]
     fn cuts_are_boundaries_of_the_whole_split() {
-        let text = "It's a test: don't stop 'em  now\n\n  x  ok   y's   Zz AND 'll a b c \u{3000}é e  ".repeat(40);
-        for pat in [GPT2, CL100K] {
+        let text = "It's a test: don't stop 'em  now\n\n  x  ok   y's   Zz AND 'll a b c \u{3000}é e  \
+                    HELLO World'S x\u{301} A\u{301}B cD Ab/cd\n/ ʰA ".repeat(40);
+        for pat in [GPT2, CL100K, O200K] {
             let s = Splitter::new(Some(pat), false, false, "auto").unwrap();
             let whole = pieces(&s, &text);
             for parts in [2, 3, 7, 50] {
@@ -266,7 +271,7 @@ mod tests {
             " \u{3000}\u{3000}x \r\n \n  y's  'LL 12345 ..!! \u{a0}\u{a0}z",
             "x\n \n",
         ];
-        for pat in [GPT2, CL100K] {
+        for pat in [GPT2, CL100K, O200K] {
             let fast = Splitter::new(Some(pat), false, false, "fast").unwrap();
             assert_eq!(Splitter::new(Some(pat), false, false, "auto").unwrap().engine_name(), "hand");
             assert_eq!(fast.engine_name(), "fast+fixup");

@@ -1,17 +1,22 @@
-//! A hand-written pre-tokenizer for the built-in split patterns (GPT-2, cl100k / Llama 3, Qwen2).
+//! A hand-written pre-tokenizer for the built-in split patterns (GPT-2, cl100k / Llama 3, Qwen2,
+//! o200k).
 //!
 //! At each position the alternatives of the pattern are tried in order, as the regex does
 //! (leftmost-first), but each alternative is a direct scan over character classes
-//! (`char_class`), so no automaton runs. Every alternative of these patterns is a run of one
-//! class with at most one optional leading character, so a greedy scan is exact; the two
+//! (`char_class`), so no automaton runs. Every alternative of the GPT-2 / cl100k patterns is a
+//! run of one class with at most one optional leading character, so a greedy scan is exact; the
 //! alternatives that backtrack are solved in closed form:
 //! - `\s+(?!\S)|\s+` on a whitespace run `[i, j)`: the whole run when it ends the text or is
 //!   one character long, else the run without its last character.
 //! - `\s*[\r\n]+` on a whitespace run: from `i` up to and including the run's last `\r`/`\n`.
+//! - o200k's words `P?U*W+C?` and `P?U+W*C?` (`P` = `[^\r\n\p{L}\p{N}]`, `U` / `W` its upper /
+//!   lower case classes, which share Lm, Lo and the marks \p{M}; `C` a contraction): see
+//!   `Scan::upper_then_lower`. A mark is both a possible `P` and a letter of `U` and `W`, so the
+//!   word is tried with the leading character as `P` first and then as part of the word.
 //!
 //! The patterns are recognised by their exact text (`Pattern::recognise`); any other pattern,
 //! even an equivalent one, goes to the regex engines.
-use super::char_class::{decode_at, CharClasses, LETTER, NUMBER, SPACE};
+use super::char_class::{decode_at, CharClasses, LETTER, LNS, LOWER, NUMBER, SPACE, UPPER};
 use std::sync::OnceLock;
 
 pub const GPT2: &str = r"'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
@@ -19,6 +24,12 @@ pub const GPT2: &str = r"'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}
 pub const GPT2_HF: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 pub const CL100K: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 pub const QWEN2: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// tiktoken's o200k_base pattern (its seven alternatives joined by `|`).
+pub const O200K: &str = concat!(
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+    r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+    r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pattern {
@@ -27,6 +38,9 @@ pub enum Pattern {
     /// cl100k family: case-insensitive contractions, one non-letter before letters, numbers in
     /// groups of up to `max_digits`, other runs take trailing newlines, newline runs.
     Cl100k { max_digits: usize },
+    /// o200k: case-split words with optional contraction suffixes, numbers in groups of up to
+    /// 3, other runs take trailing `\r`, `\n` and `/`, newline runs.
+    O200k,
 }
 
 impl Pattern {
@@ -35,6 +49,7 @@ impl Pattern {
             GPT2 | GPT2_HF => Some(Pattern::Gpt2),
             CL100K => Some(Pattern::Cl100k { max_digits: 3 }),
             QWEN2 => Some(Pattern::Cl100k { max_digits: 1 }),
+            O200K => Some(Pattern::O200k),
             _ => None,
         }
     }
@@ -99,7 +114,7 @@ impl<'a> Scan<'a> {
     fn run_other(&self, mut pos: usize) -> usize {
         while pos < self.b.len() {
             let (f, len) = self.at(pos);
-            if f != 0 {
+            if f & LNS != 0 {
                 break;
             }
             pos += len;
@@ -206,7 +221,7 @@ impl<'a> Scan<'a> {
         if g & NUMBER != 0 {
             return self.run(p, NUMBER);
         }
-        if g == 0 {
+        if g & LNS == 0 {
             return self.run_other(p);
         }
         // whitespace at `i` (a space before whitespace, or other whitespace)
@@ -235,21 +250,115 @@ impl<'a> Scan<'a> {
         if f & NUMBER != 0 {
             return self.numbers(i, max_digits);
         }
-        // ` ?[^\s\p{L}\p{N}]+[\r\n]*`
+        // ` ?[^\s\p{L}\p{N}]+[\r\n]*`, whitespace
+        self.other_or_spaces(i, false)
+    }
+
+    /// The last alternatives of the cl100k family and o200k at `i`: ` ?[^\s\p{L}\p{N}]+` then
+    /// `[\r\n]*` (`[\r\n/]*` when `slash`), else whitespace: `\s*[\r\n]+|\s+(?!\S)|\s+`.
+    #[inline(always)]
+    fn other_or_spaces(&self, i: usize, slash: bool) -> usize {
+        let b = self.b;
+        let n = b.len();
         let p = if b[i] == b' ' { i + 1 } else { i };
-        if p < n && self.at(p).0 == 0 {
+        if p < n && self.at(p).0 & LNS == 0 {
             let mut end = self.run_other(p);
-            while end < n && (b[end] == b'\r' || b[end] == b'\n') {
+            while end < n && (b[end] == b'\r' || b[end] == b'\n' || (slash && b[end] == b'/')) {
                 end += 1;
             }
             return end;
         }
-        // whitespace: `\s*[\r\n]+|\s+(?!\S)|\s+`
         let (end, last, newline) = self.spaces(i);
         match newline {
             Some(nl) => nl,
             None => self.space_tail(i, end, last),
         }
+    }
+}
+
+impl<'a> Scan<'a> {
+    /// `U*W+` from `s` (leftmost-first, greedy with backtracking), its end or None.
+    /// `U*` takes the whole run of upper-class characters; if the next character is in `W`,
+    /// `W+` takes the run of lower-class characters from there. Otherwise `U*` gives characters
+    /// back until `W+` can take one: the match ends after the run's last character that is in
+    /// both classes (Lm, Lo, a mark), and fails when there is none.
+    #[inline(always)]
+    fn upper_then_lower(&self, s: usize) -> Option<usize> {
+        let n = self.b.len();
+        let mut pos = s;
+        let mut last_both = None;
+        while pos < n {
+            let (f, len) = self.at(pos);
+            if f & UPPER == 0 {
+                if f & LOWER != 0 {
+                    return Some(self.run(pos + len, LOWER));
+                }
+                break;
+            }
+            pos += len;
+            if f & LOWER != 0 {
+                last_both = Some(pos);
+            }
+        }
+        last_both
+    }
+
+    /// `U+W*` from `s`: the run of upper-class characters (at least one), then the run of
+    /// lower-class ones.
+    #[inline(always)]
+    fn upper_run_then_lower(&self, s: usize) -> Option<usize> {
+        let k = self.run(s, UPPER);
+        if k == s {
+            return None;
+        }
+        Some(self.run(k, LOWER))
+    }
+
+    /// `(?i:'s|'t|'re|'ve|'m|'ll|'d)?` at `end`: `end` moved past a contraction if one follows.
+    #[inline(always)]
+    fn with_contraction(&self, end: usize) -> usize {
+        if end < self.b.len() && self.b[end] == b'\'' {
+            if let Some(len) = self.contraction(end, true) {
+                return end + len;
+            }
+        }
+        end
+    }
+
+    /// End of the o200k pre-token starting at `i`.
+    fn next_o200k(&self, i: usize) -> usize {
+        let (f, len) = self.at(i);
+        let c = self.b[i];
+        // `[^\r\n\p{L}\p{N}]?`: tried with the leading character first, then without it
+        let lead = f & (LETTER | NUMBER) == 0 && c != b'\r' && c != b'\n';
+        // 1: P?U*W+C?
+        if lead {
+            if let Some(e) = self.upper_then_lower(i + len) {
+                return self.with_contraction(e);
+            }
+        }
+        if f & (UPPER | LOWER) != 0 {
+            if let Some(e) = self.upper_then_lower(i) {
+                return self.with_contraction(e);
+            }
+        }
+        // 2: P?U+W*C?
+        if lead {
+            if let Some(e) = self.upper_run_then_lower(i + len) {
+                return self.with_contraction(e);
+            }
+        }
+        if f & UPPER != 0 {
+            if let Some(e) = self.upper_run_then_lower(i) {
+                return self.with_contraction(e);
+            }
+        }
+        // 3: \p{N}{1,3}
+        if f & NUMBER != 0 {
+            return self.numbers(i, 3);
+        }
+        // 4-7: ` ?[^\s\p{L}\p{N}]+[\r\n/]*`, whitespace
+        self.other_or_spaces(i, true)
     }
 }
 
@@ -262,6 +371,7 @@ pub fn split<F: FnMut(&str)>(pattern: Pattern, text: &str, f: &mut F) {
         let end = match pattern {
             Pattern::Gpt2 => scan.next_gpt2(i),
             Pattern::Cl100k { max_digits } => scan.next_cl100k(i, max_digits),
+            Pattern::O200k => scan.next_o200k(i),
         };
         f(&text[i..end]);
         i = end;
@@ -283,7 +393,7 @@ mod tests {
         re.find_iter(t).map(|m| m.unwrap().as_str().to_string()).collect()
     }
 
-    const PATTERNS: [&str; 4] = [GPT2, GPT2_HF, CL100K, QWEN2];
+    const PATTERNS: [&str; 5] = [GPT2, GPT2_HF, CL100K, QWEN2, O200K];
 
     /// Characters that exercise every class and rule: letters of several scripts and cases,
     /// numbers of several kinds, marks, punctuation, apostrophes, the long s, spaces and newlines.
@@ -300,6 +410,7 @@ mod tests {
             assert!(Pattern::recognise(p).is_some());
         }
         assert_eq!(Pattern::recognise(&CL100K.replace("{1,3}", "{1,2}")), None);
+        assert_eq!(Pattern::recognise(&O200K.replace("[\\r\\n/]*", "[\\r\\n]*")), None);
         assert_eq!(Pattern::recognise(r" ?\S+|\s+(?!\S)|\s+"), None);
     }
 
@@ -322,6 +433,36 @@ mod tests {
             for t in texts {
                 assert_eq!(ours(p, t), regex(pat, t), "{pat} on {t:?}");
             }
+        }
+    }
+
+    #[test]
+    fn o200k_backtracking_cases() {
+        let want: &[(&str, &[&str])] = &[
+            // a lone mark after a non-letter: `P` then nothing, so the mark is the word
+            ("\u{301}AB.", &["\u{301}", "AB", "."]),
+            ("(\u{301}x", &["(\u{301}x"]),
+            ("\u{301} ", &["\u{301}", " "]),
+            // upper run then lower: one word; upper run alone: the second alternative
+            ("HELLOworld", &["HELLOworld"]),
+            ("ABC. ABc", &["ABC", ".", " ABc"]),
+            ("aBC", &["a", "BC"]),
+            // Lm / Lo end the first alternative's word when `U*` gives them back
+            ("Aʰ.", &["Aʰ", "."]),
+            ("ʰAB.", &["ʰ", "AB", "."]),
+            ("中A中B.", &["中A中", "B", "."]),
+            // titlecase is upper only
+            ("ǅx ǅ", &["ǅx", " ǅ"]),
+            // contractions attach to either alternative, case-insensitively, long s included
+            ("DON'T don't HE'S x'ſ 'll", &["DON'T", " don't", " HE'S", " x'ſ", " '", "ll"]),
+            ("a/b\n/\n/c", &["a", "/b", "\n", "/\n/", "c"]),
+            ("x -->\r\n/y 1234567", &["x", " -->\r\n/", "y", " ", "123", "456", "7"]),
+            ("\tWord \n\n Word", &["\tWord", " \n\n", " Word"]),
+        ];
+        let p = Pattern::recognise(O200K).unwrap();
+        for (t, pieces) in want {
+            assert_eq!(regex(O200K, t), *pieces, "the regex on {t:?}");
+            assert_eq!(ours(p, t), *pieces, "{t:?}");
         }
     }
 
