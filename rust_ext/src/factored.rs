@@ -462,92 +462,136 @@ impl Factored {
     }
 
     /// One query of topk_prefiltered: the best k (score, id), exact scores, best first.
+    ///
+    /// 1. F0: the k-th best lower bound (approx - e + bias) among the base rows. Every base row whose upper bound
+    ///    reaches F0 gets its exact logit; the k best of those are the k best base rows, so their k-th score is
+    ///    the plain kernel's floor F.
+    /// 2. Convex rows: the hot atoms are those whose exact logit is >= F - max bias (an atom whose upper bound is
+    ///    below that cannot be one; the others get their exact logit), the same set as the plain kernel's, so the
+    ///    same rows are visited. Other rows (or too many visits): every row.
+    /// 3. A visited row whose upper bound (sum of c * (approx + e), plus rounding) reaches F is rescored exactly
+    ///    (exact atom logits computed once, when first needed) and kept when its exact score is >= F.
     fn query_prefiltered(&self, q8: &Q8, lt: &[f32], nq: usize, q: usize, h: &[f32], k: usize) -> Vec<(f32, u64)> {
         let hn = h.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt() as f32;
         let e = |j: usize| q8.err[j] * hn;
-        let bias = self.bias.as_deref();
         let approx = |j: usize| lt[j * nq + q];
-        // floor: the k-th best lower bound among the base rows (a lower bound of the final k-th best score)
-        let floor = if self.n_base >= k {
-            let mut lower: Vec<f32> =
-                (0..self.n_base).map(|j| approx(j) - e(j) + bias.map_or(0.0, |b| b[j])).collect();
-            let (_, kth, _) = lower.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
-            *kth
-        } else {
-            f32::NEG_INFINITY
-        };
+        let bias = self.bias.as_deref();
+        let base_bias = |j: usize| bias.map_or(0.0, |b| b[j]);
         let fast = avx2_fma();
         let mut exact = vec![f32::NAN; self.n_atoms];
-        let mut exact_of = |j: usize| {
+        let exact_of = |j: usize, exact: &mut [f32]| {
             if exact[j].is_nan() {
                 exact[j] = dot_atom_best(&self.atoms, self.dim, j, h, fast);
             }
             exact[j]
         };
         let mut cands: Vec<(f32, u64)> = Vec::new();
-        for j in 0..self.n_base {
-            if approx(j) + e(j) + bias.map_or(0.0, |b| b[j]) >= floor {
-                cands.push((exact_of(j) + bias.map_or(0.0, |b| b[j]), j as u64));
+        let floor = if self.n_base >= k {
+            let mut lower: Vec<f32> = (0..self.n_base).map(|j| approx(j) - e(j) + base_bias(j)).collect();
+            let (_, kth, _) = lower.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+            let f0 = *kth;
+            for j in 0..self.n_base {
+                if approx(j) + e(j) + base_bias(j) >= f0 {
+                    cands.push((exact_of(j, &mut exact) + base_bias(j), j as u64));
+                }
             }
-        }
+            let mut s: Vec<f32> = cands.iter().map(|c| c.0).collect();
+            let (_, kth, _) = s.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+            *kth
+        } else {
+            for j in 0..self.n_base {
+                cands.push((exact_of(j, &mut exact) + base_bias(j), j as u64));
+            }
+            f32::NEG_INFINITY
+        };
+        cands.retain(|c| c.0 >= floor);
         let rows = self.indptr.len() - 1;
         let row_bias = bias.map(|b| &b[self.n_base..]);
-        // combined rows to look at: for convex rows, those holding an atom whose upper bound reaches floor - max bias
-        let visit: Option<Vec<u32>> = self.postings.as_ref().and_then(|(ptr, rows_of)| {
-            if !floor.is_finite() || self.prune == 0 {
-                return None;
-            }
-            let bound = floor - self.bias_max;
-            let hot: Vec<usize> = (0..self.n_atoms).filter(|&j| approx(j) + e(j) >= bound).collect();
-            let visits: u64 = hot.iter().map(|&j| ptr[j + 1] - ptr[j]).sum();
-            if visits as usize * self.prune as usize >= rows {
-                return None;
-            }
-            let mut mark = vec![0u64; rows.div_ceil(64)];
-            for &j in &hot {
-                for &t in &rows_of[ptr[j] as usize..ptr[j + 1] as usize] {
-                    mark[t as usize / 64] |= 1 << (t % 64);
+        let visit: Option<Vec<u32>> = match self.postings.as_ref() {
+            Some((ptr, rows_of)) if floor.is_finite() && self.prune != 0 => {
+                let bound = floor - self.bias_max;
+                let hot: Vec<usize> = (0..self.n_atoms)
+                    .filter(|&j| approx(j) + e(j) >= bound && exact_of(j, &mut exact) >= bound)
+                    .collect();
+                let visits: u64 = hot.iter().map(|&j| ptr[j + 1] - ptr[j]).sum();
+                if visits as usize * self.prune as usize >= rows {
+                    None
+                } else {
+                    let mut mark = vec![0u64; rows.div_ceil(64)];
+                    for &j in &hot {
+                        for &t in &rows_of[ptr[j] as usize..ptr[j + 1] as usize] {
+                            mark[t as usize / 64] |= 1 << (t % 64);
+                        }
+                    }
+                    let mut out = Vec::new();
+                    for (w, &bits) in mark.iter().enumerate() {
+                        let mut bits = bits;
+                        while bits != 0 {
+                            out.push((w * 64) as u32 + bits.trailing_zeros());
+                            bits &= bits - 1;
+                        }
+                    }
+                    Some(out)
                 }
             }
-            let mut out = Vec::new();
-            for (w, &bits) in mark.iter().enumerate() {
-                let mut bits = bits;
-                while bits != 0 {
-                    out.push((w * 64) as u32 + bits.trailing_zeros());
-                    bits &= bits - 1;
-                }
-            }
-            Some(out)
-        });
+            _ => None,
+        };
+        // a row's upper bound, summed in f64: sum c * approx + |c| * e, plus the plain kernel's own f32 rounding of
+        // its sum of m terms (at most (m + 2) 2^-24 sum |c| (|approx| + e)) and of the bias addition
+        let ae: Vec<[f32; 2]> = (0..self.n_atoms).map(|j| [approx(j), e(j)]).collect();
         let upper = |t: usize| {
             let (lo, hi) = (self.indptr[t] as usize, self.indptr[t + 1] as usize);
-            let (mut s, mut err, mut mag) = (0f32, 0f32, 0f32);
+            let (mut s, mut err, mut mag) = (0f64, 0f64, 0f64);
             for (&c, &j) in self.data[lo..hi].iter().zip(&self.indices[lo..hi]) {
-                let j = j as usize;
-                let a = approx(j);
+                let [a, ej] = ae[j as usize];
+                let (c, a, ej) = (c as f64, a as f64, ej as f64);
                 s += c * a;
-                err += c.abs() * e(j);
-                mag += (c * a).abs();
+                err += c.abs() * ej;
+                mag += c.abs() * (a.abs() + ej);
             }
-            // the f32 sums' own rounding (of this sum and of the exact one): a relative allowance on the magnitudes
-            s + err + 1e-5 * (mag + err) + row_bias.map_or(0.0, |b| b[t])
+            let b = row_bias.map_or(0.0, |b| b[t]) as f64;
+            let gamma = (hi - lo + 2) as f64 * (2f64).powi(-24);
+            (s + err + gamma * mag + (2f64).powi(-23) * (s.abs() + err + b.abs()) + b) as f32
         };
-        let mut survivors: Vec<usize> = Vec::new();
-        match &visit {
-            Some(v) => survivors.extend(v.iter().map(|&t| t as usize).filter(|&t| upper(t) >= floor)),
-            None => survivors.extend((0..rows).filter(|&t| upper(t) >= floor)),
-        }
-        for t in survivors {
-            let (lo, hi) = (self.indptr[t] as usize, self.indptr[t + 1] as usize);
-            let mut s = 0f32;
-            for (&c, &j) in self.data[lo..hi].iter().zip(&self.indices[lo..hi]) {
-                s += c * exact_of(j as usize);
+        // (read-only, so split across threads like the plain kernel's row pass)
+        let survivors: Vec<u32> = match &visit {
+            Some(v) => v.par_chunks(ROW_BLOCK / 4).flat_map_iter(|c| {
+                c.iter().copied().filter(|&t| upper(t as usize) >= floor).collect::<Vec<_>>()
+            }).collect(),
+            None => (0..rows as u32).into_par_iter().with_min_len(ROW_BLOCK).filter(|&t| upper(t as usize) >= floor)
+                .collect(),
+        };
+        // the exact logits the survivors need, computed once each (in parallel), then the survivors rescored
+        let mut need = vec![0u64; self.n_atoms.div_ceil(64)];
+        for &t in &survivors {
+            for &j in &self.indices[self.indptr[t as usize] as usize..self.indptr[t as usize + 1] as usize] {
+                if exact[j as usize].is_nan() {
+                    need[j as usize / 64] |= 1 << (j % 64);
+                }
             }
-            let s = s + row_bias.map_or(0.0, |b| b[t]);
-            if s >= floor {
-                cands.push((s, self.n_base as u64 + t as u64));
-            }
         }
+        let todo: Vec<usize> = need.iter().enumerate()
+            .flat_map(|(w, &bits)| (0..64).filter(move |b| bits >> b & 1 == 1).map(move |b| w * 64 + b))
+            .collect();
+        let vals: Vec<f32> = todo.par_iter().with_min_len(256)
+            .map(|&j| dot_atom_best(&self.atoms, self.dim, j, h, fast)).collect();
+        for (&j, v) in todo.iter().zip(vals) {
+            exact[j] = v;
+        }
+        let exact = &exact;
+        let kept: Vec<(f32, u64)> = survivors.par_chunks(ROW_BLOCK / 4).flat_map_iter(|c| {
+            c.iter().filter_map(|&t| {
+                let t = t as usize;
+                let (lo, hi) = (self.indptr[t] as usize, self.indptr[t + 1] as usize);
+                let mut s = 0f32;
+                for (&c, &j) in self.data[lo..hi].iter().zip(&self.indices[lo..hi]) {
+                    s += c * exact[j as usize];
+                }
+                let s = s + row_bias.map_or(0.0, |b| b[t]);
+                (s >= floor).then_some((s, self.n_base as u64 + t as u64))
+            }).collect::<Vec<_>>()
+        }).collect();
+        cands.extend(kept);
         cands.sort_unstable_by(best_first);
         cands.truncate(k);
         cands
@@ -858,6 +902,18 @@ mod timing {
             let t4 = std::time::Instant::now();
             let _ = f.topk(&q, 1, 20).unwrap();
             eprintln!("atoms {:?} rows {:?} ({kept}) topk {:?}", t1, t3, t4.elapsed());
+        }
+        let mut g = f;
+        g.set_prefilter(true);
+        let q8 = g.q8.as_ref().unwrap();
+        for _ in 0..3 {
+            let t0 = std::time::Instant::now();
+            let mut lt = vec![0f32; g.n_atoms];
+            lt.par_chunks_mut(ATOM_BLOCK).enumerate().for_each(|(b, out)| q8_block_best(q8, dim, b * ATOM_BLOCK, &q, 1, out));
+            let t1 = t0.elapsed();
+            let t4 = std::time::Instant::now();
+            let _ = g.topk(&q, 1, 20).unwrap();
+            eprintln!("int8 atoms {:?} topk {:?}", t1, t4.elapsed());
         }
     }
 }
