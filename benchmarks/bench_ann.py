@@ -83,6 +83,17 @@ def table(path: Path) -> str:
                          f"{b1['factored_numpy'] * 1e3:.1f} | {s['x_exact_b1']:.1f} | {b32['exact'] * 1e3:.0f} / "
                          f"{b32['factored'] * 1e3:.0f} / {b32['factored_numpy'] * 1e3:.0f} | {s['x_exact_b32']:.1f} | "
                          f"{s['index_bytes'] / 2**20:.0f} | {s['load_avg']} |")
+    pre = [s for s in fac if "x_exact_b1_int8" in s]
+    if pre:
+        lines += ["", "| factored + int8 prefilter | ids and scores identical to the plain kernel | batch 1 ms: exact / "
+                  "plain / int8 | x exact (b1) | batch 32 ms: exact / plain / int8 | x exact (b32) | index MiB | load "
+                  "avg |", "|" + "---|" * 8]
+        for s in pre:
+            b1, b32 = s["latency_b1_s"], s["latency_b32_s"]
+            lines.append(f"| {s['variant']} | {s['int8_identical']} | {b1['exact'] * 1e3:.0f} / "
+                         f"{b1['factored'] * 1e3:.1f} / {b1['factored_int8'] * 1e3:.1f} | {s['x_exact_b1_int8']:.1f} | "
+                         f"{b32['exact'] * 1e3:.0f} / {b32['factored'] * 1e3:.0f} / {b32['factored_int8'] * 1e3:.0f} | "
+                         f"{s['x_exact_b32_int8']:.1f} | {s['int8_index_bytes'] / 2**20:.0f} | {s['load_avg']} |")
     return "\n".join(lines)
 
 
@@ -125,10 +136,19 @@ def factored_stage(a, hr, h, save) -> None:
                 r["vs_fp16_rows"] = evaluate(fx, h, exact_topk(hr.rows, None, h, 20))
             fns = {"exact": lambda q, b=b: exact_topk(table, b, q, 20, chunk=len(table)),
                    "factored": lambda q, fx=fx: fx.search(q, 20), "factored_numpy": lambda q, f=fnp: f.search(q, 20)}
+            if a.prefilter:  # the int8 prefilter: the same ids and scores (checked), timed in the same interleaving
+                f8 = FactoredIndex(head, hr.coeffs, b, threads=a.threads, prefilter="int8")
+                i8, s8 = f8.search(h, 20)
+                r["int8_identical"] = bool((i8 == ids).all() and (s8 == scores).all())
+                r["int8_index_bytes"] = f8.nbytes()
+                fns["factored_int8"] = lambda q, f=f8: f.search(q, 20)
             r["latency_b1_s"] = paired_latency(fns, h, 1, a.repeats)
             r["latency_b32_s"] = paired_latency(fns, h, 32, max(3, a.repeats // 6))
             r["x_exact_b1"] = r["latency_b1_s"]["exact"] / r["latency_b1_s"]["factored"]
             r["x_exact_b32"] = r["latency_b32_s"]["exact"] / r["latency_b32_s"]["factored"]
+            if a.prefilter:
+                r["x_exact_b1_int8"] = r["latency_b1_s"]["exact"] / r["latency_b1_s"]["factored_int8"]
+                r["x_exact_b32_int8"] = r["latency_b32_s"]["exact"] / r["latency_b32_s"]["factored_int8"]
             save("factored", **r)
             del fx, fnp
     del table
@@ -154,6 +174,8 @@ def main(argv=None) -> int:
                     help="stages to run, in this order: exact (needed by ivf), factored, ivf, bias, hnsw")
     ap.add_argument("--repeats", type=int, default=30, help="timed batch-1 searches of the factored stage")
     ap.add_argument("--no-factored-bias", action="store_true", help="skip the factored stage's nonzero-bias run")
+    ap.add_argument("--prefilter", action="store_true",
+                    help="factored stage: also time the int8 prefilter (FactoredIndex(prefilter='int8'))")
     a = ap.parse_args(argv)
     if a.table:
         print(table(a.table))

@@ -245,7 +245,10 @@ def test_factored_topk_equals_exact_on_real_rows(smollm2_dynamic, ann_cache, met
     table = np.concatenate([head, new.rows])  # what the dense exact path multiplies
     bias = (np.random.default_rng(3).standard_normal(len(table)) * 4).astype(np.float32)
     bias[head.shape[0]:] += 12  # lifts the merged rows into the top 20 (each has its own free bias)
-    engines = ({"engine": "rust"}, {"engine": "rust", "prune": 0}, {"engine": "numpy"})  # pruned, full pass, numpy
+    # pruned, full pass, numpy, and the int8 prefilter (pruned and full): the same top-k and scores
+    engines = ({"engine": "rust"}, {"engine": "rust", "prune": 0}, {"engine": "numpy"},
+               {"engine": "rust", "prefilter": "int8"}, {"engine": "rust", "prune": 0, "prefilter": "int8"})
+    plain = {}
     for bias, kw in [(b, e) for b in (None, bias) for e in engines]:
         ix = FactoredIndex(head, coeffs, bias, atoms=atoms, **kw)
         assert np.abs(ix.materialize() - table).max() < 1e-5
@@ -259,6 +262,11 @@ def test_factored_topk_equals_exact_on_real_rows(smollm2_dynamic, ann_cache, met
             float(np.mean(softmax_mass_outside(h, ex.ids, table, bias, lse=ex.lse))), abs=1e-5)
         one, _ = ix.search(h[:1], 20)  # batch 1 takes the matrix-vector path
         assert (one == ids[:1]).all()
+        key = (bias is not None, kw.get("prune", 4))
+        if kw["engine"] == "rust" and "prefilter" not in kw:
+            plain[key] = ids, scores
+        elif kw.get("prefilter"):  # bit-identical to the plain kernel: same ids, same float32 sums
+            assert (ids == plain[key][0]).all() and (scores == plain[key][1]).all()
 
 
 def test_factored_head_rows_coefficients_rebuild_the_table(ann_cache, tmp_path):
@@ -309,6 +317,10 @@ def test_factored_bad_inputs_are_one_line_errors(smollm2_dynamic):
         FactoredIndex(rows, good, storage="bf16")
     with pytest.raises(TokbenchError, match="unknown engine 'gpu'"):
         FactoredIndex(rows, good, engine="gpu")
+    with pytest.raises(TokbenchError, match="unknown prefilter 'int4'.*none, int8"):
+        FactoredIndex(rows, good, prefilter="int4")
+    with pytest.raises(TokbenchError, match="int8 prefilter needs the Rust engine"):
+        FactoredIndex(rows, good, engine="numpy", prefilter="int8")
     with pytest.raises(ValueError, match="column 50 is not an atom"):  # the kernel checks on its own too
         _core.FactoredTopk(rows.tobytes(), 8, 50, False, good[0].astype("<u8").tobytes(),
                            np.array([1, 50, 7], "<u4").tobytes(), good[2].tobytes())

@@ -30,6 +30,17 @@ pub struct Factored {
     bias_max: f32,
     /// Prune only when the postings to visit are under rows / prune (0: never prune).
     pub prune: u32,
+    /// int8 prefilter (set_prefilter): the atoms quantised per row, and a bound on each row's quantisation error.
+    q8: Option<Q8>,
+}
+
+/// Atoms quantised to int8 with one scale per row (a_j ~ scale_j * v_j), and err_j >= ||a_j - scale_j v_j||_2 plus
+/// a float-rounding allowance, so that |h.a_j - scale_j (h.v_j)| <= err_j ||h||_2 for any query h.
+#[derive(Debug)]
+struct Q8 {
+    vals: Vec<i8>,
+    scale: Vec<f32>,
+    err: Vec<f32>,
 }
 
 /// Rows of atoms per parallel task, and combined rows per task.
@@ -81,6 +92,20 @@ macro_rules! atom_loop {
                     Atoms::F32(v) => $f32(&v[j * dim..(j + 1) * dim], x),
                     Atoms::Bf16(v) => $bf16(&v[j * dim..(j + 1) * dim], x),
                 };
+            }
+        }
+    }};
+}
+
+/// out[(j - start) * nq + q] = scale_j * (v_j . query_q): the int8 atom pass (a macro, as atom_loop).
+macro_rules! q8_loop {
+    ($q8:expr, $dim:expr, $start:expr, $queries:expr, $nq:expr, $out:expr, $i8:path) => {{
+        let (dim, nq) = ($dim, $nq);
+        for r in 0..$out.len() / nq {
+            let j = $start + r;
+            for q in 0..nq {
+                let x = &$queries[q * dim..(q + 1) * dim];
+                $out[r * nq + q] = $q8.scale[j] * $i8(&$q8.vals[j * dim..(j + 1) * dim], x);
             }
         }
     }};
@@ -139,10 +164,73 @@ mod avx2 {
          p => _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i)), 16)),
          v => super::widen_bf16(v));
 
+    dot!(dot_i8, i8,
+         p => _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p as *const __m128i))),
+         v => v as f32);
+
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn atom_block(atoms: &Atoms, dim: usize, start: usize, queries: &[f32], nq: usize, out: &mut [f32]) {
         atom_loop!(atoms, dim, start, queries, nq, out, dot_f32, dot_bf16)
     }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn q8_block(q8: &super::Q8, dim: usize, start: usize, queries: &[f32], nq: usize, out: &mut [f32]) {
+        q8_loop!(q8, dim, start, queries, nq, out, dot_i8)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_atom(atoms: &Atoms, dim: usize, j: usize, q: &[f32]) -> f32 {
+        match atoms {
+            Atoms::F32(v) => dot_f32(&v[j * dim..(j + 1) * dim], q),
+            Atoms::Bf16(v) => dot_bf16(&v[j * dim..(j + 1) * dim], q),
+        }
+    }
+}
+
+fn dot_i8(row: &[i8], q: &[f32]) -> f32 {
+    dot_by(row, q, |v| v as f32)
+}
+
+fn q8_block(q8: &Q8, dim: usize, start: usize, queries: &[f32], nq: usize, out: &mut [f32]) {
+    q8_loop!(q8, dim, start, queries, nq, out, dot_i8)
+}
+
+fn avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The exact logit of atom j (the same dot product as the atom pass).
+fn dot_atom_best(atoms: &Atoms, dim: usize, j: usize, q: &[f32], fast: bool) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if fast {
+            // SAFETY: `fast` is avx2_fma(): the CPU has the features the function is compiled for
+            return unsafe { avx2::dot_atom(atoms, dim, j, q) };
+        }
+    }
+    let _ = fast;
+    match atoms {
+        Atoms::F32(v) => dot_f32(&v[j * dim..(j + 1) * dim], q),
+        Atoms::Bf16(v) => dot_bf16(&v[j * dim..(j + 1) * dim], q),
+    }
+}
+
+fn q8_block_best(q8: &Q8, dim: usize, start: usize, queries: &[f32], nq: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if avx2_fma() {
+            // SAFETY: the CPU has the features the function is compiled for (checked just above)
+            return unsafe { avx2::q8_block(q8, dim, start, queries, nq, out) };
+        }
+    }
+    q8_block(q8, dim, start, queries, nq, out)
 }
 
 fn atom_block_best(atoms: &Atoms, dim: usize, start: usize, queries: &[f32], nq: usize, out: &mut [f32]) {
@@ -260,7 +348,47 @@ impl Factored {
             (ptr, rows_of)
         });
         let bias_max = bias.as_ref().map_or(0.0, |b| b[n_base..].iter().copied().fold(0.0, f32::max));
-        Ok(Factored { dim, n_atoms, n_base, atoms, indptr, indices, data, bias, postings, bias_max, prune: 4 })
+        Ok(Factored { dim, n_atoms, n_base, atoms, indptr, indices, data, bias, postings, bias_max, prune: 4, q8: None })
+    }
+
+    /// Turn the int8 prefilter on or off. On: a query's atom logits are first taken from int8 copies of the atoms
+    /// (a quarter of the float32 bytes, half of bfloat16's) with a bound on their error; the k-th best lower bound
+    /// among the base rows is the floor, and only the base rows and combined rows whose upper bound reaches it are
+    /// rescored with the exact atoms. The result is the same top-k as without it (same sums, same ties).
+    pub fn set_prefilter(&mut self, on: bool) {
+        if !on {
+            self.q8 = None;
+            return;
+        }
+        let (dim, n) = (self.dim, self.n_atoms);
+        let mut vals = vec![0i8; n * dim];
+        let (mut scale, mut err) = (vec![0f32; n], vec![0f32; n]);
+        // float32 rounding of a dot product of length dim, for either pass: at most dim * 2^-24 * sum |a_i h_i|
+        // <= dim * 2^-24 * ||a|| ||h|| each; doubled, and doubled again for safety
+        let gamma = 4.0 * dim as f64 * (2f64).powi(-24);
+        for j in 0..n {
+            let row: Vec<f64> = (0..dim).map(|i| self.atom_value(j, i) as f64).collect();
+            let amax = row.iter().fold(0f64, |m, v| m.max(v.abs()));
+            let s = if amax > 0.0 { (amax / 127.0) as f32 } else { 1.0 };
+            let (mut r2, mut a2) = (0f64, 0f64);
+            for (i, &v) in row.iter().enumerate() {
+                let qv = (v / s as f64).round().clamp(-127.0, 127.0);
+                vals[j * dim + i] = qv as i8;
+                let d = v - qv * s as f64;
+                r2 += d * d;
+                a2 += v * v;
+            }
+            scale[j] = s;
+            err[j] = ((r2.sqrt() + gamma * (a2.sqrt() + 127.0 * s as f64 * (dim as f64).sqrt())) * 1.001 + 1e-30) as f32;
+        }
+        self.q8 = Some(Q8 { vals, scale, err });
+    }
+
+    fn atom_value(&self, j: usize, i: usize) -> f32 {
+        match &self.atoms {
+            Atoms::F32(v) => v[j * self.dim + i],
+            Atoms::Bf16(v) => widen_bf16(v[j * self.dim + i]),
+        }
     }
 
     /// Combined rows that can reach `floor` for query q (convex rows: those holding an atom with logit >=
@@ -311,6 +439,164 @@ impl Factored {
         Some(parts.into_iter().flatten().collect())
     }
 
+    /// topk with the int8 prefilter (set_prefilter): approximate atom logits lt ~ h.a_j within e_j = err_j ||h||.
+    fn topk_prefiltered(&self, q8: &Q8, queries: &[f32], nq: usize, k: usize) -> (Vec<u64>, Vec<f32>) {
+        let dim = self.dim;
+        let mut lt = vec![0f32; self.n_atoms * nq];
+        lt.par_chunks_mut(ATOM_BLOCK * nq).enumerate().for_each(|(b, out)| {
+            q8_block_best(q8, dim, b * ATOM_BLOCK, queries, nq, out)
+        });
+        let per_query: Vec<Vec<(f32, u64)>> = (0..nq)
+            .into_par_iter()
+            .map(|q| self.query_prefiltered(q8, &lt, nq, q, &queries[q * dim..(q + 1) * dim], k))
+            .collect();
+        let mut ids = Vec::with_capacity(nq * k);
+        let mut scores = Vec::with_capacity(nq * k);
+        for c in per_query {
+            for &(s, i) in c.iter().take(k) {
+                ids.push(i);
+                scores.push(s);
+            }
+        }
+        (ids, scores)
+    }
+
+    /// One query of topk_prefiltered: the best k (score, id), exact scores, best first.
+    ///
+    /// 1. F0: the k-th best lower bound (approx - e + bias) among the base rows. Every base row whose upper bound
+    ///    reaches F0 gets its exact logit; the k best of those are the k best base rows, so their k-th score is
+    ///    the plain kernel's floor F.
+    /// 2. Convex rows: the hot atoms are those whose exact logit is >= F - max bias (an atom whose upper bound is
+    ///    below that cannot be one; the others get their exact logit), the same set as the plain kernel's, so the
+    ///    same rows are visited. Other rows (or too many visits): every row.
+    /// 3. A visited row whose upper bound (sum of c * (approx + e), plus rounding) reaches F is rescored exactly
+    ///    (exact atom logits computed once, when first needed) and kept when its exact score is >= F.
+    fn query_prefiltered(&self, q8: &Q8, lt: &[f32], nq: usize, q: usize, h: &[f32], k: usize) -> Vec<(f32, u64)> {
+        let hn = h.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt() as f32;
+        let e = |j: usize| q8.err[j] * hn;
+        let approx = |j: usize| lt[j * nq + q];
+        let bias = self.bias.as_deref();
+        let base_bias = |j: usize| bias.map_or(0.0, |b| b[j]);
+        let fast = avx2_fma();
+        let mut exact = vec![f32::NAN; self.n_atoms];
+        let exact_of = |j: usize, exact: &mut [f32]| {
+            if exact[j].is_nan() {
+                exact[j] = dot_atom_best(&self.atoms, self.dim, j, h, fast);
+            }
+            exact[j]
+        };
+        let mut cands: Vec<(f32, u64)> = Vec::new();
+        let floor = if self.n_base >= k {
+            let mut lower: Vec<f32> = (0..self.n_base).map(|j| approx(j) - e(j) + base_bias(j)).collect();
+            let (_, kth, _) = lower.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+            let f0 = *kth;
+            for j in 0..self.n_base {
+                if approx(j) + e(j) + base_bias(j) >= f0 {
+                    cands.push((exact_of(j, &mut exact) + base_bias(j), j as u64));
+                }
+            }
+            let mut s: Vec<f32> = cands.iter().map(|c| c.0).collect();
+            let (_, kth, _) = s.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+            *kth
+        } else {
+            for j in 0..self.n_base {
+                cands.push((exact_of(j, &mut exact) + base_bias(j), j as u64));
+            }
+            f32::NEG_INFINITY
+        };
+        cands.retain(|c| c.0 >= floor);
+        let rows = self.indptr.len() - 1;
+        let row_bias = bias.map(|b| &b[self.n_base..]);
+        let visit: Option<Vec<u32>> = match self.postings.as_ref() {
+            Some((ptr, rows_of)) if floor.is_finite() && self.prune != 0 => {
+                let bound = floor - self.bias_max;
+                let hot: Vec<usize> = (0..self.n_atoms)
+                    .filter(|&j| approx(j) + e(j) >= bound && exact_of(j, &mut exact) >= bound)
+                    .collect();
+                let visits: u64 = hot.iter().map(|&j| ptr[j + 1] - ptr[j]).sum();
+                if visits as usize * self.prune as usize >= rows {
+                    None
+                } else {
+                    let mut mark = vec![0u64; rows.div_ceil(64)];
+                    for &j in &hot {
+                        for &t in &rows_of[ptr[j] as usize..ptr[j + 1] as usize] {
+                            mark[t as usize / 64] |= 1 << (t % 64);
+                        }
+                    }
+                    let mut out = Vec::new();
+                    for (w, &bits) in mark.iter().enumerate() {
+                        let mut bits = bits;
+                        while bits != 0 {
+                            out.push((w * 64) as u32 + bits.trailing_zeros());
+                            bits &= bits - 1;
+                        }
+                    }
+                    Some(out)
+                }
+            }
+            _ => None,
+        };
+        // a row's upper bound, summed in f64: sum c * approx + |c| * e, plus the plain kernel's own f32 rounding of
+        // its sum of m terms (at most (m + 2) 2^-24 sum |c| (|approx| + e)) and of the bias addition
+        let ae: Vec<[f32; 2]> = (0..self.n_atoms).map(|j| [approx(j), e(j)]).collect();
+        let upper = |t: usize| {
+            let (lo, hi) = (self.indptr[t] as usize, self.indptr[t + 1] as usize);
+            let (mut s, mut err, mut mag) = (0f64, 0f64, 0f64);
+            for (&c, &j) in self.data[lo..hi].iter().zip(&self.indices[lo..hi]) {
+                let [a, ej] = ae[j as usize];
+                let (c, a, ej) = (c as f64, a as f64, ej as f64);
+                s += c * a;
+                err += c.abs() * ej;
+                mag += c.abs() * (a.abs() + ej);
+            }
+            let b = row_bias.map_or(0.0, |b| b[t]) as f64;
+            let gamma = (hi - lo + 2) as f64 * (2f64).powi(-24);
+            (s + err + gamma * mag + (2f64).powi(-23) * (s.abs() + err + b.abs()) + b) as f32
+        };
+        // (read-only, so split across threads like the plain kernel's row pass)
+        let survivors: Vec<u32> = match &visit {
+            Some(v) => v.par_chunks(ROW_BLOCK / 4).flat_map_iter(|c| {
+                c.iter().copied().filter(|&t| upper(t as usize) >= floor).collect::<Vec<_>>()
+            }).collect(),
+            None => (0..rows as u32).into_par_iter().with_min_len(ROW_BLOCK).filter(|&t| upper(t as usize) >= floor)
+                .collect(),
+        };
+        // the exact logits the survivors need, computed once each (in parallel), then the survivors rescored
+        let mut need = vec![0u64; self.n_atoms.div_ceil(64)];
+        for &t in &survivors {
+            for &j in &self.indices[self.indptr[t as usize] as usize..self.indptr[t as usize + 1] as usize] {
+                if exact[j as usize].is_nan() {
+                    need[j as usize / 64] |= 1 << (j % 64);
+                }
+            }
+        }
+        let todo: Vec<usize> = need.iter().enumerate()
+            .flat_map(|(w, &bits)| (0..64).filter(move |b| bits >> b & 1 == 1).map(move |b| w * 64 + b))
+            .collect();
+        let vals: Vec<f32> = todo.par_iter().with_min_len(256)
+            .map(|&j| dot_atom_best(&self.atoms, self.dim, j, h, fast)).collect();
+        for (&j, v) in todo.iter().zip(vals) {
+            exact[j] = v;
+        }
+        let exact = &exact;
+        let kept: Vec<(f32, u64)> = survivors.par_chunks(ROW_BLOCK / 4).flat_map_iter(|c| {
+            c.iter().filter_map(|&t| {
+                let t = t as usize;
+                let (lo, hi) = (self.indptr[t] as usize, self.indptr[t + 1] as usize);
+                let mut s = 0f32;
+                for (&c, &j) in self.data[lo..hi].iter().zip(&self.indices[lo..hi]) {
+                    s += c * exact[j as usize];
+                }
+                let s = s + row_bias.map_or(0.0, |b| b[t]);
+                (s >= floor).then_some((s, self.n_base as u64 + t as u64))
+            }).collect::<Vec<_>>()
+        }).collect();
+        cands.extend(kept);
+        cands.sort_unstable_by(best_first);
+        cands.truncate(k);
+        cands
+    }
+
     pub fn n_outputs(&self) -> usize {
         self.n_base + self.indptr.len() - 1
     }
@@ -331,6 +617,9 @@ impl Factored {
         }
         if k == 0 || k > self.n_outputs() {
             return Err(format!("k must be in 1..={}", self.n_outputs()));
+        }
+        if let Some(q8) = &self.q8 {
+            return Ok(self.topk_prefiltered(q8, queries, nq, k));
         }
         let lt = self.atom_logits(queries, nq);
         // per query: the k best base rows, and the floor (their k-th score; -inf when k > n_base)
@@ -407,10 +696,11 @@ pub mod py {
     #[pymethods]
     impl FactoredTopk {
         #[new]
-        #[pyo3(signature = (atoms, dim, n_base, bf16, indptr, indices, data, bias=None, prune=4))]
+        #[pyo3(signature = (atoms, dim, n_base, bf16, indptr, indices, data, bias=None, prune=4, prefilter=false))]
         #[allow(clippy::too_many_arguments)]
         fn new(py: Python<'_>, atoms: PyBackedBytes, dim: usize, n_base: usize, bf16: bool, indptr: PyBackedBytes,
-               indices: PyBackedBytes, data: PyBackedBytes, bias: Option<PyBackedBytes>, prune: u32) -> PyResult<Self> {
+               indices: PyBackedBytes, data: PyBackedBytes, bias: Option<PyBackedBytes>, prune: u32,
+               prefilter: bool) -> PyResult<Self> {
             let inner = py.allow_threads(|| -> PyResult<Factored> {
                 let atoms = if bf16 {
                     Atoms::Bf16(words::<2>(&atoms, "atoms")?.into_iter().map(u16::from_le_bytes).collect())
@@ -423,6 +713,7 @@ pub mod py {
                 let mut f = Factored::new(dim, n_base, atoms, indptr, indices, f32s(&data, "data")?, bias)
                     .map_err(PyValueError::new_err)?;
                 f.prune = prune;
+                f.set_prefilter(prefilter);
                 Ok(f)
             })?;
             Ok(FactoredTopk { inner })
@@ -509,6 +800,46 @@ mod tests {
     }
 
     #[test]
+    fn prefilter_gives_the_same_topk() {
+        // the int8 prefilter returns exactly what the plain kernel returns: convex and scaled rows, with and
+        // without bias, f32 and bf16 atoms, k below and above n_base, with ties (duplicate rows)
+        let (dim, n_base, rows, nq) = (45, 200, 3000, 4);
+        let mut seed = 11;
+        let atoms: Vec<f32> = (0..(n_base + 1) * dim).map(|_| lcg(&mut seed) * if seed % 5 == 0 { 8.0 } else { 1.0 }).collect();
+        let mut indptr = vec![0u64];
+        let (mut indices, mut data) = (vec![], vec![]);
+        for t in 0..rows {
+            let n = 1 + t % 4;
+            for j in 0..n {
+                indices.push(((t / 2 * 31 + j * 17) % (n_base + 1)) as u32);  // rows 2m and 2m+1 alike: ties
+                data.push(1.0 / n as f32);
+            }
+            indptr.push(indices.len() as u64);
+        }
+        let bias: Vec<f32> = (0..n_base + rows).map(|_| lcg(&mut seed) * 3.0).collect();
+        let q: Vec<f32> = (0..nq * dim).map(|_| lcg(&mut seed) * 4.0).collect();
+        let scaled: Vec<f32> = data.iter().map(|c| c * -1.5).collect();
+        let bf: Vec<u16> = atoms.iter().map(|x| (x.to_bits() >> 16) as u16).collect();
+        for bf16 in [false, true] {
+            for (b, data) in [(None, &data), (Some(bias.clone()), &data), (None, &scaled), (Some(bias.clone()), &scaled)] {
+                let mk = || {
+                    let a = if bf16 { Atoms::Bf16(bf.clone()) } else { Atoms::F32(atoms.clone()) };
+                    Factored::new(dim, n_base, a, indptr.clone(), indices.clone(), data.clone(), b.clone()).unwrap()
+                };
+                let plain = mk();
+                let mut pre = mk();
+                pre.set_prefilter(true);
+                for k in [1, 10, 50, 250] {
+                    for nq in [1, nq] {
+                        let x = &q[..nq * dim];
+                        assert_eq!(plain.topk(x, nq, k).unwrap(), pre.topk(x, nq, k).unwrap(), "bf16 {bf16} k {k} nq {nq}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     #[cfg(target_arch = "x86_64")]
     fn avx2_dots_equal_the_scalar_loop() {
         if !(std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")) {
@@ -571,6 +902,18 @@ mod timing {
             let t4 = std::time::Instant::now();
             let _ = f.topk(&q, 1, 20).unwrap();
             eprintln!("atoms {:?} rows {:?} ({kept}) topk {:?}", t1, t3, t4.elapsed());
+        }
+        let mut g = f;
+        g.set_prefilter(true);
+        let q8 = g.q8.as_ref().unwrap();
+        for _ in 0..3 {
+            let t0 = std::time::Instant::now();
+            let mut lt = vec![0f32; g.n_atoms];
+            lt.par_chunks_mut(ATOM_BLOCK).enumerate().for_each(|(b, out)| q8_block_best(q8, dim, b * ATOM_BLOCK, &q, 1, out));
+            let t1 = t0.elapsed();
+            let t4 = std::time::Instant::now();
+            let _ = g.topk(&q, 1, 20).unwrap();
+            eprintln!("int8 atoms {:?} topk {:?}", t1, t4.elapsed());
         }
     }
 }

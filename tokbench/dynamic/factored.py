@@ -36,6 +36,7 @@ from tokbench.errors import TokbenchError
 COMBINATION_METHODS = ("subword", "mean", "position_mean", "omp", "copy", "zero")
 QUERY_BLOCK = 32
 ENGINES = ("auto", "rust", "numpy")
+PREFILTERS = ("none", "int8")
 
 
 def _sparse():
@@ -86,12 +87,17 @@ class FactoredIndex:
     threads: threads inside search (None: BLAS as it is; all cores for the Rust kernel). engine: auto (rust when
     the extension has it) | rust | numpy; storage: auto | fp32 | bf16 (rust only; bf16 must be lossless).
     prune (Rust): score only the convex rows that hold a high-logit atom when those are under rows / prune
-    (0: always one pass over all rows). Search scores are the exact logits (float32 sums)."""
+    (0: always one pass over all rows). prefilter (Rust): "none", or "int8": the atom pass first reads int8 copies
+    of the atoms (one scale per row; half the bytes of bfloat16) and bounds each approximate logit's error by
+    ||a - a_int8|| ||h|| (Cauchy-Schwarz, plus float rounding); only the rows whose upper bound reaches the k-th best
+    lower bound are rescored with the exact atoms, so the result is the same top-k and the same scores as without
+    it. Search scores are the exact logits (float32 sums)."""
 
     kind = "factored"
 
     def __init__(self, base_rows: np.ndarray, coeffs, bias=None, *, atoms: np.ndarray | None = None,
-                 threads: int | None = None, engine: str = "auto", storage: str = "auto", prune: int = 4):
+                 threads: int | None = None, engine: str = "auto", storage: str = "auto", prune: int = 4,
+                 prefilter: str = "none"):
         t0 = time.perf_counter()
         if not isinstance(base_rows, np.ndarray) or base_rows.ndim != 2 or min(base_rows.shape) < 1 \
                 or base_rows.dtype not in (np.float16, np.float32):
@@ -124,9 +130,13 @@ class FactoredIndex:
         self.convex = bool(self.n_extra and (self.coeffs.data >= 0).all() and (np.abs(sums - 1) <= 1e-4).all())
         self._bias_max = 0.0 if self.bias is None else float(self.bias[n_base:].max(initial=0.0))
         self.prune = limits.at_least("prune", prune, 0, 1_000_000)
+        if prefilter not in PREFILTERS:
+            raise TokbenchError(f"unknown prefilter {prefilter!r}", fix=f"pass one of {', '.join(PREFILTERS)}")
+        self.prefilter = prefilter
         self.engine, self.storage, self._kernel = self._make_kernel(engine, storage)
         self._post = self.coeffs.tocsc() if self.convex and self._kernel is None else None
-        self.params = {"kind": "factored", "engine": self.engine, "storage": self.storage, "n_base": n_base,
+        self.params = {"kind": "factored", "engine": self.engine, "storage": self.storage,
+                       "prefilter": self.prefilter, "n_base": n_base,
                        "n_combined": self.n_extra, "atoms": self.n_atoms, "nnz": int(self.coeffs.nnz)}
         self.build_seconds = time.perf_counter() - t0
 
@@ -141,8 +151,10 @@ class FactoredIndex:
             raise TokbenchError("this build of tokbench._core has no FactoredTopk kernel",
                                 fix="rebuild the extension (maturin build), or pass engine='numpy'")
         if engine == "numpy" or not has:
-            if storage == "bf16":
-                raise TokbenchError("bf16 storage needs the Rust engine", fix="pass engine='rust' or storage='fp32'")
+            if storage == "bf16" or self.prefilter != "none":
+                what = "bf16 storage" if storage == "bf16" else f"the {self.prefilter} prefilter"
+                raise TokbenchError(f"{what} needs the Rust engine", fix="pass engine='rust' (or leave the "
+                                    "storage and prefilter at their defaults)")
             return "numpy", "fp32", None
         bits = self.table.view(np.uint32)
         lossless = bool(((bits & 0xFFFF) == 0).all())
@@ -154,7 +166,8 @@ class FactoredIndex:
         c = self.coeffs
         kernel = _core.FactoredTopk(atoms.tobytes(), self.dim, self.n_base, bf16, c.indptr.astype("<u8").tobytes(),
                                     c.indices.astype("<u4").tobytes(), c.data.astype("<f4").tobytes(),
-                                    None if self.bias is None else self.bias.astype("<f4").tobytes(), self.prune)
+                                    None if self.bias is None else self.bias.astype("<f4").tobytes(), self.prune,
+                                    self.prefilter == "int8")
         return "rust", "bf16" if bf16 else "fp32", kernel
 
     @property
@@ -280,9 +293,12 @@ class FactoredIndex:
     def nbytes(self) -> int:
         """Bytes search reads: the atoms (float32, or bfloat16 in the Rust kernel), the CSR (uint64 indptr,
         uint32 columns, float32 weights), the bias; plus, for numpy, the CSC postings. The Rust engine holds its
-        own copy: the float32 table and scipy CSR kept in Python (for rows_at, materialize, scores) come on top."""
+        own copy: the float32 table and scipy CSR kept in Python (for rows_at, materialize, scores) come on top.
+        The int8 prefilter adds one byte per atom value plus two floats per atom row."""
         c = self.coeffs
         atoms = self.table.nbytes // (2 if self.storage == "bf16" else 1)
+        if self.prefilter == "int8":
+            atoms += self.table.size + 8 * len(self.table)
         post = 0 if self._post is None or self._kernel is not None else self._post.indices.nbytes + self._post.indptr.nbytes
         return int(atoms + c.data.nbytes + c.indices.nbytes + (len(c.indptr) * 8) + post
                    + (0 if self.bias is None else self.bias.nbytes))
