@@ -71,30 +71,31 @@ def table(path: Path) -> str:
                      + (f"{base['latency_b1_s'] / s['latency_b1_s']:.1f}" if base else "-")
                      + f" | {s['build_s']:.0f} | {s['index_bytes'] / 2**20:.0f} | {s['load_avg']} |")
     fac = [s for s in st if s["stage"] == "factored"]
-    if fac:
-        lines += ["", "| factored | engine / storage | recall@1 | recall@20 | top-1 (same id) | top-1 (exact max logit) "
-                  "| max abs logit diff | batch 1 ms: exact / rust / numpy | x exact (b1) | batch 32 ms: exact / rust "
-                  "/ numpy | x exact (b32) | index MiB | load avg |", "|" + "---|" * 13]
-        for s in fac:
-            b1, b32 = s["latency_b1_s"], s["latency_b32_s"]
-            lines.append(f"| {s['variant']} | {s['params']['engine']} / {s['params']['storage']} | {s['recall@1']:.3f} | "
-                         f"{s['recall@20']:.4f} | {s['top1']:.3f} | {s['top1_within_1e-5']:.3f} | "
-                         f"{s['max_abs_logit_diff']:.1e} | {b1['exact'] * 1e3:.0f} / {b1['factored'] * 1e3:.1f} / "
-                         f"{b1['factored_numpy'] * 1e3:.1f} | {s['x_exact_b1']:.1f} | {b32['exact'] * 1e3:.0f} / "
-                         f"{b32['factored'] * 1e3:.0f} / {b32['factored_numpy'] * 1e3:.0f} | {s['x_exact_b32']:.1f} | "
-                         f"{s['index_bytes'] / 2**20:.0f} | {s['load_avg']} |")
-    pre = [s for s in fac if "x_exact_b1_int8" in s]
-    if pre:
-        lines += ["", "| factored + int8 prefilter | ids and scores identical to the plain kernel | batch 1 ms: exact / "
-                  "plain / int8 | x exact (b1) | batch 32 ms: exact / plain / int8 | x exact (b32) | index MiB | load "
-                  "avg |", "|" + "---|" * 8]
-        for s in pre:
-            b1, b32 = s["latency_b1_s"], s["latency_b32_s"]
-            lines.append(f"| {s['variant']} | {s['int8_identical']} | {b1['exact'] * 1e3:.0f} / "
-                         f"{b1['factored'] * 1e3:.1f} / {b1['factored_int8'] * 1e3:.1f} | {s['x_exact_b1_int8']:.1f} | "
-                         f"{b32['exact'] * 1e3:.0f} / {b32['factored'] * 1e3:.0f} / {b32['factored_int8'] * 1e3:.0f} | "
-                         f"{s['x_exact_b32_int8']:.1f} | {s['int8_index_bytes'] / 2**20:.0f} | {s['load_avg']} |")
+
+    def ms(d: dict, key: str, digits: int) -> str:
+        return f"{d['exact'] * 1e3:.0f} / {d['factored'] * 1e3:.{digits}f} / {d[key] * 1e3:.{digits}f}"
+
+    _section(lines, "factored | engine / storage | recall@1 | recall@20 | top-1 (same id) | top-1 (exact max logit) | "
+             "max abs logit diff | batch 1 ms: exact / rust / numpy | x exact (b1) | batch 32 ms: exact / rust / numpy "
+             "| x exact (b32) | index MiB | load avg",
+             [f"{s['variant']} | {s['params']['engine']} / {s['params']['storage']} | {s['recall@1']:.3f} | "
+              f"{s['recall@20']:.4f} | {s['top1']:.3f} | {s['top1_within_1e-5']:.3f} | {s['max_abs_logit_diff']:.1e} | "
+              f"{ms(s['latency_b1_s'], 'factored_numpy', 1)} | {s['x_exact_b1']:.1f} | "
+              f"{ms(s['latency_b32_s'], 'factored_numpy', 0)} | {s['x_exact_b32']:.1f} | "
+              f"{s['index_bytes'] / 2**20:.0f} | {s['load_avg']}" for s in fac])
+    _section(lines, "factored + int8 prefilter | ids and scores identical to the plain kernel | batch 1 ms: exact / "
+             "plain / int8 | x exact (b1) | batch 32 ms: exact / plain / int8 | x exact (b32) | index MiB | load avg",
+             [f"{s['variant']} | {s['int8_identical']} | {ms(s['latency_b1_s'], 'factored_int8', 1)} | "
+              f"{s['x_exact_b1_int8']:.1f} | {ms(s['latency_b32_s'], 'factored_int8', 0)} | "
+              f"{s['x_exact_b32_int8']:.1f} | {s['int8_index_bytes'] / 2**20:.0f} | {s['load_avg']}"
+              for s in fac if "x_exact_b1_int8" in s])
     return "\n".join(lines)
+
+
+def _section(lines: list, header: str, rows: list) -> None:
+    """Append a markdown table (a blank line, the header, the rule, the rows) when there are rows."""
+    if rows:
+        lines += ["", f"| {header} |", "|" + "---|" * (header.count("|") + 1)] + [f"| {r} |" for r in rows]
 
 
 def paired_latency(fns: dict, queries: np.ndarray, batch: int, repeats: int) -> dict:
