@@ -41,10 +41,9 @@ PRE_TOKENIZERS = {
     (("digits",), ("split", _GPT2), ("bytelevel",)): "smollm",
 }
 def _pre_signature(pre: dict | None) -> tuple:
-    steps = pre.get("pretokenizers", []) if isinstance(pre, dict) and pre.get("type") == "Sequence" else [pre]
     out: list[tuple] = []
-    for s in steps:
-        t = (s or {}).get("type")
+    for s in _steps(pre, "pretokenizers"):
+        t = s.get("type")
         if t == "Split" and isinstance(s.get("pattern"), dict) and "Regex" in s["pattern"]:
             out.append(("split", s["pattern"]["Regex"]))
         elif t == "ByteLevel":
