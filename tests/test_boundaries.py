@@ -265,7 +265,8 @@ def test_whitespace_f1_and_word_ends():
     assert boundary_f1([[1, 2, 6]], [[2, 6]]) == {"precision": 0.5, "recall": 1.0, "f1": pytest.approx(2 / 3)}
 
 
-def test_export_round_trips_and_loads_in_tokenizers_and_transformers(splits, runs, tmp_path):
+@pytest.mark.parametrize("method", ["unigram", "bpe"])
+def test_export_round_trips_and_loads_in_tokenizers_and_transformers(splits, runs, tmp_path, method):
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
@@ -277,8 +278,9 @@ def test_export_round_trips_and_loads_in_tokenizers_and_transformers(splits, run
     with torch.no_grad():  # 50 steps leave the predictors flat: give them varied, multi-byte segments
         m.predictor.w2.normal_(0, 3.0)
         m.predictor.b2.fill_(-2.0)
+        m.predictor.offset.zero_()
     torch.save({**state, "model": m.state_dict()}, tmp_path / "firing.pt")
-    report = export(tmp_path / "firing.pt", tmp_path / "exp", splits, vocab_size=600, max_bytes=3000)
+    report = export(tmp_path / "firing.pt", tmp_path / "exp", splits, vocab_size=600, max_bytes=3000, method=method)
     out = tmp_path / "exp"
     assert {p.name for p in out.iterdir()} >= {"segmenter.safetensors", "segmenter.json", "tokenizer.json",
                                                "export.json"}
@@ -293,9 +295,82 @@ def test_export_round_trips_and_loads_in_tokenizers_and_transformers(splits, run
         ids = tok.encode(line, add_special_tokens=False).ids
         assert tok.decode(ids) == line and hf.decode(hf(line, add_special_tokens=False)["input_ids"]) == line
     assert 0.0 < report["heldout_f1_mean"] <= 1.0 and report["pretokenizer"] in report["train_f1"]
-    assert len(json.loads((out / "tokenizer.json").read_text())["model"]["merges"]) > 100
+    assert report["method"] == method
+    model = json.loads((out / "tokenizer.json").read_text())["model"]
+    if method == "bpe":
+        assert len(model["merges"]) > 100
+    else:
+        assert model["type"] == "Unigram" and 256 + 100 < len(model["vocab"]) <= 600
     r = CliRunner().invoke(main, ["boundaries", "segment", str(out), "-"], input="hello world\n")
     assert r.exit_code == 0 and r.output.replace("|", "") == "hello world\n"
+
+
+def test_unigram_distillation_reproduces_frequent_segments():
+    from tokenizers import Tokenizer
+
+    from tokbench.boundaries.export import token_ends, unigram_json
+
+    # learned segments: "the cat" is one segment (across the space), "s" ends plurals; Cyrillic split
+    # inside a character too (byte-level)
+    pieces = [b"the cat", b"s", b" sat"] * 50 + ["при".encode(), "вет".encode()] * 20 + ["м".encode()[:1]] * 3
+    data = unigram_json(pieces, 300, use_regex=False)
+    tok = Tokenizer.from_str(json.dumps(data))
+    assert token_ends(tok, ["the cats sat"]) == [[7, 8, 12]]
+    assert token_ends(tok, ["привет"]) == [[6, 12]]
+    assert len(data["model"]["vocab"]) == 256 + 4  # the bytes, and the multi-byte segments seen twice or more
+    assert sorted(s for _, s in data["model"]["vocab"])[-1] < 0  # log-probabilities
+    text = "unseen ✓ text"
+    assert tok.decode(tok.encode(text).ids) == text  # every byte is in the vocabulary
+    with pytest.raises(TokbenchError, match="vocab-size"):
+        unigram_json(pieces, 256, use_regex=False)
+
+
+def test_calibration_puts_each_route_on_its_prior(splits, runs, tmp_path):
+    from tokbench.boundaries.calibrate import calibrate, raw_logits, windows_of
+    from tokbench.boundaries.train import calibration_targets
+
+    # the training run calibrated itself: on its calibration windows each route sits on its prior
+    m, state = load_model(runs["magnet"][0])
+    assert set(state["calibration"]) == set(m.cfg.routes)
+    for g, c in state["calibration"].items():
+        assert c["rate_after"] == pytest.approx(state["priors"]["scripts"][g], abs=2e-4)
+    # a model whose predictors fire on most bytes, calibrated to the priors: its rate on *other*
+    # windows of the same text is within 15 % of each prior (a random model: its rate depends on the bytes
+    # far more than a trained one), where before it was more than twice the prior
+    m = _model("magnet")
+    with torch.no_grad():
+        m.predictor.b2.fill_(3.0)
+    priors = {"script_of": {"eng": "latin", "fra": "latin", "rus": "cyrillic", "ukr": "cyrillic"},
+              "scripts": {"latin": 0.2, "cyrillic": 0.114}}
+    texts = {k: splits.train[k] for k in priors["script_of"]}
+    report = calibrate(m, *calibration_targets("magnet", priors, texts), seed=3)
+    assert {g: c["target"] for g, c in report.items()} == priors["scripts"]
+    m.eval()
+    for r, g in enumerate(m.cfg.routes):
+        group = [t for k, t in texts.items() if priors["script_of"][k] == g]
+        x = torch.from_numpy(windows_of(group, m.cfg.seq_len, 512, np.random.default_rng(99)))
+        route = torch.full((len(x),), r)
+        before = (raw_logits(m, x, route) > 0).float().mean().item()
+        after = m.boundaries(x, route)[1].mean().item()
+        assert before > 2 * priors["scripts"][g]
+        assert abs(after / priors["scripts"][g] - 1) < 0.15, (g, after)
+    # `tokbench boundaries calibrate` writes a calibrated copy and leaves the run as it was
+    run = runs["dtp"][0] / "checkpoint.pt"
+    before_bytes = run.read_bytes()
+    r = CliRunner().invoke(main, ["boundaries", "calibrate", str(runs["dtp"][0]), str(tmp_path / "cal"),
+                                  "--windows", "64", "--english-bytes", "150000"])
+    assert r.exit_code == 0, r.output
+    assert run.read_bytes() == before_bytes
+    cal = load_checkpoint(tmp_path / "cal")
+    assert cal["calibration"]["all"]["rate_after"] == pytest.approx(cal["priors"]["languages"]["eng"], abs=1e-3)
+    assert cal["step"] == 50 and "predictor.offset" in cal["model"]
+    r = CliRunner().invoke(main, ["boundaries", "calibrate", str(runs["dtp"][0]), str(tmp_path / "cal")])
+    assert r.exit_code == 2 and "--overwrite" in r.output and "Traceback" not in r.output
+    # a checkpoint written before calibration existed (no offset) loads uncalibrated
+    sd = {k: v for k, v in m.state_dict().items() if not k.endswith("offset")}
+    fresh = HourglassLM(m.cfg)
+    fresh.load_state_dict(sd)
+    assert torch.equal(fresh.predictor.offset, torch.zeros(len(m.cfg.routes)))
 
 
 def test_missing_torch_names_the_extra(monkeypatch):

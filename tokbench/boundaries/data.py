@@ -3,8 +3,8 @@
 - Tatoeba (`tatoeba`): per language, the first 80 % of lines train, the last 20 % test (the same cut on the
   English side, so the test lines stay parallel: that is where the segment premium is measured).
 - UDHR (`udhr`): title, preamble and articles 1-24 train, articles 25-30 test, per language.
-- English: Gutenberg (`gutenberg`) trains, WikiText-2 test (`wikitext2-test`) is held out; the English sides of
-  Tatoeba's train lines train too.
+- English: Gutenberg (`gutenberg`) and WikiText-2 valid (`wikitext2-valid`, the domain of the held-out text)
+  train, WikiText-2 test (`wikitext2-test`) is held out; the English sides of Tatoeba's train lines train too.
 
 `load_splits(languages)` returns a Splits: per language, train text and test text (str, lines joined by
 newlines), and the parallel Tatoeba test pairs. Any corpus argument may be an asset name or a path.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Sequence
 
 from tokbench.assets import iter_documents
 from tokbench.assets.corpus import iter_tatoeba
@@ -50,15 +51,19 @@ def _udhr_is_train(key: str) -> bool:
 
 
 def load_splits(languages=DEFAULT_LANGUAGES, *, tatoeba: str | os.PathLike = "tatoeba",
-                udhr: str | os.PathLike | None = "udhr", english_train: str | os.PathLike | None = "gutenberg",
+                udhr: str | os.PathLike | None = "udhr",
+                english_train: str | os.PathLike | Sequence[str | os.PathLike] | None = ("gutenberg", "wikitext2-valid"),
                 english_test: str | os.PathLike | None = "wikitext2-test",
                 english_train_bytes: int | None = 4_000_000) -> Splits:
-    """The splits for `languages` (Tatoeba codes, e.g. eng, fra, hin; 'all' for every Tatoeba language)."""
+    """The splits for `languages` (Tatoeba codes, e.g. eng, fra, hin; 'all' for every Tatoeba language).
+    `english_train`: one corpus or several (each read up to english_train_bytes)."""
     langs = list(dict.fromkeys(languages))
     every = "all" in langs
     train: dict[str, list[str]] = {}
     test: dict[str, list[str]] = {}
-    s = Splits(sources={"tatoeba": str(tatoeba), "udhr": str(udhr), "english_train": str(english_train),
+    s = Splits(sources={"tatoeba": str(tatoeba), "udhr": str(udhr),
+                        "english_train": (str(english_train) if isinstance(english_train, (str, os.PathLike))
+                                          or english_train is None else [str(x) for x in english_train]),
                         "english_test": str(english_test), "tatoeba_train_fraction": TATOEBA_TRAIN_FRACTION,
                         "udhr_train_articles": f"title, preamble, 1-{UDHR_TRAIN_LAST_ARTICLE}"})
     seen_eng_train: dict[str, None] = {}
@@ -99,7 +104,9 @@ def load_splits(languages=DEFAULT_LANGUAGES, *, tatoeba: str | os.PathLike = "ta
                 test[code].extend(txt for k, txt in units if not _udhr_is_train(k))
     if ENGLISH in train:
         if english_train is not None:
-            train[ENGLISH].extend(iter_documents(english_train, limit_bytes=english_train_bytes))
+            many = not isinstance(english_train, (str, os.PathLike))
+            for corpus in (english_train if many else [english_train]):
+                train[ENGLISH].extend(iter_documents(corpus, limit_bytes=english_train_bytes))
         if english_test is not None:
             test[ENGLISH].extend(iter_documents(english_test, limit_bytes=english_train_bytes))
     s.train = {k: "\n".join(v) for k, v in train.items() if v}

@@ -5,9 +5,14 @@ The output folder holds:
   rest of the hourglass is not needed to segment), the model configuration, the predictor routes and the
   scripts trained on. `load_segmenter(folder)` runs it on CPU (tokbench.boundaries.metrics.Segmenter):
   the same boundaries as the full model, bit for bit.
-- `tokenizer.json`: a static byte-level BPE distilled from the learned segments. tokbench's BPE trainer
-  (tokbench.bpe.train) counts every learned segment of the training text as one piece, so merges build the
-  frequent segments; the pre-tokenizer is the candidate split pattern (PRETOKENIZERS) whose tokens agree
+- `tokenizer.json`: a static tokenizer distilled from the learned segments of the training text, one of
+  - `unigram` (the default): a byte-level Unigram model whose vocabulary is the most frequent learned
+    segments plus the 256 bytes, each scored by the log of its relative frequency; Viterbi then picks the
+    most probable split of each piece, which reproduces a frequent segment wherever the learned segmenter
+    draws it, across spaces included (the segments need not be word-aligned);
+  - `bpe`: a byte-level BPE trained by tokbench's trainer (tokbench.bpe.train) on the learned segments
+    counted as pieces, so merges build the frequent segments.
+  The pre-tokenizer is the candidate (PRETOKENIZERS for bpe, UNIGRAM_SPLITS for unigram) whose tokens agree
   best with the learned segments on that training text. `tokenizers` and `transformers` load it unchanged.
 - `export.json`: settings and the agreement (boundary F1) of the static tokenizer with the learned
   segmenter on held-out text, per language.
@@ -68,40 +73,90 @@ def token_ends(tokenizer, texts: Sequence[str]) -> list[list[int]]:
     return out
 
 
-def _lines(texts: dict[str, str], max_bytes: int) -> dict[str, list[str]]:
-    return {k: [x for x in v[:max_bytes].split("\n") if x.strip()] for k, v in texts.items()}
+# byte-level pre-tokenizers for the Unigram model: the whole line as one piece, or GPT-2's split
+UNIGRAM_SPLITS = {"line": False, "gpt2": True}
+METHODS = ("unigram", "bpe")
+UNSEEN_BYTE = 0.5  # pseudo-count of a byte never seen as a segment of its own
 
 
-def distill(segmenter: Segmenter, train_texts: dict[str, str], *, vocab_size: int = 8000,
-            max_bytes: int = 100_000, progress: bool = False):
-    """(HF Tokenizer, tokenizer.json dict, {candidate: train F1}): BPE on the learned segments of the train
-    text (each language's first max_bytes), with the best agreeing pre-tokenizer."""
-    from tokenizers import Tokenizer
-
+def _learned(segmenter: Segmenter, train_texts: dict[str, str], max_bytes: int):
+    """(train lines, their learned end offsets, the learned segments as bytes)."""
     lines = [x for v in _lines(train_texts, max_bytes).values() for x in v]
     ends = segmenter.ends(lines)
     pieces = []
     for text, e in zip(lines, ends):
         data = text.encode("utf-8")
-        starts = [0, *e[:-1]]
-        pieces.extend(data[a:b].decode("utf-8", errors="ignore") for a, b in zip(starts, e))
-    counter = new_counter(None)
-    count_texts((p for p in pieces if p), counter)
-    trained = train_counts(counter, vocab_size, pattern=None, min_frequency=2, progress=progress)
-    scores, best = {}, None
-    for name, regex in PRETOKENIZERS.items():
-        trained.pattern = regex
-        tok = Tokenizer.from_str(json.dumps(trained.tokenizer_json()))
+        pieces.extend(data[a:b] for a, b in zip([0, *e[:-1]], e))
+    return lines, ends, pieces
+
+
+def unigram_json(pieces: Sequence[bytes], vocab_size: int, use_regex: bool) -> dict:
+    """A byte-level Unigram tokenizer.json: the 256 bytes and the vocab_size - 256 most frequent multi-byte
+    segments of `pieces` (seen at least twice), scored log(count / total)."""
+    from collections import Counter
+    import math
+
+    from tokbench.bpe.encoding import bytes_to_unicode
+
+    if vocab_size < 257:
+        raise TokbenchError(f"a Unigram vocabulary of {vocab_size} holds no segment beyond the 256 bytes",
+                            fix="pass --vocab-size 1000 or more")
+    table = bytes_to_unicode()
+    counts = Counter(pieces)
+    multi = [(c, p) for p, c in counts.items() if len(p) > 1 and c >= 2]
+    multi.sort(key=lambda cp: (-cp[0], cp[1]))
+    kept = multi[:vocab_size - 256]
+    singles = [(counts.get(bytes([b]), 0) or UNSEEN_BYTE, bytes([b])) for b in range(256)]
+    total = sum(c for c, _ in kept) + sum(c for c, _ in singles)
+    vocab = [["".join(table[b] for b in p), math.log(c / total)] for c, p in singles + kept]
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": use_regex}
+    return {"version": "1.0", "truncation": None, "padding": None, "added_tokens": [], "normalizer": None,
+            "pre_tokenizer": byte_level, "post_processor": None, "decoder": {**byte_level, "use_regex": False},
+            "model": {"type": "Unigram", "unk_id": None, "vocab": vocab, "byte_fallback": False}}
+
+
+def _lines(texts: dict[str, str], max_bytes: int) -> dict[str, list[str]]:
+    return {k: [x for x in v[:max_bytes].split("\n") if x.strip()] for k, v in texts.items()}
+
+
+def distill(segmenter: Segmenter, train_texts: dict[str, str], *, vocab_size: int = 16000,
+            max_bytes: int = 100_000, method: str = "unigram", progress: bool = False):
+    """(HF Tokenizer, tokenizer.json dict, {candidate: train F1}, best candidate): the static tokenizer of
+    `method` distilled from the learned segments of the train text (each language's first max_bytes), with
+    the pre-tokenizer that agrees best with them."""
+    from tokenizers import Tokenizer
+
+    if method not in METHODS:
+        raise TokbenchError(f"unknown distillation method {method!r}", fix=f"use one of {', '.join(METHODS)}")
+    lines, ends, pieces = _learned(segmenter, train_texts, max_bytes)
+    candidates = {}
+    if method == "unigram":
+        for name, use_regex in UNIGRAM_SPLITS.items():
+            candidates[name] = lambda use_regex=use_regex: unigram_json(pieces, vocab_size, use_regex)
+    else:
+        counter = new_counter(None)
+        count_texts((p.decode("utf-8", errors="ignore") for p in pieces if p), counter)
+        trained = train_counts(counter, vocab_size, pattern=None, min_frequency=2, progress=progress)
+
+        def bpe(regex):
+            trained.pattern = regex
+            return trained.tokenizer_json()
+
+        for name, regex in PRETOKENIZERS.items():
+            candidates[name] = lambda regex=regex: bpe(regex)
+    scores, best, best_data = {}, None, None
+    for name, make in candidates.items():
+        data = make()
+        tok = Tokenizer.from_str(json.dumps(data))
         scores[name] = boundary_f1(token_ends(tok, lines), ends)["f1"]
         if best is None or scores[name] > scores[best]:
-            best = name
-    trained.pattern = PRETOKENIZERS[best]
-    data = trained.tokenizer_json()
-    return Tokenizer.from_str(json.dumps(data)), data, scores, best
+            best, best_data = name, data
+    return Tokenizer.from_str(json.dumps(best_data)), best_data, scores, best
 
 
-def export(checkpoint: str | os.PathLike, out: str | os.PathLike, splits, *, vocab_size: int = 8000,
-           max_bytes: int = 100_000, overwrite: bool = False, progress: bool = False) -> dict:
+def export(checkpoint: str | os.PathLike, out: str | os.PathLike, splits, *, vocab_size: int = 16000,
+           max_bytes: int = 100_000, method: str = "unigram", overwrite: bool = False,
+           progress: bool = False) -> dict:
     """Write the segmenter and the distilled tokenizer.json into `out` (atomically); returns export.json."""
     from tokbench.boundaries.train import load_model
 
@@ -112,14 +167,14 @@ def export(checkpoint: str | os.PathLike, out: str | os.PathLike, splits, *, voc
     scripts = sorted(set(state["priors"]["script_of"].values()))
     seg = Segmenter(model, scripts)
     tok, data, scores, best = distill(seg, splits.train, vocab_size=vocab_size, max_bytes=max_bytes,
-                                      progress=progress)
+                                      method=method, progress=progress)
     heldout = {}
     for lang, lines in sorted(_lines(splits.test, max_bytes).items()):
         if lang in state["priors"]["script_of"] and lines:
             heldout[lang] = boundary_f1(token_ends(tok, lines), seg.ends(lines))
     all_f1 = [v["f1"] for v in heldout.values()]
     report = {"checkpoint": state["path"], "arm": state["config"]["arm"], "preset": state["config"]["preset"],
-              "step": state["step"], "vocab_size": vocab_size, "pretokenizer": best, "train_f1": scores,
+              "step": state["step"], "method": method, "vocab_size": vocab_size, "pretokenizer": best, "train_f1": scores,
               "heldout_f1": heldout, "heldout_f1_mean": sum(all_f1) / len(all_f1) if all_f1 else None}
     meta = {"format": FORMAT, "model_config": model.cfg.to_dict(), "scripts": scripts,
             "routes": list(model.cfg.routes), "priors": state["priors"], "source": state["path"]}
@@ -132,4 +187,5 @@ def export(checkpoint: str | os.PathLike, out: str | os.PathLike, splits, *, voc
     return report
 
 
-__all__ = ["export", "load_segmenter", "distill", "token_ends", "PRETOKENIZERS", "FORMAT"]
+__all__ = ["export", "load_segmenter", "distill", "token_ends", "unigram_json", "PRETOKENIZERS", "UNIGRAM_SPLITS",
+           "METHODS", "FORMAT"]

@@ -96,12 +96,18 @@ def _assign(c: torch.Tensor, n: int) -> torch.Tensor:
     return torch.relu(1.0 - (c[..., None] - k).abs())
 
 
-def _boundaries(m, x: torch.Tensor, route: torch.Tensor, generator=None):
-    """(pre-layer output, hard boundaries (B, T) with straight-through gradient, probabilities) of a module
-    with embed, pre, predictor (None: no boundaries) and cfg."""
+def _hidden(m, x: torch.Tensor) -> torch.Tensor:
+    """The pre-layers' output (B, T, d) of a module with embed and pre."""
     h = m.embed(x)
     for blk in m.pre:
         h = blk(h)
+    return h
+
+
+def _boundaries(m, x: torch.Tensor, route: torch.Tensor, generator=None):
+    """(pre-layer output, hard boundaries (B, T) with straight-through gradient, probabilities) of a module
+    with embed, pre, predictor (None: no boundaries) and cfg."""
+    h = m.hidden(x)
     if m.predictor is None:
         return h, None, None
     logits = m.predictor(h, route)
@@ -122,6 +128,7 @@ class PreSegmenter(nn.Module):
         self.predictor = BoundaryPredictor(cfg.d_model, cfg.d_predictor, list(cfg.route_priors))
         self.shortens = True
 
+    hidden = _hidden
     boundaries = _boundaries
 
 
@@ -146,17 +153,7 @@ class HourglassLM(nn.Module):
         return {k: v for k, v in self.state_dict().items()
                 if k.startswith(("embed.", "pre.", "predictor."))}
 
-    def boundaries(self, x: torch.Tensor, route: torch.Tensor, generator=None):
-        """(pre-layer output, hard boundaries (B, T) with straight-through gradient, probabilities)."""
-        h = self.embed(x)
-        for blk in self.pre:
-            h = blk(h)
-        if not self.shortens:
-            return h, None, None
-        logits = self.predictor(h, route)
-        b, p = sample_boundaries(logits, training=self.training, tau=self.cfg.tau, generator=generator)
-        return h, b, p
-
+    hidden = _hidden
     boundaries = _boundaries
 
     def forward(self, x: torch.Tensor, route: torch.Tensor | None = None, generator=None) -> dict:

@@ -15,6 +15,13 @@ a predictor whose probabilities hover near the prior (say 0.2) meets its prior i
 boundary at all at the 0.5 threshold. The output bias starts at logit(prior), so the
 initial rate is the prior.
 
+Calibrated threshold: each route also holds an `offset` (a buffer, 0 until calibrated) that evaluation
+subtracts from the logits, i.e. byte t ends a segment when logit_t > offset. Training ignores it. The
+Binomial prior holds the *average* rate over the steps at the prior, but the predictor's logits crowd
+around 0, so the rate of any one snapshot of the weights swings by 10-25 % around it; `tokbench.boundaries.
+calibrate` sets the offset, after training, to the logit quantile that gives each route its prior on
+windows of its training text (never test text).
+
 Losses (`prior_loss`): the Binomial prior, -log Binomial(k; n, beta) / n with k = the number of hard
 boundaries of a sequence, n its length (MAGNET pretraining); or the hinge band of FLEXITOKENS,
 max(0, r - beta) + max(0, beta - s*sigma - r) with r = k / n.
@@ -44,13 +51,24 @@ class BoundaryPredictor(nn.Module):
         self.b1 = nn.Parameter(torch.zeros(self.n_routes, d_inner))
         self.w2 = nn.Parameter(torch.empty(self.n_routes, d_inner))
         self.b2 = nn.Parameter(torch.tensor([logit(p) for p in priors], dtype=torch.float32))
+        self.register_buffer("offset", torch.zeros(self.n_routes))
         nn.init.normal_(self.w1, std=d_model ** -0.5)
         nn.init.normal_(self.w2, std=0.02 * d_inner ** -0.5)
 
-    def forward(self, h: torch.Tensor, route: torch.Tensor) -> torch.Tensor:
+    def raw(self, h: torch.Tensor, route: torch.Tensor) -> torch.Tensor:
+        """Logits before the calibrated offset (B, T)."""
         w1, b1, w2, b2 = self.w1[route], self.b1[route], self.w2[route], self.b2[route]
         z = torch.nn.functional.gelu(torch.einsum("btd,bdi->bti", h, w1) + b1[:, None, :])
         return torch.einsum("bti,bi->bt", z, w2) + b2[:, None]
+
+    def forward(self, h: torch.Tensor, route: torch.Tensor) -> torch.Tensor:
+        logits = self.raw(h, route)
+        return logits if self.training else logits - self.offset[route][:, None]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints written before calibration existed hold no offset: uncalibrated (0)
+        state_dict.setdefault(prefix + "offset", torch.zeros_like(self.offset))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 def sample_boundaries(logits: torch.Tensor, *, training: bool, tau: float = 0.5,

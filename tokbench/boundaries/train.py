@@ -17,6 +17,10 @@ run fails fast (TokbenchError, the last checkpoint kept) when a script's rate le
 [prior / COLLAPSE_FACTOR, min(0.99, prior * COLLAPSE_FACTOR)] for `collapse_patience` logs in a row after
 the warm-up, or when the loss is not finite.
 
+Calibration: at the end of a run (`calibrate=True`), each predictor route's evaluation threshold is set so
+that its deterministic rate on windows of its training text is its prior (tokbench.boundaries.calibrate; the
+result is in train.json under "calibration").
+
 Batches: each sequence is a random window of `seq_len` bytes of one language's train text; the language
 is drawn uniformly, so a small language is seen as often as English.
 """
@@ -36,13 +40,14 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from tokbench import limits
+from tokbench.boundaries.calibrate import WINDOWS, calibrate
 from tokbench.boundaries.data import DEFAULT_LANGUAGES, ENGLISH, Splits, load_splits
 from tokbench.boundaries.model import HourglassLM, ModelConfig, n_parameters
 from tokbench.boundaries.predictors import ARMS, LOSSES, prior_loss
 from tokbench.boundaries.priors import check_prior, parallel_priors, parse_priors, words_priors
 from tokbench.boundaries.scripts import dominant_group
 from tokbench.errors import TokbenchError
-from tokbench.outputs import atomic_write
+from tokbench.outputs import atomic_write, output_folder
 
 CHECKPOINT = "checkpoint.pt"
 LOG = "train.json"
@@ -88,6 +93,9 @@ class TrainConfig:
     # the training noise scale is 1 until this fraction of the run, then falls linearly to 0 at the second
     # fraction (train/eval agreement, see predictors.py); (1, 1): no annealing
     noise_anneal: tuple[float, float] = (0.3, 0.8)
+    # at the end, set each route's evaluation threshold so that its rate on training windows is its prior
+    # (tokbench.boundaries.calibrate)
+    calibrate: bool = True
 
     def check(self) -> "TrainConfig":
         if self.preset not in PRESETS:
@@ -197,8 +205,8 @@ def _save(out: Path, state: dict) -> None:
     buf = io.BytesIO()
     torch.save(state, buf)
     atomic_write(out / CHECKPOINT, buf.getvalue(), fsync=True)
-    summary = {k: state[k] for k in ("format", "config", "model_config", "priors", "step", "n_parameters",
-                                     "log", "finished", "seconds")}
+    summary = {k: state.get(k) for k in ("format", "config", "model_config", "priors", "step", "n_parameters",
+                                         "log", "finished", "seconds", "calibration")}
     atomic_write(out / LOG, json.dumps(summary, indent=1, ensure_ascii=False))
 
 
@@ -270,6 +278,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = True, spli
     noise.manual_seed(cfg.seed + 1)
     log: list[dict] = []
     step, seconds = 0, 0.0
+    calibration = None
     if state:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -284,7 +293,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = True, spli
     def snapshot(finished: bool) -> dict:
         return {"format": FORMAT, "config": asdict(cfg), "model_config": mcfg.to_dict(), "priors": priors,
                 "step": step, "n_parameters": n_parameters(model), "log": log, "finished": finished,
-                "seconds": seconds, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "seconds": seconds, "calibration": calibration, "model": model.state_dict(), "optimizer": opt.state_dict(),
                 "sampler": sampler.rng.bit_generator.state, "noise": noise.get_state()}
 
     model.train()
@@ -352,8 +361,47 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = True, spli
                 _save(out, snapshot(False))
     finally:
         bar.close()
+    if cfg.calibrate and model.shortens:
+        calibration = calibrate(model, *calibration_targets(cfg.arm, priors, splits.train), seed=cfg.seed)
+        model.train()
     _save(out, snapshot(step >= cfg.steps))
     return json.loads((out / LOG).read_text(encoding="utf-8"))
+
+
+def calibration_targets(arm: str, priors: dict, train_texts: dict[str, str]) -> tuple[dict, dict]:
+    """(route -> training texts, route -> target rate) for tokbench.boundaries.calibrate: a script's
+    prior for MAGNET's routes; the English prior (dtp) or the mean of the languages' priors (priors) for
+    the one predictor of the other arms (languages weigh equally, as in training)."""
+    langs = [k for k in sorted(train_texts) if k in priors["script_of"]]
+    if arm == "magnet":
+        groups = sorted({priors["script_of"][k] for k in langs})
+        texts = {g: [train_texts[k] for k in langs if priors["script_of"][k] == g] for g in groups}
+        return texts, {g: priors["scripts"][g] for g in groups}
+    target = float(np.mean([sequence_prior(arm, priors, k) for k in langs]))
+    return {"all": [train_texts[k] for k in langs]}, {"all": target}
+
+
+def recalibrate(checkpoint: str | os.PathLike, out: str | os.PathLike, splits: Splits | None = None, *,
+                windows: int = WINDOWS, overwrite: bool = False) -> dict:
+    """Calibrate a trained run again (e.g. one trained with calibrate=False, or with more windows) into the
+    folder `out` (checkpoint.pt and train.json, written atomically; the input run is not modified). Returns
+    the new train.json."""
+    state = load_checkpoint(checkpoint)
+    model = HourglassLM(ModelConfig.from_dict(state["model_config"]))
+    model.load_state_dict(state["model"])
+    if not model.shortens:
+        raise TokbenchError("the byte-level arm has no boundary predictor to calibrate", path=state["path"],
+                            fix="calibrate a dtp, priors or magnet run")
+    limits.at_least("windows", windows, 1, 1_000_000)
+    if splits is None:
+        splits = load_splits(state["config"]["languages"])
+    texts, targets = calibration_targets(state["config"]["arm"], state["priors"], splits.train)
+    calibration = calibrate(model, texts, targets, windows=windows, seed=state["config"]["seed"])
+    new = {**state, "model": model.state_dict(), "calibration": calibration}
+    new.pop("path", None)
+    with output_folder(out, overwrite, [state["path"]]) as tmp:
+        _save(Path(tmp), new)
+    return json.loads((Path(out) / LOG).read_text(encoding="utf-8"))
 
 
 def _noise(cfg: TrainConfig, step: int, seconds: float) -> float:
@@ -386,4 +434,5 @@ def _collapsed(cfg: TrainConfig, priors: dict, rate: dict):
 
 
 __all__ = ["PRESETS", "TrainConfig", "train", "load_checkpoint", "load_model", "derive_priors", "model_config",
-           "sequence_prior", "Sampler", "CHECKPOINT", "ALL_ARMS"]
+           "sequence_prior", "Sampler", "CHECKPOINT", "ALL_ARMS", "calibration_targets",
+           "recalibrate"]

@@ -91,11 +91,16 @@ def prior(source, beta_en, languages, as_json):
 @click.option("--checkpoint-every", default=100, show_default=True, type=click.IntRange(1, 10_000_000))
 @click.option("--log-every", default=10, show_default=True, type=click.IntRange(1, 10_000_000))
 @click.option("--english-bytes", default=4_000_000, show_default=True, type=click.IntRange(1, 10**10),
-              help="At most this many bytes of English training text (Gutenberg) and test text (WikiText-2).")
+              help="At most this many bytes of each English training corpus (Gutenberg, WikiText-2 valid) and "
+                   "of test text (WikiText-2 test).")
+@click.option("--calibrate/--no-calibrate", default=True, show_default=True,
+              help="At the end, set each predictor's evaluation threshold so that its boundary rate on "
+                   "training windows is its prior.")
 @click.option("--resume", is_flag=True, help="Continue the checkpoint in OUT.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def train_(out, arm, preset, steps, languages, prior_from, beta_en, prior_items, loss, hinge_s, boundary_warmup,
-           lr, batch, seed, device, threads, max_minutes, checkpoint_every, log_every, english_bytes, resume, quiet):
+           lr, batch, seed, device, threads, max_minutes, checkpoint_every, log_every, english_bytes, calibrate,
+           resume, quiet):
     """Train one arm into OUT (checkpoint.pt, train.json); resumable, atomic checkpoints."""
     _need()
     from tokbench.boundaries.priors import parse_priors
@@ -105,13 +110,38 @@ def train_(out, arm, preset, steps, languages, prior_from, beta_en, prior_items,
                       beta_en=beta_en, priors=parse_priors(prior_items), loss=loss, hinge_s=hinge_s,
                       boundary_warmup=boundary_warmup, lr=lr, batch=batch, seed=seed, device=device,
                       threads=threads, log_every=log_every, checkpoint_every=checkpoint_every,
-                      max_seconds=None if max_minutes is None else max_minutes * 60).check()
+                      max_seconds=None if max_minutes is None else max_minutes * 60, calibrate=calibrate).check()
     _threads(threads)
     r = train(cfg, out, resume=resume, splits=_splits(languages, english_bytes), progress=not quiet)
     last = r["log"][-1] if r["log"] else {}
     click.echo(f"{arm} ({preset}, {r['n_parameters']:,} parameters): step {r['step']}, "
                f"{r['seconds']:.0f} s, bits/byte {last.get('bits_per_byte', float('nan')):.3f}, rate "
                + ", ".join(f"{g} {v:.3f}" for g, v in last.get("rate", {}).items()) + f" -> {out}")
+    for g, c in (r.get("calibration") or {}).items():
+        click.echo(f"  calibrated {g}: rate on training windows {c['rate_before']:.3f} -> {c['rate_after']:.3f} "
+                   f"(prior {c['target']:.3f}, threshold logit {c['offset']:+.3f})")
+
+
+@boundaries.command("calibrate")
+@click.argument("run")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--windows", default=1024, show_default=True, type=click.IntRange(1, 1_000_000),
+              help="Training windows per predictor, split equally between its languages.")
+@click.option("--languages", default=None, help="Languages of the training text (default: the run's own).")
+@click.option("--english-bytes", default=4_000_000, show_default=True, type=click.IntRange(1, 10**10))
+@click.option("--overwrite", is_flag=True, help="Replace OUT if tokbench wrote it.")
+def calibrate_(run, out, windows, languages, english_bytes, overwrite):
+    """Set each predictor's evaluation threshold so that its rate on training windows is its prior; writes
+    the calibrated run into OUT (RUN is not modified)."""
+    _need()
+    from tokbench.boundaries.train import load_checkpoint, recalibrate
+
+    langs = languages or ",".join(load_checkpoint(run)["config"]["languages"])
+    r = recalibrate(run, out, _splits(langs, english_bytes), windows=windows, overwrite=overwrite)
+    for g, c in r["calibration"].items():
+        click.echo(f"{g}: rate on training windows {c['rate_before']:.3f} -> {c['rate_after']:.3f} "
+                   f"(prior {c['target']:.3f}, threshold logit {c['offset']:+.3f})")
+    click.echo(f"-> {out}")
 
 
 @boundaries.command("segment")
@@ -176,17 +206,19 @@ def report_(runs, out, languages, baselines, english_bytes, max_bytes, device, t
 @boundaries.command("export")
 @click.argument("checkpoint")
 @click.argument("out", type=click.Path(file_okay=False))
-@click.option("--vocab-size", default=8000, show_default=True, type=click.IntRange(257, 1_000_000))
+@click.option("--method", type=click.Choice(["unigram", "bpe"]), default="unigram", show_default=True,
+              help="The static tokenizer distilled from the learned segments (byte-level Unigram or BPE).")
+@click.option("--vocab-size", default=16000, show_default=True, type=click.IntRange(257, 1_000_000))
 @click.option("--languages", default=DEFAULT_LANGS, show_default=True, help=LANG_HELP)
 @click.option("--max-bytes", default=100_000, show_default=True, type=click.IntRange(1, 10**10),
               help="Bytes per language of train text to distil from (and of held-out text to score).")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if tokbench wrote it.")
-def export_(checkpoint, out, vocab_size, languages, max_bytes, overwrite):
+def export_(checkpoint, out, method, vocab_size, languages, max_bytes, overwrite):
     """Write the standalone segmenter (safetensors + JSON) and a distilled tokenizer.json into OUT."""
     _need()
     from tokbench.boundaries.export import export
 
     r = export(checkpoint, out, _splits(languages, 1_000_000), vocab_size=vocab_size, max_bytes=max_bytes,
-               overwrite=overwrite)
-    click.echo(f"pre-tokenizer {r['pretokenizer']}, held-out F1 vs the learned segments "
+               method=method, overwrite=overwrite)
+    click.echo(f"{method}, pre-tokenizer {r['pretokenizer']}, held-out F1 vs the learned segments "
                f"{r['heldout_f1_mean']:.3f} -> {out}")
