@@ -20,8 +20,8 @@ def export() -> None:
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def gguf(folder, out, pre_tokenizer, overwrite, as_json) -> None:
-    """Write FOLDER (llama / mistral / qwen2 / qwen3 causal LM; byte-level or SentencePiece-style BPE tokenizer) as one
-    GGUF file."""
+    """Write FOLDER (llama / mistral / qwen2 / qwen3 causal LM; byte-level or SentencePiece-style BPE, Unigram or
+    WordPiece tokenizer) as one GGUF file."""
     from tokbench.export import export_gguf
 
     r = export_gguf(folder, out, pre_tokenizer=pre_tokenizer, overwrite=overwrite)

@@ -7,9 +7,11 @@ written as F32 as llama.cpp expects; tensors are streamed from the safetensors s
 
 Tokenizer (tokbench/export/gguf_tokenizer.py): byte-level BPE tokenizer.json files (GPT-2, Llama 3, Qwen, SmolLM
 families) as GGUF model `gpt2`, SentencePiece-style BPE ones (Llama 2, Mistral) as model `llama` with scores and
-byte tokens; token types, merges, the pre-tokenizer name, bos / eos / end-of-turn / pad / unk ids (config.json,
-generation_config.json and the tokenizer's own files, which transplant keeps consistent), add_bos from the
-post-processor, the chat template. Written to a temporary sibling and renamed into place.
+byte tokens, Unigram ones (XLM-R) as model `t5` with scores and the precompiled charsmap, WordPiece ones (BERT) as
+model `bert` in llama.cpp's phantom-space spelling; token types, merges, the pre-tokenizer name, bos / eos /
+end-of-turn / pad / unk (and for t5 / bert sep / mask) ids (config.json, generation_config.json and the tokenizer's
+own files, which transplant keeps consistent), add_bos / add_eos (/ add_sep) from the post-processor, the chat
+template. Written to a temporary sibling and renamed into place.
 """
 from __future__ import annotations
 
