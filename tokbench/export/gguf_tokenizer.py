@@ -281,9 +281,9 @@ def _phantom(tokens: list[str], types: list[int], path: Path) -> list[str]:
     seen: dict[str, int] = {}
     for i, t in enumerate(out):
         if t in seen or not t:
-            raise TokbenchError(f"tokens {seen.get(t)} and {i} ({tokens[i]!r}) are spelled alike in llama.cpp's "
-                                f"WordPiece convention ({t!r}); GGUF refuses duplicate tokens", path=path,
-                                fix="remove the duplicate from the vocabulary (tokbench surgery) and export again")
+            what = f"tokens {seen[t]} and {i} ({tokens[i]!r}) are spelled alike" if t else f"token {i} is empty"
+            raise TokbenchError(f"{what} in llama.cpp's WordPiece convention ({t!r}); GGUF needs distinct tokens",
+                                path=path, fix="remove the token from the vocabulary (tokbench surgery) and export again")
         seen[t] = i
     return out
 
