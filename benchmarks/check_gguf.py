@@ -3,7 +3,7 @@ the file's tokenizer metadata read with gguf's own GGUFReader; token ids on held
 from the folder's tokenizer against the tokenizers built from the GGUF vocabulary by transformers' GGUF loader (when it
 supports the file's tokenizer model: gpt2, llama, t5, not bert) and by llama.cpp itself (when `llama_cpp`, the
 llama-cpp-python binding, is importable; it is not a tokbench dependency); logits and greedy generation through
-transformers' loader (and llama.cpp's logits on the prompt). Prints one JSON object.
+transformers' loader (and llama.cpp's logits at every prompt position). Prints one JSON object.
 
     python benchmarks/check_gguf.py FOLDER FILE.gguf [--texts wikitext2-test,gsm8k-test,code-python] [--chars 20000]
         [--lines 300] [--no-model]
@@ -85,7 +85,8 @@ def main() -> None:
     else:
         import llama_cpp
 
-        llm = llama_cpp.Llama(model_path=str(g), vocab_only=a.no_model, n_ctx=256, n_threads=2, verbose=False)
+        llm = llama_cpp.Llama(model_path=str(g), vocab_only=a.no_model, n_ctx=64, n_threads=2,
+                              logits_all=not a.no_model, verbose=False)
         result["llama_cpp_python"] = llama_cpp.__version__
         result["tokenizers"]["llama.cpp"] = _compare(
             hf_ids, lambda t: llm.tokenize(t.encode("utf-8"), add_bos=True, special=True), texts, a.lines)
@@ -100,11 +101,14 @@ def main() -> None:
         out_gg = gg.generate(ids, max_new_tokens=16, do_sample=False)
         result["greedy_identical"] = bool(torch.equal(out_hf, out_gg))
         result["greedy"] = hf_tok.decode(out_hf[0, ids.shape[1]:])
-        if llm is not None:  # llama.cpp's own forward pass over the same ids (last position's logits)
+        if llm is not None:  # llama.cpp's own forward pass over the same ids (its CPU kernels, not bit-exact)
             llm.reset()
             llm.eval(ids[0].tolist())
-            last = torch.tensor(llm.scores[ids.shape[1] - 1])
-            result["llama_cpp_last_logits_max_abs_difference"] = (ref[0, -1] - last).abs().max().item()
+            theirs = torch.tensor(llm.scores[:ids.shape[1]])
+            same = int((ref[0].argmax(-1) == theirs.argmax(-1)).sum())
+            result["llama_cpp_logits"] = {"max_abs_difference": (ref[0] - theirs).abs().max().item(),
+                                          "max_abs_logit": ref[0].abs().max().item(),
+                                          "same_argmax_positions": f"{same} of {ids.shape[1]}"}
     print(json.dumps(result, indent=2, ensure_ascii=False))
 
 

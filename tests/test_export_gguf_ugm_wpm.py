@@ -161,9 +161,10 @@ def test_wordpiece_bert_round_trip(tmp_path, require_asset):
     assert kv["tokenizer.ggml.tokens"] == tokens and kv["tokenizer.ggml.token_type"] == types
     assert tokens[1996] == SPACE + "the" and tokens[2075] == "ing" and tokens[101] == "[CLS]"  # the, ##ing, [CLS]
     assert "tokenizer.ggml.scores" not in kv and "tokenizer.ggml.merges" not in kv
-    assert (kv["tokenizer.ggml.bos_token_id"], kv["tokenizer.ggml.eos_token_id"], kv["tokenizer.ggml.seperator_token_id"],
-            kv["tokenizer.ggml.unknown_token_id"], kv["tokenizer.ggml.padding_token_id"],
-            kv["tokenizer.ggml.mask_token_id"]) == (101, 102, 102, 100, 0, 103)  # bos = [CLS], eos = sep = [SEP]
+    # bos = [CLS], eos = sep = [SEP]
+    roles = ("bos_token_id", "eos_token_id", "seperator_token_id", "unknown_token_id", "padding_token_id",
+             "mask_token_id")
+    assert tuple(kv[f"tokenizer.ggml.{r}"] for r in roles) == (101, 102, 102, 100, 0, 103)
     # [CLS] A [SEP], pair [CLS] A [SEP] B [SEP]: bos and eos, no separator beyond the eos
     assert kv["tokenizer.ggml.add_bos_token"] is True and kv["tokenizer.ggml.add_eos_token"] is True
     assert kv["tokenizer.ggml.add_sep_token"] is False

@@ -283,7 +283,7 @@ def _phantom(tokens: list[str], types: list[int], path: Path) -> list[str]:
         if t in seen or not t:
             what = f"tokens {seen[t]} and {i} ({tokens[i]!r}) are spelled alike" if t else f"token {i} is empty"
             raise TokbenchError(f"{what} in llama.cpp's WordPiece convention ({t!r}); GGUF needs distinct tokens",
-                                path=path, fix="remove the token from the vocabulary (tokbench surgery) and export again")
+                                path=path, fix="remove the token from the vocabulary (tokbench surgery), export again")
         seen[t] = i
     return out
 
