@@ -75,6 +75,7 @@ def test_unigram_xlmr_round_trip(xlmr_gguf):
     assert kv["tokenizer.ggml.add_bos_token"] is True and kv["tokenizer.ggml.add_eos_token"] is True
     assert kv["tokenizer.ggml.add_sep_token"] is True
     assert "tokenizer.ggml.merges" not in kv
+    assert r["warnings"] == []
     _same_tensors(folder, tensors)
 
 
@@ -99,6 +100,7 @@ def test_unigram_model_file(tmp_path, require_asset):
     kv, tensors = _fields(out)
     proto = parse_model_proto(folder / "tokenizer.model")
     assert r["tokenizer_model"] == "t5" and proto.trainer_spec.model_type == 1
+    assert len(r["warnings"]) == 1 and "no byte fallback" in r["warnings"][0]  # llama.cpp's UGM: unk instead
     assert kv["tokenizer.ggml.tokens"] == [p.piece for p in proto.pieces]
     assert kv["tokenizer.ggml.token_type"] == [int(p.type) for p in proto.pieces]
     assert kv["tokenizer.ggml.token_type"].count(6) == 256  # <0xXX>: BYTE

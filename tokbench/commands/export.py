@@ -34,3 +34,5 @@ def gguf(folder, out, pre_tokenizer, overwrite, as_json) -> None:
                f"(control {t['control']}, unused {t['unused']}, user-defined {t['user_defined']}, byte {t['byte']}), "
                f"tokenizer {r['tokenizer_model']}, {r['merges']:,} merges, pre-tokenizer {r['tokenizer_pre']}, ids: {ids}, chat template: {'yes' if r['chat_template'] else 'no'}, "
                f"{r['bytes'] / 1e6:.1f} MB")
+    for w in r["warnings"]:
+        click.echo(f"warning: {w}")

@@ -24,8 +24,8 @@ import numpy as np
 
 from tokbench.errors import TokbenchError
 from tokbench.outputs import clean_leftovers, umask
-from tokbench.export.gguf_tokenizer import (PRE_TOKENIZERS, _add_bos, add_special, pre_tokenizer_name,  # noqa: F401
-                                            special_ids, tokenizer_metadata)
+from tokbench.export.gguf_tokenizer import (BYTE, PRE_TOKENIZERS, _add_bos, add_special,  # noqa: F401
+                                            pre_tokenizer_name, special_ids, tokenizer_metadata)
 from tokbench.vocab.chat import read_template
 from tokbench.vocab.model_io import _text_config, bf16_to_f32, open_model_folder
 
@@ -215,4 +215,13 @@ def export_gguf(folder, out, *, pre_tokenizer: str | None = None, overwrite: boo
             "precompiled_charsmap_bytes": len(tok.get("charsmap") or b""),
             "normalizer": {k: tok[k] for k in ("lowercase", "strip_accents") if k in tok} or None,
             "chat_template": bool(template), "file_type": ftype.name,
-            "bytes": out.stat().st_size}
+            "bytes": out.stat().st_size, "warnings": _warnings(tok, ids)}
+
+
+def _warnings(tok: dict, ids: dict) -> list[str]:
+    """What the file holds but llama.cpp will not do as the tokenizer does."""
+    out = []
+    if tok["model"] == "t5" and BYTE in tok["types"]:
+        out.append(f"llama.cpp's t5 (Unigram) tokenizer has no byte fallback: text the pieces do not cover becomes unk "
+                   f"(id {ids.get('unk')}) there, not <0xXX> byte tokens")
+    return out
