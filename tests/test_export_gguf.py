@@ -97,6 +97,10 @@ def test_tiny_bf16_sharded_tied(tmp_path):
     assert tensors["blk.0.attn_norm.weight"].tensor_type.name == "F32"  # 1-D: F32 as llama.cpp expects
 
 
+def _asset_dir(p: Path) -> Path:
+    return p if p.is_dir() else p.parent
+
+
 def _tiny_on(tokenizer_dir: Path, folder: Path) -> Path:
     """A 1-layer llama of hidden 16 on a real tokenizer (its files copied, its role ids in config.json)."""
     import torch
@@ -256,9 +260,11 @@ def test_refusals(tmp_path, require_asset, monkeypatch):
     (other / "config.json").write_text(json.dumps({**cfg, "architectures": ["GPT2LMHeadModel"]}))
     with pytest.raises(TokbenchError, match="supports LlamaForCausalLM.*GPT2LMHeadModel"):
         export_gguf(other, tmp_path / "x.gguf", progress=False)
-    bert = _tiny_on(require_asset("bert").parent if require_asset("bert").is_file() else require_asset("bert"),
-                    tmp_path / "bert")
-    with pytest.raises(TokbenchError, match="byte-level and SentencePiece-style BPE tokenizers only"):  # WordPiece
+    bert = _tiny_on(_asset_dir(require_asset("bert")), tmp_path / "bert")
+    tj = json.loads((bert / "tokenizer.json").read_text())
+    (bert / "tokenizer.json").write_text(json.dumps({**tj, "model": {**tj["model"], "type": "WordLevel"}}))
+    with pytest.raises(TokbenchError, match="byte-level and SentencePiece-style BPE, Unigram and WordPiece tokenizers "
+                                            r"\(this one: WordLevel"):
         export_gguf(bert, tmp_path / "x.gguf", progress=False)
     tj = json.loads((base / "tokenizer.json").read_text())
     odd = tmp_path / "odd"

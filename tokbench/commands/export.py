@@ -20,8 +20,8 @@ def export() -> None:
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def gguf(folder, out, pre_tokenizer, overwrite, as_json) -> None:
-    """Write FOLDER (llama / mistral / qwen2 / qwen3 causal LM; byte-level or SentencePiece-style BPE tokenizer) as one
-    GGUF file."""
+    """Write FOLDER (llama / mistral / qwen2 / qwen3 causal LM; byte-level or SentencePiece-style BPE, Unigram or
+    WordPiece tokenizer) as one GGUF file."""
     from tokbench.export import export_gguf
 
     r = export_gguf(folder, out, pre_tokenizer=pre_tokenizer, overwrite=overwrite)
@@ -34,3 +34,5 @@ def gguf(folder, out, pre_tokenizer, overwrite, as_json) -> None:
                f"(control {t['control']}, unused {t['unused']}, user-defined {t['user_defined']}, byte {t['byte']}), "
                f"tokenizer {r['tokenizer_model']}, {r['merges']:,} merges, pre-tokenizer {r['tokenizer_pre']}, ids: {ids}, chat template: {'yes' if r['chat_template'] else 'no'}, "
                f"{r['bytes'] / 1e6:.1f} MB")
+    for w in r["warnings"]:
+        click.echo(f"warning: {w}")

@@ -7,9 +7,11 @@ written as F32 as llama.cpp expects; tensors are streamed from the safetensors s
 
 Tokenizer (tokbench/export/gguf_tokenizer.py): byte-level BPE tokenizer.json files (GPT-2, Llama 3, Qwen, SmolLM
 families) as GGUF model `gpt2`, SentencePiece-style BPE ones (Llama 2, Mistral) as model `llama` with scores and
-byte tokens; token types, merges, the pre-tokenizer name, bos / eos / end-of-turn / pad / unk ids (config.json,
-generation_config.json and the tokenizer's own files, which transplant keeps consistent), add_bos from the
-post-processor, the chat template. Written to a temporary sibling and renamed into place.
+byte tokens, Unigram ones (XLM-R) as model `t5` with scores and the precompiled charsmap, WordPiece ones (BERT) as
+model `bert` in llama.cpp's phantom-space spelling; token types, merges, the pre-tokenizer name, bos / eos /
+end-of-turn / pad / unk (and for t5 / bert sep / mask) ids (config.json, generation_config.json and the tokenizer's
+own files, which transplant keeps consistent), add_bos / add_eos (/ add_sep) from the post-processor, the chat
+template. Written to a temporary sibling and renamed into place.
 """
 from __future__ import annotations
 
@@ -22,8 +24,8 @@ import numpy as np
 
 from tokbench.errors import TokbenchError
 from tokbench.outputs import clean_leftovers, umask
-from tokbench.export.gguf_tokenizer import (PRE_TOKENIZERS, _add_bos, pre_tokenizer_name, special_ids,  # noqa: F401
-                                            tokenizer_metadata)
+from tokbench.export.gguf_tokenizer import (BYTE, PRE_TOKENIZERS, _add_bos, add_special,  # noqa: F401
+                                            pre_tokenizer_name, special_ids, tokenizer_metadata)
 from tokbench.vocab.chat import read_template
 from tokbench.vocab.model_io import _text_config, bf16_to_f32, open_model_folder
 
@@ -97,6 +99,12 @@ def export_gguf(folder, out, *, pre_tokenizer: str | None = None, overwrite: boo
     tok = tokenizer_metadata(folder, model.vocab_rows, pre=pre_tokenizer)
     template, _ = read_template(folder)
     ids = special_ids(folder, tok["vocab"], template)
+    for role, rid in (tok.get("roles") or {}).items():
+        if role != "cls":
+            ids[role] = rid
+    if tok["model"] == "bert":  # llama.cpp's WPM tokenizer starts a text with bos: BERT's [CLS]; eos: its [SEP]
+        ids["bos"] = ids["bos"] if ids["bos"] is not None else tok["roles"]["cls"]
+        ids["eos"] = ids["eos"] if ids["eos"] is not None else tok["roles"]["sep"]
     names = gguf.get_tensor_name_map(getattr(gguf.MODEL_ARCH, arch.upper()), layers)
     plan = []
     for name, shard in model.files.items():
@@ -155,14 +163,25 @@ def export_gguf(folder, out, *, pre_tokenizer: str | None = None, overwrite: boo
         w.add_token_merges(tok["merges"])
         if tok["scores"] is not None:
             w.add_token_scores(tok["scores"])
+        if tok["add_space_prefix"] is not None:
             w.add_add_space_prefix(tok["add_space_prefix"])
+        if tok.get("remove_extra_whitespaces") is not None:
+            w.add_remove_extra_whitespaces(tok["remove_extra_whitespaces"])
+        if tok.get("charsmap"):
+            w.add_precompiled_charsmap(tok["charsmap"])
+        for key in ("lowercase", "strip_accents"):  # llama.cpp's WPM normaliser options (no gguf helper yet)
+            if key in tok:
+                w.add_bool(f"tokenizer.ggml.normalizer.{key}", tok[key])
         for role, add in (("bos", w.add_bos_token_id), ("eos", w.add_eos_token_id), ("eot", w.add_eot_token_id),
-                          ("pad", w.add_pad_token_id), ("unk", w.add_unk_token_id)):
+                          ("pad", w.add_pad_token_id), ("unk", w.add_unk_token_id), ("sep", w.add_sep_token_id),
+                          ("mask", w.add_mask_token_id)):
             if isinstance(ids.get(role), int) and 0 <= ids[role] < model.vocab_rows:
                 add(ids[role])
-        add_bos = _add_bos(folder, tok["tokenizer_json"], ids.get("bos"))
-        w.add_add_bos_token(add_bos)
-        w.add_add_eos_token(False)
+        adds = add_special(folder, tok["tokenizer_json"], ids)
+        w.add_add_bos_token(adds["bos"])
+        w.add_add_eos_token(adds["eos"])
+        if "roles" in tok:  # t5 / bert: llama.cpp's reranking prompt puts sep between the two texts
+            w.add_add_sep_token(adds["sep"])
         if template:
             w.add_chat_template(template)
         for gname, name, shard, base, info in plan:
@@ -190,5 +209,19 @@ def export_gguf(folder, out, *, pre_tokenizer: str | None = None, overwrite: boo
             "merges": len(tok["merges"]), "scores_from": tok["scores_from"],
             "token_types": {t: tok["types"].count(v) for t, v in (("normal", 1), ("unknown", 2), ("control", 3),
                                                                   ("user_defined", 4), ("unused", 5), ("byte", 6))},
-            "special_ids": ids, "add_bos": add_bos, "chat_template": bool(template), "file_type": ftype.name,
-            "bytes": out.stat().st_size}
+            "special_ids": ids, "add_bos": adds["bos"], "add_eos": adds["eos"],
+            "add_sep": adds["sep"] if "roles" in tok else None, "add_space_prefix": tok["add_space_prefix"],
+            "remove_extra_whitespaces": tok.get("remove_extra_whitespaces"),
+            "precompiled_charsmap_bytes": len(tok.get("charsmap") or b""),
+            "normalizer": {k: tok[k] for k in ("lowercase", "strip_accents") if k in tok} or None,
+            "chat_template": bool(template), "file_type": ftype.name,
+            "bytes": out.stat().st_size, "warnings": _warnings(tok, ids)}
+
+
+def _warnings(tok: dict, ids: dict) -> list[str]:
+    """What the file holds but llama.cpp will not do as the tokenizer does."""
+    out = []
+    if tok["model"] == "t5" and BYTE in tok["types"]:
+        out.append(f"llama.cpp's t5 (Unigram) tokenizer has no byte fallback: text the pieces do not cover becomes unk "
+                   f"(id {ids.get('unk')}) there, not <0xXX> byte tokens")
+    return out
