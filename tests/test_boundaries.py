@@ -145,13 +145,14 @@ def test_a_checkpoint_from_another_preset_is_one_line(splits, runs):
 def test_a_killed_training_run_leaves_the_last_complete_checkpoint(tmp_path):
     out = tmp_path / "run"
     code = ("import torch; from tokbench.boundaries.train import TrainConfig, train; "
+            "from tokbench.boundaries.data import load_splits; "
             f"train(TrainConfig(preset='test', arm='magnet', steps=100000, checkpoint_every=2, log_every=2, "
-            f"threads=1), {str(out)!r}, progress=False)")
+            f"threads=1), {str(out)!r}, progress=False, splits=load_splits(english_train_bytes=150_000))")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = subprocess.Popen([sys.executable, "-c", code], env=env)
     try:
         ckpt = out / "checkpoint.pt"
-        deadline = time.time() + 90
+        deadline = time.time() + 180
         while time.time() < deadline and not (ckpt.exists() and load_checkpoint(ckpt)["step"] >= 6):
             assert proc.poll() is None, "the training process ended early"
             time.sleep(0.2)
