@@ -44,7 +44,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--report", default="reports/boundaries-bench.md")
-    ap.add_argument("--vocab-size", type=int, default=8000)
+    ap.add_argument("--vocab-size", type=int, default=16000)
     ap.add_argument("--max-bytes", type=int, default=50_000, help="held-out bytes per language in the report")
     a = ap.parse_args()
     out = Path(a.out)

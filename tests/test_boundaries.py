@@ -326,6 +326,54 @@ def test_unigram_distillation_reproduces_frequent_segments():
         unigram_json(pieces, 256, use_regex=False)
 
 
+def test_segmenting_in_context_reads_the_lines_as_running_text(splits):
+    from tokbench.boundaries.metrics import parity_in_context
+
+    seg = Segmenter(_model("magnet"), ["cyrillic", "latin"])
+    lines = [x for x in splits.test["rus"].split("\n")[:12] if x]
+    ctx = seg.ends_in_context(lines)
+    (stream,) = seg.ends(["\n".join(lines)])
+    pos = 0
+    for line, e in zip(lines, ctx):
+        n = len(line.encode())
+        assert e[-1] == n and all(0 < x <= n for x in e) and e == sorted(set(e))
+        # exactly the running text's ends that fall inside this line (plus its end)
+        assert e[:-1] == [x - pos for x in stream if pos < x < pos + n]
+        pos += n + 1
+    assert ctx[0] == seg.ends(lines[:1])[0]  # the first line has no context either way
+    assert ctx != seg.ends(lines)  # later lines do see the lines before them
+    # causal: changing a later line changes no earlier line's ends
+    changed = lines[:6] + ["совсем другая строка"] + lines[7:]
+    assert seg.ends_in_context(changed)[:6] == ctx[:6]
+    par = {"rus": [(x, y) for x, y in splits.parallel_test["rus"][:40]],
+           "fra": [(x, y) for x, y in splits.parallel_test["fra"][:40]]}
+    t = parity_in_context(seg, par)
+    assert set(t["languages"]) == {"rus", "fra"} and t["mean_abs_log2"] is not None
+    row = t["languages"]["rus"]
+    assert row["segments"] == sum(seg.count_in_context([x for x, _ in par["rus"]]))
+    assert row["premium_sum"] == pytest.approx(row["segments"] / row["english_segments"])
+
+
+def test_report_writes_every_table_for_real_runs(runs, tmp_path):
+    out = tmp_path / "rep.md"
+    r = CliRunner().invoke(main, ["boundaries", "report", str(runs["dtp"][0]), str(runs["magnet"][0]), "--out",
+                                  str(out), "--max-bytes", "4000", "--baselines", "gpt2", "--english-bytes",
+                                  "20000", "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    md = out.read_text()
+    for title in ("Segment premium on the Tatoeba test split", "each sentence read in context",
+                  "Boundary rate against the prior", "Held-out bits/byte", "Speed"):
+        assert title in md
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert [x["arm"] for x in data["runs"]] == ["dtp", "magnet"] and set(data["baselines"]) == {"bytes", "words", "gpt2"}
+    for run in data["runs"]:
+        assert run["parity"]["mean_abs_log2"] is not None and run["parity_in_context"]["mean_abs_log2"] is not None
+        for g, s in run["scripts"].items():
+            assert 0 <= s["rate"] <= 1 and 0 <= s["rate_in_context"] <= 1
+        assert all(0 < row["bits_per_byte"] < 8 for row in run["languages"].values())
+    assert out.with_suffix(".png").stat().st_size > 1000 and out.with_suffix(".html").is_file()
+
+
 def test_calibration_puts_each_route_on_its_prior(splits, runs, tmp_path):
     from tokbench.boundaries.calibrate import calibrate, raw_logits, windows_of
     from tokbench.boundaries.train import calibration_targets

@@ -1,8 +1,10 @@
 """Measurements of a trained boundary model (and of zero-training segmenters) on held-out text.
 
 - `Segmenter`: a model (or its exported pre-layers + predictors) that maps texts to segment end offsets.
-  Each line is segmented on its own, after a newline byte of context (training text joins lines with
-  newlines); a line longer than the model's window is cut into windows. Routing: each line goes to the
+  Two protocols: `ends` segments each line on its own, after a newline byte of context; `ends_in_context`
+  segments the lines as running text (joined by newlines, as training reads its text), each line judged
+  with the lines before it as context (the model is causal: never the lines after it). A text longer than
+  the model's window is cut into windows. Routing: each line goes to the
   predictor of its dominant script among the scripts the model was trained on; a line with letters but none
   of a trained script is refused with one line (TokbenchError).
 - bytes per segment per language; boundary rate against the prior per script (relative difference);
@@ -104,6 +106,31 @@ class Segmenter:
     def count(self, texts: Sequence[str]) -> list[int]:
         return [len(e) for e in self.ends(texts)]
 
+    def ends_in_context(self, texts: Sequence[str]) -> list[list[int]]:
+        """Segment end offsets per text, the texts read in order as one running text joined by newlines
+        (routed by the dominant script of the whole); an end at a newline belongs to no text."""
+        if not texts:
+            return []
+        (stream_ends,) = self.ends(["\n".join(texts)])
+        spans, pos = [], 0
+        for t in texts:
+            n = len(t.encode("utf-8"))
+            spans.append((pos, pos + n))
+            pos += n + 1
+        out, j = [], 0
+        for a, b in spans:
+            while j < len(stream_ends) and stream_ends[j] <= a:
+                j += 1
+            k = j
+            while k < len(stream_ends) and stream_ends[k] < b:
+                k += 1
+            out.append([e - a for e in stream_ends[j:k]] + ([b - a] if b > a else []))
+            j = k
+        return out
+
+    def count_in_context(self, texts: Sequence[str]) -> list[int]:
+        return [len(e) for e in self.ends_in_context(texts)]
+
 
 def word_ends(text: str) -> list[int]:
     """Byte offsets where whitespace-delimited words end (and the end of the text)."""
@@ -134,6 +161,31 @@ def boundary_f1(pred: Sequence[Sequence[int]], gold: Sequence[Sequence[int]]) ->
     prec = tp / (tp + fp) if tp + fp else 1.0  # no predicted end: none wrong
     rec = tp / (tp + fn) if tp + fn else 1.0  # no gold end: none missed
     return {"precision": prec, "recall": rec, "f1": 2 * prec * rec / (prec + rec) if prec + rec else 0.0}
+
+
+def parity_in_context(seg: "Segmenter", parallel: dict[str, list[tuple[str, str]]]) -> dict:
+    """Segment premium per language vs English with both sides of each language's pairs read as running
+    text (Segmenter.ends_in_context: each sentence after the sentences before it), and its spread (the
+    same keys as segment_parity)."""
+    rows, premiums, eng_bytes, eng_segments = {}, [], 0, 0
+    for lang, pairs in sorted(parallel.items()):
+        if not pairs:
+            continue
+        a = sum(seg.count_in_context([x for x, _ in pairs]))
+        b = sum(seg.count_in_context([y for _, y in pairs]))
+        eng_bytes += sum(len(y.encode("utf-8")) for _, y in pairs)
+        eng_segments += b
+        rows[lang] = {"units": len(pairs), "segments": a, "english_segments": b,
+                      "premium_sum": a / b if b else None}
+        if b:
+            premiums.append(a / b)
+    out = {"languages": rows, "n_languages": len(premiums), "protocol": "in context",
+           "english_bytes_per_segment": eng_bytes / eng_segments if eng_segments else None}
+    if len(premiums) >= 2:
+        s = spread(premiums)
+        out.update(premium_sum_mean=s["mean"], premium_sum_max=s["max"], gini=s["gini"], cv=s["cv"],
+                   mean_abs_log2=s["mean_abs_log2"])
+    return out
 
 
 def segment_parity(count_of: Callable[[str], int], parallel: dict[str, list[tuple[str, str]]]) -> dict:
@@ -217,16 +269,23 @@ def evaluate(model, state: dict, splits, *, device: str = "cpu", max_bytes: int 
             row["rate"] = interior / max(1, nbytes - len(lines)) if nbytes else None
             row["prior"] = sequence_prior(arm, priors, lang)
             row["whitespace_f1"] = boundary_f1(ends, [word_ends(x) for x in lines])["f1"]
-            acc = rate_acc.setdefault(script_of[lang], [0, 0])
+            acc = rate_acc.setdefault(script_of[lang], [0, 0, 0, 0])
             acc[0] += interior
             acc[1] += nbytes - len(lines)
+            # the same text read in context (running text, as in training)
+            in_ctx = sum(len(e) for e in seg.ends_in_context(lines)) - len(lines)
+            row["rate_in_context"] = in_ctx / max(1, nbytes - len(lines)) if nbytes else None
+            acc[2] += in_ctx
         out["languages"][lang] = row
-    for g, (k, n) in sorted(rate_acc.items()):
+    for g, (k, n, kc, _) in sorted(rate_acc.items()):
         langs = [lang for lang, s in script_of.items() if s == g]
         prior = float(np.mean([sequence_prior(arm, priors, lang) for lang in langs]))
         train_bytes = sum(len(splits.train[lang].encode()) for lang in langs if lang in splits.train)
         rate = k / n if n else None
+        rate_c = kc / n if n else None
         out["scripts"][g] = {"rate": rate, "prior": prior, "relative": (rate / prior - 1) if rate is not None else None,
+                             "rate_in_context": rate_c,
+                             "relative_in_context": (rate_c / prior - 1) if rate_c is not None else None,
                              "train_bytes": train_bytes}
     if seg is not None:
         par = {k: v for k, v in splits.parallel_test.items() if k in script_of}
@@ -236,6 +295,7 @@ def evaluate(model, state: dict, splits, *, device: str = "cpu", max_bytes: int 
         eng_segments = sum(seg.count(list(dict.fromkeys(eng))))
         table["english_bytes_per_segment"] = eng_bytes / eng_segments if eng_segments else None
         out["parity"] = table
+        out["parity_in_context"] = parity_in_context(seg, par)
     eng_text = splits.test.get("eng") or next(iter(splits.test.values()))
     out["throughput"] = throughput(model, eng_text, device=device)
     if seg is not None:
@@ -256,5 +316,5 @@ def baseline_parity(name: str, count_batch: Callable[[Sequence[str]], list[int]]
     return table
 
 
-__all__ = ["Segmenter", "route_for", "word_ends", "byte_ends", "boundary_f1", "segment_parity", "bits_per_byte",
+__all__ = ["Segmenter", "route_for", "parity_in_context", "word_ends", "byte_ends", "boundary_f1", "segment_parity", "bits_per_byte",
            "throughput", "evaluate", "baseline_parity", "spread", "char_group"]

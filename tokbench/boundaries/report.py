@@ -61,12 +61,25 @@ def markdown(runs: list[dict], base: dict, command: str = "") -> str:
         lines.append(f"| {name} | {_f(t.get('english_bytes_per_segment'), '.2f')} | {_f(t.get('mean_abs_log2'))} | "
                      f"{_f(t.get('cv'))} | {_f(t.get('gini'))} | {_f(t.get('premium_sum_max'), '.2f')} | "
                      + " | ".join(per) + " |")
-    lines += ["", "## Boundary rate against the prior per script (held-out text)", "",
-              "| run | script | train bytes | prior | rate | relative |", "|---|---|---:|---:|---:|---:|"]
+    ctx = [(f"{r['arm']} ({r['preset']}, step {r['step']})", r["parity_in_context"]) for r in runs
+           if "parity_in_context" in r]
+    if ctx:
+        lines += ["", "## The same, each sentence read in context (after the test sentences before it, both sides)",
+                  "", "| segmenter | English bytes/segment | mean \\|log2 S\\| | CV | Gini | max S | "
+                  + " | ".join(langs) + " |", "|---" * (6 + len(langs)) + "|"]
+        for name, t in ctx:
+            per = [_f(t["languages"].get(k, {}).get("premium_sum"), ".2f") for k in langs]
+            lines.append(f"| {name} | {_f(t.get('english_bytes_per_segment'), '.2f')} | "
+                         f"{_f(t.get('mean_abs_log2'))} | {_f(t.get('cv'))} | {_f(t.get('gini'))} | "
+                         f"{_f(t.get('premium_sum_max'), '.2f')} | " + " | ".join(per) + " |")
+    lines += ["", "## Boundary rate against the prior per script (held-out text; each line alone / in context)", "",
+              "| run | script | train bytes | prior | rate | relative | rate in context | relative |",
+              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in runs:
         for g, s in r.get("scripts", {}).items():
             lines.append(f"| {r['arm']} | {g} | {s['train_bytes']:,} | {_f(s['prior'], '.4f')} | "
-                         f"{_f(s['rate'], '.4f')} | {_f(s['relative'], '+.1%')} |")
+                         f"{_f(s['rate'], '.4f')} | {_f(s['relative'], '+.1%')} | "
+                         f"{_f(s.get('rate_in_context'), '.4f')} | {_f(s.get('relative_in_context'), '+.1%')} |")
     lines += ["", "## Held-out bits/byte, bytes per segment, whitespace-boundary F1 per language", "",
               "| run | " + " | ".join(sorted({k for r in runs for k in r['languages']})) + " |",
               "|---" * (1 + len({k for r in runs for k in r['languages']})) + "|"]
