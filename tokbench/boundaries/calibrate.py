@@ -30,15 +30,19 @@ def raw_logits(model, x: torch.Tensor, route: torch.Tensor) -> torch.Tensor:
     return model.predictor.raw(model.hidden(x), route)
 
 
+def byte_array(text: str, min_len: int) -> np.ndarray:
+    """The UTF-8 bytes of `text` (uint8), repeated until there are at least `min_len` of them."""
+    a = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+    return np.tile(a, min_len // max(1, a.size) + 1) if a.size < min_len else a
+
+
 def windows_of(texts: Sequence[str], seq_len: int, n: int, rng: np.random.Generator) -> np.ndarray:
     """(n // len(texts) * len(texts), seq_len) byte windows at random offsets, the same number from each text
     (languages weigh equally, as in training, without the sampling noise of drawing the language)."""
     per = max(1, n // len(texts))
     out = []
     for t in texts:
-        a = np.frombuffer(t.encode("utf-8"), dtype=np.uint8)
-        if a.size < seq_len:
-            a = np.tile(a, seq_len // max(1, a.size) + 1)
+        a = byte_array(t, seq_len)
         starts = rng.integers(0, a.size - seq_len + 1, per)
         out.extend(a[s:s + seq_len] for s in starts)
     return np.stack(out).astype(np.int64)
@@ -79,4 +83,4 @@ def calibrate(model, route_texts: Mapping[str, Sequence[str]], targets: Mapping[
     return out
 
 
-__all__ = ["calibrate", "raw_logits", "windows_of", "WINDOWS"]
+__all__ = ["calibrate", "raw_logits", "windows_of", "byte_array", "WINDOWS"]

@@ -59,11 +59,12 @@ def load_splits(languages=DEFAULT_LANGUAGES, *, tatoeba: str | os.PathLike = "ta
     `english_train`: one corpus or several (each read up to english_train_bytes)."""
     langs = list(dict.fromkeys(languages))
     every = "all" in langs
+    one = english_train is None or isinstance(english_train, (str, os.PathLike))
+    english_corpora = [] if english_train is None else [english_train] if one else list(english_train)
     train: dict[str, list[str]] = {}
     test: dict[str, list[str]] = {}
     s = Splits(sources={"tatoeba": str(tatoeba), "udhr": str(udhr),
-                        "english_train": (str(english_train) if isinstance(english_train, (str, os.PathLike))
-                                          or english_train is None else [str(x) for x in english_train]),
+                        "english_train": str(english_train) if one else [str(x) for x in english_corpora],
                         "english_test": str(english_test), "tatoeba_train_fraction": TATOEBA_TRAIN_FRACTION,
                         "udhr_train_articles": f"title, preamble, 1-{UDHR_TRAIN_LAST_ARTICLE}"})
     seen_eng_train: dict[str, None] = {}
@@ -103,10 +104,8 @@ def load_splits(languages=DEFAULT_LANGUAGES, *, tatoeba: str | os.PathLike = "ta
                 train[code].extend(txt for k, txt in units if _udhr_is_train(k))
                 test[code].extend(txt for k, txt in units if not _udhr_is_train(k))
     if ENGLISH in train:
-        if english_train is not None:
-            many = not isinstance(english_train, (str, os.PathLike))
-            for corpus in (english_train if many else [english_train]):
-                train[ENGLISH].extend(iter_documents(corpus, limit_bytes=english_train_bytes))
+        for corpus in english_corpora:
+            train[ENGLISH].extend(iter_documents(corpus, limit_bytes=english_train_bytes))
         if english_test is not None:
             test[ENGLISH].extend(iter_documents(english_test, limit_bytes=english_train_bytes))
     s.train = {k: "\n".join(v) for k, v in train.items() if v}

@@ -129,24 +129,21 @@ def distill(segmenter: Segmenter, train_texts: dict[str, str], *, vocab_size: in
     if method not in METHODS:
         raise TokbenchError(f"unknown distillation method {method!r}", fix=f"use one of {', '.join(METHODS)}")
     lines, ends, pieces = _learned(segmenter, train_texts, max_bytes)
-    candidates = {}
     if method == "unigram":
-        for name, use_regex in UNIGRAM_SPLITS.items():
-            candidates[name] = lambda use_regex=use_regex: unigram_json(pieces, vocab_size, use_regex)
+        candidates = ((name, unigram_json(pieces, vocab_size, r)) for name, r in UNIGRAM_SPLITS.items())
     else:
         counter = new_counter(None)
         count_texts((p.decode("utf-8", errors="ignore") for p in pieces if p), counter)
         trained = train_counts(counter, vocab_size, pattern=None, min_frequency=2, progress=progress)
 
-        def bpe(regex):
-            trained.pattern = regex
-            return trained.tokenizer_json()
+        def bpe_candidates():
+            for name, regex in PRETOKENIZERS.items():
+                trained.pattern = regex
+                yield name, trained.tokenizer_json()
 
-        for name, regex in PRETOKENIZERS.items():
-            candidates[name] = lambda regex=regex: bpe(regex)
+        candidates = bpe_candidates()
     scores, best, best_data = {}, None, None
-    for name, make in candidates.items():
-        data = make()
+    for name, data in candidates:
         tok = Tokenizer.from_str(json.dumps(data))
         scores[name] = boundary_f1(token_ends(tok, lines), ends)["f1"]
         if best is None or scores[name] > scores[best]:

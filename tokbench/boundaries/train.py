@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from tokbench import limits
-from tokbench.boundaries.calibrate import WINDOWS, calibrate
+from tokbench.boundaries.calibrate import WINDOWS, byte_array, calibrate
 from tokbench.boundaries.data import DEFAULT_LANGUAGES, ENGLISH, Splits, load_splits
 from tokbench.boundaries.model import HourglassLM, ModelConfig, n_parameters
 from tokbench.boundaries.predictors import ARMS, LOSSES, prior_loss
@@ -184,10 +184,7 @@ class Sampler:
         self.langs = sorted(texts)
         self.data = {}
         for k in self.langs:
-            a = np.frombuffer(texts[k].encode("utf-8"), dtype=np.uint8)
-            if a.size < seq_len + 1:
-                a = np.tile(a, (seq_len + 1) // max(1, a.size) + 1)
-            self.data[k] = a
+            self.data[k] = byte_array(texts[k], seq_len + 1)
         self.seq_len = seq_len
         self.rng = np.random.default_rng(seed)
 
@@ -363,7 +360,6 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = True, spli
         bar.close()
     if cfg.calibrate and model.shortens:
         calibration = calibrate(model, *calibration_targets(cfg.arm, priors, splits.train), seed=cfg.seed)
-        model.train()
     _save(out, snapshot(step >= cfg.steps))
     return json.loads((out / LOG).read_text(encoding="utf-8"))
 
@@ -382,19 +378,19 @@ def calibration_targets(arm: str, priors: dict, train_texts: dict[str, str]) -> 
 
 
 def recalibrate(checkpoint: str | os.PathLike, out: str | os.PathLike, splits: Splits | None = None, *,
+                languages: list[str] | None = None, english_train_bytes: int = 4_000_000,
                 windows: int = WINDOWS, overwrite: bool = False) -> dict:
     """Calibrate a trained run again (e.g. one trained with calibrate=False, or with more windows) into the
-    folder `out` (checkpoint.pt and train.json, written atomically; the input run is not modified). Returns
-    the new train.json."""
-    state = load_checkpoint(checkpoint)
-    model = HourglassLM(ModelConfig.from_dict(state["model_config"]))
-    model.load_state_dict(state["model"])
+    folder `out` (checkpoint.pt and train.json, written atomically; the input run is not modified). Without
+    `splits`, the training text of `languages` (default: the run's own) is loaded. Returns the new
+    train.json."""
+    limits.at_least("windows", windows, 1, 1_000_000)
+    model, state = load_model(checkpoint)
     if not model.shortens:
         raise TokbenchError("the byte-level arm has no boundary predictor to calibrate", path=state["path"],
                             fix="calibrate a dtp, priors or magnet run")
-    limits.at_least("windows", windows, 1, 1_000_000)
     if splits is None:
-        splits = load_splits(state["config"]["languages"])
+        splits = load_splits(languages or state["config"]["languages"], english_train_bytes=english_train_bytes)
     texts, targets = calibration_targets(state["config"]["arm"], state["priors"], splits.train)
     calibration = calibrate(model, texts, targets, windows=windows, seed=state["config"]["seed"])
     new = {**state, "model": model.state_dict(), "calibration": calibration}

@@ -134,10 +134,10 @@ def calibrate_(run, out, windows, languages, english_bytes, overwrite):
     """Set each predictor's evaluation threshold so that its rate on training windows is its prior; writes
     the calibrated run into OUT (RUN is not modified)."""
     _need()
-    from tokbench.boundaries.train import load_checkpoint, recalibrate
+    from tokbench.boundaries.train import recalibrate
 
-    langs = languages or ",".join(load_checkpoint(run)["config"]["languages"])
-    r = recalibrate(run, out, _splits(langs, english_bytes), windows=windows, overwrite=overwrite)
+    r = recalibrate(run, out, languages=_langs(languages) if languages else None, english_train_bytes=english_bytes,
+                    windows=windows, overwrite=overwrite)
     for g, c in r["calibration"].items():
         click.echo(f"{g}: rate on training windows {c['rate_before']:.3f} -> {c['rate_after']:.3f} "
                    f"(prior {c['target']:.3f}, threshold logit {c['offset']:+.3f})")
