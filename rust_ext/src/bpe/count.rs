@@ -6,11 +6,56 @@
 //! and reduces the shard tables; a distributed engine can run the map elsewhere and reduce
 //! the saved tables (the Python side saves them as `base64 count` lines).
 use super::pretokenize::Splitter;
+use super::token_table::TokenTable;
 use aho_corasick::AhoCorasick;
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 
 pub type Counts = FxHashMap<Vec<u8>, u64>;
+
+/// The counts while a shard is being counted: keys of up to 15 bytes packed into one integer
+/// (`TokenTable`), so counting a piece is one hash of a number and no byte comparison or key
+/// allocation (with `Counts` the key comparisons and the hashing of byte strings were most of
+/// the counting time). Unpacked into `Counts` once, at the end of `count_texts`.
+pub type Packed = TokenTable<u64>;
+
+/// A count table that takes packed counts cheaply (`add_packed`: integer keys, no allocation)
+/// and becomes `Counts` only when it is read (`counts`), so a corpus counted batch by batch
+/// turns each distinct piece into a byte-string key once, not once per batch.
+#[derive(Default)]
+pub struct CountTable {
+    counts: Counts,
+    pending: Packed,
+}
+
+impl CountTable {
+    pub fn from_counts(counts: Counts) -> Self {
+        CountTable { counts, pending: Packed::default() }
+    }
+
+    pub fn add_packed(&mut self, more: Packed) {
+        if self.pending.is_empty() {
+            self.pending = more;
+        } else if self.pending.len() >= more.len() {
+            self.pending.add_counts(more);
+        } else {
+            let small = std::mem::replace(&mut self.pending, more);
+            self.pending.add_counts(small);
+        }
+    }
+
+    /// The counts, with everything added so far.
+    pub fn counts(&mut self) -> &mut Counts {
+        if !self.pending.is_empty() {
+            let pending = std::mem::take(&mut self.pending);
+            self.counts.reserve(pending.len());
+            for (k, v) in pending.into_entries() {
+                *self.counts.entry(k).or_insert(0) += v;
+            }
+        }
+        &mut self.counts
+    }
+}
 
 /// Cuts special tokens out of the text before splitting (they are never counted).
 pub struct Counter {
@@ -33,17 +78,11 @@ impl Counter {
         Ok(Counter { splitter, specials })
     }
 
-    fn count_one(&self, text: &str, cache: &mut super::pretokenize::Cache, out: &mut Counts) -> Result<(), String> {
+    fn count_one(&self, text: &str, cache: &mut super::pretokenize::Cache, out: &mut Packed) -> Result<(), String> {
         let mut add = |piece: &str| {
             let b = piece.as_bytes();
-            if b.is_empty() {
-                return;
-            }
-            match out.get_mut(b) {
-                Some(c) => *c += 1,
-                None => {
-                    out.insert(b.to_vec(), 1);
-                }
+            if !b.is_empty() {
+                *out.get_or_insert(b, 0) += 1;
             }
         };
         match &self.specials {
@@ -64,9 +103,8 @@ impl Counter {
         }
     }
 
-    /// map: the counts of one shard of texts.
-    pub fn count_shard<S: AsRef<str>>(&self, texts: &[S]) -> Result<Counts, String> {
-        let mut out = Counts::default();
+    fn count_packed<S: AsRef<str>>(&self, texts: &[S]) -> Result<Packed, String> {
+        let mut out = Packed::default();
         let mut cache = self.splitter.new_cache();
         for t in texts {
             self.count_one(t.as_ref(), &mut cache, &mut out)?;
@@ -74,8 +112,18 @@ impl Counter {
         Ok(out)
     }
 
+    /// map: the counts of one shard of texts.
+    pub fn count_shard<S: AsRef<str>>(&self, texts: &[S]) -> Result<Counts, String> {
+        Ok(self.count_packed(texts)?.into_entries().collect())
+    }
+
     /// map over shards of about `shard_bytes` each in the current rayon pool, then reduce.
     pub fn count_texts<S: AsRef<str> + Sync>(&self, texts: &[S], shard_bytes: usize) -> Result<Counts, String> {
+        Ok(self.count_texts_packed(texts, shard_bytes)?.into_entries().collect())
+    }
+
+    /// [`Counter::count_texts`], the result still packed (for a [`CountTable`]).
+    pub fn count_texts_packed<S: AsRef<str> + Sync>(&self, texts: &[S], shard_bytes: usize) -> Result<Packed, String> {
         let mut shards: Vec<&[S]> = Vec::new();
         let mut start = 0;
         let mut size = 0;
@@ -92,8 +140,12 @@ impl Counter {
         }
         shards
             .into_par_iter()
-            .map(|s| self.count_shard(s))
-            .try_reduce(Counts::default, |a, b| Ok(merge_counts(a, b)))
+            .map(|s| self.count_packed(s))
+            .try_reduce(Packed::default, |a, b| {
+                let (mut big, small) = if a.len() >= b.len() { (a, b) } else { (b, a) };
+                big.add_counts(small);
+                Ok(big)
+            })
     }
 }
 
@@ -120,5 +172,36 @@ mod tests {
         assert_eq!(one, many);
         assert_eq!(one[b" world".as_slice()], 200);
         assert!(!one.contains_key(b"<s>".as_slice()));
+    }
+
+    #[test]
+    fn packed_counting_equals_a_plain_map_at_every_key_length() {
+        let sp = Splitter::new(Some(r"\S+|\s+"), false, true, "auto").unwrap();
+        let c = Counter::new(sp, &[]).unwrap();
+        let mut texts = Vec::new();
+        for n in 1..=40usize {
+            for v in 0..3u8 {
+                // pieces of n bytes, including zero bytes and multi-byte characters
+                let piece: String = (0..n).map(|i| ["a", "\0", "é", "z"][(i + v as usize) % 4]).collect::<String>();
+                texts.push(format!("{piece} {piece}\n{}", "x".repeat(n)));
+            }
+        }
+        let mut want = Counts::default();
+        for t in &texts {
+            for p in regex_automata::meta::Regex::new(r"\S+|\s+").unwrap().find_iter(t.as_str()) {
+                *want.entry(t.as_bytes()[p.start()..p.end()].to_vec()).or_insert(0) += 1;
+            }
+        }
+        assert_eq!(c.count_shard(&texts).unwrap(), want);
+        assert_eq!(c.count_texts(&texts, 100).unwrap(), want);
+        // batch by batch into a table read in between: the same counts
+        let mut table = CountTable::default();
+        for (i, batch) in texts.chunks(7).enumerate() {
+            table.add_packed(c.count_texts_packed(batch, 50).unwrap());
+            if i % 3 == 0 {
+                table.counts();
+            }
+        }
+        assert_eq!(*table.counts(), want);
     }
 }

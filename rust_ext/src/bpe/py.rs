@@ -241,7 +241,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 // ---------------------------------------------------------------------------------------------
 // Trainer bindings: pre-token counting (map + reduce) and merge training (GIL released).
 // ---------------------------------------------------------------------------------------------
-use super::count::{merge_counts, Counter, Counts};
+use super::count::{merge_counts, CountTable, Counter};
 use super::super_runs::{chunk_runs, train_stage2, SuperConfig};
 use super::train::{train_select, Progress, Select, TrainConfig};
 
@@ -249,7 +249,7 @@ use super::train::{train_select, Progress, Select, TrainConfig};
 #[pyclass(module = "tokbench._core")]
 pub struct BpeCounter {
     counter: Arc<Counter>,
-    counts: Counts,
+    counts: CountTable,
     pattern: Option<String>,
 }
 
@@ -260,7 +260,7 @@ impl BpeCounter {
     fn new(pattern: Option<&str>, individual_digits: bool, specials: Vec<String>) -> PyResult<Self> {
         let splitter = Splitter::new(pattern, individual_digits, true, "auto").map_err(err)?;
         let counter = Counter::new(splitter, &specials).map_err(err)?;
-        Ok(BpeCounter { counter: Arc::new(counter), counts: Counts::default(), pattern: pattern.map(str::to_owned) })
+        Ok(BpeCounter { counter: Arc::new(counter), counts: CountTable::default(), pattern: pattern.map(str::to_owned) })
     }
 
     /// The split regex this table is counted with (None: no split).
@@ -277,31 +277,31 @@ impl BpeCounter {
         let texts = pyargs::texts(&texts)?;
         let counter = self.counter.clone();
         let table = py
-            .allow_threads(|| with_pool(num_threads, || counter.count_texts(&texts, shard_bytes.max(1))))
+            .allow_threads(|| with_pool(num_threads, || counter.count_texts_packed(&texts, shard_bytes.max(1))))
             .map_err(err)?
             .map_err(err)?;
-        let own = std::mem::take(&mut self.counts);
-        self.counts = py.allow_threads(|| merge_counts(own, table));
+        let counts = &mut self.counts;
+        py.allow_threads(|| counts.add_packed(table));
         Ok(())
     }
 
     /// reduce: add another table's counts into this one (other is left unchanged).
-    fn merge(&mut self, py: Python<'_>, other: PyRef<'_, BpeCounter>) {
-        let own = std::mem::take(&mut self.counts);
-        let theirs = other.counts.clone();
-        self.counts = py.allow_threads(|| merge_counts(own, theirs));
+    fn merge(&mut self, py: Python<'_>, mut other: PyRefMut<'_, BpeCounter>) {
+        let own = std::mem::take(self.counts.counts());
+        let theirs = other.counts.counts().clone();
+        self.counts = CountTable::from_counts(py.allow_threads(|| merge_counts(own, theirs)));
     }
 
     /// Add (pre-token bytes, count) pairs (loading saved counts).
     fn add_items(&mut self, items: Vec<(Vec<u8>, u64)>) {
         for (k, v) in items {
-            *self.counts.entry(k).or_insert(0) += v;
+            *self.counts.counts().entry(k).or_insert(0) += v;
         }
     }
 
     /// (pre-token bytes, count), sorted by bytes.
-    fn items<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let mut v: Vec<(&Vec<u8>, &u64)> = self.counts.iter().collect();
+    fn items<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let mut v: Vec<(&Vec<u8>, &u64)> = self.counts.counts().iter().collect();
         v.sort_unstable();
         let out = PyList::empty_bound(py);
         for (k, c) in v {
@@ -310,22 +310,22 @@ impl BpeCounter {
         Ok(out)
     }
 
-    fn __len__(&self) -> usize {
-        self.counts.len()
+    fn __len__(&mut self) -> usize {
+        self.counts.counts().len()
     }
 
     /// Sum of all counts (pre-token occurrences).
-    fn total(&self) -> u64 {
-        self.counts.values().sum()
+    fn total(&mut self) -> u64 {
+        self.counts.counts().values().sum()
     }
 
     /// map output: this table cut into `partitions` hash-partitioned count-table blobs
     /// (rust_ext/src/table.rs; GIL released).
-    fn to_tables<'py>(&self, py: Python<'py>, partitions: u32) -> PyResult<Bound<'py, PyList>> {
+    fn to_tables<'py>(&mut self, py: Python<'py>, partitions: u32) -> PyResult<Bound<'py, PyList>> {
         if partitions == 0 {
             return Err(err("partitions must be >= 1".into()));
         }
-        let counts = &self.counts;
+        let counts = &*self.counts.counts();
         let blobs = py.allow_threads(|| {
             crate::table::partition_table(counts.iter().map(|(k, v)| (k.as_slice(), *v)), partitions)
         });
@@ -338,7 +338,7 @@ impl BpeCounter {
 
     /// reduce output: add a count-table blob's counts into this table (GIL released).
     fn add_table(&mut self, py: Python<'_>, blob: &[u8]) -> PyResult<()> {
-        let counts = &mut self.counts;
+        let counts = self.counts.counts();
         py.allow_threads(|| crate::table::add_into(blob, counts)).map_err(err)?;
         Ok(())
     }
@@ -374,7 +374,7 @@ impl TrainProgress {
 #[allow(clippy::type_complexity)]
 fn bpe_train<'py>(
     py: Python<'py>,
-    counter: PyRef<'py, BpeCounter>,
+    mut counter: PyRefMut<'py, BpeCounter>,
     target: usize,
     min_frequency: u64,
     max_token_length: Option<usize>,
@@ -385,7 +385,7 @@ fn bpe_train<'py>(
     let prog = progress.map(|p| p.inner.clone()).unwrap_or_default();
     let cfg = TrainConfig { target, min_frequency, max_token_length };
     let select = if candidates > 1 { Select::Compress { candidates } } else { Select::Frequency };
-    let counts = &counter.counts;
+    let counts = &*counter.counts.counts();
     let t = py
         .allow_threads(|| {
             crate::pool::with_pool(num_threads, || {
@@ -408,7 +408,7 @@ fn bpe_train<'py>(
 #[allow(clippy::type_complexity, clippy::too_many_arguments)]
 fn bpe_train_super<'py>(
     py: Python<'py>,
-    runs: PyRef<'py, BpeCounter>,
+    mut runs: PyRefMut<'py, BpeCounter>,
     vocab: Vec<Vec<u8>>,
     merges: Vec<(u32, u32)>,
     target: usize,
@@ -419,7 +419,7 @@ fn bpe_train_super<'py>(
 ) -> PyResult<(Bound<'py, PyList>, Vec<(u32, u32, u32, u64)>)> {
     let prog = progress.map(|p| p.inner.clone()).unwrap_or_default();
     let cfg = SuperConfig { target, min_frequency, max_token_length, max_words };
-    let counts = &runs.counts;
+    let counts = &*runs.counts.counts();
     let t = py.allow_threads(|| train_stage2(counts, vocab, &merges, &cfg, &prog)).map_err(err)?;
     let out = PyList::empty_bound(py);
     for v in &t.vocab {
@@ -432,11 +432,11 @@ fn bpe_train_super<'py>(
 /// pre-tokens a chunk, seeded): a new count table (the chunks are its pre-tokens, no split).
 #[pyfunction]
 #[pyo3(signature = (runs, pattern, max_words, seed=0))]
-fn bpe_chunk_runs(py: Python<'_>, runs: PyRef<'_, BpeCounter>, pattern: Option<&str>, max_words: usize,
+fn bpe_chunk_runs(py: Python<'_>, mut runs: PyRefMut<'_, BpeCounter>, pattern: Option<&str>, max_words: usize,
                   seed: u64) -> PyResult<BpeCounter> {
     let words = Splitter::new(pattern, false, true, "auto").map_err(err)?;
-    let counts = &runs.counts;
+    let counts = &*runs.counts.counts();
     let table = py.allow_threads(|| chunk_runs(counts, &words, max_words, seed)).map_err(err)?;
     let none = Splitter::new(None, false, true, "auto").map_err(err)?;
-    Ok(BpeCounter { counter: Arc::new(Counter::new(none, &[]).map_err(err)?), counts: table, pattern: None })
+    Ok(BpeCounter { counter: Arc::new(Counter::new(none, &[]).map_err(err)?), counts: CountTable::from_counts(table), pattern: None })
 }

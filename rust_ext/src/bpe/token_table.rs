@@ -81,7 +81,11 @@ impl<V> TokenTable<V> {
         } else if bytes.len() <= INLINE {
             self.short.entry(pack(bytes)).or_insert(id)
         } else {
-            self.long.entry(bytes.into()).or_insert(id)
+            // look up before inserting: `entry` would allocate the boxed key on every call
+            if !self.long.contains_key(bytes) {
+                self.long.insert(bytes.into(), id);
+            }
+            self.long.get_mut(bytes).expect("just inserted")
         }
     }
 
@@ -108,6 +112,48 @@ impl<V> TokenTable<V> {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// The bytes a `pack_tiny` key stands for (its inverse).
+fn unpack_tiny(key: u64) -> Vec<u8> {
+    let n = (key >> 56) as usize;
+    key.to_le_bytes()[..n].to_vec()
+}
+
+/// The bytes a `pack` key stands for (its inverse).
+fn unpack(key: u128) -> Vec<u8> {
+    let n = (key >> 120) as usize;
+    let mut out = (key as u64).to_le_bytes().to_vec();
+    if n > 8 {
+        out.extend_from_slice(&((key >> 64) as u64).to_le_bytes()[..n - 8]);
+    }
+    out.truncate(n);
+    out
+}
+
+impl TokenTable<u64> {
+    /// Add `other`'s counts into this table (keys are packed the same way in both, so no key
+    /// is unpacked or re-hashed from its bytes).
+    pub fn add_counts(&mut self, other: TokenTable<u64>) {
+        for (k, v) in other.tiny {
+            *self.tiny.entry(k).or_insert(0) += v;
+        }
+        for (k, v) in other.short {
+            *self.short.entry(k).or_insert(0) += v;
+        }
+        for (k, v) in other.long {
+            *self.long.entry(k).or_insert(0) += v;
+        }
+    }
+
+    /// Every (bytes, count), in no particular order.
+    pub fn into_entries(self) -> impl Iterator<Item = (Vec<u8>, u64)> {
+        self.tiny
+            .into_iter()
+            .map(|(k, v)| (unpack_tiny(k), v))
+            .chain(self.short.into_iter().map(|(k, v)| (unpack(k), v)))
+            .chain(self.long.into_iter().map(|(k, v)| (k.into_vec(), v)))
     }
 }
 
@@ -155,6 +201,11 @@ mod tests {
             assert_eq!(t.get(k), Some(i as u32));
         }
         assert_eq!(t.get(b"\0\0\0"), None);
+        let mut entries: Vec<(Vec<u8>, u32)> = t.tiny.iter().map(|(&k, &v)| (unpack_tiny(k), v))
+            .chain(t.short.iter().map(|(&k, &v)| (unpack(k), v))).collect();
+        entries.sort_by_key(|e| e.1);
+        let short: Vec<&[u8]> = keys.iter().copied().filter(|k| k.len() <= INLINE).collect();
+        assert_eq!(entries.iter().map(|e| e.0.as_slice()).collect::<Vec<_>>(), short, "unpack inverts pack");
         assert_eq!(t.get(b"sixteen bytes!!?"), None);
     }
 }
