@@ -168,6 +168,8 @@ def test_sentencepiece_style_tokenizer_json(tmp_path, require_asset):
     out.parent.mkdir()
     r = export_gguf(src, out, progress=False)
     assert r["tokenizer_model"] == "llama" and r["tokenizer_pre"] == "default" and r["scores_from"] == "merge ranks"
+    # HF's Metaspace skips the prefix before a leading space, llama.cpp does not: said, not hidden
+    assert len(r["warnings"]) == 1 and "start with a space" in r["warnings"][0]
     kv, _ = _fields(out)
     tokens, merges, added = _tokenizer_json_order(src)
     assert kv["tokenizer.ggml.model"] == "llama" and kv["tokenizer.ggml.tokens"] == tokens
@@ -202,6 +204,7 @@ def test_sentencepiece_model_file(tmp_path, require_asset):
     out.parent.mkdir()
     r = export_gguf(folder, out, progress=False)
     assert r["scores_from"] == "tokenizer.model" and r["merges"] == 0
+    assert r["warnings"] == []  # SentencePiece itself adds the prefix as llama.cpp does
     kv, _ = _fields(out)
     proto = parse_model_proto(folder / "tokenizer.model")
     assert kv["tokenizer.ggml.tokens"] == [p.piece for p in proto.pieces]

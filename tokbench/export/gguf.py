@@ -25,7 +25,7 @@ import numpy as np
 from tokbench.errors import TokbenchError
 from tokbench.outputs import clean_leftovers, umask
 from tokbench.export.gguf_tokenizer import (BYTE, PRE_TOKENIZERS, _add_bos, add_special,  # noqa: F401
-                                            pre_tokenizer_name, special_ids, tokenizer_metadata)
+                                            metaspace_prepends, pre_tokenizer_name, special_ids, tokenizer_metadata)
 from tokbench.vocab.chat import read_template
 from tokbench.vocab.model_io import _text_config, bf16_to_f32, open_model_folder
 
@@ -224,4 +224,9 @@ def _warnings(tok: dict, ids: dict) -> list[str]:
     if tok["model"] == "t5" and BYTE in tok["types"]:
         out.append(f"llama.cpp's t5 (Unigram) tokenizer has no byte fallback: text the pieces do not cover becomes unk "
                    f"(id {ids.get('unk')}) there, not <0xXX> byte tokens")
+    if tok["model"] == "llama" and tok["add_space_prefix"] and metaspace_prepends(tok["tokenizer_json"] or {}):
+        out.append("llama.cpp adds the \u2581 space prefix to every text, but this tokenizer.json's Metaspace adds it "
+                   "only when the text does not start with a space: texts that start with a space (\" x\") get one "
+                   "\u2581 more there")
     return out
+

@@ -104,10 +104,20 @@ def sentencepiece_style(tj: dict) -> bool:
                                                                                       "normalizers"))
 
 
-def _space_prefix(tj: dict) -> bool:
+def metaspace_prepends(tj: dict) -> bool | None:
+    """Whether the tokenizer.json's Metaspace pre-tokenizer prepends \u2581 (None: it has no Metaspace). HF
+    `tokenizers` then skips the prefix when the text already starts with a space; SentencePiece and llama.cpp
+    always add it."""
     for s in _steps(tj.get("pre_tokenizer"), "pretokenizers"):
         if s.get("type") == "Metaspace":
             return s.get("prepend_scheme", "always" if s.get("add_prefix_space", True) else "never") != "never"
+    return None
+
+
+def _space_prefix(tj: dict) -> bool:
+    meta = metaspace_prepends(tj)
+    if meta is not None:
+        return meta
     return any(s.get("type") == "Prepend" and s.get("prepend") == SPACE for s in _steps(tj.get("normalizer"),
                                                                                        "normalizers"))
 
