@@ -96,11 +96,14 @@ def prior(source, beta_en, languages, as_json):
 @click.option("--calibrate/--no-calibrate", default=True, show_default=True,
               help="At the end, set each predictor's evaluation threshold so that its boundary rate on "
                    "training windows is its prior.")
+@click.option("--windows", "window_policy", type=click.Choice(["random", "line", "mixed"]), default="random",
+              show_default=True, help="Where training (and calibration) windows start: any byte, a newline "
+              "(the window reads a line after its newline, as isolated sentences are evaluated), or half and half.")
 @click.option("--resume", is_flag=True, help="Continue the checkpoint in OUT.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def train_(out, arm, preset, steps, languages, prior_from, beta_en, prior_items, loss, hinge_s, boundary_warmup,
            lr, batch, seed, device, threads, max_minutes, checkpoint_every, log_every, english_bytes, calibrate,
-           resume, quiet):
+           window_policy, resume, quiet):
     """Train one arm into OUT (checkpoint.pt, train.json); resumable, atomic checkpoints."""
     _need()
     from tokbench.boundaries.priors import parse_priors
@@ -110,7 +113,8 @@ def train_(out, arm, preset, steps, languages, prior_from, beta_en, prior_items,
                       beta_en=beta_en, priors=parse_priors(prior_items), loss=loss, hinge_s=hinge_s,
                       boundary_warmup=boundary_warmup, lr=lr, batch=batch, seed=seed, device=device,
                       threads=threads, log_every=log_every, checkpoint_every=checkpoint_every,
-                      max_seconds=None if max_minutes is None else max_minutes * 60, calibrate=calibrate).check()
+                      max_seconds=None if max_minutes is None else max_minutes * 60, calibrate=calibrate,
+                      windows=window_policy).check()
     _threads(threads)
     r = train(cfg, out, resume=resume, splits=_splits(languages, english_bytes), progress=not quiet)
     last = r["log"][-1] if r["log"] else {}
