@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -130,6 +131,96 @@ def test_resume_continues_the_same_run(splits, runs, tmp_path):
     straight = runs["dtp"][1]
     assert resumed["step"] == 50 and resumed["finished"]
     assert [e["loss"] for e in resumed["log"]] == pytest.approx([e["loss"] for e in straight["log"]], rel=1e-5)
+
+
+def test_line_windows_start_at_a_newline_of_the_training_text(splits):
+    from tokbench.boundaries.calibrate import windows_of
+    from tokbench.boundaries.train import Sampler
+
+    seq = PRESETS["test"]["model"]["seq_len"]
+    texts = {k: splits.train[k] for k in ("eng", "rus", "hin")}
+    n = 600
+
+    def at_line(sampler):
+        xb, langs = sampler.batch(n)
+        heads = [bytes(r.astype(np.uint8)) for r in xb]
+        starts = {(k, h) for k, h in zip(langs, heads)}
+        ok = [h[0] == 10 or h == sampler.data[k][:seq + 1].tobytes() for k, h in zip(langs, heads)]
+        return float(np.mean(ok)), len(starts), set(langs)
+
+    share, distinct, langs = at_line(Sampler(texts, seq, 0, "line"))
+    assert share == 1.0 and langs == set(texts) and distinct > 0.9 * n  # many different lines, not one
+    # each such window reads a line of the text right after its newline
+    line = Sampler(texts, seq, 5, "line")
+    xb, langs = line.batch(50)
+    for row, k in zip(xb, langs):
+        head = bytes(row.astype(np.uint8))
+        assert ("\n" + texts[k]).encode().find(head if head[0] == 10 else b"\n" + head[:-1]) >= 0
+    share, _, _ = at_line(Sampler(texts, seq, 0, "random"))
+    assert share < 0.1  # the test can fail: random windows rarely start at a newline
+    share, _, _ = at_line(Sampler(texts, seq, 0, "mixed"))
+    assert 0.4 < share < 0.65
+    # random draws what the sampler always drew (same generator calls as before the policy existed)
+    rng = np.random.default_rng(3)
+    xb, langs = Sampler(texts, seq, 3, "random").batch(8)
+    ks = [sorted(texts)[i] for i in rng.integers(0, 3, 8)]
+    assert ks == langs
+    for row, k in zip(xb, ks):
+        a = np.frombuffer(texts[k].encode(), dtype=np.uint8)
+        s = int(rng.integers(0, a.size - seq))
+        assert np.array_equal(row, a[s:s + seq + 1])
+    # calibration windows follow the same policy
+    w = windows_of(list(texts.values()), seq, 90, np.random.default_rng(0), "line")
+    assert w.shape == (90, seq) and (w[:, 0] == 10).mean() > 0.95
+    with pytest.raises(TokbenchError, match="unknown window policy 'words'"):
+        TrainConfig(windows="words").check()
+
+
+def test_the_window_policy_is_saved_and_resumes_exactly(splits, runs, tmp_path):
+    from tokbench.boundaries.train import Sampler
+
+    cfg = TrainConfig(preset="test", arm="magnet", steps=20, log_every=5, checkpoint_every=5, threads=1,
+                      windows="line")
+    straight = train(cfg, tmp_path / "straight", splits=splits, progress=False)
+    assert straight["config"]["windows"] == "line"
+    assert {c["windows"] for c in straight["calibration"].values()} == {"line"}
+    half = train(cfg, tmp_path / "half", splits=splits, progress=False, stop_at=10)
+    state = load_checkpoint(tmp_path / "half")
+    # the sampler's state round-trips through the checkpoint: a fresh sampler given it draws the batches
+    # that the straight run drew after step 10
+    seq = PRESETS["test"]["model"]["seq_len"]
+    fresh = Sampler(splits.train, seq, 0, "line")
+    fresh.rng.bit_generator.state = state["sampler"]
+    ref = Sampler(splits.train, seq, 0, "line")
+    for _ in range(10):
+        ref.batch(PRESETS["test"]["batch"])
+    a, b = fresh.batch(PRESETS["test"]["batch"]), ref.batch(PRESETS["test"]["batch"])
+    assert np.array_equal(a[0], b[0]) and a[1] == b[1]
+    assert half["step"] == 10
+    with pytest.raises(TokbenchError, match="another run .windows 'line', not 'random'"):
+        train(replace(cfg, windows="random"), tmp_path / "half", splits=splits, progress=False)
+    resumed = train(cfg, tmp_path / "half", splits=splits, progress=False)
+    assert [e["loss"] for e in resumed["log"]] == pytest.approx([e["loss"] for e in straight["log"]], rel=1e-5)
+    r = CliRunner().invoke(main, ["boundaries", "train", str(tmp_path / "half"), "--preset", "test", "--steps",
+                                  "20", "--resume", "--windows", "mixed", "-q"])
+    assert r.exit_code == 2 and "another run" in r.output and len(r.output.strip().splitlines()) == 1
+
+
+def test_a_checkpoint_without_a_window_policy_resumes_as_random(splits, runs, tmp_path):
+    from tokbench.boundaries.train import recalibrate
+
+    state = load_checkpoint(runs["dtp"][0])
+    old = {k: v for k, v in state.items() if k != "path"}
+    old["config"] = {k: v for k, v in state["config"].items() if k != "windows"}
+    (tmp_path / "old").mkdir()
+    torch.save(old, tmp_path / "old" / "checkpoint.pt")
+    cfg = TrainConfig(preset="test", arm="dtp", steps=52, log_every=1, checkpoint_every=25, threads=1)
+    with pytest.raises(TokbenchError, match="another run .windows 'random', not 'line'"):
+        train(replace(cfg, windows="line"), tmp_path / "old", splits=splits, progress=False)
+    more = train(cfg, tmp_path / "old", splits=splits, progress=False)
+    assert more["step"] == 52 and more["config"]["windows"] == "random"
+    cal = recalibrate(tmp_path / "old", tmp_path / "cal", splits, windows=32)
+    assert cal["calibration"]["all"]["windows"] == "random"
 
 
 def test_a_checkpoint_from_another_preset_is_one_line(splits, runs):
