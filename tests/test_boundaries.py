@@ -405,7 +405,7 @@ def test_unigram_distillation_reproduces_frequent_segments():
     # learned segments: "the cat" is one segment (across the space), "s" ends plurals; Cyrillic split
     # inside a character too (byte-level)
     pieces = [b"the cat", b"s", b" sat"] * 50 + ["при".encode(), "вет".encode()] * 20 + ["м".encode()[:1]] * 3
-    data = unigram_json(pieces, 300, use_regex=False)
+    data = unigram_json(pieces, 300, use_regex=False, affixes=False)
     tok = Tokenizer.from_str(json.dumps(data))
     assert token_ends(tok, ["the cats sat"]) == [[7, 8, 12]]
     assert token_ends(tok, ["привет"]) == [[6, 12]]
@@ -415,6 +415,16 @@ def test_unigram_distillation_reproduces_frequent_segments():
     assert tok.decode(tok.encode(text).ids) == text  # every byte is in the vocabulary
     with pytest.raises(TokbenchError, match="vocab-size"):
         unigram_json(pieces, 256, use_regex=False)
+    # with affixes: a segment seen once is kept, and an unseen word splits at a prefix and a suffix of the
+    # learned segments (one false boundary at most) where without them it falls apart into bytes
+    pieces += [b"jumped", b"running"] * 3 + [b"once"]
+    plain = Tokenizer.from_str(json.dumps(unigram_json(pieces, 400, use_regex=False, affixes=False)))
+    rich = Tokenizer.from_str(json.dumps(unigram_json(pieces, 400, use_regex=False)))
+    assert token_ends(plain, ["jumping once"]) == [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]]
+    assert token_ends(rich, ["jumping once"]) == [[4, 7, 8, 12]]
+    assert token_ends(rich, ["the cats sat"]) == [[7, 8, 12]]  # whole segments still win over affixes
+    small = unigram_json(pieces, 262, use_regex=False)["model"]["vocab"]  # the most frequent kept first
+    assert len(small) == 262 and "the" + "Ġ" + "cat" in {t for t, _ in small}
 
 
 def test_segmenting_in_context_reads_the_lines_as_running_text(splits):

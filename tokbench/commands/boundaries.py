@@ -216,13 +216,16 @@ def report_(runs, out, languages, baselines, english_bytes, max_bytes, device, t
 @click.option("--languages", default=DEFAULT_LANGS, show_default=True, help=LANG_HELP)
 @click.option("--max-bytes", default=100_000, show_default=True, type=click.IntRange(1, 10**10),
               help="Bytes per language of train text to distil from (and of held-out text to score).")
+@click.option("--affixes/--no-affixes", default=True, show_default=True,
+              help="Unigram: also the segments seen once and their prefixes and suffixes (a segment the "
+                   "vocabulary lacks splits at an affix, not into bytes); --no-affixes: segments seen twice.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if tokbench wrote it.")
-def export_(checkpoint, out, method, vocab_size, languages, max_bytes, overwrite):
+def export_(checkpoint, out, method, vocab_size, languages, max_bytes, affixes, overwrite):
     """Write the standalone segmenter (safetensors + JSON) and a distilled tokenizer.json into OUT."""
     _need()
     from tokbench.boundaries.export import export
 
     r = export(checkpoint, out, _splits(languages, 1_000_000), vocab_size=vocab_size, max_bytes=max_bytes,
-               method=method, overwrite=overwrite)
+               method=method, affixes=affixes, overwrite=overwrite)
     click.echo(f"{method}, pre-tokenizer {r['pretokenizer']}, held-out F1 vs the learned segments "
                f"{r['heldout_f1_mean']:.3f} -> {out}")
