@@ -391,11 +391,11 @@ def calibration_targets(arm: str, priors: dict, train_texts: dict[str, str]) -> 
 
 def recalibrate(checkpoint: str | os.PathLike, out: str | os.PathLike, splits: Splits | None = None, *,
                 languages: list[str] | None = None, english_train_bytes: int = 4_000_000,
-                windows: int = WINDOWS, overwrite: bool = False) -> dict:
+                windows: int = WINDOWS, starts: str | None = None, overwrite: bool = False) -> dict:
     """Calibrate a trained run again (e.g. one trained with calibrate=False, or with more windows) into the
     folder `out` (checkpoint.pt and train.json, written atomically; the input run is not modified). Without
-    `splits`, the training text of `languages` (default: the run's own) is loaded. Returns the new
-    train.json."""
+    `splits`, the training text of `languages` (default: the run's own) is loaded. `starts`: the window
+    policy of the calibration windows (default: the run's training policy). Returns the new train.json."""
     limits.at_least("windows", windows, 1, 1_000_000)
     model, state = load_model(checkpoint)
     if not model.shortens:
@@ -405,7 +405,7 @@ def recalibrate(checkpoint: str | os.PathLike, out: str | os.PathLike, splits: S
         splits = load_splits(languages or state["config"]["languages"], english_train_bytes=english_train_bytes)
     texts, targets = calibration_targets(state["config"]["arm"], state["priors"], splits.train)
     calibration = calibrate(model, texts, targets, windows=windows, seed=state["config"]["seed"],
-                            policy=state["config"].get("windows", "random"))
+                            policy=starts or state["config"].get("windows", "random"))
     new = {**state, "model": model.state_dict(), "calibration": calibration}
     new.pop("path", None)
     with output_folder(out, overwrite, [state["path"]]) as tmp:

@@ -133,15 +133,17 @@ def train_(out, arm, preset, steps, languages, prior_from, beta_en, prior_items,
               help="Training windows per predictor, split equally between its languages.")
 @click.option("--languages", default=None, help="Languages of the training text (default: the run's own).")
 @click.option("--english-bytes", default=4_000_000, show_default=True, type=click.IntRange(1, 10**10))
+@click.option("--starts", type=click.Choice(["random", "line", "mixed"]), default=None,
+              help="Where the calibration windows start (default: as the run's training windows, train --windows).")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if tokbench wrote it.")
-def calibrate_(run, out, windows, languages, english_bytes, overwrite):
+def calibrate_(run, out, windows, languages, english_bytes, starts, overwrite):
     """Set each predictor's evaluation threshold so that its rate on training windows is its prior; writes
     the calibrated run into OUT (RUN is not modified)."""
     _need()
     from tokbench.boundaries.train import recalibrate
 
     r = recalibrate(run, out, languages=_langs(languages) if languages else None, english_train_bytes=english_bytes,
-                    windows=windows, overwrite=overwrite)
+                    windows=windows, starts=starts, overwrite=overwrite)
     for g, c in r["calibration"].items():
         click.echo(f"{g}: rate on training windows {c['rate_before']:.3f} -> {c['rate_after']:.3f} "
                    f"(prior {c['target']:.3f}, threshold logit {c['offset']:+.3f})")
