@@ -221,6 +221,12 @@ def test_a_checkpoint_without_a_window_policy_resumes_as_random(splits, runs, tm
     assert more["step"] == 52 and more["config"]["windows"] == "random"
     cal = recalibrate(tmp_path / "old", tmp_path / "cal", splits, windows=32)
     assert cal["calibration"]["all"]["windows"] == "random"
+    # calibration windows at line starts on request; the report names a run by its policy unless random
+    cal = recalibrate(tmp_path / "old", tmp_path / "cal-line", splits, windows=32, starts="line")
+    assert cal["calibration"]["all"]["windows"] == "line" and cal["config"].get("windows", "random") == "random"
+    from tokbench.boundaries.report import run_name
+    assert run_name({"arm": "magnet", "windows": "line"}) == "magnet, line windows"
+    assert run_name({"arm": "magnet"}) == run_name({"arm": "magnet", "windows": "random"}) == "magnet"
 
 
 def test_a_checkpoint_from_another_preset_is_one_line(splits, runs):
