@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -130,6 +131,102 @@ def test_resume_continues_the_same_run(splits, runs, tmp_path):
     straight = runs["dtp"][1]
     assert resumed["step"] == 50 and resumed["finished"]
     assert [e["loss"] for e in resumed["log"]] == pytest.approx([e["loss"] for e in straight["log"]], rel=1e-5)
+
+
+def test_line_windows_start_at_a_newline_of_the_training_text(splits):
+    from tokbench.boundaries.calibrate import windows_of
+    from tokbench.boundaries.train import Sampler
+
+    seq = PRESETS["test"]["model"]["seq_len"]
+    texts = {k: splits.train[k] for k in ("eng", "rus", "hin")}
+    n = 600
+
+    def at_line(sampler):
+        xb, langs = sampler.batch(n)
+        heads = [bytes(r.astype(np.uint8)) for r in xb]
+        starts = {(k, h) for k, h in zip(langs, heads)}
+        ok = [h[0] == 10 or h == sampler.data[k][:seq + 1].tobytes() for k, h in zip(langs, heads)]
+        return float(np.mean(ok)), len(starts), set(langs)
+
+    share, distinct, langs = at_line(Sampler(texts, seq, 0, "line"))
+    assert share == 1.0 and langs == set(texts) and distinct > 0.9 * n  # many different lines, not one
+    # each such window reads a line of the text right after its newline
+    line = Sampler(texts, seq, 5, "line")
+    xb, langs = line.batch(50)
+    for row, k in zip(xb, langs):
+        head = bytes(row.astype(np.uint8))
+        assert ("\n" + texts[k]).encode().find(head if head[0] == 10 else b"\n" + head[:-1]) >= 0
+    share, _, _ = at_line(Sampler(texts, seq, 0, "random"))
+    assert share < 0.1  # the test can fail: random windows rarely start at a newline
+    share, _, _ = at_line(Sampler(texts, seq, 0, "mixed"))
+    assert 0.4 < share < 0.65
+    # random draws what the sampler always drew (same generator calls as before the policy existed)
+    rng = np.random.default_rng(3)
+    xb, langs = Sampler(texts, seq, 3, "random").batch(8)
+    ks = [sorted(texts)[i] for i in rng.integers(0, 3, 8)]
+    assert ks == langs
+    for row, k in zip(xb, ks):
+        a = np.frombuffer(texts[k].encode(), dtype=np.uint8)
+        s = int(rng.integers(0, a.size - seq))
+        assert np.array_equal(row, a[s:s + seq + 1])
+    # calibration windows follow the same policy
+    w = windows_of(list(texts.values()), seq, 90, np.random.default_rng(0), "line")
+    assert w.shape == (90, seq) and (w[:, 0] == 10).mean() > 0.95
+    with pytest.raises(TokbenchError, match="unknown window policy 'words'"):
+        TrainConfig(windows="words").check()
+
+
+def test_the_window_policy_is_saved_and_resumes_exactly(splits, runs, tmp_path):
+    from tokbench.boundaries.train import Sampler
+
+    cfg = TrainConfig(preset="test", arm="magnet", steps=20, log_every=5, checkpoint_every=5, threads=1,
+                      windows="line")
+    straight = train(cfg, tmp_path / "straight", splits=splits, progress=False)
+    assert straight["config"]["windows"] == "line"
+    assert {c["windows"] for c in straight["calibration"].values()} == {"line"}
+    half = train(cfg, tmp_path / "half", splits=splits, progress=False, stop_at=10)
+    state = load_checkpoint(tmp_path / "half")
+    # the sampler's state round-trips through the checkpoint: a fresh sampler given it draws the batches
+    # that the straight run drew after step 10
+    seq = PRESETS["test"]["model"]["seq_len"]
+    fresh = Sampler(splits.train, seq, 0, "line")
+    fresh.rng.bit_generator.state = state["sampler"]
+    ref = Sampler(splits.train, seq, 0, "line")
+    for _ in range(10):
+        ref.batch(PRESETS["test"]["batch"])
+    a, b = fresh.batch(PRESETS["test"]["batch"]), ref.batch(PRESETS["test"]["batch"])
+    assert np.array_equal(a[0], b[0]) and a[1] == b[1]
+    assert half["step"] == 10
+    with pytest.raises(TokbenchError, match="another run .windows 'line', not 'random'"):
+        train(replace(cfg, windows="random"), tmp_path / "half", splits=splits, progress=False)
+    resumed = train(cfg, tmp_path / "half", splits=splits, progress=False)
+    assert [e["loss"] for e in resumed["log"]] == pytest.approx([e["loss"] for e in straight["log"]], rel=1e-5)
+    r = CliRunner().invoke(main, ["boundaries", "train", str(tmp_path / "half"), "--preset", "test", "--steps",
+                                  "20", "--resume", "--windows", "mixed", "-q"])
+    assert r.exit_code == 2 and "another run" in r.output and len(r.output.strip().splitlines()) == 1
+
+
+def test_a_checkpoint_without_a_window_policy_resumes_as_random(splits, runs, tmp_path):
+    from tokbench.boundaries.train import recalibrate
+
+    state = load_checkpoint(runs["dtp"][0])
+    old = {k: v for k, v in state.items() if k != "path"}
+    old["config"] = {k: v for k, v in state["config"].items() if k != "windows"}
+    (tmp_path / "old").mkdir()
+    torch.save(old, tmp_path / "old" / "checkpoint.pt")
+    cfg = TrainConfig(preset="test", arm="dtp", steps=52, log_every=1, checkpoint_every=25, threads=1)
+    with pytest.raises(TokbenchError, match="another run .windows 'random', not 'line'"):
+        train(replace(cfg, windows="line"), tmp_path / "old", splits=splits, progress=False)
+    more = train(cfg, tmp_path / "old", splits=splits, progress=False)
+    assert more["step"] == 52 and more["config"]["windows"] == "random"
+    cal = recalibrate(tmp_path / "old", tmp_path / "cal", splits, windows=32)
+    assert cal["calibration"]["all"]["windows"] == "random"
+    # calibration windows at line starts on request; the report names a run by its policy unless random
+    cal = recalibrate(tmp_path / "old", tmp_path / "cal-line", splits, windows=32, starts="line")
+    assert cal["calibration"]["all"]["windows"] == "line" and cal["config"].get("windows", "random") == "random"
+    from tokbench.boundaries.report import run_name
+    assert run_name({"arm": "magnet", "windows": "line"}) == "magnet, line windows"
+    assert run_name({"arm": "magnet"}) == run_name({"arm": "magnet", "windows": "random"}) == "magnet"
 
 
 def test_a_checkpoint_from_another_preset_is_one_line(splits, runs):
@@ -314,7 +411,7 @@ def test_unigram_distillation_reproduces_frequent_segments():
     # learned segments: "the cat" is one segment (across the space), "s" ends plurals; Cyrillic split
     # inside a character too (byte-level)
     pieces = [b"the cat", b"s", b" sat"] * 50 + ["при".encode(), "вет".encode()] * 20 + ["м".encode()[:1]] * 3
-    data = unigram_json(pieces, 300, use_regex=False)
+    data = unigram_json(pieces, 300, use_regex=False, affixes=False)
     tok = Tokenizer.from_str(json.dumps(data))
     assert token_ends(tok, ["the cats sat"]) == [[7, 8, 12]]
     assert token_ends(tok, ["привет"]) == [[6, 12]]
@@ -324,6 +421,16 @@ def test_unigram_distillation_reproduces_frequent_segments():
     assert tok.decode(tok.encode(text).ids) == text  # every byte is in the vocabulary
     with pytest.raises(TokbenchError, match="vocab-size"):
         unigram_json(pieces, 256, use_regex=False)
+    # with affixes: a segment seen once is kept, and an unseen word splits at a prefix and a suffix of the
+    # learned segments (one false boundary at most) where without them it falls apart into bytes
+    pieces += [b"jumped", b"running"] * 3 + [b"once"]
+    plain = Tokenizer.from_str(json.dumps(unigram_json(pieces, 400, use_regex=False, affixes=False)))
+    rich = Tokenizer.from_str(json.dumps(unigram_json(pieces, 400, use_regex=False)))
+    assert token_ends(plain, ["jumping once"]) == [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]]
+    assert token_ends(rich, ["jumping once"]) == [[4, 7, 8, 12]]
+    assert token_ends(rich, ["the cats sat"]) == [[7, 8, 12]]  # whole segments still win over affixes
+    small = unigram_json(pieces, 262, use_regex=False)["model"]["vocab"]  # the most frequent kept first
+    assert len(small) == 262 and "the" + "Ġ" + "cat" in {t for t, _ in small}
 
 
 def test_segmenting_in_context_reads_the_lines_as_running_text(splits):

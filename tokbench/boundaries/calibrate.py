@@ -22,6 +22,10 @@ from tokbench.errors import TokbenchError
 
 WINDOWS = 1024  # windows per route, split equally between its languages
 CHUNK = 64
+# where a training or calibration window starts: `random` at any byte; `line` at a newline byte (or the text's
+# start), so that the window reads "\n" + a line as the isolated-sentence evaluation does; `mixed` half and half
+POLICIES = ("random", "line", "mixed")
+NEWLINE = 10
 
 
 @torch.no_grad()
@@ -36,24 +40,55 @@ def byte_array(text: str, min_len: int) -> np.ndarray:
     return np.tile(a, min_len // max(1, a.size) + 1) if a.size < min_len else a
 
 
-def windows_of(texts: Sequence[str], seq_len: int, n: int, rng: np.random.Generator) -> np.ndarray:
-    """(n // len(texts) * len(texts), seq_len) byte windows at random offsets, the same number from each text
-    (languages weigh equally, as in training, without the sampling noise of drawing the language)."""
+def check_policy(policy: str) -> str:
+    if policy not in POLICIES:
+        raise TokbenchError(f"unknown window policy {policy!r}", fix=f"use one of {', '.join(POLICIES)}")
+    return policy
+
+
+def line_starts(a: np.ndarray, length: int) -> np.ndarray:
+    """The offsets of `a` where a window of `length` bytes can start at a line: each newline byte (the
+    window then reads the newline and the line after it) and the text's start."""
+    s = np.flatnonzero(a[:a.size - length + 1] == NEWLINE)
+    return s if s.size and s[0] == 0 else np.concatenate(([0], s)).astype(np.int64)
+
+
+def draw_starts(a: np.ndarray, length: int, n: int | None, rng: np.random.Generator, policy: str = "random",
+                lines: np.ndarray | None = None):
+    """Start offsets of `n` windows of `length` bytes of `a` under `policy` (n=None: one, as an int);
+    `lines`: line_starts(a, length), when the caller keeps it. `random` draws exactly what it always drew."""
+    if policy == "random":
+        return rng.integers(0, a.size - length + 1, n)
+    if lines is None:
+        lines = line_starts(a, length)
+    at_line = lines[rng.integers(0, lines.size, n)]
+    if policy == "line":
+        return at_line
+    anywhere = rng.integers(0, a.size - length + 1, n)
+    pick = np.where(rng.random(n) < 0.5, at_line, anywhere)
+    return int(pick) if n is None else pick
+
+
+def windows_of(texts: Sequence[str], seq_len: int, n: int, rng: np.random.Generator,
+               policy: str = "random") -> np.ndarray:
+    """(n // len(texts) * len(texts), seq_len) byte windows starting under `policy`, the same number from
+    each text (languages weigh equally, as in training, without the sampling noise of drawing the language)."""
     per = max(1, n // len(texts))
     out = []
     for t in texts:
         a = byte_array(t, seq_len)
-        starts = rng.integers(0, a.size - seq_len + 1, per)
-        out.extend(a[s:s + seq_len] for s in starts)
+        out.extend(a[s:s + seq_len] for s in draw_starts(a, seq_len, per, rng, policy))
     return np.stack(out).astype(np.int64)
 
 
 @torch.no_grad()
 def calibrate(model, route_texts: Mapping[str, Sequence[str]], targets: Mapping[str, float], *,
-              windows: int = WINDOWS, seed: int = 0) -> dict:
+              windows: int = WINDOWS, seed: int = 0, policy: str = "random") -> dict:
     """Set model.predictor.offset per route so that the deterministic rate on `windows` windows of the route's
-    texts (route name -> training texts, one per language) equals targets[route]. Returns, per route: the
-    target, the rate before (offset 0) and after, the offset, and the number of bytes judged."""
+    texts (route name -> training texts, one per language), drawn under the window `policy` of training,
+    equals targets[route]. Returns, per route: the target, the rate before (offset 0) and after, the offset,
+    the number of bytes judged and the policy."""
+    check_policy(policy)
     if model.predictor is None:
         raise TokbenchError("the byte-level arm has no boundary predictor to calibrate",
                             fix="calibrate a dtp, priors or magnet model")
@@ -67,7 +102,7 @@ def calibrate(model, route_texts: Mapping[str, Sequence[str]], targets: Mapping[
         if not texts:
             continue
         target = float(targets[name])
-        x = windows_of(texts, model.cfg.seq_len, windows, np.random.default_rng(seed + 7919 * (r + 1)))
+        x = windows_of(texts, model.cfg.seq_len, windows, np.random.default_rng(seed + 7919 * (r + 1)), policy)
         logits = torch.cat([raw_logits(model, torch.from_numpy(x[i:i + CHUNK]).to(device),
                                        torch.full((len(x[i:i + CHUNK]),), r, device=device))
                             for i in range(0, len(x), CHUNK)]).flatten().float()
@@ -77,10 +112,11 @@ def calibrate(model, route_texts: Mapping[str, Sequence[str]], targets: Mapping[
         offsets[r] = offset
         out[name] = {"target": target, "rate_before": float((logits > 0).float().mean()),
                      "rate_after": float((logits > offset).float().mean()), "offset": offset,
-                     "bytes": int(logits.numel())}
+                     "bytes": int(logits.numel()), "windows": policy}
     model.predictor.offset.copy_(offsets)
     model.train(was_training)
     return out
 
 
-__all__ = ["calibrate", "raw_logits", "windows_of", "byte_array", "WINDOWS"]
+__all__ = ["calibrate", "raw_logits", "windows_of", "byte_array", "WINDOWS", "POLICIES", "check_policy",
+           "line_starts", "draw_starts"]

@@ -6,10 +6,15 @@ The output folder holds:
   scripts trained on. `load_segmenter(folder)` runs it on CPU (tokbench.boundaries.metrics.Segmenter):
   the same boundaries as the full model, bit for bit.
 - `tokenizer.json`: a static tokenizer distilled from the learned segments of the training text, one of
-  - `unigram` (the default): a byte-level Unigram model whose vocabulary is the most frequent learned
-    segments plus the 256 bytes, each scored by the log of its relative frequency; Viterbi then picks the
-    most probable split of each piece, which reproduces a frequent segment wherever the learned segmenter
-    draws it, across spaces included (the segments need not be word-aligned);
+  - `unigram` (the default): a byte-level Unigram model whose vocabulary is the learned segments plus the
+    256 bytes, each scored by the log of its relative frequency; Viterbi then picks the most probable split
+    of each piece, which reproduces a segment wherever the learned segmenter draws it, across spaces
+    included (the segments need not be word-aligned). With `affixes` (the default) the vocabulary also
+    holds the prefixes and suffixes of the segments (seen at least twice, scored AFFIX_WEIGHT times their
+    count, so a whole segment wins), and segments seen once: a segment the vocabulary lacks is then split
+    into a prefix and a suffix, each ending or starting at a learned boundary, rather than into bytes, each
+    byte a false boundary. Without it: the segments seen twice or more (the export of stop 22). The
+    vocabulary keeps the `vocab_size - 256` entries seen most often;
   - `bpe`: a byte-level BPE trained by tokbench's trainer (tokbench.bpe.train) on the learned segments
     counted as pieces, so merges build the frequent segments.
   The pre-tokenizer is the candidate (PRETOKENIZERS for bpe, UNIGRAM_SPLITS for unigram) whose tokens agree
@@ -22,7 +27,8 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Sequence
+from collections import Counter
+from typing import Mapping, Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -77,6 +83,7 @@ def token_ends(tokenizer, texts: Sequence[str]) -> list[list[int]]:
 UNIGRAM_SPLITS = {"line": False, "gpt2": True}
 METHODS = ("unigram", "bpe")
 UNSEEN_BYTE = 0.5  # pseudo-count of a byte never seen as a segment of its own
+AFFIX_WEIGHT = 1e-4  # an affix's score counts this fraction of its occurrences: whole segments come first
 
 
 def _learned(segmenter: Segmenter, train_texts: dict[str, str], max_bytes: int):
@@ -90,10 +97,20 @@ def _learned(segmenter: Segmenter, train_texts: dict[str, str], max_bytes: int):
     return lines, ends, pieces
 
 
-def unigram_json(pieces: Sequence[bytes], vocab_size: int, use_regex: bool) -> dict:
+def _affix_counts(counts: Mapping[bytes, int]) -> Counter:
+    """Occurrences of the proper prefixes and suffixes (2 bytes or more) of the segments in `counts`."""
+    out: Counter = Counter()
+    for p, c in counts.items():
+        for i in range(2, len(p)):
+            out[p[:i]] += c
+            out[p[len(p) - i:]] += c
+    return out
+
+
+def unigram_json(pieces: Sequence[bytes], vocab_size: int, use_regex: bool, affixes: bool = True) -> dict:
     """A byte-level Unigram tokenizer.json: the 256 bytes and the vocab_size - 256 most frequent multi-byte
-    segments of `pieces` (seen at least twice), scored log(count / total)."""
-    from collections import Counter
+    segments of `pieces` (without `affixes`: seen at least twice; with it: seen once or more, and their
+    prefixes and suffixes seen twice or more, weighted AFFIX_WEIGHT), scored log(weighted count / total)."""
     import math
 
     from tokbench.bpe.encoding import bytes_to_unicode
@@ -103,9 +120,13 @@ def unigram_json(pieces: Sequence[bytes], vocab_size: int, use_regex: bool) -> d
                             fix="pass --vocab-size 1000 or more")
     table = bytes_to_unicode()
     counts = Counter(pieces)
-    multi = [(c, p) for p, c in counts.items() if len(p) > 1 and c >= 2]
-    multi.sort(key=lambda cp: (-cp[0], cp[1]))
-    kept = multi[:vocab_size - 256]
+    # (occurrences, 1 for an affix, piece, weighted count): the most frequent first, a segment before an affix
+    multi = [(c, 0, p, c) for p, c in counts.items() if len(p) > 1 and c >= (1 if affixes else 2)]
+    if affixes:
+        multi += [(c, 1, p, c * AFFIX_WEIGHT) for p, c in _affix_counts(counts).items()
+                  if c >= 2 and p not in counts]
+    multi.sort(key=lambda x: (-x[0], x[1], x[2]))
+    kept = [(w, p) for _, _, p, w in multi[:vocab_size - 256]]
     singles = [(counts.get(bytes([b]), 0) or UNSEEN_BYTE, bytes([b])) for b in range(256)]
     total = sum(c for c, _ in kept) + sum(c for c, _ in singles)
     vocab = [["".join(table[b] for b in p), math.log(c / total)] for c, p in singles + kept]
@@ -120,17 +141,17 @@ def _lines(texts: dict[str, str], max_bytes: int) -> dict[str, list[str]]:
 
 
 def distill(segmenter: Segmenter, train_texts: dict[str, str], *, vocab_size: int = 16000,
-            max_bytes: int = 100_000, method: str = "unigram", progress: bool = False):
+            max_bytes: int = 100_000, method: str = "unigram", affixes: bool = True, progress: bool = False):
     """(HF Tokenizer, tokenizer.json dict, {candidate: train F1}, best candidate): the static tokenizer of
     `method` distilled from the learned segments of the train text (each language's first max_bytes), with
-    the pre-tokenizer that agrees best with them."""
+    the pre-tokenizer that agrees best with them (`affixes`: see unigram_json)."""
     from tokenizers import Tokenizer
 
     if method not in METHODS:
         raise TokbenchError(f"unknown distillation method {method!r}", fix=f"use one of {', '.join(METHODS)}")
     lines, ends, pieces = _learned(segmenter, train_texts, max_bytes)
     if method == "unigram":
-        candidates = ((name, unigram_json(pieces, vocab_size, r)) for name, r in UNIGRAM_SPLITS.items())
+        candidates = ((name, unigram_json(pieces, vocab_size, r, affixes)) for name, r in UNIGRAM_SPLITS.items())
     else:
         counter = new_counter(None)
         count_texts((p.decode("utf-8", errors="ignore") for p in pieces if p), counter)
@@ -152,7 +173,7 @@ def distill(segmenter: Segmenter, train_texts: dict[str, str], *, vocab_size: in
 
 
 def export(checkpoint: str | os.PathLike, out: str | os.PathLike, splits, *, vocab_size: int = 16000,
-           max_bytes: int = 100_000, method: str = "unigram", overwrite: bool = False,
+           max_bytes: int = 100_000, method: str = "unigram", affixes: bool = True, overwrite: bool = False,
            progress: bool = False) -> dict:
     """Write the segmenter and the distilled tokenizer.json into `out` (atomically); returns export.json."""
     from tokbench.boundaries.train import load_model
@@ -164,14 +185,15 @@ def export(checkpoint: str | os.PathLike, out: str | os.PathLike, splits, *, voc
     scripts = sorted(set(state["priors"]["script_of"].values()))
     seg = Segmenter(model, scripts)
     tok, data, scores, best = distill(seg, splits.train, vocab_size=vocab_size, max_bytes=max_bytes,
-                                      method=method, progress=progress)
+                                      method=method, affixes=affixes, progress=progress)
     heldout = {}
     for lang, lines in sorted(_lines(splits.test, max_bytes).items()):
         if lang in state["priors"]["script_of"] and lines:
             heldout[lang] = boundary_f1(token_ends(tok, lines), seg.ends(lines))
     all_f1 = [v["f1"] for v in heldout.values()]
     report = {"checkpoint": state["path"], "arm": state["config"]["arm"], "preset": state["config"]["preset"],
-              "step": state["step"], "method": method, "vocab_size": vocab_size, "pretokenizer": best, "train_f1": scores,
+              "step": state["step"], "method": method, "affixes": affixes if method == "unigram" else None,
+              "vocab_size": vocab_size, "pretokenizer": best, "train_f1": scores,
               "heldout_f1": heldout, "heldout_f1_mean": sum(all_f1) / len(all_f1) if all_f1 else None}
     meta = {"format": FORMAT, "model_config": model.cfg.to_dict(), "scripts": scripts,
             "routes": list(model.cfg.routes), "priors": state["priors"], "source": state["path"]}

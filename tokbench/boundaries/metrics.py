@@ -247,7 +247,8 @@ def evaluate(model, state: dict, splits, *, device: str = "cpu", max_bytes: int 
     priors = state["priors"]
     arm = state["config"]["arm"]
     script_of = priors["script_of"]
-    out: dict = {"arm": arm, "preset": state["config"]["preset"], "step": state["step"],
+    out: dict = {"arm": arm, "windows": state["config"].get("windows", "random"),
+                 "preset": state["config"]["preset"], "step": state["step"],
                  "n_parameters": state["n_parameters"], "languages": {}, "scripts": {}}
     seg = Segmenter(model, set(script_of.values()), device=device) if model.shortens else None
     from tokbench.boundaries.train import sequence_prior

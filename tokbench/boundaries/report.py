@@ -41,6 +41,12 @@ def baselines(parallel, names: Sequence[str] = DEFAULT_BASELINES) -> dict:
     return out
 
 
+def run_name(run: dict) -> str:
+    """A run's name in the tables: its arm, and its window policy unless random (train --windows)."""
+    policy = run.get("windows", "random")
+    return run["arm"] if policy == "random" else f"{run['arm']}, {policy} windows"
+
+
 def _f(x, spec=".3f") -> str:
     return "–" if x is None else format(x, spec)
 
@@ -54,14 +60,14 @@ def markdown(runs: list[dict], base: dict, command: str = "") -> str:
     lines += ["## Segment premium on the Tatoeba test split (S_L = segments(L) / segments(English))", "",
               "| segmenter | English bytes/segment | mean \\|log2 S\\| | CV | Gini | max S | "
               + " | ".join(langs) + " |", "|---" * (6 + len(langs)) + "|"]
-    rows = [(f"{r['arm']} ({r['preset']}, step {r['step']})", r["parity"]) for r in runs if "parity" in r]
+    rows = [(f"{run_name(r)} ({r['preset']}, step {r['step']})", r["parity"]) for r in runs if "parity" in r]
     rows += [(n, b) for n, b in base.items()]
     for name, t in rows:
         per = [_f(t["languages"].get(k, {}).get("premium_sum"), ".2f") for k in langs]
         lines.append(f"| {name} | {_f(t.get('english_bytes_per_segment'), '.2f')} | {_f(t.get('mean_abs_log2'))} | "
                      f"{_f(t.get('cv'))} | {_f(t.get('gini'))} | {_f(t.get('premium_sum_max'), '.2f')} | "
                      + " | ".join(per) + " |")
-    ctx = [(f"{r['arm']} ({r['preset']}, step {r['step']})", r["parity_in_context"]) for r in runs
+    ctx = [(f"{run_name(r)} ({r['preset']}, step {r['step']})", r["parity_in_context"]) for r in runs
            if "parity_in_context" in r]
     if ctx:
         lines += ["", "## The same, each sentence read in context (after the test sentences before it, both sides)",
@@ -77,7 +83,7 @@ def markdown(runs: list[dict], base: dict, command: str = "") -> str:
               "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in runs:
         for g, s in r.get("scripts", {}).items():
-            lines.append(f"| {r['arm']} | {g} | {s['train_bytes']:,} | {_f(s['prior'], '.4f')} | "
+            lines.append(f"| {run_name(r)} | {g} | {s['train_bytes']:,} | {_f(s['prior'], '.4f')} | "
                          f"{_f(s['rate'], '.4f')} | {_f(s['relative'], '+.1%')} | "
                          f"{_f(s.get('rate_in_context'), '.4f')} | {_f(s.get('relative_in_context'), '+.1%')} |")
     lines += ["", "## Held-out bits/byte, bytes per segment, whitespace-boundary F1 per language", "",
@@ -90,12 +96,12 @@ def markdown(runs: list[dict], base: dict, command: str = "") -> str:
             row = r["languages"].get(k, {})
             cells.append(f"{_f(row.get('bits_per_byte'))} / {_f(row.get('bytes_per_segment'), '.1f')} / "
                          f"{_f(row.get('whitespace_f1'), '.2f')}")
-        lines.append(f"| {r['arm']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {run_name(r)} | " + " | ".join(cells) + " |")
     lines += ["", "## Speed (CPU forward pass of the whole LM; segmentation alone)", "",
               "| run | parameters | LM bytes/s | segmenter bytes/s |", "|---|---:|---:|---:|"]
     for r in runs:
         t = r.get("throughput", {})
-        lines.append(f"| {r['arm']} | {r['n_parameters']:,} | {_f(t.get('bytes_per_s'), ',.0f')} | "
+        lines.append(f"| {run_name(r)} | {r['n_parameters']:,} | {_f(t.get('bytes_per_s'), ',.0f')} | "
                      f"{_f(t.get('segment_bytes_per_s'), ',.0f')} |")
     return "\n".join(lines) + "\n"
 
@@ -107,7 +113,7 @@ def figure(runs: list[dict], base: dict, path: Path) -> Path:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    rows = [(r["arm"], r["parity"]) for r in runs if "parity" in r] + list(base.items())
+    rows = [(run_name(r), r["parity"]) for r in runs if "parity" in r] + list(base.items())
     langs = sorted({k for _, t in rows for k in t["languages"]})
     fig, ax = plt.subplots(figsize=(max(6, len(langs) * 0.9), 3.2))
     w = 0.8 / max(1, len(rows))
@@ -151,4 +157,4 @@ def report(checkpoints: Sequence[str | os.PathLike], splits, out: str | os.PathL
     return {"runs": runs, "baselines": base, "markdown": str(out)}
 
 
-__all__ = ["report", "baselines", "markdown", "figure", "DEFAULT_BASELINES"]
+__all__ = ["report", "baselines", "markdown", "figure", "run_name", "DEFAULT_BASELINES"]

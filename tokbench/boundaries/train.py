@@ -21,8 +21,12 @@ Calibration: at the end of a run (`calibrate=True`), each predictor route's eval
 that its deterministic rate on windows of its training text is its prior (tokbench.boundaries.calibrate; the
 result is in train.json under "calibration").
 
-Batches: each sequence is a random window of `seq_len` bytes of one language's train text; the language
-is drawn uniformly, so a small language is seen as often as English.
+Batches: each sequence is a window of `seq_len` bytes of one language's train text; the language is drawn
+uniformly, so a small language is seen as often as English. Where a window starts is the run's `windows`
+policy (tokbench.boundaries.calibrate.POLICIES): `random` (any byte; the default, and what a checkpoint
+without the setting did), `line` (at a newline byte or the text's start: the window reads "\n" + a line,
+as the isolated-sentence evaluation does) or `mixed` (half and half). Calibration draws its windows under
+the same policy, so that it sets the thresholds on the distribution the predictors were trained on.
 """
 from __future__ import annotations
 
@@ -40,7 +44,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from tokbench import limits
-from tokbench.boundaries.calibrate import WINDOWS, byte_array, calibrate
+from tokbench.boundaries.calibrate import WINDOWS, byte_array, calibrate, check_policy, draw_starts, line_starts
 from tokbench.boundaries.data import DEFAULT_LANGUAGES, ENGLISH, Splits, load_splits
 from tokbench.boundaries.model import HourglassLM, ModelConfig, n_parameters
 from tokbench.boundaries.predictors import ARMS, LOSSES, prior_loss
@@ -96,6 +100,8 @@ class TrainConfig:
     # at the end, set each route's evaluation threshold so that its rate on training windows is its prior
     # (tokbench.boundaries.calibrate)
     calibrate: bool = True
+    # where training (and calibration) windows start: random | line | mixed (tokbench.boundaries.calibrate)
+    windows: str = "random"
 
     def check(self) -> "TrainConfig":
         if self.preset not in PRESETS:
@@ -106,6 +112,7 @@ class TrainConfig:
             raise TokbenchError(f"unknown prior source {self.prior_from!r}", fix="use parallel or words")
         if self.loss not in LOSSES:
             raise TokbenchError(f"unknown boundary loss {self.loss!r}", fix=f"use one of {', '.join(LOSSES)}")
+        check_policy(self.windows)
         check_prior(self.beta_en, "beta_en")
         self.priors = parse_priors(self.priors)
         limits.at_least("steps", self.steps, 1)
@@ -178,13 +185,17 @@ def sequence_prior(cfg: TrainConfig | str, priors: dict, lang: str) -> float:
 
 
 class Sampler:
-    """Random windows of one language each (numpy Generator; its state goes into the checkpoint)."""
+    """Windows of one language each, starting under `policy` (numpy Generator; its state goes into the
+    checkpoint)."""
 
-    def __init__(self, texts: dict[str, str], seq_len: int, seed: int):
+    def __init__(self, texts: dict[str, str], seq_len: int, seed: int, policy: str = "random"):
         self.langs = sorted(texts)
-        self.data = {}
+        self.policy = check_policy(policy)
+        self.data, self.lines = {}, {}
         for k in self.langs:
             self.data[k] = byte_array(texts[k], seq_len + 1)
+            if policy != "random":
+                self.lines[k] = line_starts(self.data[k], seq_len + 1)
         self.seq_len = seq_len
         self.rng = np.random.default_rng(seed)
 
@@ -193,7 +204,7 @@ class Sampler:
         out = np.empty((n, self.seq_len + 1), dtype=np.int64)
         for i, k in enumerate(langs):
             a = self.data[k]
-            s = int(self.rng.integers(0, a.size - self.seq_len))
+            s = int(draw_starts(a, self.seq_len + 1, None, self.rng, self.policy, self.lines.get(k)))
             out[i] = a[s:s + self.seq_len + 1]
         return out, langs
 
@@ -236,8 +247,8 @@ def load_model(path: str | os.PathLike, device: str = "cpu") -> tuple[HourglassL
 
 
 def _check_resume(state: dict, cfg: TrainConfig, path: Path) -> None:
-    old = state["config"]
-    for key in ("preset", "arm", "languages", "prior_from", "loss"):
+    old = {"windows": "random", **state["config"]}  # a checkpoint from before the policy drew random windows
+    for key in ("preset", "arm", "languages", "prior_from", "loss", "windows"):
         if old[key] != getattr(cfg, key):
             raise TokbenchError(f"the checkpoint is from another run ({key} {old[key]!r}, not "
                                 f"{getattr(cfg, key)!r})", path=path,
@@ -270,7 +281,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = True, spli
     torch.manual_seed(cfg.seed)
     model = HourglassLM(mcfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    sampler = Sampler(splits.train, mcfg.seq_len, cfg.seed)
+    sampler = Sampler(splits.train, mcfg.seq_len, cfg.seed, cfg.windows)
     noise = torch.Generator(device=device)
     noise.manual_seed(cfg.seed + 1)
     log: list[dict] = []
@@ -359,7 +370,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, *, resume: bool = True, spli
     finally:
         bar.close()
     if cfg.calibrate and model.shortens:
-        calibration = calibrate(model, *calibration_targets(cfg.arm, priors, splits.train), seed=cfg.seed)
+        calibration = calibrate(model, *calibration_targets(cfg.arm, priors, splits.train), seed=cfg.seed,
+                                policy=cfg.windows)
     _save(out, snapshot(step >= cfg.steps))
     return json.loads((out / LOG).read_text(encoding="utf-8"))
 
@@ -379,11 +391,11 @@ def calibration_targets(arm: str, priors: dict, train_texts: dict[str, str]) -> 
 
 def recalibrate(checkpoint: str | os.PathLike, out: str | os.PathLike, splits: Splits | None = None, *,
                 languages: list[str] | None = None, english_train_bytes: int = 4_000_000,
-                windows: int = WINDOWS, overwrite: bool = False) -> dict:
+                windows: int = WINDOWS, starts: str | None = None, overwrite: bool = False) -> dict:
     """Calibrate a trained run again (e.g. one trained with calibrate=False, or with more windows) into the
     folder `out` (checkpoint.pt and train.json, written atomically; the input run is not modified). Without
-    `splits`, the training text of `languages` (default: the run's own) is loaded. Returns the new
-    train.json."""
+    `splits`, the training text of `languages` (default: the run's own) is loaded. `starts`: the window
+    policy of the calibration windows (default: the run's training policy). Returns the new train.json."""
     limits.at_least("windows", windows, 1, 1_000_000)
     model, state = load_model(checkpoint)
     if not model.shortens:
@@ -392,7 +404,8 @@ def recalibrate(checkpoint: str | os.PathLike, out: str | os.PathLike, splits: S
     if splits is None:
         splits = load_splits(languages or state["config"]["languages"], english_train_bytes=english_train_bytes)
     texts, targets = calibration_targets(state["config"]["arm"], state["priors"], splits.train)
-    calibration = calibrate(model, texts, targets, windows=windows, seed=state["config"]["seed"])
+    calibration = calibrate(model, texts, targets, windows=windows, seed=state["config"]["seed"],
+                            policy=starts or state["config"].get("windows", "random"))
     new = {**state, "model": model.state_dict(), "calibration": calibration}
     new.pop("path", None)
     with output_folder(out, overwrite, [state["path"]]) as tmp:

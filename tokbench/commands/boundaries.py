@@ -96,11 +96,14 @@ def prior(source, beta_en, languages, as_json):
 @click.option("--calibrate/--no-calibrate", default=True, show_default=True,
               help="At the end, set each predictor's evaluation threshold so that its boundary rate on "
                    "training windows is its prior.")
+@click.option("--windows", "window_policy", type=click.Choice(["random", "line", "mixed"]), default="random",
+              show_default=True, help="Where training (and calibration) windows start: any byte, a newline "
+              "(the window reads a line after its newline, as isolated sentences are evaluated), or half and half.")
 @click.option("--resume", is_flag=True, help="Continue the checkpoint in OUT.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def train_(out, arm, preset, steps, languages, prior_from, beta_en, prior_items, loss, hinge_s, boundary_warmup,
            lr, batch, seed, device, threads, max_minutes, checkpoint_every, log_every, english_bytes, calibrate,
-           resume, quiet):
+           window_policy, resume, quiet):
     """Train one arm into OUT (checkpoint.pt, train.json); resumable, atomic checkpoints."""
     _need()
     from tokbench.boundaries.priors import parse_priors
@@ -110,7 +113,8 @@ def train_(out, arm, preset, steps, languages, prior_from, beta_en, prior_items,
                       beta_en=beta_en, priors=parse_priors(prior_items), loss=loss, hinge_s=hinge_s,
                       boundary_warmup=boundary_warmup, lr=lr, batch=batch, seed=seed, device=device,
                       threads=threads, log_every=log_every, checkpoint_every=checkpoint_every,
-                      max_seconds=None if max_minutes is None else max_minutes * 60, calibrate=calibrate).check()
+                      max_seconds=None if max_minutes is None else max_minutes * 60, calibrate=calibrate,
+                      windows=window_policy).check()
     _threads(threads)
     r = train(cfg, out, resume=resume, splits=_splits(languages, english_bytes), progress=not quiet)
     last = r["log"][-1] if r["log"] else {}
@@ -129,15 +133,17 @@ def train_(out, arm, preset, steps, languages, prior_from, beta_en, prior_items,
               help="Training windows per predictor, split equally between its languages.")
 @click.option("--languages", default=None, help="Languages of the training text (default: the run's own).")
 @click.option("--english-bytes", default=4_000_000, show_default=True, type=click.IntRange(1, 10**10))
+@click.option("--starts", type=click.Choice(["random", "line", "mixed"]), default=None,
+              help="Where the calibration windows start (default: as the run's training windows, train --windows).")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if tokbench wrote it.")
-def calibrate_(run, out, windows, languages, english_bytes, overwrite):
+def calibrate_(run, out, windows, languages, english_bytes, starts, overwrite):
     """Set each predictor's evaluation threshold so that its rate on training windows is its prior; writes
     the calibrated run into OUT (RUN is not modified)."""
     _need()
     from tokbench.boundaries.train import recalibrate
 
     r = recalibrate(run, out, languages=_langs(languages) if languages else None, english_train_bytes=english_bytes,
-                    windows=windows, overwrite=overwrite)
+                    windows=windows, starts=starts, overwrite=overwrite)
     for g, c in r["calibration"].items():
         click.echo(f"{g}: rate on training windows {c['rate_before']:.3f} -> {c['rate_after']:.3f} "
                    f"(prior {c['target']:.3f}, threshold logit {c['offset']:+.3f})")
@@ -212,13 +218,16 @@ def report_(runs, out, languages, baselines, english_bytes, max_bytes, device, t
 @click.option("--languages", default=DEFAULT_LANGS, show_default=True, help=LANG_HELP)
 @click.option("--max-bytes", default=100_000, show_default=True, type=click.IntRange(1, 10**10),
               help="Bytes per language of train text to distil from (and of held-out text to score).")
+@click.option("--affixes/--no-affixes", default=True, show_default=True,
+              help="Unigram: also the segments seen once and their prefixes and suffixes (a segment the "
+                   "vocabulary lacks splits at an affix, not into bytes); --no-affixes: segments seen twice.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if tokbench wrote it.")
-def export_(checkpoint, out, method, vocab_size, languages, max_bytes, overwrite):
+def export_(checkpoint, out, method, vocab_size, languages, max_bytes, affixes, overwrite):
     """Write the standalone segmenter (safetensors + JSON) and a distilled tokenizer.json into OUT."""
     _need()
     from tokbench.boundaries.export import export
 
     r = export(checkpoint, out, _splits(languages, 1_000_000), vocab_size=vocab_size, max_bytes=max_bytes,
-               method=method, overwrite=overwrite)
+               method=method, affixes=affixes, overwrite=overwrite)
     click.echo(f"{method}, pre-tokenizer {r['pretokenizer']}, held-out F1 vs the learned segments "
                f"{r['heldout_f1_mean']:.3f} -> {out}")
