@@ -36,8 +36,9 @@ pub struct Factored {
 
 /// The rows holding each atom, with each row's coefficients inline: for atom j, one record per row that holds it,
 /// `[t, m, (column, weight bits) x m]` (the row's CSR entries, in CSR order), so that the rows a query visits are
-/// read in sequence instead of gathered from the CSR. A row is stored once per distinct column. Records are
-/// grouped in segments of at most SEGMENT, the units the walk splits across threads.
+/// read in sequence instead of gathered from the CSR. A row is stored once per distinct column; an atom's records
+/// are ordered by row length, then row id. Records are grouped in segments of at most SEGMENT, the units the walk
+/// splits across threads.
 #[derive(Debug)]
 struct Postings {
     /// records of each atom (rows holding it)
@@ -46,6 +47,8 @@ struct Postings {
     seg_ptr: Vec<u64>,
     seg: Vec<u64>,
     recs: Vec<u32>,
+    /// the longest row's entries
+    max_len: usize,
 }
 
 /// Records per segment of Postings.
@@ -79,7 +82,10 @@ impl Postings {
         }
         let mut recs = vec![0u32; total];
         let mut fill = words.clone();
-        for t in 0..rows {
+        // each atom's records by row length, then row id: runs of equal length keep the walk's loops predictable
+        let mut order: Vec<usize> = (0..rows).collect();
+        order.sort_by_key(|&t| span(t).len());
+        for &t in &order {
             let m = span(t).len();
             for p in distinct(t) {
                 let o = fill[indices[p] as usize] as usize;
@@ -104,7 +110,8 @@ impl Postings {
             seg_ptr[j + 1] = seg.len() as u64;
         }
         seg.push(total as u64);
-        Some(Postings { count, seg_ptr, seg, recs })
+        let max_len = (0..rows).map(|t| span(t).len()).max().unwrap_or(0);
+        Some(Postings { count, seg_ptr, seg, recs, max_len })
     }
 
     /// f(t, offset of t's record, its (column, weight bits) pairs) for every row holding an atom of `hot`
@@ -150,7 +157,7 @@ fn pairs_sum(pairs: &[u32], logit: impl Fn(usize) -> f32) -> f32 {
 
 /// Atoms quantised to int8 with one scale per row (a_j ~ scale_j * v_j), and err_j >= ||a_j - scale_j v_j||_2 plus
 /// a float-rounding allowance, so that |h.a_j - scale_j (h.v_j)| <= err_j ||h||_2 for any query h.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Q8 {
     vals: Vec<i8>,
     scale: Vec<f32>,
@@ -610,18 +617,22 @@ impl Factored {
         // sum, of approx + e, of the plain kernel's own sum and of its bias addition (each term at most g, the
         // largest |approx| + e; u = 2^-24, gm = m u / (1 - m u)), doubled for safety
         const U: f64 = 1.0 / 16_777_216.0;
-        let (hi, g) = if hot.is_some() {
-            let hi: Vec<f32> = (0..self.n_atoms).map(|j| approx(j) + e(j)).collect();
-            let g = (0..self.n_atoms).map(|j| approx(j).abs() as f64 + e(j) as f64).fold(0f64, f64::max);
-            (hi, 1.001 * g * (1.0 + 4.0 * U))
-        } else {
-            (vec![], 0.0)
+        let (hi, allow) = match &hot {
+            Some((p, _, _)) => {
+                let hi: Vec<f32> = (0..self.n_atoms).map(|j| approx(j) + e(j)).collect();
+                let g = (0..self.n_atoms).map(|j| approx(j).abs() as f64 + e(j) as f64).fold(0f64, f64::max);
+                let g = 1.001 * g * (1.0 + 4.0 * U);
+                let allow: Vec<f64> = (0..=p.max_len).map(|m| {
+                    let gm = m as f64 * U / (1.0 - m as f64 * U);
+                    2.0 * g * (2.0 * gm * (1.0 + U) + U + U * (1.0 + gm))
+                }).collect();
+                (hi, allow)
+            }
+            None => (vec![], vec![]),
         };
         let convex_upper = |t: usize, pairs: &[u32]| {
-            let m = (pairs.len() / 2) as f64;
-            let gm = m * U / (1.0 - m * U);
             let b = row_bias.map_or(0.0, |b| b[t]) as f64;
-            pairs_sum(pairs, |j| hi[j]) as f64 + b + 2.0 * (g * (2.0 * gm * (1.0 + U) + U + U * (1.0 + gm)) + U * b.abs())
+            pairs_sum(pairs, |j| hi[j]) as f64 + b + allow[pairs.len() / 2] + 2.0 * U * b.abs()
         };
         // (read-only, so split across threads like the plain kernel's row pass)
         let survivors: Vec<(usize, Option<usize>)> = match &hot {
@@ -1030,6 +1041,52 @@ mod tests {
 #[cfg(test)]
 mod timing {
     use super::*;
+
+    /// Per-part timings of batch-1 queries on real data (little-endian dumps in $TOKBENCH_FACTORED_REAL:
+    /// atoms.bin bf16, indptr.bin u64, indices.bin u32, data.bin f32, queries.bin f32), each query after a flush of
+    /// the caches (as in benchmarks/bench_ann.py, where the exact matmul runs between the factored calls).
+    #[test]
+    #[ignore]
+    fn time_real() {
+        let Ok(dir) = std::env::var("TOKBENCH_FACTORED_REAL") else { return };
+        let read = |n: &str| std::fs::read(format!("{dir}/{n}")).unwrap();
+        let atoms: Vec<u16> = read("atoms.bin").chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+        let indptr: Vec<u64> = read("indptr.bin").chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
+        let indices: Vec<u32> = read("indices.bin").chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
+        let data: Vec<f32> = read("data.bin").chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        let queries: Vec<f32> = read("queries.bin").chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        let dim = 576;
+        let mut f = Factored::new(dim, atoms.len() / dim, Atoms::Bf16(atoms), indptr, indices, data, None).unwrap();
+        f.set_prefilter(true);
+        let flush: Vec<u64> = (0..600_000_000 / 8).collect();
+        let mut sink = 0u64;
+        let med = |mut v: Vec<f64>| { v.sort_by(|a, b| a.total_cmp(b)); v[v.len() / 2] * 1e3 };
+        let (mut tq8, mut tbf, mut tplain, mut tpre, mut tstream) = (vec![], vec![], vec![], vec![], vec![]);
+        let stream: Vec<u64> = (0..28_000_000 / 8).collect();
+        let q8 = f.q8.take().unwrap();
+        fn cold(flush: &[u64], sink: &mut u64, tv: &mut Vec<f64>, g: impl FnOnce()) {
+            *sink = sink.wrapping_add(flush.iter().sum::<u64>());
+            let t = std::time::Instant::now();
+            g();
+            tv.push(t.elapsed().as_secs_f64());
+        }
+        for r in 0..40 {
+            let q = &queries[(r % 256) * dim..(r % 256 + 1) * dim];
+            cold(&flush, &mut sink, &mut tq8, || {
+                let mut lt = vec![0f32; f.n_atoms];
+                lt.par_chunks_mut(ATOM_BLOCK).enumerate().for_each(|(b, out)| q8_block_best(&q8, dim, b * ATOM_BLOCK, q, 1, out));
+                std::hint::black_box(lt);
+            });
+            cold(&flush, &mut sink, &mut tstream, || { std::hint::black_box(stream.par_chunks(1 << 16).map(|c| c.iter().sum::<u64>()).sum::<u64>()); });
+            cold(&flush, &mut sink, &mut tbf, || { std::hint::black_box(f.atom_logits(q, 1)); });
+            cold(&flush, &mut sink, &mut tplain, || { std::hint::black_box(f.topk(q, 1, 20).unwrap()); });
+            f.q8 = Some(q8.clone());
+            cold(&flush, &mut sink, &mut tpre, || { std::hint::black_box(f.topk(q, 1, 20).unwrap()); });
+            f.q8 = None;
+        }
+        eprintln!("cold batch-1 medians ms: int8 atom pass {:.2}, bf16 atom pass {:.2}, plain topk {:.2}, int8 topk {:.2}, \
+                   28 MB read {:.2} (threads {}, {sink})", med(tq8), med(tbf), med(tplain), med(tpre), med(tstream), rayon::current_num_threads());
+    }
     #[test]
     #[ignore]
     fn time_parts() {
