@@ -80,7 +80,7 @@ impl Postings {
         if total > MAX_WORDS_PER_COEFFICIENT * indices.len().max(1) {
             return None;
         }
-        let mut recs = vec![0u32; total];
+        let mut recs = big_vec(total, 0u32);
         let mut fill = words.clone();
         // each atom's records by row length, then row id: runs of equal length keep the walk's loops predictable
         let mut order: Vec<usize> = (0..rows).collect();
@@ -162,6 +162,31 @@ struct Q8 {
     vals: Vec<i8>,
     scale: Vec<f32>,
     err: Vec<f32>,
+}
+
+/// A vector of n copies of `v` whose pages the kernel is asked to back with transparent huge pages (Linux,
+/// madvise mode) before they are first touched: a query streams tens of MB of atoms and postings, and with 4 KiB
+/// pages a cold pass also walks thousands of cold page-table entries. Elsewhere, or when the kernel declines,
+/// an ordinary vector.
+fn big_vec<T: Copy>(n: usize, v: T) -> Vec<T> {
+    let mut out = Vec::with_capacity(n);
+    #[cfg(target_os = "linux")]
+    {
+        extern "C" {
+            fn madvise(addr: *mut std::ffi::c_void, len: usize, advice: i32) -> i32;
+        }
+        const MADV_HUGEPAGE: i32 = 14;
+        const HUGE: usize = 2 << 20;
+        let (start, len) = (out.as_mut_ptr() as usize, n * std::mem::size_of::<T>());
+        let first = start.next_multiple_of(HUGE);
+        if len >= HUGE && first + HUGE <= start + len {
+            // SAFETY: the range lies inside this vector's allocation; madvise only changes how pages are backed
+            // (its result is advisory: on failure nothing changes)
+            unsafe { madvise(first as *mut std::ffi::c_void, (start + len - first) / HUGE * HUGE, MADV_HUGEPAGE) };
+        }
+    }
+    out.resize(n, v);
+    out
 }
 
 /// Rows of atoms per parallel task, and combined rows per task.
@@ -464,7 +489,7 @@ impl Factored {
             return;
         }
         let (dim, n) = (self.dim, self.n_atoms);
-        let mut vals = vec![0i8; n * dim];
+        let mut vals = big_vec(n * dim, 0i8);
         let (mut scale, mut err) = (vec![0f32; n], vec![0f32; n]);
         // float32 rounding of a dot product of length dim, for either pass: at most dim * 2^-24 * sum |a_i h_i|
         // <= dim * 2^-24 * ||a|| ||h|| each; doubled, and doubled again for safety
@@ -805,9 +830,15 @@ pub mod py {
                prefilter: bool) -> PyResult<Self> {
             let inner = py.allow_threads(|| -> PyResult<Factored> {
                 let atoms = if bf16 {
-                    Atoms::Bf16(words::<2>(&atoms, "atoms")?.into_iter().map(u16::from_le_bytes).collect())
+                    let w = words::<2>(&atoms, "atoms")?;
+                    let mut v = super::big_vec(w.len(), 0u16);
+                    v.iter_mut().zip(w).for_each(|(v, w)| *v = u16::from_le_bytes(w));
+                    Atoms::Bf16(v)
                 } else {
-                    Atoms::F32(f32s(&atoms, "atoms")?)
+                    let w = f32s(&atoms, "atoms")?;
+                    let mut v = super::big_vec(w.len(), 0f32);
+                    v.copy_from_slice(&w);
+                    Atoms::F32(v)
                 };
                 let indptr = words::<8>(&indptr, "indptr")?.into_iter().map(u64::from_le_bytes).collect();
                 let indices = words::<4>(&indices, "indices")?.into_iter().map(u32::from_le_bytes).collect();
@@ -1050,7 +1081,9 @@ mod timing {
     fn time_real() {
         let Ok(dir) = std::env::var("TOKBENCH_FACTORED_REAL") else { return };
         let read = |n: &str| std::fs::read(format!("{dir}/{n}")).unwrap();
-        let atoms: Vec<u16> = read("atoms.bin").chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+        let raw: Vec<u16> = read("atoms.bin").chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+        let mut atoms = big_vec(raw.len(), 0u16);  // as the Python binding stores them
+        atoms.copy_from_slice(&raw);
         let indptr: Vec<u64> = read("indptr.bin").chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
         let indices: Vec<u32> = read("indices.bin").chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
         let data: Vec<f32> = read("data.bin").chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
@@ -1062,7 +1095,8 @@ mod timing {
         let mut sink = 0u64;
         let med = |mut v: Vec<f64>| { v.sort_by(|a, b| a.total_cmp(b)); v[v.len() / 2] * 1e3 };
         let (mut tq8, mut tbf, mut tplain, mut tpre, mut tstream) = (vec![], vec![], vec![], vec![], vec![]);
-        let stream: Vec<u64> = (0..28_000_000 / 8).collect();
+        let mut stream = big_vec(28_000_000 / 8, 0u64);
+        stream.iter_mut().enumerate().for_each(|(i, x)| *x = i as u64);
         let q8 = f.q8.take().unwrap();
         fn cold(flush: &[u64], sink: &mut u64, tv: &mut Vec<f64>, g: impl FnOnce()) {
             *sink = sink.wrapping_add(flush.iter().sum::<u64>());
