@@ -269,6 +269,40 @@ def test_factored_topk_equals_exact_on_real_rows(smollm2_dynamic, ann_cache, met
             assert (ids == plain[key][0]).all() and (scores == plain[key][1]).all()
 
 
+def test_factored_inline_postings_keep_ties_and_equal_the_full_pass(smollm2_dynamic, ann_cache):
+    """The walk over the inline postings (each convex row's coefficients stored with every atom it holds) returns
+    bit-identically what one pass over all rows returns, on real rows with exact ties: every merged token of 32
+    WikiText-2 lines twice (the same row and bias: equal logits, broken by id) and once more naming its first
+    constituent twice; best first, ties by id, and equal to the exact top-k over the dense rows."""
+    from tokbench.dynamic.factored import FactoredIndex, combine
+
+    head, mb = smollm2_dynamic
+    h = ann_cache[1]
+    n_base, toks = head.shape[0], [list(t) for t in mb.tokens]
+    rows = toks + toks + [t + t[:1] for t in toks]
+    coeffs = combine([(t, None) for t in rows], n_base)
+    rng = np.random.default_rng(5)
+    b = (rng.standard_normal(n_base + len(toks)) * 4).astype(np.float32)
+    b[n_base:] += 12  # lifts the merged rows into the top 20
+    bias = np.concatenate([b, b[n_base:], b[n_base:]])
+    full = FactoredIndex(head, coeffs, bias, prune=0)
+    want_ids, want_scores = full.search(h, 20)
+    table = full.materialize()
+    _same_topk(want_ids, want_scores, exact_topk(table, bias, h, 20))
+    n, tied = len(toks), 0
+    for q in range(len(h)):  # best first, equal scores in ascending id order; duplicates appear as pairs
+        i, sc = want_ids[q], want_scores[q]
+        assert ((sc[:-1] > sc[1:]) | ((sc[:-1] == sc[1:]) & (i[:-1] < i[1:]))).all()
+        tied += len({int(x) for x in i if n_base <= x < n_base + n} & {int(x) - n for x in i if x >= n_base + n})
+    assert tied >= len(h)  # exact ties in the top 20: a row next to its copy
+    for kw in ({}, {"prune": 1}, {"prefilter": "int8"}, {"prefilter": "int8", "prune": 0}):
+        ix = FactoredIndex(head, coeffs, bias, **kw)
+        ids, scores = ix.search(h, 20)
+        assert (ids == want_ids).all() and (scores == want_scores).all(), kw
+        one = ix.search(h[:1], 20)
+        assert (one[0] == want_ids[:1]).all() and (one[1] == want_scores[:1]).all()
+
+
 def test_factored_head_rows_coefficients_rebuild_the_table(ann_cache, tmp_path):
     from tokbench.dynamic.ann_data import head_rows, load_head
     from tokbench.dynamic.factored import FactoredIndex

@@ -25,8 +25,8 @@ pub struct Factored {
     data: Vec<f32>,
     bias: Option<Vec<f32>>,
     /// For convex rows (weights >= 0 summing to 1), whose logit is at most the best constituent's plus the
-    /// largest bias: the rows holding each atom (CSC postings), and that largest bias.
-    postings: Option<(Vec<u64>, Vec<u32>)>,
+    /// largest bias: the rows holding each atom, with their coefficients inline (Postings), and that largest bias.
+    postings: Option<Postings>,
     bias_max: f32,
     /// Prune only when the postings to visit are under rows / prune (0: never prune).
     pub prune: u32,
@@ -34,13 +34,159 @@ pub struct Factored {
     q8: Option<Q8>,
 }
 
+/// The rows holding each atom, with each row's coefficients inline: for atom j, one record per row that holds it,
+/// `[t, m, (column, weight bits) x m]` (the row's CSR entries, in CSR order), so that the rows a query visits are
+/// read in sequence instead of gathered from the CSR. A row is stored once per distinct column; an atom's records
+/// are ordered by row length, then row id. Records are grouped in segments of at most SEGMENT, the units the walk
+/// splits across threads.
+#[derive(Debug)]
+struct Postings {
+    /// records of each atom (rows holding it)
+    count: Vec<u32>,
+    /// the segments of atom j are seg_ptr[j]..seg_ptr[j + 1]; segment s is recs[seg[s]..seg[s + 1]]
+    seg_ptr: Vec<u64>,
+    seg: Vec<u64>,
+    recs: Vec<u32>,
+    /// the longest row's entries
+    max_len: usize,
+}
+
+/// Records per segment of Postings.
+const SEGMENT: usize = 4096;
+/// Postings are not built (no pruning: one pass over all rows) when they would take more than this many words per
+/// coefficient (a row of m columns is stored m times; m = 100 would be 200 words per coefficient).
+const MAX_WORDS_PER_COEFFICIENT: usize = 16;
+
+impl Postings {
+    /// None when the records would exceed MAX_WORDS_PER_COEFFICIENT (very long rows).
+    fn new(n_atoms: usize, indptr: &[u64], indices: &[u32], data: &[f32]) -> Option<Postings> {
+        let rows = indptr.len() - 1;
+        let span = |t: usize| indptr[t] as usize..indptr[t + 1] as usize;
+        // positions of the row's distinct columns (first occurrences)
+        let distinct = |t: usize| span(t).filter(move |&p| !indices[indptr[t] as usize..p].contains(&indices[p]));
+        let mut count = vec![0u32; n_atoms];
+        let mut words = vec![0u64; n_atoms + 1];
+        for t in 0..rows {
+            let m = span(t).len() as u64;
+            for p in distinct(t) {
+                count[indices[p] as usize] += 1;
+                words[indices[p] as usize + 1] += 2 + 2 * m;
+            }
+        }
+        for j in 0..n_atoms {
+            words[j + 1] += words[j];
+        }
+        let total = words[n_atoms] as usize;
+        if total > MAX_WORDS_PER_COEFFICIENT * indices.len().max(1) {
+            return None;
+        }
+        let mut recs = big_vec(total, 0u32);
+        let mut fill = words.clone();
+        // each atom's records by row length, then row id: runs of equal length keep the walk's loops predictable
+        let mut order: Vec<usize> = (0..rows).collect();
+        order.sort_by_key(|&t| span(t).len());
+        for &t in &order {
+            let m = span(t).len();
+            for p in distinct(t) {
+                let o = fill[indices[p] as usize] as usize;
+                recs[o] = t as u32;
+                recs[o + 1] = m as u32;
+                for (i, q) in span(t).enumerate() {
+                    recs[o + 2 + 2 * i] = indices[q];
+                    recs[o + 3 + 2 * i] = data[q].to_bits();
+                }
+                fill[indices[p] as usize] += 2 + 2 * m as u64;
+            }
+        }
+        let (mut seg_ptr, mut seg) = (vec![0u64; n_atoms + 1], Vec::new());
+        for j in 0..n_atoms {
+            let mut o = words[j] as usize;
+            for r in 0..count[j] as usize {
+                if r % SEGMENT == 0 {
+                    seg.push(o as u64);
+                }
+                o += 2 + 2 * recs[o + 1] as usize;
+            }
+            seg_ptr[j + 1] = seg.len() as u64;
+        }
+        seg.push(total as u64);
+        let max_len = (0..rows).map(|t| span(t).len()).max().unwrap_or(0);
+        Some(Postings { count, seg_ptr, seg, recs, max_len })
+    }
+
+    /// f(t, offset of t's record, its (column, weight bits) pairs) for every row holding an atom of `hot`
+    /// (ascending; `is_hot` its bitset), once each: in the records of its first hot column (in row order).
+    /// Split across threads by segment; what f returns, collected.
+    fn walk<T: Send>(&self, hot: &[usize], is_hot: &[u64], f: impl Fn(usize, usize, &[u32]) -> Option<T> + Sync)
+                     -> Vec<T> {
+        let segs: Vec<(usize, usize)> =
+            hot.iter().flat_map(|&j| (self.seg_ptr[j]..self.seg_ptr[j + 1]).map(move |s| (j, s as usize))).collect();
+        let recs = &self.recs;
+        segs.par_iter()
+            .flat_map_iter(|&(j, s)| {
+                let (mut o, end) = (self.seg[s] as usize, self.seg[s + 1] as usize);
+                let mut out = Vec::new();
+                while o < end {
+                    let m = recs[o + 1] as usize;
+                    let pairs = &recs[o + 2..o + 2 + 2 * m];
+                    let first_hot = pairs.iter().step_by(2).map(|&c| c as usize).find(|&c| is_hot[c / 64] >> (c % 64) & 1 == 1);
+                    if first_hot == Some(j) {
+                        out.extend(f(recs[o] as usize, o, pairs));
+                    }
+                    o += 2 + 2 * m;
+                }
+                out
+            })
+            .collect()
+    }
+
+    fn nbytes(&self) -> usize {
+        4 * self.count.len() + 8 * (self.seg_ptr.len() + self.seg.len()) + 4 * self.recs.len()
+    }
+}
+
+/// f32 weight times logit, summed in order over (column, weight bits) pairs: the same float32 sum as over the CSR.
+#[inline(always)]
+fn pairs_sum(pairs: &[u32], logit: impl Fn(usize) -> f32) -> f32 {
+    let mut s = 0f32;
+    for p in pairs.chunks_exact(2) {
+        s += f32::from_bits(p[1]) * logit(p[0] as usize);
+    }
+    s
+}
+
 /// Atoms quantised to int8 with one scale per row (a_j ~ scale_j * v_j), and err_j >= ||a_j - scale_j v_j||_2 plus
 /// a float-rounding allowance, so that |h.a_j - scale_j (h.v_j)| <= err_j ||h||_2 for any query h.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Q8 {
     vals: Vec<i8>,
     scale: Vec<f32>,
     err: Vec<f32>,
+}
+
+/// A vector of n copies of `v` whose pages the kernel is asked to back with transparent huge pages (Linux,
+/// madvise mode) before they are first touched: a query streams tens of MB of atoms and postings, and with 4 KiB
+/// pages a cold pass also walks thousands of cold page-table entries. Elsewhere, or when the kernel declines,
+/// an ordinary vector.
+fn big_vec<T: Copy>(n: usize, v: T) -> Vec<T> {
+    let mut out = Vec::with_capacity(n);
+    #[cfg(target_os = "linux")]
+    {
+        extern "C" {
+            fn madvise(addr: *mut std::ffi::c_void, len: usize, advice: i32) -> i32;
+        }
+        const MADV_HUGEPAGE: i32 = 14;
+        const HUGE: usize = 2 << 20;
+        let (start, len) = (out.as_mut_ptr() as usize, n * std::mem::size_of::<T>());
+        let first = start.next_multiple_of(HUGE);
+        if len >= HUGE && first + HUGE <= start + len {
+            // SAFETY: the range lies inside this vector's allocation; madvise only changes how pages are backed
+            // (its result is advisory: on failure nothing changes)
+            unsafe { madvise(first as *mut std::ffi::c_void, (start + len - first) / HUGE * HUGE, MADV_HUGEPAGE) };
+        }
+    }
+    out.resize(n, v);
+    out
 }
 
 /// Rows of atoms per parallel task, and combined rows per task.
@@ -328,25 +474,7 @@ impl Factored {
                 let w = &data[indptr[t] as usize..indptr[t + 1] as usize];
                 w.iter().all(|&c| c >= 0.0) && (w.iter().map(|&c| c as f64).sum::<f64>() - 1.0).abs() <= 1e-4
             });
-        let postings = convex.then(|| {
-            let mut ptr = vec![0u64; n_atoms + 1];
-            for &c in &indices {
-                ptr[c as usize + 1] += 1;
-            }
-            for j in 0..n_atoms {
-                ptr[j + 1] += ptr[j];
-            }
-            let mut fill = ptr.clone();
-            let mut rows_of = vec![0u32; indices.len()];
-            for t in 0..rows {
-                for &c in &indices[indptr[t] as usize..indptr[t + 1] as usize] {
-                    let c = c as usize;
-                    rows_of[fill[c] as usize] = t as u32;
-                    fill[c] += 1;
-                }
-            }
-            (ptr, rows_of)
-        });
+        let postings = if convex { Postings::new(n_atoms, &indptr, &indices, &data) } else { None };
         let bias_max = bias.as_ref().map_or(0.0, |b| b[n_base..].iter().copied().fold(0.0, f32::max));
         Ok(Factored { dim, n_atoms, n_base, atoms, indptr, indices, data, bias, postings, bias_max, prune: 4, q8: None })
     }
@@ -361,7 +489,7 @@ impl Factored {
             return;
         }
         let (dim, n) = (self.dim, self.n_atoms);
-        let mut vals = vec![0i8; n * dim];
+        let mut vals = big_vec(n * dim, 0i8);
         let (mut scale, mut err) = (vec![0f32; n], vec![0f32; n]);
         // float32 rounding of a dot product of length dim, for either pass: at most dim * 2^-24 * sum |a_i h_i|
         // <= dim * 2^-24 * ||a|| ||h|| each; doubled, and doubled again for safety
@@ -391,52 +519,36 @@ impl Factored {
         }
     }
 
-    /// Combined rows that can reach `floor` for query q (convex rows: those holding an atom with logit >=
-    /// floor - largest bias), scored; None when pruning does not apply or would visit a quarter of the rows.
-    fn pruned(&self, lt: &[f32], nq: usize, q: usize, floor: f32) -> Option<Vec<(u32, u32, f32)>> {
-        let (ptr, rows_of) = self.postings.as_ref()?;
-        if !floor.is_finite() {
+    /// The hot atoms of a query, for pruning: those with `is_hot(j, floor - largest bias)` (their logit reaches the
+    /// bound: only convex rows holding one can reach floor), ascending, and their bitset. None when pruning does
+    /// not apply (rows not all convex, prune 0, no finite floor) or the rows to visit reach rows / prune.
+    fn hot_atoms(&self, floor: f32, mut is_hot: impl FnMut(usize, f32) -> bool) -> Option<(&Postings, Vec<usize>, Vec<u64>)> {
+        let p = self.postings.as_ref()?;
+        if !floor.is_finite() || self.prune == 0 {
             return None;
         }
-        let rows = self.indptr.len() - 1;
         let bound = floor - self.bias_max;
-        let hot: Vec<usize> = (0..self.n_atoms).filter(|&j| lt[j * nq + q] >= bound).collect();
-        let visits: u64 = hot.iter().map(|&j| ptr[j + 1] - ptr[j]).sum();
-        if self.prune == 0 || visits as usize * self.prune as usize >= rows {
+        let hot: Vec<usize> = (0..self.n_atoms).filter(|&j| is_hot(j, bound)).collect();
+        let visits: u64 = hot.iter().map(|&j| p.count[j] as u64).sum();
+        if visits as usize * self.prune as usize >= self.indptr.len() - 1 {
             return None;
         }
-        let mut mark = vec![0u64; rows.div_ceil(64)];
+        let mut bits = vec![0u64; self.n_atoms.div_ceil(64)];
         for &j in &hot {
-            for &t in &rows_of[ptr[j] as usize..ptr[j + 1] as usize] {
-                mark[t as usize / 64] |= 1 << (t % 64);
-            }
+            bits[j / 64] |= 1 << (j % 64);
         }
+        Some((p, hot, bits))
+    }
+
+    /// Combined rows that can reach `floor` for query q (the rows holding a hot atom), scored; None when pruning
+    /// does not apply (hot_atoms).
+    fn pruned(&self, lt: &[f32], nq: usize, q: usize, floor: f32) -> Option<Vec<(u32, u32, f32)>> {
+        let (p, hot, bits) = self.hot_atoms(floor, |j, bound| lt[j * nq + q] >= bound)?;
         let bias = self.bias.as_deref().map(|b| &b[self.n_base..]);
-        let parts: Vec<Vec<(u32, u32, f32)>> = mark
-            .par_chunks(ROW_BLOCK / 64)
-            .enumerate()
-            .map(|(c, words)| {
-                let mut keep = Vec::new();
-                for (i, &bits) in words.iter().enumerate() {
-                    let mut bits = bits;
-                    while bits != 0 {
-                        let t = (c * (ROW_BLOCK / 64) + i) * 64 + bits.trailing_zeros() as usize;
-                        bits &= bits - 1;
-                        let (lo, hi) = (self.indptr[t] as usize, self.indptr[t + 1] as usize);
-                        let mut s = 0f32;
-                        for (&c, &j) in self.data[lo..hi].iter().zip(&self.indices[lo..hi]) {
-                            s += c * lt[j as usize * nq + q];
-                        }
-                        let s = s + bias.map_or(0.0, |b| b[t]);
-                        if s >= floor {
-                            keep.push((q as u32, t as u32, s));
-                        }
-                    }
-                }
-                keep
-            })
-            .collect();
-        Some(parts.into_iter().flatten().collect())
+        Some(p.walk(&hot, &bits, |t, _, pairs| {
+            let s = pairs_sum(pairs, |j| lt[j * nq + q]) + bias.map_or(0.0, |b| b[t]);
+            (s >= floor).then_some((q as u32, t as u32, s))
+        }))
     }
 
     /// topk with the int8 prefilter (set_prefilter): approximate atom logits lt ~ h.a_j within e_j = err_j ||h||.
@@ -507,66 +619,60 @@ impl Factored {
         cands.retain(|c| c.0 >= floor);
         let rows = self.indptr.len() - 1;
         let row_bias = bias.map(|b| &b[self.n_base..]);
-        let visit: Option<Vec<u32>> = match self.postings.as_ref() {
-            Some((ptr, rows_of)) if floor.is_finite() && self.prune != 0 => {
-                let bound = floor - self.bias_max;
-                let hot: Vec<usize> = (0..self.n_atoms)
-                    .filter(|&j| approx(j) + e(j) >= bound && exact_of(j, &mut exact) >= bound)
-                    .collect();
-                let visits: u64 = hot.iter().map(|&j| ptr[j + 1] - ptr[j]).sum();
-                if visits as usize * self.prune as usize >= rows {
-                    None
-                } else {
-                    let mut mark = vec![0u64; rows.div_ceil(64)];
-                    for &j in &hot {
-                        for &t in &rows_of[ptr[j] as usize..ptr[j + 1] as usize] {
-                            mark[t as usize / 64] |= 1 << (t % 64);
-                        }
-                    }
-                    let mut out = Vec::new();
-                    for (w, &bits) in mark.iter().enumerate() {
-                        let mut bits = bits;
-                        while bits != 0 {
-                            out.push((w * 64) as u32 + bits.trailing_zeros());
-                            bits &= bits - 1;
-                        }
-                    }
-                    Some(out)
-                }
-            }
-            _ => None,
-        };
+        let hot = self.hot_atoms(floor, |j, bound| approx(j) + e(j) >= bound && exact_of(j, &mut exact) >= bound);
         // a row's upper bound, summed in f64: sum c * approx + |c| * e, plus the plain kernel's own f32 rounding of
         // its sum of m terms (at most (m + 2) 2^-24 sum |c| (|approx| + e)) and of the bias addition
-        let ae: Vec<[f32; 2]> = (0..self.n_atoms).map(|j| [approx(j), e(j)]).collect();
-        let upper = |t: usize| {
-            let (lo, hi) = (self.indptr[t] as usize, self.indptr[t + 1] as usize);
-            let (mut s, mut err, mut mag) = (0f64, 0f64, 0f64);
-            for (&c, &j) in self.data[lo..hi].iter().zip(&self.indices[lo..hi]) {
-                let [a, ej] = ae[j as usize];
+        let ae: Vec<[f32; 2]> = if hot.is_none() { (0..self.n_atoms).map(|j| [approx(j), e(j)]).collect() } else { vec![] };
+        let upper = |t: usize, o: Option<usize>| {
+            let (mut s, mut err, mut mag, mut m) = (0f64, 0f64, 0f64, 0usize);
+            for (c, j) in self.entries(t, o) {
+                let [a, ej] = ae[j];
                 let (c, a, ej) = (c as f64, a as f64, ej as f64);
                 s += c * a;
                 err += c.abs() * ej;
                 mag += c.abs() * (a.abs() + ej);
+                m += 1;
             }
             let b = row_bias.map_or(0.0, |b| b[t]) as f64;
-            let gamma = (hi - lo + 2) as f64 * (2f64).powi(-24);
+            let gamma = (m + 2) as f64 * (2f64).powi(-24);
             (s + err + gamma * mag + (2f64).powi(-23) * (s.abs() + err + b.abs()) + b) as f32
         };
+        // the visited rows are convex (weights >= 0 summing to 1 within 1e-4): a cheaper upper bound, a float32
+        // sum of c * (approx + e) in the plain kernel's order plus one allowance per row for the rounding of that
+        // sum, of approx + e, of the plain kernel's own sum and of its bias addition (each term at most g, the
+        // largest |approx| + e; u = 2^-24, gm = m u / (1 - m u)), doubled for safety
+        const U: f64 = 1.0 / 16_777_216.0;
+        let (hi, allow) = match &hot {
+            Some((p, _, _)) => {
+                let hi: Vec<f32> = (0..self.n_atoms).map(|j| approx(j) + e(j)).collect();
+                let g = (0..self.n_atoms).map(|j| approx(j).abs() as f64 + e(j) as f64).fold(0f64, f64::max);
+                let g = 1.001 * g * (1.0 + 4.0 * U);
+                let allow: Vec<f64> = (0..=p.max_len).map(|m| {
+                    let gm = m as f64 * U / (1.0 - m as f64 * U);
+                    2.0 * g * (2.0 * gm * (1.0 + U) + U + U * (1.0 + gm))
+                }).collect();
+                (hi, allow)
+            }
+            None => (vec![], vec![]),
+        };
+        let convex_upper = |t: usize, pairs: &[u32]| {
+            let b = row_bias.map_or(0.0, |b| b[t]) as f64;
+            pairs_sum(pairs, |j| hi[j]) as f64 + b + allow[pairs.len() / 2] + 2.0 * U * b.abs()
+        };
         // (read-only, so split across threads like the plain kernel's row pass)
-        let survivors: Vec<u32> = match &visit {
-            Some(v) => v.par_chunks(ROW_BLOCK / 4).flat_map_iter(|c| {
-                c.iter().copied().filter(|&t| upper(t as usize) >= floor).collect::<Vec<_>>()
-            }).collect(),
-            None => (0..rows as u32).into_par_iter().with_min_len(ROW_BLOCK).filter(|&t| upper(t as usize) >= floor)
-                .collect(),
+        let survivors: Vec<(usize, Option<usize>)> = match &hot {
+            Some((p, hot, bits)) => {
+                p.walk(hot, bits, |t, o, pairs| (convex_upper(t, pairs) >= floor as f64).then_some((t, Some(o))))
+            }
+            None => (0..rows).into_par_iter().with_min_len(ROW_BLOCK).filter(|&t| upper(t, None) >= floor)
+                .map(|t| (t, None)).collect(),
         };
         // the exact logits the survivors need, computed once each (in parallel), then the survivors rescored
         let mut need = vec![0u64; self.n_atoms.div_ceil(64)];
-        for &t in &survivors {
-            for &j in &self.indices[self.indptr[t as usize] as usize..self.indptr[t as usize + 1] as usize] {
-                if exact[j as usize].is_nan() {
-                    need[j as usize / 64] |= 1 << (j % 64);
+        for &(t, o) in &survivors {
+            for (_, j) in self.entries(t, o) {
+                if exact[j].is_nan() {
+                    need[j / 64] |= 1 << (j % 64);
                 }
             }
         }
@@ -580,12 +686,10 @@ impl Factored {
         }
         let exact = &exact;
         let kept: Vec<(f32, u64)> = survivors.par_chunks(ROW_BLOCK / 4).flat_map_iter(|c| {
-            c.iter().filter_map(|&t| {
-                let t = t as usize;
-                let (lo, hi) = (self.indptr[t] as usize, self.indptr[t + 1] as usize);
+            c.iter().filter_map(|&(t, o)| {
                 let mut s = 0f32;
-                for (&c, &j) in self.data[lo..hi].iter().zip(&self.indices[lo..hi]) {
-                    s += c * exact[j as usize];
+                for (c, j) in self.entries(t, o) {
+                    s += c * exact[j];
                 }
                 let s = s + row_bias.map_or(0.0, |b| b[t]);
                 (s >= floor).then_some((s, self.n_base as u64 + t as u64))
@@ -595,6 +699,29 @@ impl Factored {
         cands.sort_unstable_by(best_first);
         cands.truncate(k);
         cands
+    }
+
+    /// The (weight, column) entries of combined row t, in CSR order: from its record at offset o of the postings,
+    /// or from the CSR (o None). The same values in the same order either way.
+    fn entries(&self, t: usize, o: Option<usize>) -> impl Iterator<Item = (f32, usize)> + '_ {
+        let inline = o.map(|o| {
+            let r = &self.postings.as_ref().expect("a record offset comes from the postings").recs;
+            &r[o + 2..o + 2 + 2 * r[o + 1] as usize]
+        });
+        let csr = if o.is_none() { self.indptr[t] as usize..self.indptr[t + 1] as usize } else { 0..0 };
+        inline.into_iter().flat_map(|p| p.chunks_exact(2).map(|x| (f32::from_bits(x[1]), x[0] as usize)))
+            .chain(csr.map(move |p| (self.data[p], self.indices[p] as usize)))
+    }
+
+    /// Bytes the kernel holds: atoms, CSR, bias, postings, the int8 prefilter's copies.
+    pub fn nbytes(&self) -> usize {
+        let atoms = match &self.atoms {
+            Atoms::F32(v) => 4 * v.len(),
+            Atoms::Bf16(v) => 2 * v.len(),
+        };
+        let q8 = self.q8.as_ref().map_or(0, |q| q.vals.len() + 4 * (q.scale.len() + q.err.len()));
+        atoms + 8 * self.indptr.len() + 4 * (self.indices.len() + self.data.len())
+            + 4 * self.bias.as_ref().map_or(0, |b| b.len()) + self.postings.as_ref().map_or(0, |p| p.nbytes()) + q8
     }
 
     pub fn n_outputs(&self) -> usize {
@@ -703,9 +830,15 @@ pub mod py {
                prefilter: bool) -> PyResult<Self> {
             let inner = py.allow_threads(|| -> PyResult<Factored> {
                 let atoms = if bf16 {
-                    Atoms::Bf16(words::<2>(&atoms, "atoms")?.into_iter().map(u16::from_le_bytes).collect())
+                    let w = words::<2>(&atoms, "atoms")?;
+                    let mut v = super::big_vec(w.len(), 0u16);
+                    v.iter_mut().zip(w).for_each(|(v, w)| *v = u16::from_le_bytes(w));
+                    Atoms::Bf16(v)
                 } else {
-                    Atoms::F32(f32s(&atoms, "atoms")?)
+                    let w = f32s(&atoms, "atoms")?;
+                    let mut v = super::big_vec(w.len(), 0f32);
+                    v.copy_from_slice(&w);
+                    Atoms::F32(v)
                 };
                 let indptr = words::<8>(&indptr, "indptr")?.into_iter().map(u64::from_le_bytes).collect();
                 let indices = words::<4>(&indices, "indices")?.into_iter().map(u32::from_le_bytes).collect();
@@ -734,6 +867,11 @@ pub mod py {
             let ib: Vec<u8> = ids.iter().flat_map(|i| i.to_le_bytes()).collect();
             let sb: Vec<u8> = scores.iter().flat_map(|s| s.to_le_bytes()).collect();
             Ok((PyBytes::new_bound(py, &ib), PyBytes::new_bound(py, &sb)))
+        }
+
+        /// Bytes the kernel holds (atoms, CSR, bias, postings, int8 copies).
+        fn nbytes(&self) -> usize {
+            self.inner.nbytes()
         }
     }
 
@@ -840,6 +978,66 @@ mod tests {
     }
 
     #[test]
+    fn inline_postings_give_the_full_pass_topk() {
+        // the walk over the inline postings returns exactly what one pass over all rows returns (same ids, same
+        // float32 scores, ties by id), with rows that name an atom twice, columns out of order, identical rows
+        // (exact ties) and long rows; and visits every row exactly once
+        let (dim, n_base, rows, nq) = (24, 150, 4000, 3);
+        let mut seed = 5;
+        let atoms: Vec<f32> = (0..(n_base + 1) * dim).map(|_| lcg(&mut seed)).collect();
+        let mut indptr = vec![0u64];
+        let (mut indices, mut data) = (vec![], vec![]);
+        for t in 0..rows {
+            let m = if t % 199 == 0 { 24 } else { 1 + t % 5 };
+            for j in 0..m {
+                let col = if j == 2 { indices[indices.len() - 2] } else { ((t / 3 * 29 + j * 53) % (n_base + 1)) as u32 };
+                indices.push(col);  // j == 2 repeats the first column; rows 3m, 3m+1, 3m+2 share columns
+                data.push(1.0 / m as f32);
+            }
+            indptr.push(indices.len() as u64);
+        }
+        let bias: Vec<f32> = (0..n_base + rows).map(|_| lcg(&mut seed) * 2.0).collect();
+        let q: Vec<f32> = (0..nq * dim).map(|_| lcg(&mut seed) * 3.0).collect();
+        for b in [None, Some(bias)] {
+            let mk = |prune: u32, pre: bool| {
+                let mut f = Factored::new(dim, n_base, Atoms::F32(atoms.clone()), indptr.clone(), indices.clone(),
+                                          data.clone(), b.clone()).unwrap();
+                f.prune = prune;
+                f.set_prefilter(pre);
+                f
+            };
+            let full = mk(0, false);
+            let p = mk(1, false);
+            let post = p.postings.as_ref().unwrap();
+            let all: Vec<usize> = (0..n_base + 1).collect();
+            let mut seen = p.postings.as_ref().unwrap().walk(&all, &vec![u64::MAX; (n_base + 1).div_ceil(64)], |t, _, _| Some(t));
+            seen.sort_unstable();
+            assert_eq!(seen, (0..rows).collect::<Vec<_>>(), "every row once");
+            assert!(post.seg.len() > 1);
+            let mut pruned_some = false;
+            for k in [1, 5, 20, 100] {
+                for nq in [1, nq] {
+                    let x = &q[..nq * dim];
+                    let want = full.topk(x, nq, k).unwrap();
+                    for f in [&p, &mk(4, false), &mk(1, true), &mk(0, true)] {
+                        assert_eq!(f.topk(x, nq, k).unwrap(), want, "k {k} nq {nq} bias {}", b.is_some());
+                    }
+                    let lt = p.atom_logits(x, nq);
+                    let floor = want.1[k - 1];
+                    pruned_some |= p.pruned(&lt, nq, 0, floor).is_some();
+                    for qi in 0..nq {  // ties by id: equal scores come in ascending id order
+                        for r in 1..k {
+                            let (a, c) = (qi * k + r - 1, qi * k + r);
+                            assert!(want.1[a] > want.1[c] || want.1[a] == want.1[c] && want.0[a] < want.0[c]);
+                        }
+                    }
+                }
+            }
+            assert!(pruned_some, "the walk was taken");
+        }
+    }
+
+    #[test]
     #[cfg(target_arch = "x86_64")]
     fn avx2_dots_equal_the_scalar_loop() {
         if !(std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")) {
@@ -874,6 +1072,55 @@ mod tests {
 #[cfg(test)]
 mod timing {
     use super::*;
+
+    /// Per-part timings of batch-1 queries on real data (little-endian dumps in $TOKBENCH_FACTORED_REAL:
+    /// atoms.bin bf16, indptr.bin u64, indices.bin u32, data.bin f32, queries.bin f32), each query after a flush of
+    /// the caches (as in benchmarks/bench_ann.py, where the exact matmul runs between the factored calls).
+    #[test]
+    #[ignore]
+    fn time_real() {
+        let Ok(dir) = std::env::var("TOKBENCH_FACTORED_REAL") else { return };
+        let read = |n: &str| std::fs::read(format!("{dir}/{n}")).unwrap();
+        let raw: Vec<u16> = read("atoms.bin").chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+        let mut atoms = big_vec(raw.len(), 0u16);  // as the Python binding stores them
+        atoms.copy_from_slice(&raw);
+        let indptr: Vec<u64> = read("indptr.bin").chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
+        let indices: Vec<u32> = read("indices.bin").chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
+        let data: Vec<f32> = read("data.bin").chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        let queries: Vec<f32> = read("queries.bin").chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        let dim = 576;
+        let mut f = Factored::new(dim, atoms.len() / dim, Atoms::Bf16(atoms), indptr, indices, data, None).unwrap();
+        f.set_prefilter(true);
+        let flush: Vec<u64> = (0..600_000_000 / 8).collect();
+        let mut sink = 0u64;
+        let med = |mut v: Vec<f64>| { v.sort_by(|a, b| a.total_cmp(b)); v[v.len() / 2] * 1e3 };
+        let (mut tq8, mut tbf, mut tplain, mut tpre, mut tstream) = (vec![], vec![], vec![], vec![], vec![]);
+        let mut stream = big_vec(28_000_000 / 8, 0u64);
+        stream.iter_mut().enumerate().for_each(|(i, x)| *x = i as u64);
+        let q8 = f.q8.take().unwrap();
+        fn cold(flush: &[u64], sink: &mut u64, tv: &mut Vec<f64>, g: impl FnOnce()) {
+            *sink = sink.wrapping_add(flush.iter().sum::<u64>());
+            let t = std::time::Instant::now();
+            g();
+            tv.push(t.elapsed().as_secs_f64());
+        }
+        for r in 0..40 {
+            let q = &queries[(r % 256) * dim..(r % 256 + 1) * dim];
+            cold(&flush, &mut sink, &mut tq8, || {
+                let mut lt = vec![0f32; f.n_atoms];
+                lt.par_chunks_mut(ATOM_BLOCK).enumerate().for_each(|(b, out)| q8_block_best(&q8, dim, b * ATOM_BLOCK, q, 1, out));
+                std::hint::black_box(lt);
+            });
+            cold(&flush, &mut sink, &mut tstream, || { std::hint::black_box(stream.par_chunks(1 << 16).map(|c| c.iter().sum::<u64>()).sum::<u64>()); });
+            cold(&flush, &mut sink, &mut tbf, || { std::hint::black_box(f.atom_logits(q, 1)); });
+            cold(&flush, &mut sink, &mut tplain, || { std::hint::black_box(f.topk(q, 1, 20).unwrap()); });
+            f.q8 = Some(q8.clone());
+            cold(&flush, &mut sink, &mut tpre, || { std::hint::black_box(f.topk(q, 1, 20).unwrap()); });
+            f.q8 = None;
+        }
+        eprintln!("cold batch-1 medians ms: int8 atom pass {:.2}, bf16 atom pass {:.2}, plain topk {:.2}, int8 topk {:.2}, \
+                   28 MB read {:.2} (threads {}, {sink})", med(tq8), med(tbf), med(tplain), med(tpre), med(tstream), rayon::current_num_threads());
+    }
     #[test]
     #[ignore]
     fn time_parts() {

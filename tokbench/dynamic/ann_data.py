@@ -22,12 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from tokbench import limits
+from tokbench.dynamic.ann import KINDS
 from tokbench.errors import TokbenchError
 
 ROW_CORPORA = ("wikitext2-test", "wikitext2-valid", "tinyshakespeare", "tinystories", "gutenberg", "gsm8k-train",
                "code-python", "code-rust", "code-cpp", "bible-mark", "udhr", "tatoeba")
 ROW_METHODS = ("mean", "position_mean")
-INDEX_KINDS = ("flat", "ivf", "hnsw", "factored")  # tokbench.dynamic.ann.KINDS + the factored index
+INDEX_KINDS = KINDS + ("factored",)  # the FAISS kinds and the factored index
 CACHE = None  # the cache folder: $TOKBENCH_ANN_CACHE, else <tmp>/tokbench-ann (read at each call)
 _NGRAM = (2, 3, 4)
 

@@ -291,16 +291,15 @@ class FactoredIndex:
         return out
 
     def nbytes(self) -> int:
-        """Bytes search reads: the atoms (float32, or bfloat16 in the Rust kernel), the CSR (uint64 indptr,
-        uint32 columns, float32 weights), the bias; plus, for numpy, the CSC postings. The Rust engine holds its
-        own copy: the float32 table and scipy CSR kept in Python (for rows_at, materialize, scores) come on top.
-        The int8 prefilter adds one byte per atom value plus two floats per atom row."""
+        """Bytes search reads. Rust: what the kernel holds (the atoms in float32 or bfloat16, the CSR, the bias,
+        for convex rows the postings with each row's coefficients inline, and the int8 prefilter's copies); the
+        float32 table and scipy CSR kept in Python (for rows_at, materialize, scores) come on top. numpy: the
+        float32 atoms, the CSR (uint64 indptr, int32 columns, float32 weights), the bias and the CSC postings."""
+        if self._kernel is not None:
+            return int(self._kernel.nbytes())
         c = self.coeffs
-        atoms = self.table.nbytes // (2 if self.storage == "bf16" else 1)
-        if self.prefilter == "int8":
-            atoms += self.table.size + 8 * len(self.table)
-        post = 0 if self._post is None or self._kernel is not None else self._post.indices.nbytes + self._post.indptr.nbytes
-        return int(atoms + c.data.nbytes + c.indices.nbytes + (len(c.indptr) * 8) + post
+        post = 0 if self._post is None else self._post.indices.nbytes + self._post.indptr.nbytes
+        return int(self.table.nbytes + c.data.nbytes + c.indices.nbytes + (len(c.indptr) * 8) + post
                    + (0 if self.bias is None else self.bias.nbytes))
 
 
