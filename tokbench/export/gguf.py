@@ -224,9 +224,8 @@ def _warnings(tok: dict, ids: dict) -> list[str]:
     if tok["model"] == "t5" and BYTE in tok["types"]:
         out.append(f"llama.cpp's t5 (Unigram) tokenizer has no byte fallback: text the pieces do not cover becomes unk "
                    f"(id {ids.get('unk')}) there, not <0xXX> byte tokens")
-    if tok["model"] == "llama" and tok["add_space_prefix"] and metaspace_prepends(tok["tokenizer_json"] or {}):
+    if tok["model"] == "llama" and metaspace_prepends(tok["tokenizer_json"] or {}):
         out.append("llama.cpp adds the \u2581 space prefix to every text, but this tokenizer.json's Metaspace adds it "
                    "only when the text does not start with a space: texts that start with a space (\" x\") get one "
                    "\u2581 more there")
     return out
-

@@ -16,8 +16,15 @@ pub type Counts = FxHashMap<Vec<u8>, u64>;
 /// The counts while a shard is being counted: keys of up to 15 bytes packed into one integer
 /// (`TokenTable`), so counting a piece is one hash of a number and no byte comparison or key
 /// allocation (with `Counts` the key comparisons and the hashing of byte strings were most of
-/// the counting time). Unpacked into `Counts` once, at the end of `count_texts`.
+/// the counting time). Unpacked into `Counts` when read (`count_texts`, `CountTable::counts`).
 pub type Packed = TokenTable<u64>;
+
+/// reduce for packed tables: the sum of two (the larger one is reused), as [`merge_counts`].
+pub fn merge_packed(a: Packed, b: Packed) -> Packed {
+    let (mut big, small) = if a.len() >= b.len() { (a, b) } else { (b, a) };
+    big.add_counts(small);
+    big
+}
 
 /// A count table that takes packed counts cheaply (`add_packed`: integer keys, no allocation)
 /// and becomes `Counts` only when it is read (`counts`), so a corpus counted batch by batch
@@ -34,14 +41,7 @@ impl CountTable {
     }
 
     pub fn add_packed(&mut self, more: Packed) {
-        if self.pending.is_empty() {
-            self.pending = more;
-        } else if self.pending.len() >= more.len() {
-            self.pending.add_counts(more);
-        } else {
-            let small = std::mem::replace(&mut self.pending, more);
-            self.pending.add_counts(small);
-        }
+        self.pending = merge_packed(std::mem::take(&mut self.pending), more);
     }
 
     /// The counts, with everything added so far.
@@ -141,11 +141,7 @@ impl Counter {
         shards
             .into_par_iter()
             .map(|s| self.count_packed(s))
-            .try_reduce(Packed::default, |a, b| {
-                let (mut big, small) = if a.len() >= b.len() { (a, b) } else { (b, a) };
-                big.add_counts(small);
-                Ok(big)
-            })
+            .try_reduce(Packed::default, |a, b| Ok(merge_packed(a, b)))
     }
 }
 
