@@ -10,7 +10,8 @@ virtual environment with the 0.x that tokbench depends on) over the same texts, 
 JSON file. Every worker times its call `--runs` times (full GC before each, median reported),
 then writes the ids as a flat little-endian uint32 file plus per-text lengths; the parent checks
 them against tokbench's ids byte for byte. RAYON_NUM_THREADS / TOKENIZERS_PARALLELISM / the
-per-call thread arguments fix the thread count.
+per-call thread arguments fix the thread count (FASTOKENS_BPE_THREADS for fastokens, which otherwise
+splits one text across every core).
 
 Text sets (built by `texts()`, documented in reports/benchmarks.md):
 - long: documents cut into pieces of at most 20,000 characters at line boundaries from English
@@ -246,8 +247,10 @@ def worker(args) -> int:
 # ------------------------------------------------------------------------------------------------
 def run_one(py: str, engine: str, vocab: str, textfile: Path, threads: int, runs: int,
             rank: str, pat: str, js: str | None, idsfile: Path) -> dict:
+    # fastokens cuts one long text across its own fork-join threads (every core unless told):
+    # FASTOKENS_BPE_THREADS holds it to the thread count of the row like every other engine
     env = dict(os.environ, RAYON_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="true" if threads > 1 else "false",
-               OMP_NUM_THREADS="1")
+               OMP_NUM_THREADS="1", FASTOKENS_BPE_THREADS=str(threads))
     cmd = [py, str(HERE), "--worker", "--engine", engine, "--vocab", vocab, "--texts", str(textfile),
            "--threads", str(threads), "--runs", str(runs), "--rank", rank, "--pattern", pat, "--ids", str(idsfile)]
     if js:
