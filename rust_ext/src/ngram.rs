@@ -683,10 +683,10 @@ fn order_pass<K: PackedKey>(
             }
         }
         if e - c >= k {
-            let base = test_start[d] - c;
             for i in c..=e - k {
-                // numbered by the held-out position of the k-gram's last token
-                test.push((pack(dense, i, k, bits), (base + i + k - 1) as u32));
+                // numbered by the held-out position of the k-gram's last token (held-out positions
+                // count from test_start[d], which is usually below c: no subtraction may go first)
+                test.push((pack(dense, i, k, bits), (test_start[d] + (i - c) + k - 1) as u32));
             }
         }
         // k-grams that start in the train part and end in the held-out part
