@@ -78,6 +78,24 @@ def test_generated_strings_like_the_regex(text):
 
 
 
+def test_ascii_letter_runs_of_every_length_like_the_regex():
+    """Letter runs are skipped eight ASCII bytes at a time: runs of 1-24 ASCII letters, ending at the
+    text's end or before each kind of character (a non-ASCII letter continues the run), at every
+    offset from the start."""
+    rng = random.Random(24)
+    after = ["", "é", "ж", "中", "\u0301", "1", "٣", " ", "\n", "'s", ".", "@", "[", "`", "{", "\x7f", "😀"]
+    texts = []
+    for n in range(1, 25):
+        for a in after:
+            word = "".join(rng.choice("azAZmqMQ") for _ in range(n))
+            for lead in ("", " ", "x", "é", "1 ", "  "):
+                texts.append(lead + word + a)
+                texts.append(lead + word + a + word[::-1])
+    for name in ("gpt2", "gpt2-hf", "llama3", "qwen2"):
+        bad = _differ(name, texts)
+        assert not bad, f"{name}: {len(bad)} differ, first {bad[0]!r}"
+
+
 def _differ(name: str, texts: list[str]) -> list[str]:
     hand, fancy = _splitter(HAND_PATTERNS[name], "hand"), _splitter(HAND_PATTERNS[name], "fancy")
     return [t for t in texts if hand.pre_tokenize(t) != fancy.pre_tokenize(t)]

@@ -78,6 +78,20 @@ fn folds() -> &'static [(u32, u8)] {
     })
 }
 
+/// How many of the eight bytes of `x` (little-endian: byte 0 first) are ASCII letters before the
+/// first byte that is not: `[A-Za-z]`, the only ASCII characters in `\p{L}`. Bytewise without
+/// carries between bytes: `y` is each byte lowercased by `| 0x20` and cut to seven bits (at most
+/// 0x7F, so adding at most 0x1F stays inside the byte); a byte is a letter when `y >= 0x61`
+/// (`y + 0x1F` reaches 0x80), `y <= 0x7A` (`y + 0x05` stays below 0x80) and the byte is ASCII.
+#[inline(always)]
+fn ascii_letters(x: u64) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let y = (x | (0x20 * ONES)) & (0x7F * ONES);
+    let letter = (y + 0x1F * ONES) & !(y + 0x05 * ONES) & !x & HIGH;
+    ((!letter & HIGH).trailing_zeros() / 8) as usize
+}
+
 struct Scan<'a> {
     b: &'a [u8],
     cls: &'static CharClasses,
@@ -107,6 +121,23 @@ impl<'a> Scan<'a> {
             pos += len;
         }
         pos
+    }
+
+    /// End of the run of letters from `pos` (`run(pos, LETTER)`): ASCII letters are skipped eight
+    /// bytes at a time (`ascii_letters`), so the loop's exit branch is taken once per word rather
+    /// than once per byte; the per-character loop finishes the run (non-ASCII letters, the last
+    /// fewer-than-eight bytes of the text).
+    #[inline(always)]
+    fn run_letters(&self, mut pos: usize) -> usize {
+        let b = self.b;
+        while pos + 8 <= b.len() {
+            let k = ascii_letters(u64::from_le_bytes(b[pos..pos + 8].try_into().unwrap()));
+            pos += k;
+            if k < 8 {
+                break;
+            }
+        }
+        self.run(pos, LETTER)
     }
 
     /// End of the run of characters that are neither letter, number nor whitespace.
@@ -216,7 +247,7 @@ impl<'a> Scan<'a> {
         // ` ?` then a letter / number / other run
         let (p, g) = if b[i] == b' ' && i + 1 < b.len() { (i + 1, self.at(i + 1).0) } else { (i, self.at(i).0) };
         if g & LETTER != 0 {
-            return self.run(p, LETTER);
+            return self.run_letters(p);
         }
         if g & NUMBER != 0 {
             return self.run(p, NUMBER);
@@ -241,10 +272,10 @@ impl<'a> Scan<'a> {
         let (f, len) = self.at(i);
         // [^\r\n\p{L}\p{N}]?\p{L}+
         if f & LETTER != 0 {
-            return self.run(i + len, LETTER);
+            return self.run_letters(i + len);
         }
         if f & NUMBER == 0 && b[i] != b'\r' && b[i] != b'\n' && i + len < n && self.at(i + len).0 & LETTER != 0 {
-            return self.run(i + len, LETTER);
+            return self.run_letters(i + len);
         }
         // \p{N}{1,max}
         if f & NUMBER != 0 {
@@ -381,6 +412,22 @@ pub fn split<F: FnMut(&str)>(pattern: Pattern, text: &str, f: &mut F) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ascii_letters_counts_the_leading_letters_of_every_byte_pattern() {
+        // every byte value at every position, behind letters and before letters
+        for v in 0u32..256 {
+            let v = v as u8;
+            for at in 0..8 {
+                let mut bytes = *b"abcdWXYZ";
+                bytes[at] = v;
+                let want = bytes.iter().take_while(|c| c.is_ascii_alphabetic()).count();
+                assert_eq!(ascii_letters(u64::from_le_bytes(bytes)), want, "byte {v:#x} at {at}");
+            }
+        }
+        assert_eq!(ascii_letters(u64::from_le_bytes(*b"@[`{AZaz")), 0);
+        assert_eq!(ascii_letters(u64::from_le_bytes(*b"AZaz@[`{")), 4);
+    }
 
     fn ours(p: Pattern, t: &str) -> Vec<String> {
         let mut out = Vec::new();
