@@ -144,6 +144,8 @@ def test_bounds_on_steps_and_seconds(tiny):
     ({"steps": 1, "held_out": 0.9}, "refine held_out"),
     ({"steps": 1, "window": 2}, "refine window"),
     ({"steps": 1, "loss": "mse"}, "unknown refinement loss"),
+    ({"steps": 1, "warmup": -1}, "refine warmup"),
+    ({"steps": 1, "rows": "some"}, "unknown refinement rows mode"),
 ])
 def test_bad_arguments_one_line(kw, msg):
     with pytest.raises(TokbenchError, match=msg) as exc:
@@ -153,6 +155,10 @@ def test_bad_arguments_one_line(kw, msg):
 
 def test_bad_inputs_one_line(tiny, tmp_path):
     base, init, new_ids, text = tiny[True]
+    with pytest.raises(TokbenchError, match="domain 'b' is not a string"):
+        refine_rows(base, init, new_ids, {"a": text, "b": 3}, steps=1, progress=False)
+    with pytest.raises(TokbenchError, match="domain 'b' is too short"):
+        refine_rows(base, init, new_ids, {"a": text, "b": "the cat."}, steps=1, progress=False)
     with pytest.raises(TokbenchError, match="outside the student"):
         refine_rows(base, init, [10**6], text, steps=1, progress=False)
     with pytest.raises(TokbenchError, match="too short"):
@@ -164,3 +170,74 @@ def test_bad_inputs_one_line(tiny, tmp_path):
     r = CliRunner().invoke(main, ["transplant", str(base), "-t", str(init), "--method", "subword", "--refine", "-1",
                                   "--refine-text", "x.txt", "-o", str(tmp_path / "o")])
     assert r.exit_code == 2 and "refine seconds" in r.output
+
+
+def test_cached_teacher_equals_recomputed(tiny):
+    """The teacher's chunk log-likelihoods, computed once per segment (in whatever batch first held it) and
+    cached, equal those of the teacher run on that segment alone and those of its plain full-logits forward."""
+    from transformers import AutoTokenizer
+
+    from tokbench.embeddings.refine import _load, _segments, teacher_chunk_logprobs
+
+    base, init, new_ids, text = tiny[False]
+    t_tok, t_lm, split = _load(base, "teacher", "cpu")
+    segs = _segments(text[:6000], AutoTokenizer.from_pretrained(str(init)), t_tok, 48, 80)
+    assert len(segs) >= 6 and len({len(s.teacher) for s in segs[:6]}) > 1  # padded batches
+    together = teacher_chunk_logprobs(split, segs[:6], "cpu")
+    alone = [teacher_chunk_logprobs(split, [s], "cpu") for s in segs[:6]]
+    assert torch.allclose(together, torch.cat(alone), atol=1e-4, rtol=0)
+    s = segs[2]
+    with torch.inference_mode():
+        lp = torch.log_softmax(t_lm(input_ids=torch.tensor([s.teacher])).logits[0, :-1].double(), -1)
+    tok_lp = lp.gather(-1, torch.tensor(s.teacher[1:]).unsqueeze(-1)).squeeze(-1).numpy()
+    want = np.zeros(len(s.chunk_bytes))
+    np.add.at(want, s.t_chunk[1:], tok_lp)
+    assert np.allclose(alone[2].numpy(), want[1:], atol=1e-4)
+    # in training, every segment's teacher pass runs once however many epochs the steps take
+    r = refine_rows(base, init, new_ids, text[:12000], steps=40, lr=1e-2, batch=4, window=48, eval_every=100,
+                    loss="distill_ntp", progress=False)
+    assert r.record["teacher_cached_segments"] == r.record["train"]["segments"] < 40 * 4
+    assert r.record["held_out"]["best_bpb"] < r.record["held_out"]["initial_bpb"]
+
+
+def test_a_domain_that_gets_worse_keeps_the_initial_rows(tiny):
+    """Per-domain never-worse: refined on the mixed text, the rows improve its held-out slice; a second domain
+    of words both tokenizers share (no new id to train) gets worse as new tokens gain probability, so with
+    the two as domains the rows are refused although the total held-out bits/byte improved."""
+    base, init, new_ids, text = tiny[True]
+    shared = "\n".join(corpus(["the", "cat", "and", "one"], 9, 1500))
+    kw = dict(steps=8, lr=3e-2, eval_every=4, patience=5, progress=False)
+    plain = refine_rows(base, init, new_ids, text, **kw)
+    assert plain.record["returned"] == "refined"
+    r = refine_rows(base, init, new_ids, {"mix": text, "shared": shared}, **kw)
+    c = r.record["curve"]
+    assert [p["step"] for p in c] == [0, 4, 8]
+    assert all(p["held_out_bpb"] < c[0]["held_out_bpb"] for p in c[1:])  # better in total ...
+    assert all(p["worse_on"] == ["shared"] for p in c[1:])  # ... but worse on one domain
+    assert all(p["domains"]["mix"] < c[0]["domains"]["mix"] for p in c[1:])
+    assert r.record["returned"] == "initial" and r.record["best_step"] == 0
+    assert r.record["train"]["segments_without_new_ids_dropped"] > 0  # the shared-words text trains nothing
+    e0, _ = _emb(init, True)
+    assert np.array_equal(r.rows, e0[new_ids])
+
+
+def test_touched_rows_only(tiny):
+    """rows="touched": a new row that no training segment holds keeps its initial value exactly; rows="all"
+    moves it (plain Adam: its logit is pushed down through the softmax)."""
+    from transformers import AutoTokenizer
+
+    base, init, new_ids, text = tiny[True]
+    part = "\n".join(corpus(["the", "cat", "ran", "far", "into", "forest"], 5, 3000))
+    used = set(AutoTokenizer.from_pretrained(str(init))(part, add_special_tokens=False).input_ids)
+    absent = [k for k, i in enumerate(new_ids) if i not in used]
+    present = [k for k, i in enumerate(new_ids) if i in used]
+    assert absent and present
+    e0, _ = _emb(init, True)
+    kw = dict(steps=6, lr=1e-2, eval_every=100, progress=False)
+    t = refine_rows(base, init, new_ids, part, rows="touched", **kw)
+    a = refine_rows(base, init, new_ids, part, rows="all", **kw)
+    assert t.record["returned"] == "refined" and a.record["returned"] == "refined"
+    assert np.array_equal(t.rows[absent], e0[new_ids][absent])
+    assert not np.array_equal(a.rows[absent], e0[new_ids][absent])
+    assert not np.array_equal(t.rows[present], e0[new_ids][present])
+    assert 0 < t.record["rows_updated"] <= len(present) < a.record["rows_updated"] == len(new_ids)
