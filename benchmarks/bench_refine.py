@@ -91,6 +91,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=None, help="default: refine_rows' default")
     ap.add_argument("--warmup", type=int, default=0)
     ap.add_argument("--rows", default="touched", choices=["touched", "all"])
+    ap.add_argument("--head-steps", type=int, default=0)
     ap.add_argument("--per-domain", action="store_true")
     ap.add_argument("--held-out", type=float, default=0.1)
     ap.add_argument("--eval-every", type=int, default=10)
@@ -139,7 +140,7 @@ def main() -> None:
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     opts = {} if args.lr is None else {"lr": args.lr}
     res = refine_rows(base_dir, init, new_ids, text, seconds=args.seconds, steps=args.steps, warmup=args.warmup,
-                      batch=args.batch, window=args.window, loss=args.loss, rows=args.rows, held_out=args.held_out,
+                      batch=args.batch, window=args.window, loss=args.loss, rows=args.rows, head_steps=args.head_steps, held_out=args.held_out,
                       eval_every=args.eval_every, snapshots=snaps, progress=False, **opts)
     out["peak_rss_mb_after_refine"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     out["peak_rss_mb_before_refine"] = round(rss0 / 1024, 1)

@@ -146,6 +146,7 @@ def test_bounds_on_steps_and_seconds(tiny):
     ({"steps": 1, "loss": "mse"}, "unknown refinement loss"),
     ({"steps": 1, "warmup": -1}, "refine warmup"),
     ({"steps": 1, "rows": "some"}, "unknown refinement rows mode"),
+    ({"steps": 1, "head_steps": 65}, "refine head_steps"),
 ])
 def test_bad_arguments_one_line(kw, msg):
     with pytest.raises(TokbenchError, match=msg) as exc:
@@ -241,3 +242,17 @@ def test_touched_rows_only(tiny):
     assert not np.array_equal(a.rows[absent], e0[new_ids][absent])
     assert not np.array_equal(t.rows[present], e0[new_ids][present])
     assert 0 < t.record["rows_updated"] <= len(present) < a.record["rows_updated"] == len(new_ids)
+
+
+def test_head_steps_learn_more_per_body_pass(tiny):
+    """head_steps: extra output-side Adam steps on each step's hidden states lower the held-out loss further for
+    the same number of body passes, and only new rows move (the untied head's too)."""
+    base, init, new_ids, text = tiny[False]
+    kw = dict(steps=5, lr=1e-2, eval_every=5, loss="ntp", progress=False)
+    plain = refine_rows(base, init, new_ids, text, **kw)
+    more = refine_rows(base, init, new_ids, text, head_steps=3, **kw)
+    a, b = plain.record["held_out"], more.record["held_out"]
+    assert a["initial_bpb"] == b["initial_bpb"]
+    assert b["best_bpb"] < a["best_bpb"] - 0.01, (a, b)
+    assert more.record["head_steps"] == 3 and more.record["returned"] == "refined"
+    assert not np.array_equal(more.head_rows, plain.head_rows)
