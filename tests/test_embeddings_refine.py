@@ -147,6 +147,7 @@ def test_bounds_on_steps_and_seconds(tiny):
     ({"steps": 1, "warmup": -1}, "refine warmup"),
     ({"steps": 1, "rows": "some"}, "unknown refinement rows mode"),
     ({"steps": 1, "head_steps": 65}, "refine head_steps"),
+    ({"steps": 1, "shared": "yes"}, "refine shared"),
 ])
 def test_bad_arguments_one_line(kw, msg):
     with pytest.raises(TokbenchError, match=msg) as exc:
@@ -256,3 +257,27 @@ def test_head_steps_learn_more_per_body_pass(tiny):
     assert b["best_bpb"] < a["best_bpb"] - 0.01, (a, b)
     assert more.record["head_steps"] == 3 and more.record["returned"] == "refined"
     assert not np.array_equal(more.head_rows, plain.head_rows)
+
+
+def test_shared_map_moves_rows_no_batch_holds(tiny):
+    """shared=True: one affine map of the initial new rows, trained with the per-row deltas, reaches the new rows
+    that no training segment holds (rows="touched" alone leaves them exactly as they were) and lowers the
+    held-out loss of text that uses them further for the same steps."""
+    from transformers import AutoTokenizer
+
+    base, init, new_ids, text = tiny[True]
+    part = "\n".join(corpus(["the", "cat", "ran", "far", "into", "forest"], 5, 3000))
+    tail = text[-8000:]  # the held-out half: new tokens the part never shows
+    assert len(part) > len(tail)  # so the cut at half the text falls inside the part
+    used = set(AutoTokenizer.from_pretrained(str(init))(part, add_special_tokens=False).input_ids)
+    absent = [k for k, i in enumerate(new_ids) if i not in used]
+    e0, _ = _emb(init, True)
+    kw = dict(held_out=0.5, steps=6, lr=1e-2, eval_every=3, loss="ntp", progress=False)
+    own = refine_rows(base, init, new_ids, part + "\n" + tail, **kw)
+    sh = refine_rows(base, init, new_ids, part + "\n" + tail, shared=True, **kw)
+    assert own.record["returned"] == sh.record["returned"] == "refined"
+    assert np.array_equal(own.rows[absent], e0[new_ids][absent])
+    assert not np.array_equal(sh.rows[absent], e0[new_ids][absent])
+    a, b = own.record["held_out"], sh.record["held_out"]
+    assert b["best_bpb"] < a["best_bpb"] - 0.02, (a, b)
+    assert sh.record["shared"] is True

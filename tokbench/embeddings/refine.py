@@ -59,7 +59,8 @@ class _Segment:
 
 def check_refine_args(seconds, steps, *, lr: float = DEFAULT_LR, warmup: int = 0, batch: int = 4,
                       window: int = 256, held_out: float = 0.1, eval_every: int = 10, patience: int = 3,
-                      loss: str = "distill_ntp", rows: str = "touched", head_steps: int = 0) -> None:
+                      loss: str = "distill_ntp", rows: str = "touched", head_steps: int = 0,
+                      shared: bool = False) -> None:
     """Refuse out-of-range refinement arguments (one line each) before any work."""
     if seconds is None and steps is None:
         raise TokbenchError("refinement needs a bound", fix="pass seconds (e.g. 300) and/or steps")
@@ -76,6 +77,8 @@ def check_refine_args(seconds, steps, *, lr: float = DEFAULT_LR, warmup: int = 0
     limits.at_least("refine patience", patience, 1, what="evaluations without improvement before stopping")
     if loss not in LOSSES:
         raise TokbenchError(f"unknown refinement loss {loss!r}", fix=f"use one of {', '.join(LOSSES)}")
+    if not isinstance(shared, bool):
+        raise TokbenchError(f"refine shared must be true or false, got {shared!r}", fix="pass shared=True or False")
     if rows not in ROWS:
         raise TokbenchError(f"unknown refinement rows mode {rows!r}", fix=f"use one of {', '.join(ROWS)}")
 
@@ -144,9 +147,11 @@ def _load(folder: Path, what: str, device: str):
 
 
 class _Student:
-    """The edited model with trainable deltas on the rows of `new_ids` (input, and the untied head's)."""
+    """The edited model with trainable deltas on the rows of `new_ids` (input, and the untied head's); with
+    `shared`, also one affine map of the initial new rows (d x d matrix and bias, from zero) that every new row
+    gets, so what a batch teaches about some new rows reaches those it does not hold."""
 
-    def __init__(self, lm, split, new_ids: list[int], device: str):
+    def __init__(self, lm, split, new_ids: list[int], device: str, shared: bool = False):
         import torch
 
         self.body, self.head = split
@@ -159,32 +164,55 @@ class _Student:
         self.delta = torch.zeros(n, d, device=device, requires_grad=True)
         self.delta_head = None if self.tied else torch.zeros(n, d, device=device, requires_grad=True)
         self.zero = torch.zeros(1, d, device=device)
+        self.shared: list = []
+        if shared:
+            self.init_in = self.emb[self.ids].detach().clone()
+            self.shared = [torch.zeros(d, d, device=device, requires_grad=True),
+                           torch.zeros(d, device=device, requires_grad=True)]
+            if not self.tied:
+                self.init_out = self.head.weight[self.ids].detach().clone()
+                self.shared += [torch.zeros(d, d, device=device, requires_grad=True),
+                                torch.zeros(d, device=device, requires_grad=True)]
 
     def params(self) -> list:
         return [self.delta] + ([] if self.delta_head is None else [self.delta_head])
 
+    def deltas(self) -> tuple:
+        """(input delta, head delta) of every new row: its own delta plus the shared map's."""
+        d_in = self.delta
+        if self.shared:
+            d_in = d_in + self.init_in @ self.shared[0] + self.shared[1]
+        if self.tied:
+            return d_in, d_in
+        d_out = self.delta_head
+        if self.shared:
+            d_out = d_out + self.init_out @ self.shared[2] + self.shared[3]
+        return d_in, d_out
+
     def state(self) -> tuple:
-        return tuple(p.detach().clone() for p in self.params())
+        d_in, d_out = self.deltas()
+        return (d_in.detach().clone(),) + (() if self.tied else (d_out.detach().clone(),))
 
     def logprobs(self, inp):
         """log p(inp[:, t+1] | inp[:, :t+1]) for every t: (batch, length - 1)."""
         import torch
 
         f = torch.nn.functional
+        d_in, d_out = self.deltas()
         # embedding() backward sums the rows' gradients in a fixed order (a plain index would scatter-add them in
         # parallel, whose float rounding varies run to run)
-        x = f.embedding(inp, self.emb) + f.embedding(self.pos[inp], torch.cat([self.delta, self.zero]))
+        x = f.embedding(inp, self.emb) + f.embedding(self.pos[inp], torch.cat([d_in, self.zero]))
         h = self.body(inputs_embeds=x).last_hidden_state[:, :-1]
         self.last_hidden = h.detach()
-        return self.head_logprobs(h, inp)
+        return self.head_logprobs(h, inp, d_out)
 
-    def head_logprobs(self, h, inp):
+    def head_logprobs(self, h, inp, d_out=None):
         """The same log-probabilities from given last hidden states `h` (batch, length - 1, d): the output side
         alone, for the head steps that reuse a step's hidden states without another pass through the body."""
         import torch
 
         logits = self.head(h)
-        dh = self.delta if self.delta_head is None else self.delta_head
+        dh = self.deltas()[1] if d_out is None else d_out
         logits = logits.index_add(-1, self.ids, h @ dh.T)
         target = inp[:, 1:]
         return logits.gather(-1, target.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
@@ -281,6 +309,12 @@ class _LazyAdam:
                 p[rows] -= lr * (m[rows] / c1) / ((v[rows] / c2).sqrt() + self.eps)
 
 
+def _step_shared(opt, lr: float) -> None:
+    for group in opt.param_groups:
+        group["lr"] = lr
+    opt.step()
+
+
 def _domains(text) -> dict[str, str]:
     if isinstance(text, str):
         return {"text": text}
@@ -306,7 +340,8 @@ def teacher_chunk_logprobs(split, segs: list[_Segment], device: str):
 def refine_rows(teacher, student, new_ids, text, *, seconds: float | None = None, steps: int | None = None,
                 lr: float = DEFAULT_LR, warmup: int = 0, batch: int = 4, window: int = 256, held_out: float = 0.1,
                 eval_every: int = 10, patience: int = 3, loss: str = "distill_ntp", rows: str = "touched",
-                head_steps: int = 0, seed: int = 0, device: str | None = None, snapshots=(), progress: bool = True) -> Refined:
+                head_steps: int = 0, shared: bool = False, seed: int = 0, device: str | None = None, snapshots=(),
+                progress: bool = True) -> Refined:
     """Refine the rows of `new_ids` (ids of the student's vocabulary) of the model folder `student` against the
     model folder `teacher` (the model before its vocabulary changed) on `text`; returns the rows and a record.
 
@@ -319,12 +354,15 @@ def refine_rows(teacher, student, new_ids, text, *, seconds: float | None = None
     only the new rows its batch holds, and segments without any new id are not trained on) or "all" (every new
     row every step, plain Adam). head_steps: after each step, that many more Adam steps of the same loss on the
     output side alone (the step's last hidden states kept, the body not run again; about an eighth of a step's
-    cost each on a 135M model with a 49k vocabulary). device: torch device (default cpu). snapshots: seconds at which to evaluate and
+    cost each on a 135M model with a 49k vocabulary). shared: also train one affine map (d x d and a bias, from
+    zero, Adam at lr / sqrt(d)) applied to every new row's initial value, so rows no batch holds move too (with
+    rows="touched" the per-row deltas still move only the rows a batch holds). device: torch device (default cpu). snapshots: seconds at which to evaluate and
     keep the best rows so far (`Refined.snapshots`; for curves of one run).
     The teacher's chunk log-likelihoods are computed once per training segment and cached.
     """
     check_refine_args(seconds, steps, lr=lr, warmup=warmup, batch=batch, window=window, held_out=held_out,
-                      eval_every=eval_every, patience=patience, loss=loss, rows=rows, head_steps=head_steps)
+                      eval_every=eval_every, patience=patience, loss=loss, rows=rows, head_steps=head_steps,
+                      shared=shared)
     domains = _domains(text)
     from tokbench.extras import need
 
@@ -375,8 +413,10 @@ def refine_rows(teacher, student, new_ids, text, *, seconds: float | None = None
         raise TokbenchError(f"the refinement text is too short or holds no new token ({sum(map(len, domains.values())):,}"
                             f" characters give no training segment)", fix="pass a longer text (at least a few pages)")
     torch.manual_seed(seed)
-    stu = _Student(s_lm, s_split, new_ids, device)
+    stu = _Student(s_lm, s_split, new_ids, device, shared=shared)
     opt = _LazyAdam(stu.params(), lr)
+    # the map multiplies rows of d entries: a step of lr / sqrt(d) on it moves a row about as far as lr on its own
+    opt_shared = torch.optim.Adam(stu.shared, lr=lr / math.sqrt(stu.emb.shape[1])) if shared else None
     rng = np.random.default_rng(seed)
 
     held_batches = {d: [h[i:i + batch] for i in range(0, len(h), batch)] for d, h in held.items()}
@@ -468,7 +508,7 @@ def refine_rows(teacher, student, new_ids, text, *, seconds: float | None = None
             teacher_s += time.perf_counter() - tt
         s_sum = _chunk_sums(stu.logprobs(inp), where, n)
         value = _loss(loss, s_sum, t_sum, nbytes)
-        for p in stu.params():
+        for p in stu.params() + stu.shared:
             p.grad = None
         value.backward()
         touched = (torch.unique(stu.pos[inp]) if rows == "touched"
@@ -476,12 +516,16 @@ def refine_rows(teacher, student, new_ids, text, *, seconds: float | None = None
         touched = touched[touched < len(new_ids)]
         step_lr = lr * min(1.0, (step + 1) / (warmup + 1))
         opt.step(touched, step_lr)
+        if opt_shared is not None:
+            _step_shared(opt_shared, step_lr / math.sqrt(stu.emb.shape[1]))
         for _ in range(head_steps):  # the output side again on this step's hidden states: no body pass
             value_h = _loss(loss, _chunk_sums(stu.head_logprobs(stu.last_hidden, inp), where, n), t_sum, nbytes)
-            for p in stu.params():
+            for p in stu.params() + stu.shared:
                 p.grad = None
             value_h.backward()
             opt.step(touched, step_lr)
+            if opt_shared is not None:
+                _step_shared(opt_shared, step_lr / math.sqrt(stu.emb.shape[1]))
         step += 1
         train_losses.append(float(value.detach()))
         bar.update(1)
@@ -501,7 +545,7 @@ def refine_rows(teacher, student, new_ids, text, *, seconds: float | None = None
     ever[(opt.t[0] > 0).cpu()] = True
     record = {
         "loss": loss, "lr": lr, "warmup": warmup, "batch": batch, "window": window, "rows_mode": rows,
-        "head_steps": head_steps, "seed": seed,
+        "head_steps": head_steps, "shared": shared, "seed": seed,
         "device": device, "bounds": {"seconds": seconds, "steps": steps}, "stopped": stopped, "steps": step,
         "seconds": round(time.perf_counter() - t0, 2), "setup_seconds": round(setup_s, 2),
         "teacher_seconds": round(teacher_s, 2), "teacher_cached_segments": len(teacher_cache),
