@@ -281,3 +281,24 @@ def test_shared_map_moves_rows_no_batch_holds(tiny):
     a, b = own.record["held_out"], sh.record["held_out"]
     assert b["best_bpb"] < a["best_bpb"] - 0.02, (a, b)
     assert sh.record["shared"] is True
+
+
+def test_transplant_refine_text_of_several_domains(tiny, tmp_path):
+    """transplant(refine_text="a,b"): one domain per text, refine_max_chars split evenly, each one's held-out
+    slice in the record; an empty name in the list is refused in one line before any work."""
+    base, init, new_ids, text = tiny[True]
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    mid = len(text) // 2
+    assert mid > 6000
+    a.write_text(text[:mid], encoding="utf-8")
+    b.write_text(text[mid:], encoding="utf-8")
+    rep = transplant(base, init, tmp_path / "out", method="subword", refine_steps=2, refine_text=f"{a},{b}",
+                     refine_max_chars=12000, refine_options={"lr": 1e-2, "eval_every": 1}, progress=False)
+    rf = rep["refine"]
+    assert set(rf["domains"]) == {str(a), str(b)} and rf["chars"] == 12000
+    assert all(d["chars"]["train"] + d["chars"]["held_out"] == 6000 for d in rf["domains"].values())
+    assert all(set(p["domains"]) == {str(a), str(b)} for p in rf["curve"])
+    with pytest.raises(TokbenchError, match="empty or repeated corpus name"):
+        transplant(base, init, tmp_path / "o2", method="subword", refine_steps=2, refine_text=f"{a},,{b}",
+                   progress=False)
+    assert not (tmp_path / "o2").exists()
