@@ -3,7 +3,7 @@
     nice python benchmarks/bench_refine.py [--base smollm2-135m] [--target gpt2] [--method omp]
         [--donor tbd-gpt2-d128 | --donor none] [--seconds 300] [--snapshots 60,120]
         [--refine-text wikitext2-valid,gsm8k-train,code-python] [--refine-chars 400000]
-        [--loss distill] [--lr 1e-3] [--warmup 0] [--rows touched|all] [--head-steps 0] [--shared]
+        [--loss ntp] [--lr 1e-2] [--warmup 0] [--rows touched|all] [--head-steps 0] [--no-shared]
         [--per-domain] [--held-out 0.1]
         [--threads 2] [--work /tmp/tb-refine] [--evals english,gsm8k,code]
 
@@ -88,12 +88,13 @@ def main() -> None:
     ap.add_argument("--snapshots", default="60,120")
     ap.add_argument("--refine-text", default="wikitext2-valid,gsm8k-train,code-python")
     ap.add_argument("--refine-chars", type=int, default=400_000)
-    ap.add_argument("--loss", default="distill_ntp")
+    ap.add_argument("--loss", default="ntp")
     ap.add_argument("--lr", type=float, default=None, help="default: refine_rows' default")
     ap.add_argument("--warmup", type=int, default=0)
     ap.add_argument("--rows", default="touched", choices=["touched", "all"])
     ap.add_argument("--head-steps", type=int, default=0)
-    ap.add_argument("--shared", action="store_true")
+    ap.add_argument("--shared", action="store_true", help="the default of refine_rows; kept for old commands")
+    ap.add_argument("--no-shared", action="store_true", help="per-row deltas only (the recipe before 2026-12-02)")
     ap.add_argument("--per-domain", action="store_true")
     ap.add_argument("--held-out", type=float, default=0.1)
     ap.add_argument("--eval-every", type=int, default=10)
@@ -142,7 +143,8 @@ def main() -> None:
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     opts = {} if args.lr is None else {"lr": args.lr}
     res = refine_rows(base_dir, init, new_ids, text, seconds=args.seconds, steps=args.steps, warmup=args.warmup,
-                      batch=args.batch, window=args.window, loss=args.loss, rows=args.rows, head_steps=args.head_steps, shared=args.shared, held_out=args.held_out,
+                      batch=args.batch, window=args.window, loss=args.loss, rows=args.rows, head_steps=args.head_steps,
+                      shared=not args.no_shared, held_out=args.held_out,
                       eval_every=args.eval_every, snapshots=snaps, progress=False, **opts)
     out["peak_rss_mb_after_refine"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     out["peak_rss_mb_before_refine"] = round(rss0 / 1024, 1)

@@ -75,7 +75,7 @@ def test_refinement_lowers_held_out_loss_and_only_new_rows_move(tiny, tmp_path, 
     txt.write_text(text, encoding="utf-8")
     out = tmp_path / "out"
     rep = transplant(base, init, out, method="subword", refine_steps=30, refine_text=txt,
-                     refine_options={"lr": 1e-2, "eval_every": 5}, progress=False)
+                     refine_options={"lr": 1e-2, "eval_every": 5, "loss": "distill_ntp"}, progress=False)
     rf = rep["refine"]
     ho = rf["held_out"]
     assert rf["returned"] == "refined" and rf["steps"] >= 5
@@ -208,7 +208,7 @@ def test_a_domain_that_gets_worse_keeps_the_initial_rows(tiny):
     the two as domains the rows are refused although the total held-out bits/byte improved."""
     base, init, new_ids, text = tiny[True]
     shared = "\n".join(corpus(["the", "cat", "and", "one"], 9, 1500))
-    kw = dict(steps=8, lr=3e-2, eval_every=4, patience=5, progress=False)
+    kw = dict(steps=8, lr=3e-2, eval_every=4, patience=5, shared=False, progress=False)
     plain = refine_rows(base, init, new_ids, text, **kw)
     assert plain.record["returned"] == "refined"
     r = refine_rows(base, init, new_ids, {"mix": text, "shared": shared}, **kw)
@@ -235,7 +235,7 @@ def test_touched_rows_only(tiny):
     present = [k for k, i in enumerate(new_ids) if i in used]
     assert absent and present
     e0, _ = _emb(init, True)
-    kw = dict(steps=6, lr=1e-2, eval_every=100, progress=False)
+    kw = dict(steps=6, lr=1e-2, eval_every=100, shared=False, progress=False)
     t = refine_rows(base, init, new_ids, part, rows="touched", **kw)
     a = refine_rows(base, init, new_ids, part, rows="all", **kw)
     assert t.record["returned"] == "refined" and a.record["returned"] == "refined"
@@ -273,7 +273,7 @@ def test_shared_map_moves_rows_no_batch_holds(tiny):
     absent = [k for k, i in enumerate(new_ids) if i not in used]
     e0, _ = _emb(init, True)
     kw = dict(held_out=0.5, steps=6, lr=1e-2, eval_every=3, loss="ntp", progress=False)
-    own = refine_rows(base, init, new_ids, part + "\n" + tail, **kw)
+    own = refine_rows(base, init, new_ids, part + "\n" + tail, shared=False, **kw)
     sh = refine_rows(base, init, new_ids, part + "\n" + tail, shared=True, **kw)
     assert own.record["returned"] == sh.record["returned"] == "refined"
     assert np.array_equal(own.rows[absent], e0[new_ids][absent])

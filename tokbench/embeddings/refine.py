@@ -8,12 +8,15 @@ of the log-probabilities of the tokens that start inside it, each given the same
 compares the two per chunk (ALM-style, arXiv 2503.20083):
 
 - "distill": binarised KL between Bernoulli(p_teacher(chunk)) and Bernoulli(p_student(chunk));
-- "distill_ntp" (default): "distill" plus the student's next-token loss of the chunks (bits per byte);
-- "ntp": the student's next-token loss alone (no teacher pass).
+- "distill_ntp": "distill" plus the student's next-token loss of the chunks (bits per byte);
+- "ntp" (default): the student's next-token loss alone (no teacher pass: more steps per second; the body,
+  which is the teacher's, stays frozen, so fitting the text is what moves the new rows towards it).
 
 Only the new rows move: the embedding (and an untied head) stay frozen and a small trainable delta tensor
 (one row per new id) is added where those ids are looked up (input) and to their logits (head; a tied head
-shares the delta). The last `held_out` fraction of the text is never trained on: the student's bits per byte
+shares the delta). By default (rows="touched") a step moves only the rows its batch holds, and (shared=True)
+one affine map of the initial new rows (d x d + bias) is trained with them, so every new row moves with what
+the batches teach. Recipe and its measurement: reports/transplant.md, "Refinement that learns per CPU second". The last `held_out` fraction of the text is never trained on: the student's bits per byte
 on its chunks is measured before the first step and every `eval_every` steps, training stops early after
 `patience` evaluations without improvement, and the rows returned are those of the best evaluation, the
 initial rows included, so they are never worse than the initialisation on that slice. Bounded by `seconds`
@@ -34,7 +37,7 @@ from tokbench.errors import TokbenchError
 
 LOSSES = ("distill", "distill_ntp", "ntp")
 ROWS = ("touched", "all")
-DEFAULT_LR = 1e-3
+DEFAULT_LR = 1e-2
 
 
 @dataclass
@@ -59,8 +62,8 @@ class _Segment:
 
 def check_refine_args(seconds, steps, *, lr: float = DEFAULT_LR, warmup: int = 0, batch: int = 4,
                       window: int = 256, held_out: float = 0.1, eval_every: int = 10, patience: int = 3,
-                      loss: str = "distill_ntp", rows: str = "touched", head_steps: int = 0,
-                      shared: bool = False) -> None:
+                      loss: str = "ntp", rows: str = "touched", head_steps: int = 0,
+                      shared: bool = True) -> None:
     """Refuse out-of-range refinement arguments (one line each) before any work."""
     if seconds is None and steps is None:
         raise TokbenchError("refinement needs a bound", fix="pass seconds (e.g. 300) and/or steps")
@@ -339,8 +342,8 @@ def teacher_chunk_logprobs(split, segs: list[_Segment], device: str):
 
 def refine_rows(teacher, student, new_ids, text, *, seconds: float | None = None, steps: int | None = None,
                 lr: float = DEFAULT_LR, warmup: int = 0, batch: int = 4, window: int = 256, held_out: float = 0.1,
-                eval_every: int = 10, patience: int = 3, loss: str = "distill_ntp", rows: str = "touched",
-                head_steps: int = 0, shared: bool = False, seed: int = 0, device: str | None = None, snapshots=(),
+                eval_every: int = 10, patience: int = 3, loss: str = "ntp", rows: str = "touched",
+                head_steps: int = 0, shared: bool = True, seed: int = 0, device: str | None = None, snapshots=(),
                 progress: bool = True) -> Refined:
     """Refine the rows of `new_ids` (ids of the student's vocabulary) of the model folder `student` against the
     model folder `teacher` (the model before its vocabulary changed) on `text`; returns the rows and a record.
