@@ -16,12 +16,14 @@ Only the new rows move: the embedding (and an untied head) stay frozen and a sma
 (one row per new id) is added where those ids are looked up (input) and to their logits (head; a tied head
 shares the delta). By default (rows="touched") a step moves only the rows its batch holds, and (shared=True)
 one affine map of the initial new rows (d x d + bias) is trained with them, so every new row moves with what
-the batches teach. Recipe and its measurement: reports/transplant.md, "Refinement that learns per CPU second". The last `held_out` fraction of the text is never trained on: the student's bits per byte
-on its chunks is measured before the first step and every `eval_every` steps, training stops early after
-`patience` evaluations without improvement, and the rows returned are those of the best evaluation, the
-initial rows included, so they are never worse than the initialisation on that slice. Bounded by `seconds`
-(wall clock of the optimisation, held-out evaluations included) and/or `steps`. Deterministic for a given
-seed when bounded by steps. torch and transformers are imported only when this runs.
+the batches teach (recipe and measurement: reports/transplant.md, "Refinement that learns per CPU second").
+The last `held_out` fraction of the text (of each domain's, when the text is a mapping of domains) is never
+trained on: the student's bits per byte on its chunks is measured before the first step and every `eval_every`
+steps, training stops early after `patience` evaluations without improvement, and the rows returned are those of
+the best evaluation (lowest total, no domain worse than at the start), the initial rows included, so they are
+never worse than the initialisation on any domain's slice. Bounded by `seconds` (wall clock of the
+optimisation, held-out evaluations included) and/or `steps`. Deterministic for a given seed when bounded by
+steps. torch and transformers are imported only when this runs.
 """
 from __future__ import annotations
 
@@ -356,12 +358,12 @@ def refine_rows(teacher, student, new_ids, text, *, seconds: float | None = None
     patience: early stopping (see the module doc). loss: one of LOSSES. rows: "touched" (default: a step updates
     only the new rows its batch holds, and segments without any new id are not trained on) or "all" (every new
     row every step, plain Adam). head_steps: after each step, that many more Adam steps of the same loss on the
-    output side alone (the step's last hidden states kept, the body not run again; about an eighth of a step's
-    cost each on a 135M model with a 49k vocabulary). shared: also train one affine map (d x d and a bias, from
-    zero, Adam at lr / sqrt(d)) applied to every new row's initial value, so rows no batch holds move too (with
-    rows="touched" the per-row deltas still move only the rows a batch holds). device: torch device (default cpu). snapshots: seconds at which to evaluate and
-    keep the best rows so far (`Refined.snapshots`; for curves of one run).
-    The teacher's chunk log-likelihoods are computed once per training segment and cached.
+    output side alone (the step's last hidden states kept, the body not run again). shared: also train one
+    affine map (d x d and a bias, from zero, Adam at lr / sqrt(d)) applied to every new row's initial value, so
+    rows no batch holds move too (with rows="touched" the per-row deltas still move only the rows a batch
+    holds). device: torch device (default cpu). snapshots: seconds at which to evaluate and keep the best rows
+    so far (`Refined.snapshots`; for curves of one run). The teacher's chunk log-likelihoods are computed once
+    per training segment and cached.
     """
     check_refine_args(seconds, steps, lr=lr, warmup=warmup, batch=batch, window=window, held_out=held_out,
                       eval_every=eval_every, patience=patience, loss=loss, rows=rows, head_steps=head_steps,
@@ -413,8 +415,9 @@ def refine_rows(teacher, student, new_ids, text, *, seconds: float | None = None
                                 f"short ({len(body):,} characters give no held-out segment)",
                                 fix="pass a longer text (at least a few pages)")
     if not train:
-        raise TokbenchError(f"the refinement text is too short or holds no new token ({sum(map(len, domains.values())):,}"
-                            f" characters give no training segment)", fix="pass a longer text (at least a few pages)")
+        total = sum(map(len, domains.values()))
+        raise TokbenchError(f"the refinement text is too short or holds no new token ({total:,} characters give no "
+                            f"training segment)", fix="pass a longer text (at least a few pages)")
     torch.manual_seed(seed)
     stu = _Student(s_lm, s_split, new_ids, device, shared=shared)
     opt = _LazyAdam(stu.params(), lr)
