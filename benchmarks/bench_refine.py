@@ -3,11 +3,15 @@
     nice python benchmarks/bench_refine.py [--base smollm2-135m] [--target gpt2] [--method omp]
         [--donor tbd-gpt2-d128 | --donor none] [--seconds 300] [--snapshots 60,120]
         [--refine-text wikitext2-valid,gsm8k-train,code-python] [--refine-chars 400000]
-        [--loss distill] [--lr 1e-3] [--threads 2] [--work /tmp/tb-refine] [--evals english,gsm8k,code]
+        [--loss ntp] [--lr 1e-2] [--warmup 0] [--rows touched|all] [--head-steps 0] [--no-shared]
+        [--per-domain] [--held-out 0.1]
+        [--threads 2] [--work /tmp/tb-refine] [--evals english,gsm8k,code]
 
 1. transplant BASE onto TARGET with METHOD (no refinement; the folder is kept in --work and reused);
 2. the refinement text: documents of the --refine-text corpora taken in turn (round robin, so its held-out
-   tenth mixes them too), at most --refine-chars characters in all;
+   tenth mixes them too), at most --refine-chars characters in all; with --per-domain, one text per corpus
+   (`corpus:chars` sets its share, otherwise --refine-chars is split evenly), each with its own held-out slice
+   and never-worse check;
 3. `refine_rows(BASE, init, new ids, text, seconds=SECONDS, snapshots=...)`: the best rows at each snapshot
    and at the end are written into copies of the init folder;
 4. bits/byte of the base and of every copy on the held-out texts: the first 120,000 characters of
@@ -84,8 +88,16 @@ def main() -> None:
     ap.add_argument("--snapshots", default="60,120")
     ap.add_argument("--refine-text", default="wikitext2-valid,gsm8k-train,code-python")
     ap.add_argument("--refine-chars", type=int, default=400_000)
-    ap.add_argument("--loss", default="distill_ntp")
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--loss", default="ntp")
+    ap.add_argument("--lr", type=float, default=None, help="default: refine_rows' default")
+    ap.add_argument("--warmup", type=int, default=0)
+    ap.add_argument("--rows", default="touched", choices=["touched", "all"])
+    ap.add_argument("--head-steps", type=int, default=0)
+    ap.add_argument("--shared", action="store_true", help="the default of refine_rows; kept for old commands")
+    ap.add_argument("--no-shared", action="store_true", help="per-row deltas only (the recipe before 2026-12-02)")
+    ap.add_argument("--per-domain", action="store_true")
+    ap.add_argument("--held-out", type=float, default=0.1)
+    ap.add_argument("--eval-every", type=int, default=10)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--window", type=int, default=256)
     ap.add_argument("--threads", type=int, default=2)
@@ -120,17 +132,27 @@ def main() -> None:
         out["transplant_seconds"] = round(time.perf_counter() - t0, 2)
     al = align(load_vocabulary(base_dir), load_vocabulary(init))
     new_ids = sorted(al.new_only)
-    text = mixed_text(args.refine_text.split(","), args.refine_chars)
+    corpora = [c.split(":")[0] for c in args.refine_text.split(",")]
+    if args.per_domain:
+        share = [int(c.split(":")[1]) if ":" in c else args.refine_chars // len(corpora)
+                 for c in args.refine_text.split(",")]
+        text = {c: mixed_text([c], n) for c, n in zip(corpora, share)}
+    else:
+        text = mixed_text(corpora, args.refine_chars)
     snaps = [float(x) for x in args.snapshots.split(",") if x]
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    res = refine_rows(base_dir, init, new_ids, text, seconds=args.seconds, steps=args.steps, lr=args.lr,
-                      batch=args.batch, window=args.window, loss=args.loss, snapshots=snaps, progress=False)
+    opts = {} if args.lr is None else {"lr": args.lr}
+    res = refine_rows(base_dir, init, new_ids, text, seconds=args.seconds, steps=args.steps, warmup=args.warmup,
+                      batch=args.batch, window=args.window, loss=args.loss, rows=args.rows, head_steps=args.head_steps,
+                      shared=not args.no_shared, held_out=args.held_out,
+                      eval_every=args.eval_every, snapshots=snaps, progress=False, **opts)
     out["peak_rss_mb_after_refine"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     out["peak_rss_mb_before_refine"] = round(rss0 / 1024, 1)
     out["load_avg_after_refine"] = _load_avg()
     rec = res.record
     out["refine"] = rec
-    print(json.dumps({k: rec[k] for k in ("steps", "seconds", "stopped", "best_step", "held_out")}), flush=True)
+    print(json.dumps({k: rec[k] for k in ("steps", "seconds", "setup_seconds", "teacher_seconds", "stopped",
+                                          "best_step", "held_out", "domains", "curve")}), flush=True)
     points = {0.0: None, **{s: res.snapshots[s] for s in snaps}, float(args.seconds): (res.rows, res.head_rows)}
     ids = np.array(new_ids, dtype=np.int64)
     kinds = [k for k in args.evals.split(",") if k]

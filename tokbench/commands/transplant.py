@@ -32,11 +32,11 @@ from tokbench.transplant.core import METHODS, NUMBER_POLICIES
 @click.option("--refine-steps", type=int, default=None, help="Bound the refinement by optimiser steps (with or "
               "without --refine).")
 @click.option("--refine-text", default=None, help="Text file or corpus asset to refine on (last tenth held out for "
-              "early stopping).")
+              "early stopping); several corpora separated by commas are one domain each, none may get worse.")
 @click.option("--refine-max-chars", type=int, default=400_000, show_default=True,
               help="Refine on the first N characters of --refine-text.")
-@click.option("--refine-lr", type=float, default=None, help="Adam learning rate of the row deltas [default: 1e-3].")
-@click.option("--refine-loss", type=click.Choice(LOSSES), default=None, help="Refinement loss [default: distill_ntp].")
+@click.option("--refine-lr", type=float, default=None, help="Adam learning rate of the row deltas [default: 1e-2].")
+@click.option("--refine-loss", type=click.Choice(LOSSES), default=None, help="Refinement loss [default: ntp].")
 @click.option("--device", default=None, help="torch device (default: cuda when present, else cpu).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it is a folder tokbench wrote earlier.")

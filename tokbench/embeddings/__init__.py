@@ -34,8 +34,9 @@ rows (default every row); pass `stats=` to share one across calls. `cap=True` ca
 typical reference norm (omp and tokenadapt always cap). `NewTokens.subword_only` forces the decomposition
 mean for chosen ids. `assemble(size, fill, parts)` builds a full table from copied and new rows.
 Refinement: `refine_rows(teacher_dir, student_dir, new_ids, text, seconds=.., steps=..)` optimises only the
-new rows of an edited model folder by self-distillation from the model before the edit (tokbench/embeddings/
-refine.py); returns `Refined(rows, head_rows, record)`.
+new rows of an edited model folder against the model before the edit (tokbench/embeddings/refine.py; text may
+be a mapping domain -> text, none of whose held-out slices may get worse); returns `Refined(rows, head_rows,
+record)`.
 Numerics are those transplant has always used: same operations in the same order, same seeds.
 """
 from tokbench.embeddings.aux import DEFAULT_AUX, AuxEmbedder, AuxSpace, aux_space, token_texts

@@ -55,10 +55,10 @@ class RefineSpec(_Strict):
     seconds: float | None = Field(None, gt=0, le=86_400)
     steps: int | None = Field(None, gt=0, le=1_000_000)
     max_chars: int = Field(400_000, ge=1000, le=1_000_000_000)
-    lr: float = Field(1e-3, gt=0, le=1.0)
+    lr: float = Field(1e-2, gt=0, le=1.0)
     batch: int = Field(4, ge=1, le=1024)
     window: int = Field(256, ge=16, le=8192)
-    loss: Literal["distill", "distill_ntp", "ntp"] = "distill"
+    loss: Literal["distill", "distill_ntp", "ntp"] = "ntp"
 
     @model_validator(mode="after")
     def _bounded(self):

@@ -109,7 +109,8 @@ def transplant(base, tokenizer, out, *, donor=None, method: str = "omp", aux_emb
     omp with a donor, whose rows know the target's numeric tokens; decomposition otherwise).
     refine / refine_steps: after the initialisation, optimise only the new rows for at most this many seconds
     / steps by self-distillation from the base model on the first refine_max_chars characters of refine_text
-    (a text file or corpus asset; its last tenth is held out for early stopping);
+    (a text file or corpus asset; its last tenth is held out for early stopping; several corpora separated by
+    commas are one domain each, refine_max_chars split evenly, and no domain's held-out slice may get worse);
     refine_options: further arguments of `tokbench.embeddings.refine_rows` (lr, batch, window, loss, ...).
     The report's "refine" entry holds the record (steps, seconds, held-out curve).
     """
@@ -173,6 +174,17 @@ def _check_arguments(*, method, donor, k, ridge, blend, global_weight, temperatu
          (" --eval" if eval_text is not None else ""))
 
 
+def _refine_domains(text) -> list[str]:
+    """A refinement text names one file or corpus, or several corpora separated by commas (one domain each)."""
+    if Path(str(text)).is_file() or "," not in str(text):
+        return [str(text)]
+    names = [n.strip() for n in str(text).split(",")]
+    if any(not n for n in names) or len(set(names)) != len(names):
+        raise TokbenchError(f"refinement text {text!r}: empty or repeated corpus name",
+                            fix="name each corpus once, e.g. --refine-text wikitext2-valid,gsm8k-train")
+    return names
+
+
 def _check_refine(seconds, steps, text, max_chars, options) -> None:
     from tokbench.embeddings.refine import check_refine_args
 
@@ -180,10 +192,12 @@ def _check_refine(seconds, steps, text, max_chars, options) -> None:
         raise TokbenchError("refinement needs a text", fix="pass --refine-text FILE_OR_CORPUS (refine_text=)")
     limits.optional("refine_max_chars", max_chars, 1000)
     opts = dict(options or {})
-    unknown = sorted(set(opts) - {"lr", "batch", "window", "held_out", "eval_every", "patience", "loss"})
+    known = ("lr", "warmup", "batch", "window", "held_out", "eval_every", "patience", "loss", "rows", "head_steps",
+             "shared")
+    unknown = sorted(set(opts) - set(known))
     if unknown:
-        raise TokbenchError(f"unknown refinement option {unknown[0]!r}",
-                            fix="use lr, batch, window, held_out, eval_every, patience or loss")
+        raise TokbenchError(f"unknown refinement option {unknown[0]!r}", fix=f"use one of {', '.join(known)}")
+    _refine_domains(text)
     check_refine_args(seconds, steps, **opts)
     need("torch", "transformers", what="tokbench transplant --refine")
 
@@ -295,7 +309,13 @@ def _run(model, base_dir: Path, tok_path: Path, donor_dir: Path | None, tmp: Pat
         from tokbench.eval import load_eval_text
 
         t0 = time.perf_counter()
-        text, label = load_eval_text(refine["text"], refine["max_chars"])
+        names = _refine_domains(refine["text"])
+        if len(names) == 1:
+            text, label = load_eval_text(names[0], refine["max_chars"])
+        else:  # one domain per corpus, each with its own held-out slice and never-worse check
+            share = None if refine["max_chars"] is None else refine["max_chars"] // len(names)
+            text = {n: load_eval_text(n, share)[0] for n in names}
+            label = ",".join(names)
         res = refine_rows(base_dir, tmp, new_ids, text, seconds=refine["seconds"], steps=refine["steps"], seed=seed,
                           device=device, progress=progress, **refine["options"])
         ids = np.array(new_ids, dtype=np.int64)
@@ -304,7 +324,8 @@ def _run(model, base_dir: Path, tok_path: Path, donor_dir: Path | None, tmp: Pat
             new_matrices["head"][ids] = res.head_rows if res.head_rows is not None else res.rows
         if res.record["returned"] == "refined":
             write_model_folder(model, tmp, new_matrices["embed"], new_matrices.get("head"), updates, progress=progress)
-        refine_record = {"text": label, "chars": len(text), **res.record}
+        refine_record = {"text": label, "chars": len(text) if isinstance(text, str) else sum(map(len, text.values())),
+                         **res.record}
         if eval_text is not None and str(eval_text) == str(refine["text"]):
             refine_record["note"] = "the evaluation text is the refinement text: the eval figure is not held out"
         timings["refine"] = round(time.perf_counter() - t0, 2)
