@@ -11,12 +11,13 @@ Prints the load average before and after: the machine is shared.
 
     python benchmarks/bench_dynamic.py --fidelity [--model smollm2-135m] [--windows 16] [--prefix 128]
                                        [--continuation 64] [--mode word] [--merge-batch N] [--cache DIR]
-                                       [--threads 2] [--json OUT.json]
+                                       [--threads 2] [--keep POLICY] [--json OUT.json]
 
 instead runs `tokbench.dynamic.fidelity.prefill_fidelity` (merged prefix through inputs_embeds, continuation
 bits/byte with the original head) at budgets 0, 2, 10 and exhaustion (`--budgets`), methods mean and
 position_mean (`--methods`), with a paired bootstrap 95 % interval of each Δ over windows; `--cache` keeps the
-unmerged run's bits per window for later calls.
+unmerged run's bits per window for later calls; `--keep` a keep policy (tokbench.dynamic.keep: last-occurrence,
+recent:N, both joined by '+'), whose exhaustion point is printed as a % of the mode's word level.
 """
 from __future__ import annotations
 
@@ -65,6 +66,8 @@ def main(argv=None) -> int:
     ap.add_argument("--merge-batch", type=int, default=None, help="windows per merge batch (default: all)")
     ap.add_argument("--cache", default=None, help="folder for the unmerged run's bits per window")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--keep", default="none",
+                    help="keep policy: last-occurrence, recent:N, both joined by '+', or none (the default)")
     ap.add_argument("--repeats", action="store_true",
                     help="then split each delta: windows whose continuation repeats a word merged in their prefix "
                          "vs the rest")
@@ -142,12 +145,14 @@ def fidelity(a) -> int:
     r = prefill_fidelity(a.model, a.tokenizer, a.corpus, n_windows=a.windows, prefix=a.prefix,
                          continuation=a.continuation, budgets=budgets, methods=a.methods.split(","),
                          control=a.control, mode=a.mode, merge_batch=a.merge_batch, threads=a.threads,
-                         teacher_cache=a.cache, progress=True)
+                         teacher_cache=a.cache, progress=True, keep=a.keep)
     r["load_before"], r["load_after"] = load0, os.getloadavg()
     print(fidelity_table(r))
     print(f"{a.mode} mode: {r['windows']} windows of {r['prefix']}+{r['continuation']} tokens in "
           f"{r['merge_batches']} merge batch(es), {r['continuation_bytes']:,} continuation bytes; word level "
           f"{r['word_level_pct_shorter']:.2f}% shorter (word mode's: {r['word_mode_level_pct_shorter']:.2f}%); "
+          f"keep {r['keep']}: at most {r['keep_pct_of_word_level']:.1f}% of the word level "
+          f"({100.0 * (r['prefix_tokens'] - r['keep_level']) / r['prefix_tokens']:.2f}% shorter); "
           f"{r['seconds']:.0f} s; load average {load0[0]:.2f} -> {r['load_after'][0]:.2f}")
     if a.json:
         Path(a.json).write_text(json.dumps(r, indent=1))
@@ -160,7 +165,7 @@ def repeats_table(r: dict) -> str:
     """Markdown table of `repeat_split` for a prefill_fidelity result."""
     from tokbench.dynamic.fidelity import repeat_split
 
-    out = [f"{r['mode']} mode, {r['windows']} windows of {r['corpus']}:",
+    out = [f"{r['mode']} mode, keep {r.get('keep', 'none')}, {r['windows']} windows of {r['corpus']}:",
            "| budget | method | windows repeating a merged word | Δ there | other windows | Δ there | "
            "share of the extra bits |", "|---|---|---:|---:|---:|---:|---:|"]
     for x in repeat_split(r["tokenizer"], r):
