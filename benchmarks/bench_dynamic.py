@@ -17,7 +17,7 @@ instead runs `tokbench.dynamic.fidelity.prefill_fidelity` (merged prefix through
 bits/byte with the original head) at budgets 0, 2, 10 and exhaustion (`--budgets`), methods mean and
 position_mean (`--methods`), with a paired bootstrap 95 % interval of each Δ over windows; `--cache` keeps the
 unmerged run's bits per window for later calls; `--keep` a keep policy (tokbench.dynamic.keep: last-occurrence,
-recent:N, both joined by '+'), whose exhaustion point is printed as a % of the mode's word level.
+last-word, last-punct, recent:N, one last-* and recent:N joined by '+'), whose exhaustion point is printed as a % of the mode's word level.
 """
 from __future__ import annotations
 
@@ -67,7 +67,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cache", default=None, help="folder for the unmerged run's bits per window")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--keep", default="none",
-                    help="keep policy: last-occurrence, recent:N, both joined by '+', or none (the default)")
+                    help="keep policy: last-occurrence, last-word, last-punct, recent:N, one last-* and "
+                         "recent:N joined by '+', or none (the default)")
     ap.add_argument("--repeats", action="store_true",
                     help="then split each delta: windows whose continuation repeats a word merged in their prefix "
                          "vs the rest")

@@ -97,6 +97,24 @@ def test_last_word_keeps_words_with_a_letter_and_lets_punctuation_runs_merge(smo
     assert mb.word_level == last.word_level and mb.keep_level < last.keep_level
 
 
+def test_last_punct_keeps_punctuation_runs_and_lets_words_merge(smollm2):
+    mb = merge_batch(smollm2, TEXTS, mode="pretokens", keep="last-punct")
+    hyphen = tuple(smollm2.bpe.encode_ordinary(" @-@"))
+    valk = tuple(smollm2.bpe.encode_ordinary(" Valkyria"))
+    cut = boundary_mask(smollm2, mb.ids, "pretokens")
+    for s, ids in enumerate(mb.ids):
+        spans = _spans(mb, s)
+        base_pos = {a for a, b, d in spans if not d}
+        final = {tuple(ids[a:b]): (a, b) for a, b in _segments(ids, cut[s])}
+        a, b = final[hyphen]  # its last occurrence spelled out, its earlier ones merged
+        assert all(i in base_pos for i in range(a, b))
+        assert sum(x == hyphen for x in (tuple(ids[p:q]) for p, q, d in spans if d)) == (s > 0)
+        a, b = final[valk]  # a word: merged even where it occurs last
+        assert (a, b, True) in spans
+        assert mb.expand(mb.merged[s]) == ids
+    assert parse_keep("last-punct").keeps(" @-@") and not parse_keep("last-punct").keeps(" 2011")
+
+
 def test_recent_tail_is_never_merged_and_policies_combine(smollm2):
     plain = merge_batch(smollm2, TEXTS, mode="pretokens")
     for n in (5, 12):
@@ -134,9 +152,10 @@ def test_a_pct_budget_under_a_policy_stays_against_the_modes_word_level(smollm2)
 
 def test_bad_policy_strings(smollm2):
     assert parse_keep("none") == parse_keep(None) == KeepPolicy()
-    assert parse_keep(" recent:8 + last-occurrence") == KeepPolicy(True, 8)
+    assert parse_keep(" recent:8 + last-occurrence") == KeepPolicy("occurrence", 8)
+    assert parse_keep("last-punct") == KeepPolicy("punct")
     assert str(parse_keep("recent:8+last-word")) == "last-word+recent:8"
-    for bad in ("last", "last-word+last-occurrence", "recent:", "recent:0", "recent:-3", "recent:x", "recent:1e3", "recent:٣",
+    for bad in ("last", "last-word+last-occurrence", "last-punct+last-word", "last-", "last-all", "recent:", "recent:0", "recent:-3", "recent:x", "recent:1e3", "recent:٣",
                 "last-occurrence+last-occurrence", "none+recent:3", ""):
         with pytest.raises(TokbenchError, match="unknown keep policy"):
             parse_keep(bad)

@@ -25,9 +25,9 @@ def _keep_option(f):
     return click.option("--keep", default="none", show_default=True, metavar="POLICY",
                         help="Keep policy: extra cuts so what the model is likely to copy stays in its original "
                              "tokens. last-occurrence (the last occurrence of every word in each sequence stays "
-                             "spelled out), last-word (the same for words holding a letter only), recent:N (the last "
-                             "N tokens of each sequence never merge), one of the first two and recent:N joined by "
-                             "'+', or none. % budgets stay against the mode's word level without it.")(f)
+                             "spelled out), last-word (the same for words holding a letter only), last-punct (for "
+                             "punctuation runs only), recent:N (the last N tokens of each sequence never merge), "
+                             "one last-* and recent:N joined by '+', or none. % budgets stay against the mode's word level without it.")(f)
 
 
 def _parse_keep(spec):

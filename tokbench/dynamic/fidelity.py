@@ -279,7 +279,8 @@ def prefill_fidelity(model: str | Path, tokenizer, corpus="wikitext2-test", *, n
     the windows' ids) and read back by later calls. Every row has `delta_ci95`: a paired bootstrap interval
     of its Δ% over windows. `pct_of_word_level` is against this mode's word level, `pct_of_word_mode_level`
     against `word` mode's (the paper's whitespace words).
-    keep: a keep policy (tokbench.dynamic.keep: "last-occurrence", "recent:N", both joined by '+', "none"):
+    keep: a keep policy (tokbench.dynamic.keep: "last-occurrence", "last-word", "last-punct", "recent:N",
+    one last-* and recent:N joined by '+', "none"):
     extra cuts in every prefix's mask, so what the model is likely to copy stays in its original tokens. The
     % budgets and `pct_of_word_level` stay against the mode's word level without the policy; the result's
     `keep_level` / `keep_pct_of_word_level` say how far the policy lets merging go (its exhaustion point), and

@@ -9,11 +9,14 @@ therefore sets more cuts in the mask before merging (the kernel itself is unchan
                       copy of every word of the sequence stays spelled out; earlier occurrences may merge.
     last-word         the same for the segments that hold a letter only: punctuation runs (WikiText's ` @-@`)
                       and digit runs may merge in every occurrence.
+    last-punct        the same for the segments without a letter or digit only (punctuation and symbol runs
+                      such as ` @-@`, ` @,@`, ` (`): words and numbers may merge in every occurrence.
     recent:N          the last N base tokens of each sequence are never merged.
     none              no extra cuts (the default).
 
-Policies combine with '+': `last-occurrence+recent:32`. The word level a % budget refers to stays the mode's own
-(without the policy); the policy's exhaustion point is `keep_level` (the number of cuts after it).
+One `last-*` policy and `recent:N` combine with '+': `last-occurrence+recent:32`. The word level a % budget
+refers to stays the mode's own (without the policy); the policy's exhaustion point is `keep_level` (the number
+of cuts after it).
 """
 from __future__ import annotations
 
@@ -22,47 +25,52 @@ from typing import Sequence
 
 from tokbench.errors import TokbenchError
 
-_FIX = ("write none, last-occurrence, last-word, recent:N (N a whole number >= 1), or one of the first two and "
-        "recent:N joined by '+', e.g. last-occurrence+recent:32")
+LAST = ("occurrence", "word", "punct")
+_FIX = ("write none, last-occurrence, last-word, last-punct, recent:N (N a whole number >= 1), or one last-* "
+        "and recent:N joined by '+', e.g. last-occurrence+recent:32")
 
 
 @dataclass(frozen=True)
 class KeepPolicy:
-    """A parsed keep policy: `last_occurrence`, `last_word` (at most one of the two) and `recent` (0: off)."""
+    """A parsed keep policy: `last` ('' off, or one of LAST: which segments keep their last occurrence spelled
+    out) and `recent` (0 off, or the number of final base tokens per sequence that never merge)."""
 
-    last_occurrence: bool = False
+    last: str = ""
     recent: int = 0
-    last_word: bool = False
 
     @property
     def active(self) -> bool:
-        return self.last_occurrence or self.last_word or self.recent > 0
+        return bool(self.last) or self.recent > 0
 
     def __str__(self) -> str:
-        parts = (["last-occurrence"] if self.last_occurrence else []) + (["last-word"] if self.last_word else []) \
-            + ([f"recent:{self.recent}"] if self.recent else [])
+        parts = ([f"last-{self.last}"] if self.last else []) + ([f"recent:{self.recent}"] if self.recent else [])
         return "+".join(parts) or "none"
+
+    def keeps(self, text: str) -> bool:
+        """Whether the last occurrence of a segment with this text stays spelled out."""
+        if self.last == "occurrence":
+            return True
+        if self.last == "word":
+            return any(ch.isalpha() for ch in text)
+        return self.last == "punct" and not any(ch.isalnum() for ch in text)
 
 
 def parse_keep(spec: "str | KeepPolicy | None") -> KeepPolicy:
-    """'none' | 'last-occurrence' | 'last-word' | 'recent:N' | one of the first two and recent:N joined by '+'
-    -> KeepPolicy; TokbenchError otherwise."""
+    """'none' | 'last-occurrence' | 'last-word' | 'last-punct' | 'recent:N' | one last-* and recent:N joined by
+    '+' -> KeepPolicy; TokbenchError otherwise."""
     if isinstance(spec, KeepPolicy):
         return spec
     if spec is None:
         return KeepPolicy()
     if not isinstance(spec, str):
         raise TokbenchError(f"keep policy {spec!r} is not a string", fix=_FIX)
-    last, word, recent = False, False, 0
+    last, recent = "", 0
     parts = [p.strip() for p in spec.split("+")]
     if parts == ["none"]:
         return KeepPolicy()
     for p in parts:
-        if p == "last-occurrence" and not (last or word):
-            last = True
-            continue
-        if p == "last-word" and not (last or word):
-            word = True
+        if p.startswith("last-") and p[5:] in LAST and not last:
+            last = p[5:]
             continue
         if p.startswith("recent:") and not recent:
             n = p[len("recent:"):]
@@ -70,16 +78,16 @@ def parse_keep(spec: "str | KeepPolicy | None") -> KeepPolicy:
                 recent = int(n)
                 continue
         raise TokbenchError(f"unknown keep policy {spec!r} (at {p!r})", fix=_FIX)
-    return KeepPolicy(last, recent, word)
+    return KeepPolicy(last, recent)
 
 
 def apply_keep(ids: Sequence[Sequence[int]], cut: Sequence[Sequence[bool]], keep,
                token_bytes: Sequence[bytes | None] | None = None) -> list[list[bool]]:
     """The mask `cut` with the policy's extra cuts set (a new list; `cut` is not changed). `token_bytes` (the
-    Vocabulary's bytes per id) is needed by `last-word` only, to tell the segments that hold a letter."""
+    Vocabulary's bytes per id) is needed by last-word and last-punct, which look at a segment's text."""
     policy = parse_keep(keep)
-    if policy.last_word and token_bytes is None:
-        raise ValueError("last-word needs the tokenizer's token_bytes")
+    if policy.last not in ("", "occurrence") and token_bytes is None:
+        raise ValueError(f"{policy} needs the tokenizer's token_bytes")
     out = [list(c) for c in cut]
     if not policy.active:
         return out
@@ -88,7 +96,7 @@ def apply_keep(ids: Sequence[Sequence[int]], cut: Sequence[Sequence[bool]], keep
         if policy.recent:
             for i in range(max(0, n - policy.recent), n):
                 c[i] = True
-        if policy.last_occurrence or policy.last_word:
+        if policy.last:
             # segments [start, end) between the mode's own cuts, from the last one backwards: the first time a
             # segment's ids are seen (i.e. its last occurrence in the sequence) all its internal cuts are set
             seen: set[tuple[int, ...]] = set()
@@ -97,15 +105,10 @@ def apply_keep(ids: Sequence[Sequence[int]], cut: Sequence[Sequence[bool]], keep
                 if start and not mode_cut[start]:
                     continue
                 seg = tuple(seq[start:end])
-                if len(seg) > 1 and seg not in seen and (policy.last_occurrence or _has_letter(seg, token_bytes)):
+                if len(seg) > 1 and seg not in seen and (policy.last == "occurrence" or policy.keeps(
+                        b"".join(token_bytes[t] or b"" for t in seg).decode("utf-8", "replace"))):
                     for i in range(start + 1, end):
                         c[i] = True
                 seen.add(seg)
                 end = start
     return out
-
-
-
-def _has_letter(seg: Sequence[int], token_bytes) -> bool:
-    text = b"".join(token_bytes[t] or b"" for t in seg).decode("utf-8", "replace")
-    return any(ch.isalpha() for ch in text)

@@ -387,8 +387,8 @@ def merge_batch(tokenizer: str | Path | DynamicTokenizer, texts: Sequence[str], 
     to its word level (the paper's unit; 100 = exhaustion); or none: to exhaustion. Caps: at most
     `max_constituents` base tokens and `max_bytes` bytes per merged token (a % budget the caps stop short of
     is a TokbenchError). `ids`: the batch already encoded (then `texts` may be None).
-    `keep`: a keep policy (tokbench.dynamic.keep: "last-occurrence", "recent:N", both joined by '+', or
-    "none"), extra cuts that leave what the model is likely to copy in its original tokens. The word level and
+    `keep`: a keep policy (tokbench.dynamic.keep: "last-occurrence", "last-word", "last-punct", "recent:N",
+    one last-* and recent:N joined by '+', or "none"), extra cuts that leave what the model is likely to copy in its original tokens. The word level and
     the % of it stay the mode's own, without the policy; `keep_level` is the policy's exhaustion point, and a %
     budget beyond it is a TokbenchError that says how far the policy reaches."""
     from tokbench.dynamic.keep import apply_keep, parse_keep
