@@ -315,8 +315,12 @@ def prefill_fidelity(model: str | Path, tokenizer, corpus="wikitext2-test", *, n
     groups = _groups(tok, wins, mode, step, policy)
     for spec in budgets:  # a % budget the keep policy cannot reach fails here, before any model run
         if spec not in (0, None):
-            for g in groups:
-                _budget(spec, sum(map(len, g[0])), g[3], g[4], policy, mode)
+            for i, g in enumerate(groups):
+                try:
+                    _budget(spec, sum(map(len, g[0])), g[3], g[4], policy, mode)
+                except TokbenchError as exc:
+                    raise TokbenchError(f"{corpus}, merge batch {i + 1} of {len(groups)} ({len(g[0])} windows): "
+                                        f"{exc}") from None
     try:
         lm = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
     except Exception as exc:  # transformers raises many types
