@@ -18,6 +18,13 @@ bits/byte with the original head) at budgets 0, 2, 10 and exhaustion (`--budgets
 position_mean (`--methods`), with a paired bootstrap 95 % interval of each Δ over windows; `--cache` keeps the
 unmerged run's bits per window for later calls; `--keep` a keep policy (tokbench.dynamic.keep: last-occurrence,
 last-word, last-punct, recent:N, one last-* and recent:N joined by '+'), whose exhaustion point is printed as a % of the mode's word level.
+
+    python benchmarks/bench_dynamic.py --reach --keep last-occurrence,last-punct [--corpus ...] [--windows 64]
+                                       [--modes pretokens,pretokens-unicode]
+
+prints, without a model, how far each keep policy lets merging go on the fidelity windows (merge batches of
+`--merge-batch`, default 32): its exhaustion point as % of the mode's word level (without the policy), over all
+windows and for the lowest merge batch (a % budget applies per batch, so every batch must reach it).
 """
 from __future__ import annotations
 
@@ -72,12 +79,17 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", action="store_true",
                     help="then split each delta: windows whose continuation repeats a word merged in their prefix "
                          "vs the rest")
+    ap.add_argument("--reach", action="store_true",
+                    help="print each --keep policy's (comma-separated) maximum as %% of the word level, no model")
+    ap.add_argument("--modes", default="pretokens,pretokens-unicode", help="modes for --reach")
     ap.add_argument("--repeats-of", default=None, metavar="RESULT.json",
                     help="only print that split for a saved --fidelity --json result")
     a = ap.parse_args(argv)
     if a.repeats_of:
         print(repeats_table(json.loads(Path(a.repeats_of).read_text())))
         return 0
+    if a.reach:
+        return reach(a)
     if a.fidelity:
         return fidelity(a)
     load0 = os.getloadavg()
@@ -159,6 +171,25 @@ def fidelity(a) -> int:
         Path(a.json).write_text(json.dumps(r, indent=1))
     if a.repeats:
         print(repeats_table(r))
+    return 0
+
+
+def reach(a) -> int:
+    from tokbench.dynamic.fidelity import _groups, windows_from_corpus
+
+    tok = DynamicTokenizer.load(a.tokenizer)
+    wins = windows_from_corpus(tok, a.corpus, a.windows, a.prefix, a.continuation)
+    print(f"{a.corpus}, {a.windows} windows of {a.prefix}+{a.continuation}, merge batches of {a.merge_batch or 32}:")
+    print("| mode | keep | word level, % shorter | policy maximum, % of word level | % shorter | lowest batch, % of word level |")
+    print("|---|---|---:|---:|---:|---:|")
+    for mode in a.modes.split(","):
+        for keep in a.keep.split(","):
+            groups = _groups(tok, wins, mode, a.merge_batch or 32, keep)
+            tot = sum(sum(map(len, g[0])) for g in groups)
+            wl, kl = sum(g[3] for g in groups), sum(g[4] for g in groups)
+            low = min(100.0 * (sum(map(len, g[0])) - g[4]) / max(sum(map(len, g[0])) - g[3], 1) for g in groups)
+            print(f"| {mode} | {keep} | {100.0 * (tot - wl) / tot:.2f} | {100.0 * (tot - kl) / max(tot - wl, 1):.1f} | "
+                  f"{100.0 * (tot - kl) / tot:.2f} | {low:.1f} |")
     return 0
 
 
