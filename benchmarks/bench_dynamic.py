@@ -11,12 +11,20 @@ Prints the load average before and after: the machine is shared.
 
     python benchmarks/bench_dynamic.py --fidelity [--model smollm2-135m] [--windows 16] [--prefix 128]
                                        [--continuation 64] [--mode word] [--merge-batch N] [--cache DIR]
-                                       [--threads 2] [--json OUT.json]
+                                       [--threads 2] [--keep POLICY] [--json OUT.json]
 
 instead runs `tokbench.dynamic.fidelity.prefill_fidelity` (merged prefix through inputs_embeds, continuation
 bits/byte with the original head) at budgets 0, 2, 10 and exhaustion (`--budgets`), methods mean and
 position_mean (`--methods`), with a paired bootstrap 95 % interval of each Δ over windows; `--cache` keeps the
-unmerged run's bits per window for later calls.
+unmerged run's bits per window for later calls; `--keep` a keep policy (tokbench.dynamic.keep: last-occurrence,
+last-word, last-punct, recent:N, one last-* and recent:N joined by '+'), whose exhaustion point is printed as a % of the mode's word level.
+
+    python benchmarks/bench_dynamic.py --reach --keep last-occurrence,last-punct [--corpus ...] [--windows 64]
+                                       [--modes pretokens,pretokens-unicode]
+
+prints, without a model, how far each keep policy lets merging go on the fidelity windows (merge batches of
+`--merge-batch`, default 32): its exhaustion point as % of the mode's word level (without the policy), over all
+windows and for the lowest merge batch (a % budget applies per batch, so every batch must reach it).
 """
 from __future__ import annotations
 
@@ -65,15 +73,23 @@ def main(argv=None) -> int:
     ap.add_argument("--merge-batch", type=int, default=None, help="windows per merge batch (default: all)")
     ap.add_argument("--cache", default=None, help="folder for the unmerged run's bits per window")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--keep", default="none",
+                    help="keep policy: last-occurrence, last-word, last-punct, recent:N, one last-* and "
+                         "recent:N joined by '+', or none (the default)")
     ap.add_argument("--repeats", action="store_true",
                     help="then split each delta: windows whose continuation repeats a word merged in their prefix "
                          "vs the rest")
+    ap.add_argument("--reach", action="store_true",
+                    help="print each --keep policy's (comma-separated) maximum as %% of the word level, no model")
+    ap.add_argument("--modes", default="pretokens,pretokens-unicode", help="modes for --reach")
     ap.add_argument("--repeats-of", default=None, metavar="RESULT.json",
                     help="only print that split for a saved --fidelity --json result")
     a = ap.parse_args(argv)
     if a.repeats_of:
         print(repeats_table(json.loads(Path(a.repeats_of).read_text())))
         return 0
+    if a.reach:
+        return reach(a)
     if a.fidelity:
         return fidelity(a)
     load0 = os.getloadavg()
@@ -142,12 +158,14 @@ def fidelity(a) -> int:
     r = prefill_fidelity(a.model, a.tokenizer, a.corpus, n_windows=a.windows, prefix=a.prefix,
                          continuation=a.continuation, budgets=budgets, methods=a.methods.split(","),
                          control=a.control, mode=a.mode, merge_batch=a.merge_batch, threads=a.threads,
-                         teacher_cache=a.cache, progress=True)
+                         teacher_cache=a.cache, progress=True, keep=a.keep)
     r["load_before"], r["load_after"] = load0, os.getloadavg()
     print(fidelity_table(r))
     print(f"{a.mode} mode: {r['windows']} windows of {r['prefix']}+{r['continuation']} tokens in "
           f"{r['merge_batches']} merge batch(es), {r['continuation_bytes']:,} continuation bytes; word level "
           f"{r['word_level_pct_shorter']:.2f}% shorter (word mode's: {r['word_mode_level_pct_shorter']:.2f}%); "
+          f"keep {r['keep']}: at most {r['keep_pct_of_word_level']:.1f}% of the word level "
+          f"({100.0 * (r['prefix_tokens'] - r['keep_level']) / r['prefix_tokens']:.2f}% shorter); "
           f"{r['seconds']:.0f} s; load average {load0[0]:.2f} -> {r['load_after'][0]:.2f}")
     if a.json:
         Path(a.json).write_text(json.dumps(r, indent=1))
@@ -156,11 +174,30 @@ def fidelity(a) -> int:
     return 0
 
 
+def reach(a) -> int:
+    from tokbench.dynamic.fidelity import _groups, windows_from_corpus
+
+    tok = DynamicTokenizer.load(a.tokenizer)
+    wins = windows_from_corpus(tok, a.corpus, a.windows, a.prefix, a.continuation)
+    print(f"{a.corpus}, {a.windows} windows of {a.prefix}+{a.continuation}, merge batches of {a.merge_batch or 32}:")
+    print("| mode | keep | word level, % shorter | policy maximum, % of word level | % shorter | lowest batch, % of word level |")
+    print("|---|---|---:|---:|---:|---:|")
+    for mode in a.modes.split(","):
+        for keep in a.keep.split(","):
+            groups = _groups(tok, wins, mode, a.merge_batch or 32, keep)
+            tot = sum(sum(map(len, g[0])) for g in groups)
+            wl, kl = sum(g[3] for g in groups), sum(g[4] for g in groups)
+            low = min(100.0 * (sum(map(len, g[0])) - g[4]) / max(sum(map(len, g[0])) - g[3], 1) for g in groups)
+            print(f"| {mode} | {keep} | {100.0 * (tot - wl) / tot:.2f} | {100.0 * (tot - kl) / max(tot - wl, 1):.1f} | "
+                  f"{100.0 * (tot - kl) / tot:.2f} | {low:.1f} |")
+    return 0
+
+
 def repeats_table(r: dict) -> str:
     """Markdown table of `repeat_split` for a prefill_fidelity result."""
     from tokbench.dynamic.fidelity import repeat_split
 
-    out = [f"{r['mode']} mode, {r['windows']} windows of {r['corpus']}:",
+    out = [f"{r['mode']} mode, keep {r.get('keep', 'none')}, {r['windows']} windows of {r['corpus']}:",
            "| budget | method | windows repeating a merged word | Δ there | other windows | Δ there | "
            "share of the extra bits |", "|---|---|---:|---:|---:|---:|---:|"]
     for x in repeat_split(r["tokenizer"], r):

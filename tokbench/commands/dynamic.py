@@ -21,6 +21,26 @@ def _mode_option(f):
                              "pre-tokenizer, pretokens-unicode: a mark-aware word regex, sentence).")(f)
 
 
+def _keep_option(f):
+    return click.option("--keep", default="none", show_default=True, metavar="POLICY",
+                        help="Keep policy: extra cuts so what the model is likely to copy stays in its original "
+                             "tokens. last-occurrence (the last occurrence of every word in each sequence stays "
+                             "spelled out), last-word (the same for words holding a letter only), last-punct (for "
+                             "punctuation runs only), recent:N (the last N tokens of each sequence never merge), "
+                             "one last-* and recent:N joined by '+', or none. % budgets stay against the mode's word level without it.")(f)
+
+
+def _parse_keep(spec):
+    """The --keep value as a KeepPolicy; a bad one is a one-line error that names the option."""
+    from tokbench.dynamic.keep import parse_keep
+    from tokbench.errors import TokbenchError
+
+    try:
+        return parse_keep(spec)
+    except TokbenchError as exc:
+        raise TokbenchError(str(exc), path="--keep") from None
+
+
 def _budget_options(f):
     f = click.option("--pct-of-word-level", default=None,
                      type=click.FloatRange(0, 100, min_open=True),
@@ -56,23 +76,25 @@ def _reduction_line(before, after, word, pct, pct_word) -> str:
 @click.option("--input", "-i", "input_path", required=True, type=click.Path(dir_okay=False),
               help="The batch: a text file (one sequence per non-blank line) or a .json list of id lists.")
 @_mode_option
+@_keep_option
 @_budget_options
 @click.option("--out", "-o", default=None, help="Write the JSON here (default: stdout).")
 @click.option("--summary", is_flag=True, help="Print one line of figures instead of the JSON.")
-def merge_cmd(tokenizer, input_path, mode, merges, shorter_pct, pct_of_word_level, max_constituents, max_bytes, out,
-              summary):
+def merge_cmd(tokenizer, input_path, mode, keep, merges, shorter_pct, pct_of_word_level, max_constituents, max_bytes,
+              out, summary):
     """Merge one batch: merged sequences, the dynamic-token table (constituents, bytes), merges, length curve."""
     from tokbench.dynamic import DynamicTokenizer, merge_batch
     from tokbench.dynamic.merge import read_batch
 
     from tokbench.errors import TokbenchError
 
+    keep = _parse_keep(keep)
     texts, ids = read_batch(input_path)
     tok = DynamicTokenizer.load(tokenizer)
     try:
         mb = merge_batch(tok, texts, ids=ids, mode=mode, merges=merges, shorter_pct=shorter_pct,
                          pct_of_word_level=pct_of_word_level, max_constituents=max_constituents,
-                         max_bytes=max_bytes)
+                         max_bytes=max_bytes, keep=keep)
     except TokbenchError as exc:
         if exc.path is None:  # a fault of the batch: name its file
             raise TokbenchError(str(exc), path=input_path) from None
@@ -80,7 +102,9 @@ def merge_cmd(tokenizer, input_path, mode, merges, shorter_pct, pct_of_word_leve
     if summary:
         click.echo(f"{len(mb.merged)} sequences, {len(mb.merges)} merges, {len(mb.tokens)} dynamic tokens, "
                    + _reduction_line(mb.tokens_before, mb.tokens_after, mb.word_level, mb.pct_shorter,
-                                     mb.pct_of_word_level))
+                                     mb.pct_of_word_level)
+                   + (f"; keep {mb.keep} reaches at most {mb.keep_pct_of_word_level:.1f}% of the word level"
+                      if keep.active else ""))
     if out or not summary:
         _write(out, json.dumps(mb.to_dict(), indent=1, ensure_ascii=False))
 
@@ -89,6 +113,7 @@ def merge_cmd(tokenizer, input_path, mode, merges, shorter_pct, pct_of_word_leve
 @click.option("--tokenizer", "-t", required=True, help="Tokenizer asset name or path.")
 @click.option("--corpus", "-c", required=True, help="Corpus asset name or path (its non-blank lines are the texts).")
 @_mode_option
+@_keep_option
 @click.option("--batch", default=32, show_default=True, type=click.IntRange(1, 100_000), help="Lines per batch.")
 @click.option("--merges", default=None, type=click.IntRange(0, 10_000_000),
               help="Stop each batch after this many merges (default: exhaustion).")
@@ -98,15 +123,16 @@ def merge_cmd(tokenizer, input_path, mode, merges, shorter_pct, pct_of_word_leve
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
 @click.option("--out", "-o", default=None, help="Write here (default: stdout).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def curve_cmd(tokenizer, corpus, mode, batch, merges, max_constituents, max_bytes, limit_lines, fmt, out, quiet):
+def curve_cmd(tokenizer, corpus, mode, keep, batch, merges, max_constituents, max_bytes, limit_lines, fmt, out, quiet):
     """The merges -> length curve over a corpus, batch by batch. CSV columns: "Number of Merges" and
     "Avg Sequence Length" (tokens per line: the reference repo's sequence_length_to_merges CSV, so the curves
     overlay), then "Total Tokens", "% Shorter" (absolute) and "% of Word Level"."""
     from tokbench.dynamic import corpus_stats
     from tokbench.dynamic.stats import CURVE_COLUMNS, curve_rows, rows_csv
 
+    keep = _parse_keep(keep)
     r = corpus_stats(tokenizer, corpus, mode=mode, batch=batch, merges=merges, max_constituents=max_constituents,
-                     max_bytes=max_bytes, limit_lines=limit_lines, progress=not quiet)
+                     max_bytes=max_bytes, limit_lines=limit_lines, progress=not quiet, keep=keep)
     rows = curve_rows(r)
     if fmt == "csv":
         _write(out, rows_csv(rows, CURVE_COLUMNS))
@@ -130,6 +156,7 @@ def curve_cmd(tokenizer, corpus, mode, batch, merges, max_constituents, max_byte
               help="Embeddings for dynamic tokens (comma-separated: mean, position_mean, norm_mean, omp).")
 @click.option("--control", is_flag=True, help="Add the `original tokens + new embedding` control per method.")
 @_mode_option
+@_keep_option
 @click.option("--merge-batch", default=None, type=click.IntRange(1, 100_000),
               help="Windows per merge batch (default: all windows in one); budgets apply per batch.")
 @click.option("--cache", default=None, type=click.Path(file_okay=False),
@@ -138,16 +165,17 @@ def curve_cmd(tokenizer, corpus, mode, batch, merges, max_constituents, max_byte
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="json", show_default=True)
 @click.option("--out", "-o", default=None, help="Write here (default: stdout).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def fidelity_cmd(model, tokenizer, corpus, windows, prefix, continuation, budgets, methods, control, mode,
+def fidelity_cmd(model, tokenizer, corpus, windows, prefix, continuation, budgets, methods, control, mode, keep,
                  merge_batch, cache, threads, fmt, out, quiet):
     """Prefill fidelity: bits/byte of a continuation after a merged prefix (through inputs_embeds)."""
     from tokbench.dynamic.fidelity import parse_budgets, prefill_fidelity
     from tokbench.dynamic.stats import rows_csv
 
+    keep = _parse_keep(keep)
     r = prefill_fidelity(model, tokenizer, corpus, n_windows=windows, prefix=prefix, continuation=continuation,
                          budgets=[0] + parse_budgets(budgets), methods=tuple(m for m in methods.split(",") if m),
                          control=control, mode=mode, merge_batch=merge_batch, teacher_cache=cache,
-                         threads=threads, progress=not quiet)
+                         threads=threads, progress=not quiet, keep=keep)
     _write(out, rows_csv(r["rows"]) if fmt == "csv" else json.dumps(r, indent=1))
 
 
@@ -155,19 +183,21 @@ def fidelity_cmd(model, tokenizer, corpus, windows, prefix, continuation, budget
 @click.option("--tokenizer", "-t", required=True, help="Tokenizer asset name or path.")
 @click.option("--corpus", "-c", required=True, help="Corpus asset name or path (its non-blank lines are the texts).")
 @_mode_option
+@_keep_option
 @click.option("--batch", default=32, show_default=True, type=click.IntRange(1, 100_000), help="Lines per batch.")
 @_budget_options
 @click.option("--limit-lines", default=None, type=click.IntRange(1, 10_000_000), help="Read at most this many lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with the merges -> length curve).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def stats(tokenizer, corpus, mode, batch, merges, shorter_pct, pct_of_word_level, max_constituents, max_bytes,
+def stats(tokenizer, corpus, mode, keep, batch, merges, shorter_pct, pct_of_word_level, max_constituents, max_bytes,
           limit_lines, as_json, quiet):
     """Tokens before / after merging, % shorter (absolute and of the word level), merges, time."""
     from tokbench.dynamic import corpus_stats
 
+    keep = _parse_keep(keep)
     r = corpus_stats(tokenizer, corpus, mode=mode, batch=batch, merges=merges, shorter_pct=shorter_pct,
                      pct_of_word_level=pct_of_word_level, max_constituents=max_constituents, max_bytes=max_bytes,
-                     limit_lines=limit_lines, progress=not quiet)
+                     limit_lines=limit_lines, progress=not quiet, keep=keep)
     if as_json:
         click.echo(json.dumps(r, indent=1))
         return
@@ -177,6 +207,8 @@ def stats(tokenizer, corpus, mode, batch, merges, shorter_pct, pct_of_word_level
     click.echo(f"tokens after       {r['tokens_after']:,}")
     click.echo(f"shorter            {r['pct_shorter']:.2f}% absolute, {r['pct_of_word_level']:.1f}% of the word level "
                f"(word level: {r['word_level']:,} tokens, {r['word_level_pct_shorter']:.2f}% shorter)")
+    if keep.active:
+        click.echo(f"keep               {r['keep']}: reaches at most {r['keep_pct_of_word_level']:.1f}% of the word level")
     click.echo(f"merges             {r['merges']:,} ({r['merges_per_batch']:.1f} per batch)")
     if r["batches_short_of_target"]:
         click.echo(f"short of target    {r['batches_short_of_target']:,} batches (merged to exhaustion)")

@@ -5,6 +5,7 @@ frequent subword runs become single dynamic tokens and sequences get shorter wit
     mb = merge_batch("smollm2", texts, mode="word", shorter_pct=10)     # or merges=100, or neither: exhaustion
     mb.merged, mb.tokens, mb.token_bytes, mb.lengths                   # batch, dynamic tokens, length curve
     mb.pct_shorter, mb.pct_of_word_level                               # absolute % and % of the word level
+    merge_batch("smollm2", texts, mode="pretokens", keep="last-punct+recent:32")  # a keep policy (dynamic.keep)
     rows = dynamic_rows(mb, embedding_matrix, "mean").rows             # or "position_mean", "norm_mean", "omp"
 
 The merge loop is the Rust kernel `tokbench._core.dynamic_merge` (incremental pair counts, occurrence lists,

@@ -134,8 +134,10 @@ def parse_budgets(text: str) -> list:
     return out
 
 
-def _budget(spec, total: int, word_level: int):
-    """(merges, target_len, label) of one budget: an int (merges), None (exhaustion) or "P%" (P % of the word level)."""
+def _budget(spec, total: int, word_level: int, keep_level: int | None = None, keep=None, mode: str = "word"):
+    """(merges, target_len, label) of one budget: an int (merges), None (exhaustion) or "P%" (P % of the mode's
+    word level, without the keep policy; TokbenchError when the policy's exhaustion point `keep_level` stops
+    short of it)."""
     if isinstance(spec, str) and spec.endswith("%"):
         from tokbench.dynamic.merge import budget_target
 
@@ -144,7 +146,8 @@ def _budget(spec, total: int, word_level: int):
         except ValueError:
             raise TokbenchError(f"budget {spec!r} is not a percentage", fix="write e.g. 50%") from None
         limits.real("pct_of_word_level", pct, 0, 100, lo_open=True, what="a percentage")
-        return None, budget_target(total, word_level, "word", pct_of_word_level=pct), spec
+        return None, budget_target(total, word_level, mode, pct_of_word_level=pct, keep_level=keep_level,
+                                   keep=keep), spec
     if spec is None:
         return None, None, "exhaustion"
     return limits.at_least("merges", spec, 0, 10_000_000), None, str(spec)
@@ -174,15 +177,16 @@ def _method_specs(methods) -> list[tuple[str, str, dict]]:
     return out
 
 
-def _merged_seqs(tok, groups, base, base_t, mode, spec, method, kw):
+def _merged_seqs(tok, groups, base, base_t, mode, spec, method, kw, keep=None):
     """Merge each group of windows (one merge batch) at budget `spec` and embed it: (inputs_embeds rows per
     window, merges, lengths before and after, label)."""
     import torch
 
     tb = tok.vocab.token_bytes
     seqs, n_merges, before, after, label = [], 0, 0, 0, None
-    for prefixes, conts, cut, word_level in groups:
-        merged, cons, steps, lengths, label = _merge_group(tok, prefixes, cut, word_level, spec)
+    for prefixes, conts, cut, word_level, keep_level in groups:
+        merged, cons, steps, lengths, label = _merge_group(tok, prefixes, cut, word_level, spec, keep_level, keep,
+                                                           mode)
         table = base_t
         if cons:
             mb = MergedBatch(ids=prefixes, merged=merged, n_base=tok.n_base, tokens=cons,
@@ -197,20 +201,25 @@ def _merged_seqs(tok, groups, base, base_t, mode, spec, method, kw):
     return seqs, n_merges, before, after, label
 
 
-def _merge_group(tok, prefixes, cut, word_level, spec):
-    """One merge batch at budget `spec`: (merged, constituents per dynamic token, merges, lengths, label)."""
-    merges, target, label = _budget(spec, sum(map(len, prefixes)), word_level)
+def _merge_group(tok, prefixes, cut, word_level, spec, keep_level=None, keep=None, mode="word"):
+    """One merge batch at budget `spec` (`cut`: the mask with the keep policy's cuts): (merged, constituents per
+    dynamic token, merges, lengths, label)."""
+    merges, target, label = _budget(spec, sum(map(len, prefixes)), word_level, keep_level, keep, mode)
     merged, cons, steps, lengths = merge_ids(prefixes, cut, tok.base_bytes(), merges=merges, target_len=target)
     return merged, cons, steps, lengths, label
 
 
-def _groups(tok, wins, mode: str, step: int):
-    """(prefixes, continuations, cut mask, word level) per merge batch of `step` consecutive windows."""
+def _groups(tok, wins, mode: str, step: int, keep=None):
+    """(prefixes, continuations, cut mask with the keep policy's cuts, the mode's word level without them, the
+    policy's exhaustion point) per merge batch of `step` consecutive windows."""
+    from tokbench.dynamic.keep import apply_keep
+
     out = []
     for g in range(0, len(wins), step):
         prefixes = [p for p, _ in wins[g:g + step]]
         cut = boundary_mask(tok, prefixes, mode)
-        out.append((prefixes, [c for _, c in wins[g:g + step]], cut, sum(map(sum, cut))))
+        kept = apply_keep(prefixes, cut, keep, tok.vocab.token_bytes)
+        out.append((prefixes, [c for _, c in wins[g:g + step]], kept, sum(map(sum, cut)), sum(map(sum, kept))))
     return out
 
 
@@ -226,7 +235,8 @@ def repeat_split(tokenizer, result: dict) -> list[dict]:
     The windows and merges are recomputed from the result's corpus, sizes, mode and budgets (deterministic)."""
     tok = tokenizer if isinstance(tokenizer, DynamicTokenizer) else DynamicTokenizer.load(tokenizer)
     wins = windows_from_corpus(tok, result["corpus"], result["windows"], result["prefix"], result["continuation"])
-    groups = _groups(tok, wins, result["mode"], result["merge_batch"])
+    keep = result.get("keep", "none")
+    groups = _groups(tok, wins, result["mode"], result["merge_batch"], keep)
     ref = result["window_bits"][0]
     out = []
     for row, bits in zip(result["rows"], result["window_bits"]):
@@ -235,8 +245,8 @@ def repeat_split(tokenizer, result: dict) -> list[dict]:
         b = row["budget"]
         spec = None if b == "exhaustion" else b if b.endswith("%") else int(b)
         rep = []
-        for prefixes, conts, cut, wl in groups:
-            merged, cons, *_ = _merge_group(tok, prefixes, cut, wl, spec)
+        for prefixes, conts, cut, wl, kl in groups:
+            merged, cons, *_ = _merge_group(tok, prefixes, cut, wl, spec, kl, keep, result["mode"])
             for m, c in zip(merged, conts):
                 rep.append(any(_contains(c, cons[x - tok.n_base]) for x in set(m) if x >= tok.n_base))
 
@@ -257,7 +267,7 @@ def prefill_fidelity(model: str | Path, tokenizer, corpus="wikitext2-test", *, n
                      prefix: int = 128, continuation: int = 64, budgets=(0, 10, None),
                      methods=("mean", "position_mean"), control: bool = False, mode: str = "word",
                      merge_batch: int | None = None, batch: int = 4, threads: int | None = None,
-                     teacher_cache: str | Path | None = None, progress: bool = False) -> dict:
+                     teacher_cache: str | Path | None = None, progress: bool = False, keep=None) -> dict:
     """Bits/byte of the continuation with the prefix merged at each budget (an int: merges per merge batch;
     None: exhaustion; "P%": P % of the word level; 0: the unmerged model) and each embedding method (a name
     in EMBED_METHODS, or (label, name, keyword arguments for dynamic_rows)); with `control`, one more row per
@@ -268,7 +278,14 @@ def prefill_fidelity(model: str | Path, tokenizer, corpus="wikitext2-test", *, n
     teacher_cache: a folder where the unmerged run's bits per window are kept (keyed by the model files and
     the windows' ids) and read back by later calls. Every row has `delta_ci95`: a paired bootstrap interval
     of its Δ% over windows. `pct_of_word_level` is against this mode's word level, `pct_of_word_mode_level`
-    against `word` mode's (the paper's whitespace words). See the module docstring for what is measured."""
+    against `word` mode's (the paper's whitespace words).
+    keep: a keep policy (tokbench.dynamic.keep: "last-occurrence", "last-word", "last-punct", "recent:N",
+    one last-* and recent:N joined by '+', "none"):
+    extra cuts in every prefix's mask, so what the model is likely to copy stays in its original tokens. The
+    % budgets and `pct_of_word_level` stay against the mode's word level without the policy; the result's
+    `keep_level` / `keep_pct_of_word_level` say how far the policy lets merging go (its exhaustion point), and
+    a % budget beyond it is a TokbenchError (before the model is loaded). See the module docstring for what
+    is measured."""
     import torch
     from tqdm import tqdm
     from transformers import AutoModelForCausalLM
@@ -281,11 +298,29 @@ def prefill_fidelity(model: str | Path, tokenizer, corpus="wikitext2-test", *, n
     limits.at_least("batch", batch, 1, 4096)
     if merge_batch is not None:
         limits.at_least("merge_batch", merge_batch, 1, 100_000)
+    from tokbench.dynamic.keep import parse_keep
+
     specs = _method_specs(methods)
+    policy = parse_keep(keep)
     if threads:
         torch.set_num_threads(limits.threads(threads, "threads"))
     model_dir = Path(model) if Path(model).is_dir() else Path(resolve(str(model), kind="model"))
     tok = tokenizer if isinstance(tokenizer, DynamicTokenizer) else DynamicTokenizer.load(tokenizer)
+    wins = windows_from_corpus(tok, corpus, n_windows, prefix, continuation)
+    prefixes = [p for p, _ in wins]
+    conts = [c for _, c in wins]
+    tb = tok.vocab.token_bytes
+    cont_bytes = sum(len(tb[t] or b"") for c in conts for t in c)
+    step = merge_batch or n_windows
+    groups = _groups(tok, wins, mode, step, policy)
+    for spec in budgets:  # a % budget the keep policy cannot reach fails here, before any model run
+        if spec not in (0, None):
+            for i, g in enumerate(groups):
+                try:
+                    _budget(spec, sum(map(len, g[0])), g[3], g[4], policy, mode)
+                except TokbenchError as exc:
+                    raise TokbenchError(f"{corpus}, merge batch {i + 1} of {len(groups)} ({len(g[0])} windows): "
+                                        f"{exc}") from None
     try:
         lm = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
     except Exception as exc:  # transformers raises many types
@@ -302,14 +337,8 @@ def prefill_fidelity(model: str | Path, tokenizer, corpus="wikitext2-test", *, n
     if base.shape[0] < tok.n_base:
         raise TokbenchError(f"the model has {base.shape[0]:,} embedding rows but the tokenizer {tok.n_base:,} ids",
                             path=model_dir, fix="pass the tokenizer the model was trained with")
-    wins = windows_from_corpus(tok, corpus, n_windows, prefix, continuation)
-    prefixes = [p for p, _ in wins]
-    conts = [c for _, c in wins]
-    tb = tok.vocab.token_bytes
-    cont_bytes = sum(len(tb[t] or b"") for c in conts for t in c)
-    step = merge_batch or n_windows
-    groups = _groups(tok, wins, mode, step)
     word_level = sum(g[3] for g in groups)
+    keep_level = sum(g[4] for g in groups)
     word_mode_level = word_level if mode == "word" else sum(sum(map(sum, boundary_mask(tok, g[0], "word")))
                                                             for g in groups)
     total = sum(map(len, prefixes))
@@ -341,7 +370,8 @@ def prefill_fidelity(model: str | Path, tokenizer, corpus="wikitext2-test", *, n
                 seqs = [table[torch.tensor(p + c[:-1], dtype=torch.long)] for p, c in wins]
                 n_merges, before, after, label = 0, total, total, "control"
             else:
-                seqs, n_merges, before, after, label = _merged_seqs(tok, groups, base, base_t, mode, spec, method, kw)
+                seqs, n_merges, before, after, label = _merged_seqs(tok, groups, base, base_t, mode, spec, method, kw,
+                                                                    policy)
             cached = bits is not None
             if bits is None:
                 bits = _score(lm, base_t, seqs, conts, batch)
@@ -366,6 +396,8 @@ def prefill_fidelity(model: str | Path, tokenizer, corpus="wikitext2-test", *, n
     return {"model": str(model_dir), "tokenizer": tok.name, "corpus": str(corpus), "windows": n_windows,
             "prefix": prefix, "continuation": continuation, "continuation_bytes": cont_bytes,
             "mode": mode, "merge_batch": step, "merge_batches": len(groups), "word_level": word_level,
+            "keep": str(policy), "keep_level": keep_level,
+            "keep_pct_of_word_level": 100.0 * (total - keep_level) / max(total - word_level, 1),
             "word_mode_level": word_mode_level, "prefix_tokens": total,
             "word_level_pct_shorter": 100.0 * (total - word_level) / total,
             "word_mode_level_pct_shorter": 100.0 * (total - word_mode_level) / total,

@@ -216,6 +216,7 @@ class MergedBatch:
     tokens: constituent base ids of dynamic token n_base + k; token_bytes: the bytes each stands for.
     merges: (left, right, merged id, count) per step; lengths: total length after 0, 1, ... merges.
     word_level: the batch's length with every segment between cuts one token (the mode's maximum).
+    keep, keep_level: the keep policy and the length at its exhaustion point (= word_level without one).
     """
 
     ids: list[list[int]]
@@ -230,6 +231,8 @@ class MergedBatch:
     base_token_bytes: list = field(default_factory=list, repr=False)
     seconds: float = 0.0
     params: dict = field(default_factory=dict)
+    keep: str = "none"
+    keep_level: int | None = None
 
     @property
     def tokens_before(self) -> int:
@@ -248,6 +251,13 @@ class MergedBatch:
         room = self.tokens_before - self.word_level
         return 100.0 * (self.tokens_before - self.tokens_after) / room if room else 100.0
 
+    @property
+    def keep_pct_of_word_level(self) -> float:
+        """How far the keep policy lets merging go: its exhaustion point as a % of the mode's word level."""
+        level = self.word_level if self.keep_level is None else self.keep_level
+        room = self.tokens_before - self.word_level
+        return 100.0 * (self.tokens_before - level) / room if room else 100.0
+
     def constituents(self, t: int) -> list[int]:
         return [t] if t < self.n_base else self.tokens[t - self.n_base]
 
@@ -264,6 +274,7 @@ class MergedBatch:
             "pct_shorter": self.pct_shorter, "pct_of_word_level": self.pct_of_word_level,
             "word_level_pct_shorter": 100.0 * (self.tokens_before - self.word_level) / self.tokens_before
             if self.tokens_before else 0.0,
+            "keep": self.keep, "keep_level": self.keep_level, "keep_pct_of_word_level": self.keep_pct_of_word_level,
             "merged": self.merged,
             "dynamic_tokens": [{"id": self.n_base + k, "constituents": c,
                                 "text": b.decode("utf-8", "backslashreplace"), "bytes_hex": b.hex()}
@@ -338,33 +349,52 @@ def _check_budget(merges, shorter_pct, max_constituents, max_bytes, pct_of_word_
 
 
 def budget_target(total: int, word_level: int, mode: str, shorter_pct: float | None = None,
-                  pct_of_word_level: float | None = None) -> int | None:
-    """The length a % budget asks for (None for none); TokbenchError when the mode's word level cannot get there."""
+                  pct_of_word_level: float | None = None, keep_level: int | None = None, keep=None) -> int | None:
+    """The length a % budget asks for (None for none); TokbenchError when the mode's word level cannot get there,
+    or when a keep policy's exhaustion point `keep_level` (the number of cuts once the policy `keep` has added
+    its own) stops short of it. Both % stay against the mode's own word level, without the policy."""
     if pct_of_word_level is not None:
-        return total - math.ceil((total - word_level) * pct_of_word_level / 100 - 1e-9)
-    if shorter_pct is None:
+        target = total - math.ceil((total - word_level) * pct_of_word_level / 100 - 1e-9)
+        want = f"{pct_of_word_level:g}% of the word level"
+    elif shorter_pct is None:
         return None
-    target = math.floor(total * (1 - shorter_pct / 100))
-    if target < word_level:
-        best = 100.0 * (total - word_level) / total
-        raise TokbenchError(f"{shorter_pct}% shorter cannot be met: mode {mode!r} reaches at most {best:.2f}% "
-                            f"on this batch ({total:,} -> {word_level:,} tokens)",
-                            fix=f"ask for at most {best:.2f}%, use --pct-of-word-level or another mode")
+    else:
+        target = math.floor(total * (1 - shorter_pct / 100))
+        want = f"{shorter_pct}% shorter"
+        if target < word_level:
+            best = 100.0 * (total - word_level) / total
+            raise TokbenchError(f"{want} cannot be met: mode {mode!r} reaches at most {best:.2f}% "
+                                f"on this batch ({total:,} -> {word_level:,} tokens)",
+                                fix=f"ask for at most {best:.2f}%, use --pct-of-word-level or another mode")
+    if keep_level is not None and target < keep_level:
+        room = total - word_level
+        best = 100.0 * (total - keep_level) / room if room else 100.0
+        raise TokbenchError(f"{want} cannot be met under keep policy {keep}: it reaches at most {best:.1f}% of "
+                            f"the word level of mode {mode!r} ({100.0 * (total - keep_level) / total:.2f}% shorter; "
+                            f"{total:,} -> {keep_level:,} tokens, target {target:,})",
+                            fix=f"ask for at most {best:.1f}% of the word level or keep less")
     return target
 
 
 def merge_batch(tokenizer: str | Path | DynamicTokenizer, texts: Sequence[str], *, mode: str = "word",
                 merges: int | None = None, shorter_pct: float | None = None, pct_of_word_level: float | None = None,
                 max_constituents: int | None = None, max_bytes: int | None = None, min_count: int = 1,
-                ids: Sequence[Sequence[int]] | None = None) -> MergedBatch:
+                ids: Sequence[Sequence[int]] | None = None, keep=None) -> MergedBatch:
     """Encode `texts` (one batch) with `tokenizer` and merge frequent adjacent pairs inside the batch.
 
     Budget (at most one): `merges` steps; until the batch is `shorter_pct` % shorter (TokbenchError when the
     mode's word level cannot get there); until it has gone `pct_of_word_level` % of the way from its length
     to its word level (the paper's unit; 100 = exhaustion); or none: to exhaustion. Caps: at most
     `max_constituents` base tokens and `max_bytes` bytes per merged token (a % budget the caps stop short of
-    is a TokbenchError). `ids`: the batch already encoded (then `texts` may be None)."""
+    is a TokbenchError). `ids`: the batch already encoded (then `texts` may be None).
+    `keep`: a keep policy (tokbench.dynamic.keep: "last-occurrence", "last-word", "last-punct", "recent:N",
+    one last-* and recent:N joined by '+', or "none"), extra cuts that leave what the model is likely to copy in its original tokens. The word level and
+    the % of it stay the mode's own, without the policy; `keep_level` is the policy's exhaustion point, and a %
+    budget beyond it is a TokbenchError that says how far the policy reaches."""
+    from tokbench.dynamic.keep import apply_keep, parse_keep
+
     _check_budget(merges, shorter_pct, max_constituents, max_bytes, pct_of_word_level)
+    policy = parse_keep(keep)
     tok = tokenizer if isinstance(tokenizer, DynamicTokenizer) else DynamicTokenizer.load(tokenizer)
     if ids is None:
         texts = list(texts or [])
@@ -380,7 +410,10 @@ def merge_batch(tokenizer: str | Path | DynamicTokenizer, texts: Sequence[str], 
                             fix="merge smaller batches")
     cut = boundary_mask(tok, ids, mode)
     word_level = sum(sum(c) for c in cut)
-    target = budget_target(total, word_level, mode, shorter_pct, pct_of_word_level)
+    if policy.active:
+        cut = apply_keep(ids, cut, policy, tok.vocab.token_bytes)
+    keep_level = sum(sum(c) for c in cut)
+    target = budget_target(total, word_level, mode, shorter_pct, pct_of_word_level, keep_level, policy)
     t0 = time.perf_counter()
     merged, cons, steps, lengths = merge_ids(ids, cut, tok.base_bytes(), merges=merges, target_len=target,
                                              max_constituents=max_constituents, max_bytes=max_bytes,
@@ -395,7 +428,7 @@ def merge_batch(tokenizer: str | Path | DynamicTokenizer, texts: Sequence[str], 
     token_bytes = [b"".join(tb[c] or b"" for c in con) for con in cons]
     return MergedBatch(ids=ids, merged=merged, n_base=tok.n_base, tokens=cons, token_bytes=token_bytes,
                        merges=[tuple(m) for m in steps], lengths=lengths, word_level=word_level, mode=mode,
-                       base_token_bytes=tb, seconds=seconds,
+                       base_token_bytes=tb, seconds=seconds, keep=str(policy), keep_level=keep_level,
                        params={"tokenizer": tok.name, "merges": merges, "shorter_pct": shorter_pct,
                                "pct_of_word_level": pct_of_word_level, "max_constituents": max_constituents,
-                               "max_bytes": max_bytes, "min_count": min_count})
+                               "max_bytes": max_bytes, "min_count": min_count, "keep": str(policy)})

@@ -23,13 +23,15 @@ def corpus_lines(corpus: str | Path, limit_lines: int | None = None, limit_bytes
 
 def corpus_stats(tokenizer, corpus: str | Path, *, mode: str = "word", batch: int = 32, merges: int | None = None,
                  shorter_pct: float | None = None, pct_of_word_level: float | None = None, max_constituents: int | None = None, max_bytes: int | None = None,
-                 limit_lines: int | None = None, limit_bytes: int | None = None, progress: bool = False) -> dict:
+                 limit_lines: int | None = None, limit_bytes: int | None = None, progress: bool = False,
+                 keep=None) -> dict:
     """Merge every batch of `batch` consecutive non-blank lines of `corpus` with the same budget (per batch) and
     sum the lengths (`pct_of_word_level`: each batch goes that % of the way to its own word level). Returns tokens before / after, absolute % shorter, % of the word level, merges, seconds,
     and the merges -> length curve summed over batches (for `merges` or exhaustion budgets).
 
     With `shorter_pct`, a batch whose word level cannot reach the target is merged to exhaustion and counted in
-    `batches_short_of_target`."""
+    `batches_short_of_target`. `keep`: a keep policy (merge_batch); the word level stays the mode's own, and
+    `keep_level` / `keep_pct_of_word_level` give the policy's exhaustion point."""
     from tqdm import tqdm
 
     from tokbench.dynamic.merge import DynamicTokenizer, merge_batch
@@ -39,7 +41,7 @@ def corpus_stats(tokenizer, corpus: str | Path, *, mode: str = "word", batch: in
     lines = corpus_lines(corpus, limit_lines, limit_bytes)
     if not lines:
         raise TokbenchError(f"corpus {corpus} has no non-blank lines", fix="pass a corpus with text")
-    before = after = word = n_merges = short = 0
+    before = after = word = kept = n_merges = short = 0
     kernel = 0.0
     curve: list[int] = []
     t0 = time.perf_counter()
@@ -47,15 +49,17 @@ def corpus_stats(tokenizer, corpus: str | Path, *, mode: str = "word", batch: in
     for chunk in tqdm(chunks, desc="dynamic merge", unit="batch", disable=not progress):
         try:
             mb = merge_batch(tok, chunk, mode=mode, merges=merges, shorter_pct=shorter_pct,
-                             pct_of_word_level=pct_of_word_level, max_constituents=max_constituents, max_bytes=max_bytes)
+                             pct_of_word_level=pct_of_word_level, max_constituents=max_constituents, max_bytes=max_bytes,
+                             keep=keep)
         except TokbenchError as exc:
             if (shorter_pct is None and pct_of_word_level is None) or "cannot be met" not in str(exc):
                 raise
             short += 1
-            mb = merge_batch(tok, chunk, mode=mode, max_constituents=max_constituents, max_bytes=max_bytes)
+            mb = merge_batch(tok, chunk, mode=mode, max_constituents=max_constituents, max_bytes=max_bytes, keep=keep)
         before += mb.tokens_before
         after += mb.tokens_after
         word += mb.word_level
+        kept += mb.keep_level
         n_merges += len(mb.merges)
         kernel += mb.seconds
         if shorter_pct is None and pct_of_word_level is None:
@@ -66,7 +70,8 @@ def corpus_stats(tokenizer, corpus: str | Path, *, mode: str = "word", batch: in
         "tokenizer": tok.name, "corpus": str(corpus), "mode": mode, "batch": batch, "batches": len(chunks),
         "lines": len(lines), "budget": {"merges": merges, "shorter_pct": shorter_pct, "pct_of_word_level": pct_of_word_level,
                                         "max_constituents": max_constituents, "max_bytes": max_bytes},
-        "tokens_before": before, "tokens_after": after, "word_level": word,
+        "tokens_before": before, "tokens_after": after, "word_level": word, "keep": mb.keep, "keep_level": kept,
+        "keep_pct_of_word_level": 100.0 * (before - kept) / room if room else 100.0,
         "pct_shorter": 100.0 * (before - after) / before,
         "pct_of_word_level": 100.0 * (before - after) / room if room else 100.0,
         "word_level_pct_shorter": 100.0 * room / before,
