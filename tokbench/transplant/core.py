@@ -108,7 +108,8 @@ def transplant(base, tokenizer, out, *, donor=None, method: str = "omp", aux_emb
     "decomposition" (mean of the base's pieces), "method" (like every other new token), "auto" (method for
     omp with a donor, whose rows know the target's numeric tokens; decomposition otherwise).
     refine / refine_steps: after the initialisation, optimise only the new rows for at most this many seconds
-    / steps by self-distillation from the base model on the first refine_max_chars characters of refine_text
+    / steps (`tokbench.embeddings.refine_rows`: by default the new model's next-token loss, its body frozen;
+    loss "distill" / "distill_ntp" compare it with the base model) on the first refine_max_chars characters of refine_text
     (a text file or corpus asset; its last tenth is held out for early stopping; several corpora separated by
     commas are one domain each, refine_max_chars split evenly, and no domain's held-out slice may get worse);
     refine_options: further arguments of `tokbench.embeddings.refine_rows` (lr, batch, window, loss, ...).
