@@ -44,6 +44,43 @@ def test_screened_omp_close_to_exact():
     assert np.median(rel) < 1e-3 and rel.mean() < 0.15
 
 
+def _screened_reference(Y, X, k, ridge, screen, forbid=None):
+    """Screened OMP written plainly, one target at a time: the residual's correlations with the candidate
+    vectors at every step (what batch_omp replaces by the candidates' Gram matrix)."""
+    idx = np.zeros((len(Y), k), dtype=np.int64)
+    coefs = np.zeros((len(Y), k))
+    for b, y in enumerate(Y.astype(np.float64)):
+        c0 = np.abs(X @ y)
+        if forbid is not None and forbid[b] >= 0:
+            c0[forbid[b]] = -1.0
+        cand = np.argsort(-c0, kind="stable")[:screen]
+        Xc = X[cand].astype(np.float64)
+        r, chosen = y.copy(), []
+        for _ in range(k):
+            corr = np.abs(Xc @ r)
+            corr[chosen] = -1.0
+            chosen.append(int(corr.argmax()))
+            XS = Xc[chosen]
+            c = np.linalg.solve(XS @ XS.T + ridge * np.eye(len(chosen)), XS @ y)
+            r = y - c @ XS
+        idx[b], coefs[b] = cand[chosen], c
+    return idx, coefs
+
+
+@pytest.mark.parametrize("ridge", [0.0, 0.5])
+def test_screened_omp_equals_the_per_step_residual_reference(ridge):
+    # dense targets (no exact sparse code) so that every step has a clear winner; d > M as for a large donor
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((600, 96)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    Y = rng.standard_normal((40, 96)).astype(np.float32)
+    forbid = np.where(np.arange(40) % 3 == 0, np.arange(40), -1)
+    got = batch_omp(Y, X, 8, ridge=ridge, screen=64, forbid=forbid, block=16, block_bytes=10 * 64 * 96 * 4)
+    want_idx, want_coef = _screened_reference(Y, X, 8, ridge, 64, forbid)
+    np.testing.assert_array_equal(got.idx, want_idx)
+    np.testing.assert_allclose(got.coefs[8], want_coef, rtol=1e-3, atol=1e-4)
+
+
 def test_keep_gives_nested_path_and_ridge_shrinks():
     X, Y, _, _ = _problem(k=6)
     p = batch_omp(Y, X, 6, keep=(1, 3), screen=None)
