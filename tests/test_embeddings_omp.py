@@ -123,6 +123,12 @@ def test_choose_k_sane_when_target_is_linear_in_space():
     assert ch.k == 8 and ch.held_out == 150  # more atoms fit a linear relation better; k capped at dim/8
     assert ch.scores[f"k={ch.k},ridge={ch.ridge}"] > 0.5
     assert ch.scores["k=1,ridge=0.1"] < ch.scores["k=8,ridge=0.1"]
+    # unit rows + their norms (omp_rows' in-place path, no normalised copy) choose the same, score the same
+    norms = np.linalg.norm(space, axis=1)
+    unit = space / norms[:, None]
+    same = choose_omp(unit, target, ks=candidate_ks(64, 3000), ridges=[0.1, 1.0], holdout=0.05, norms=norms)
+    assert (same.k, same.ridge) == (ch.k, ch.ridge)
+    assert same.scores == pytest.approx(ch.scores, abs=1e-4) and same.shrink == pytest.approx(ch.shrink, abs=1e-4)
 
 
 def test_choose_k_scores_noise_near_zero():

@@ -30,7 +30,8 @@ from tokbench.embeddings.request import NewTokens, RowStats
 from tokbench.embeddings.subword import subword_record, subword_rows
 from tokbench.errors import TokbenchError
 
-# lookup(ids) -> (found: bool array, vectors: (len(ids), dim) float32, zero where not found)
+# lookup(ids) -> (found: bool array, vectors: (len(ids), dim) float32, zero where not found); vectors must be a new
+# array (omp_rows normalises it in place)
 SpaceLookup = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
@@ -181,23 +182,31 @@ def candidate_ks(dim: int, n_atoms: int, k_max: int | None = None) -> list[int]:
 
 def choose_omp(space: np.ndarray, target: np.ndarray, *, ks: list[int], ridges: list[float],
                holdout: float = 0.05, max_held: int = 2000, seed: int = 0, device: str | None = None,
-               progress: bool = False) -> OmpChoice:
+               progress: bool = False, norms: np.ndarray | None = None) -> OmpChoice:
     """Pick k and ridge by held-out reconstruction: hide a fraction of the anchors, code each hidden one
     over the others in `space` (normalised atoms), rebuild its `target` row from the codes, score by
     centred cosine to its true row; return the best (ties -> smaller k), with the scale (0..1) that best maps
-    the centred rebuilt rows onto the true ones: how far an OMP row may be trusted to leave the mean row."""
+    the centred rebuilt rows onto the true ones: how far an OMP row may be trusted to leave the mean row.
+
+    norms: when given, `space` already holds the unit rows and `norms` their lengths (no normalised copy of
+    the anchors is made: at 110k x 3,584 that copy is 1.6 GB)."""
     n = space.shape[0]
     rng = np.random.default_rng(seed)
     m = int(min(max(1, round(n * holdout)), max_held, n - 1))
     held = rng.choice(n, size=m, replace=False)
-    norms = np.linalg.norm(space, axis=1)
-    norms[norms == 0] = 1.0
-    atoms = space / norms[:, None]
+    if norms is None:
+        norms = np.linalg.norm(space, axis=1)
+        norms[norms == 0] = 1.0
+        atoms = space / norms[:, None]
+        held_vecs = space[held]
+    else:
+        atoms = space
+        held_vecs = space[held] * norms[held, None]
     centre = target.mean(axis=0)
     scores: dict[str, float] = {}
     best = None
     for ridge in ridges:
-        path = batch_omp(space[held], atoms, max(ks), ridge, keep=tuple(ks), forbid=held, device=device,
+        path = batch_omp(held_vecs, atoms, max(ks), ridge, keep=tuple(ks), forbid=held, device=device,
                          progress=progress, desc=f"held-out omp ridge={ridge}")
         for kk in ks:
             coef = path.coefs[kk] / norms[path.idx[:, :kk]]
@@ -239,9 +248,10 @@ def omp_rows(rows: np.ndarray, req: NewTokens, stats: RowStats, space_of: SpaceL
              blend: float, seed: int, device: str | None, progress: bool):
     """OMP rows for `req`: anchors are `anchor_keys` (ids looked up in the space) with base rows
     `rows[anchor_rows_ids]`; returns (rows, records, params, held_out, norm_capped)."""
-    ok, anchor_vecs = space_of(anchor_keys)
+    ok, X = space_of(anchor_keys)  # a fresh array: normalised in place below
     anchors_old = anchor_rows_ids[ok]
-    X = anchor_vecs[ok]
+    if not ok.all():
+        X = X[ok]
     if len(X) < 2:
         raise TokbenchError("fewer than 2 anchor tokens (shared between base and target, with donor rows)",
                             fix="use a donor whose tokenizer overlaps the target, or --method tokenadapt")
@@ -249,19 +259,21 @@ def omp_rows(rows: np.ndarray, req: NewTokens, stats: RowStats, space_of: SpaceL
     anchor_rows = rows[anchors_old]
     ks = [k] if k else candidate_ks(dim, len(X))
     ridges = [ridge] if ridge is not None else [0.1, 1.0]
-    choice = choose_omp(X, anchor_rows, ks=ks, ridges=ridges, seed=seed, device=device, progress=progress)
+    norms = np.linalg.norm(X, axis=1)
+    norms[norms == 0] = 1.0
+    X /= norms[:, None]  # one copy of the anchors (unit rows) for the held-out choice and the coding
+    choice = choose_omp(X, anchor_rows, ks=ks, ridges=ridges, seed=seed, device=device, progress=progress,
+                        norms=norms)
     sub = subword_rows(req.decompositions, rows, stats.mean)
     est = sub.copy()
     new_ids = req.ids
     ids = np.array(new_ids, dtype=np.int64)
     has, Y = space_of(ids)
     use = has & np.array([i not in req.subword_only for i in new_ids], dtype=bool)
-    norms = np.linalg.norm(X, axis=1)
-    norms[norms == 0] = 1.0
     capped_rows = np.zeros(len(new_ids), dtype=bool)
     path = coef = None
     if use.any():
-        path = batch_omp(Y[use], X / norms[:, None], choice.k, choice.ridge, device=device, progress=progress,
+        path = batch_omp(Y if use.all() else Y[use], X, choice.k, choice.ridge, device=device, progress=progress,
                          desc=f"omp k={choice.k}")
         coef = path.coefs[choice.k] / norms[path.idx]
         omp = apply_codes(path.idx, coef, anchor_rows)
