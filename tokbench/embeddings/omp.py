@@ -102,7 +102,7 @@ def batch_omp(Y: np.ndarray, X: np.ndarray, k: int, ridge: float = 0.0, *, keep:
             Gc = torch.bmm(Xc, Xc.transpose(1, 2))  # (nb, M, M): X_c X_c^T
             del Xc
         pos = torch.zeros((nb, k), dtype=torch.long, device=dev)  # chosen positions (in cand when screening)
-        R = None if use_screen else Yb.clone()
+        R = Yb  # the residual (exact OMP only; rebound each step, never written in place)
         c = None
         for s in range(k):
             if use_screen:
@@ -168,6 +168,13 @@ class OmpChoice:
     shrink: float = 1.0  # least-squares scale of the centred rebuilt rows onto the true ones (held out)
 
 
+def row_norms(X: np.ndarray) -> np.ndarray:
+    """Euclidean length of every row, 1 for a zero row (so dividing by it leaves the row zero)."""
+    norms = np.linalg.norm(X, axis=1)
+    norms[norms == 0] = 1.0
+    return norms
+
+
 def candidate_ks(dim: int, n_atoms: int, k_max: int | None = None) -> list[int]:
     """Sparsities worth trying: powers of two up to dim/8 and at most 64. Many atoms in a small donor space
     (d=128) fit the donor vector but transfer noise to the base (k=64 ruins SmolLM2 with a d=128 donor)."""
@@ -195,8 +202,7 @@ def choose_omp(space: np.ndarray, target: np.ndarray, *, ks: list[int], ridges: 
     m = int(min(max(1, round(n * holdout)), max_held, n - 1))
     held = rng.choice(n, size=m, replace=False)
     if norms is None:
-        norms = np.linalg.norm(space, axis=1)
-        norms[norms == 0] = 1.0
+        norms = row_norms(space)
         atoms = space / norms[:, None]
         held_vecs = space[held]
     else:
@@ -259,8 +265,7 @@ def omp_rows(rows: np.ndarray, req: NewTokens, stats: RowStats, space_of: SpaceL
     anchor_rows = rows[anchors_old]
     ks = [k] if k else candidate_ks(dim, len(X))
     ridges = [ridge] if ridge is not None else [0.1, 1.0]
-    norms = np.linalg.norm(X, axis=1)
-    norms[norms == 0] = 1.0
+    norms = row_norms(X)
     X /= norms[:, None]  # one copy of the anchors (unit rows) for the held-out choice and the coding
     choice = choose_omp(X, anchor_rows, ks=ks, ridges=ridges, seed=seed, device=device, progress=progress,
                         norms=norms)
