@@ -3,7 +3,7 @@
     nice python benchmarks/bench_refine.py [--base smollm2-135m] [--target gpt2] [--method omp]
         [--donor tbd-gpt2-d128 | --donor none] [--seconds 300] [--snapshots 60,120]
         [--refine-text wikitext2-valid,gsm8k-train,code-python] [--refine-chars 400000]
-        [--loss ntp] [--lr 1e-2] [--warmup 0] [--rows touched|all] [--head-steps 0] [--no-shared]
+        [--loss ntp] [--lr 1e-2] [--warmup 0] [--precision auto|fp32|bf16] [--rows touched|all] [--head-steps 0] [--no-shared]
         [--per-domain] [--held-out 0.1]
         [--threads 2] [--work /tmp/tb-refine] [--evals english,gsm8k,code]
 
@@ -91,6 +91,7 @@ def main() -> None:
     ap.add_argument("--loss", default="ntp")
     ap.add_argument("--lr", type=float, default=None, help="default: refine_rows' default")
     ap.add_argument("--warmup", type=int, default=0)
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     ap.add_argument("--rows", default="touched", choices=["touched", "all"])
     ap.add_argument("--head-steps", type=int, default=0)
     ap.add_argument("--shared", action="store_true", help="the default of refine_rows; kept for old commands")
@@ -144,7 +145,7 @@ def main() -> None:
     opts = {} if args.lr is None else {"lr": args.lr}
     res = refine_rows(base_dir, init, new_ids, text, seconds=args.seconds, steps=args.steps, warmup=args.warmup,
                       batch=args.batch, window=args.window, loss=args.loss, rows=args.rows, head_steps=args.head_steps,
-                      shared=not args.no_shared, held_out=args.held_out,
+                      shared=not args.no_shared, held_out=args.held_out, precision=args.precision,
                       eval_every=args.eval_every, snapshots=snaps, progress=False, **opts)
     out["peak_rss_mb_after_refine"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     out["peak_rss_mb_before_refine"] = round(rss0 / 1024, 1)

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from tokbench.cli import main
 from tokbench.embeddings import check_refine_args, refine_rows
+from tokbench.embeddings.refine import native_bf16
 from tokbench.errors import TokbenchError
 from tokbench.transplant import transplant
 from tokbench.vocab import align, load_vocabulary
@@ -124,6 +125,22 @@ def test_deterministic_for_a_seed(tiny):
     assert not np.array_equal(a.rows, c.rows)  # another seed draws the batches in another order
 
 
+@pytest.mark.parametrize("tied", [True, False])
+def test_bf16_steps_track_float32_and_evaluations_stay_float32(tiny, tied):
+    base, init, new_ids, text = tiny[tied]
+    kw = dict(steps=6, lr=1e-2, eval_every=2, patience=5, seed=1, progress=False)
+    f = refine_rows(base, init, new_ids, text, precision="fp32", **kw)
+    b = refine_rows(base, init, new_ids, text, precision="bf16", **kw)
+    a = refine_rows(base, init, new_ids, text, precision="auto", **kw)
+    assert (f.record["precision"], b.record["precision"]) == ("fp32", "bf16")
+    assert a.record["precision"] == ("bf16" if native_bf16("cpu") else "fp32")
+    fc, bc = ([p["held_out_bpb"] for p in r.record["curve"]] for r in (f, b))
+    assert fc[0] == bc[0]  # the evaluation before any step is float32 in both
+    assert not np.array_equal(f.rows, b.rows)  # the steps did run in bf16 ...
+    assert bc[-1] < bc[0] and np.allclose(bc, fc, rtol=0.02)  # ... and learn what float32 steps learn
+    assert b.rows.dtype == np.float32 and (b.head_rows is None) == tied
+
+
 def test_bounds_on_steps_and_seconds(tiny):
     base, init, new_ids, text = tiny[True]
     r = refine_rows(base, init, new_ids, text, steps=3, lr=1e-3, eval_every=100, progress=False)
@@ -148,6 +165,7 @@ def test_bounds_on_steps_and_seconds(tiny):
     ({"steps": 1, "rows": "some"}, "unknown refinement rows mode"),
     ({"steps": 1, "head_steps": 65}, "refine head_steps"),
     ({"steps": 1, "shared": "yes"}, "refine shared"),
+    ({"steps": 1, "precision": "fp16"}, "unknown refinement precision"),
 ])
 def test_bad_arguments_one_line(kw, msg):
     with pytest.raises(TokbenchError, match=msg) as exc:

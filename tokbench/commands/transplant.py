@@ -5,7 +5,7 @@ import json
 
 import click
 
-from tokbench.embeddings.refine import LOSSES
+from tokbench.embeddings.refine import LOSSES, PRECISIONS
 from tokbench.transplant.core import METHODS, NUMBER_POLICIES
 
 
@@ -37,6 +37,9 @@ from tokbench.transplant.core import METHODS, NUMBER_POLICIES
               help="Refine on the first N characters of --refine-text.")
 @click.option("--refine-lr", type=float, default=None, help="Adam learning rate of the row deltas [default: 1e-2].")
 @click.option("--refine-loss", type=click.Choice(LOSSES), default=None, help="Refinement loss [default: ntp].")
+@click.option("--refine-precision", type=click.Choice(PRECISIONS), default=None,
+              help="Refinement steps under bf16 autocast, or not [default: auto: bf16 where the device has native "
+                   "bf16 matrix units, e.g. AMX CPUs].")
 @click.option("--device", default=None, help="torch device (default: cuda when present, else cpu).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it is a folder tokbench wrote earlier.")
@@ -45,7 +48,7 @@ from tokbench.transplant.core import METHODS, NUMBER_POLICIES
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def transplant(base, target, donor, method, aux_embedder, k, ridge, blend, global_weight, temperature, top_k,
                numbers, eval_text, max_chars, refine, refine_steps, refine_text, refine_max_chars, refine_lr,
-               refine_loss, device, seed, overwrite, no_cache, out, as_json) -> None:
+               refine_loss, refine_precision, device, seed, overwrite, no_cache, out, as_json) -> None:
     """Write a copy of BASE (model folder or asset) that speaks the tokenizer TARGET into OUT."""
     from tokbench.assets import home
     from tokbench.transplant import transplant as run
@@ -56,7 +59,8 @@ def transplant(base, target, donor, method, aux_embedder, k, ridge, blend, globa
                  eval_max_chars=max_chars, overwrite=overwrite, seed=seed, device=device, cache_dir=cache,
                  numbers=numbers, refine=refine, refine_steps=refine_steps, refine_text=refine_text,
                  refine_max_chars=refine_max_chars,
-                 refine_options={k: v for k, v in (("lr", refine_lr), ("loss", refine_loss)) if v is not None})
+                 refine_options={k: v for k, v in (("lr", refine_lr), ("loss", refine_loss),
+                                                           ("precision", refine_precision)) if v is not None})
     if as_json:
         click.echo(json.dumps(report, indent=2, ensure_ascii=False))
         return

@@ -39,6 +39,7 @@ from tokbench.errors import TokbenchError
 
 LOSSES = ("distill", "distill_ntp", "ntp")
 ROWS = ("touched", "all")
+PRECISIONS = ("auto", "fp32", "bf16")
 DEFAULT_LR = 1e-2
 
 
@@ -65,7 +66,7 @@ class _Segment:
 def check_refine_args(seconds, steps, *, lr: float = DEFAULT_LR, warmup: int = 0, batch: int = 4,
                       window: int = 256, held_out: float = 0.1, eval_every: int = 10, patience: int = 3,
                       loss: str = "ntp", rows: str = "touched", head_steps: int = 0,
-                      shared: bool = True) -> None:
+                      shared: bool = True, precision: str = "auto") -> None:
     """Refuse out-of-range refinement arguments (one line each) before any work."""
     if seconds is None and steps is None:
         raise TokbenchError("refinement needs a bound", fix="pass seconds (e.g. 300) and/or steps")
@@ -86,6 +87,24 @@ def check_refine_args(seconds, steps, *, lr: float = DEFAULT_LR, warmup: int = 0
         raise TokbenchError(f"refine shared must be true or false, got {shared!r}", fix="pass shared=True or False")
     if rows not in ROWS:
         raise TokbenchError(f"unknown refinement rows mode {rows!r}", fix=f"use one of {', '.join(ROWS)}")
+    if precision not in PRECISIONS:
+        raise TokbenchError(f"unknown refinement precision {precision!r}", fix=f"use one of {', '.join(PRECISIONS)}")
+
+
+def native_bf16(device: str) -> bool:
+    """Whether `device` multiplies bfloat16 matrices natively (a CUDA GPU that supports it; a CPU with AMX tiles),
+    so that training steps under bf16 autocast run faster than in float32 (on other CPUs they run slower)."""
+    import torch
+
+    if str(device).startswith("cuda"):
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if str(device) != "cpu":
+        return False
+    probe = getattr(getattr(torch, "cpu", None), "_is_amx_tile_supported", None)
+    try:
+        return bool(probe()) if probe is not None else False
+    except Exception:  # a torch build without the probe: stay in float32
+        return False
 
 
 def _starts(tok, text: str) -> tuple[list[int], np.ndarray]:
@@ -216,9 +235,9 @@ class _Student:
         alone, for the head steps that reuse a step's hidden states without another pass through the body."""
         import torch
 
-        logits = self.head(h)
         dh = self.deltas()[1] if d_out is None else d_out
-        logits = logits.index_add(-1, self.ids, h @ dh.T)
+        # float32 before the softmax: under bf16 autocast the products are bf16, and so would be logsumexp's sum
+        logits = self.head(h).float().index_add(-1, self.ids, (h @ dh.T).float())
         target = inp[:, 1:]
         return logits.gather(-1, target.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
@@ -345,8 +364,8 @@ def teacher_chunk_logprobs(split, segs: list[_Segment], device: str):
 def refine_rows(teacher, student, new_ids, text, *, seconds: float | None = None, steps: int | None = None,
                 lr: float = DEFAULT_LR, warmup: int = 0, batch: int = 4, window: int = 256, held_out: float = 0.1,
                 eval_every: int = 10, patience: int = 3, loss: str = "ntp", rows: str = "touched",
-                head_steps: int = 0, shared: bool = True, seed: int = 0, device: str | None = None, snapshots=(),
-                progress: bool = True) -> Refined:
+                head_steps: int = 0, shared: bool = True, precision: str = "auto", seed: int = 0,
+                device: str | None = None, snapshots=(), progress: bool = True) -> Refined:
     """Refine the rows of `new_ids` (ids of the student's vocabulary) of the model folder `student` against the
     model folder `teacher` (the model before its vocabulary changed) on `text`; returns the rows and a record.
 
@@ -361,13 +380,16 @@ def refine_rows(teacher, student, new_ids, text, *, seconds: float | None = None
     output side alone (the step's last hidden states kept, the body not run again). shared: also train one
     affine map (d x d and a bias, from zero, Adam at lr / sqrt(d)) applied to every new row's initial value, so
     rows no batch holds move too (with rows="touched" the per-row deltas still move only the rows a batch
-    holds). device: torch device (default cpu). snapshots: seconds at which to evaluate and keep the best rows
+    holds). precision: "bf16" runs the training steps under bfloat16 autocast (the rows, their optimiser state,
+    the softmax and every held-out evaluation stay float32), "fp32" does not, "auto" (default) picks bf16 where
+    the device multiplies bf16 natively (`native_bf16`: about 2x faster steps on a CPU with AMX). device: torch
+    device (default cpu). snapshots: seconds at which to evaluate and keep the best rows
     so far (`Refined.snapshots`; for curves of one run). The teacher's chunk log-likelihoods are computed once
     per training segment and cached.
     """
     check_refine_args(seconds, steps, lr=lr, warmup=warmup, batch=batch, window=window, held_out=held_out,
                       eval_every=eval_every, patience=patience, loss=loss, rows=rows, head_steps=head_steps,
-                      shared=shared)
+                      shared=shared, precision=precision)
     domains = _domains(text)
     from tokbench.extras import need
 
@@ -377,6 +399,10 @@ def refine_rows(teacher, student, new_ids, text, *, seconds: float | None = None
 
     t_start = time.perf_counter()
     device = device or "cpu"
+    bf16 = precision == "bf16" or (precision == "auto" and native_bf16(device))
+
+    def amp():
+        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16)
     teacher, student = Path(teacher), Path(student)
     s_tok, s_lm, s_split = _load(student, "student", device)
     rows_n = s_lm.get_input_embeddings().weight.shape[0]
@@ -512,7 +538,8 @@ def refine_rows(teacher, student, new_ids, text, *, seconds: float | None = None
                     at += k
             t_sum = torch.cat([teacher_cache[i] for i in pick])
             teacher_s += time.perf_counter() - tt
-        s_sum = _chunk_sums(stu.logprobs(inp), where, n)
+        with amp():
+            s_sum = _chunk_sums(stu.logprobs(inp), where, n)
         value = _loss(loss, s_sum, t_sum, nbytes)
         for p in stu.params() + stu.shared:
             p.grad = None
@@ -525,7 +552,9 @@ def refine_rows(teacher, student, new_ids, text, *, seconds: float | None = None
         if opt_shared is not None:
             _step_shared(opt_shared, step_lr / math.sqrt(stu.emb.shape[1]))
         for _ in range(head_steps):  # the output side again on this step's hidden states: no body pass
-            value_h = _loss(loss, _chunk_sums(stu.head_logprobs(stu.last_hidden, inp), where, n), t_sum, nbytes)
+            with amp():
+                lp_h = stu.head_logprobs(stu.last_hidden, inp)
+            value_h = _loss(loss, _chunk_sums(lp_h, where, n), t_sum, nbytes)
             for p in stu.params() + stu.shared:
                 p.grad = None
             value_h.backward()
@@ -551,7 +580,7 @@ def refine_rows(teacher, student, new_ids, text, *, seconds: float | None = None
     ever[(opt.t[0] > 0).cpu()] = True
     record = {
         "loss": loss, "lr": lr, "warmup": warmup, "batch": batch, "window": window, "rows_mode": rows,
-        "head_steps": head_steps, "shared": shared, "seed": seed,
+        "head_steps": head_steps, "shared": shared, "precision": "bf16" if bf16 else "fp32", "seed": seed,
         "device": device, "bounds": {"seconds": seconds, "steps": steps}, "stopped": stopped, "steps": step,
         "seconds": round(time.perf_counter() - t0, 2), "setup_seconds": round(setup_s, 2),
         "teacher_seconds": round(teacher_s, 2), "teacher_cached_segments": len(teacher_cache),

@@ -194,7 +194,7 @@ def _check_refine(seconds, steps, text, max_chars, options) -> None:
     limits.optional("refine_max_chars", max_chars, 1000)
     opts = dict(options or {})
     known = ("lr", "warmup", "batch", "window", "held_out", "eval_every", "patience", "loss", "rows", "head_steps",
-             "shared")
+             "shared", "precision")
     unknown = sorted(set(opts) - set(known))
     if unknown:
         raise TokbenchError(f"unknown refinement option {unknown[0]!r}", fix=f"use one of {', '.join(known)}")
