@@ -35,7 +35,7 @@ from tokbench.transplant.core import METHODS, NUMBER_POLICIES
               "early stopping); several corpora separated by commas are one domain each, none may get worse.")
 @click.option("--refine-max-chars", type=int, default=400_000, show_default=True,
               help="Refine on the first N characters of --refine-text.")
-@click.option("--refine-lr", type=float, default=None, help="Adam learning rate of the row deltas [default: 1e-2].")
+@click.option("--refine-lr", type=float, default=None, help="Adam learning rate of the row deltas [default: 5e-3].")
 @click.option("--refine-loss", type=click.Choice(LOSSES), default=None, help="Refinement loss [default: ntp].")
 @click.option("--refine-precision", type=click.Choice(PRECISIONS), default=None,
               help="Refinement steps under bf16 autocast, or not [default: auto: bf16 where the device has native "

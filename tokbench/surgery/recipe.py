@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tokbench.embeddings.refine import DEFAULT_LR
 from tokbench.errors import TokbenchError
 
 ROW_METHODS = ("subword", "position_mean", "omp", "tokenadapt", "mean", "zero", "random", "copy")
@@ -55,7 +56,7 @@ class RefineSpec(_Strict):
     seconds: float | None = Field(None, gt=0, le=86_400)
     steps: int | None = Field(None, gt=0, le=1_000_000)
     max_chars: int = Field(400_000, ge=1000, le=1_000_000_000)
-    lr: float = Field(1e-2, gt=0, le=1.0)
+    lr: float = Field(DEFAULT_LR, gt=0, le=1.0)
     batch: int = Field(4, ge=1, le=1024)
     window: int = Field(256, ge=16, le=8192)
     loss: Literal["distill", "distill_ntp", "ntp"] = "ntp"
