@@ -3,7 +3,7 @@
     nice python benchmarks/bench_refine.py [--base smollm2-135m] [--target gpt2] [--method omp]
         [--donor tbd-gpt2-d128 | --donor none] [--seconds 300] [--snapshots 60,120]
         [--refine-text wikitext2-valid,gsm8k-train,code-python] [--refine-chars 400000]
-        [--loss ntp] [--lr 1e-2] [--warmup 0] [--precision auto|fp32|bf16] [--rows touched|all] [--head-steps 0] [--no-shared]
+        [--loss ntp] [--lr 5e-3] [--warmup 0] [--precision auto|fp32|bf16] [--rows touched|all] [--head-steps 0] [--no-shared]
         [--per-domain] [--held-out 0.1]
         [--threads 2] [--work /tmp/tb-refine] [--evals english,gsm8k,code]
 
@@ -30,6 +30,8 @@ import shutil
 import sys
 import time
 from pathlib import Path
+
+from tokbench.embeddings.refine import PRECISIONS
 
 EVALS = {"english": ("wikitext2-test", 120_000), "gsm8k": ("gsm8k-test", 30_000), "code": ("code-cpp", 30_000)}
 
@@ -91,7 +93,7 @@ def main() -> None:
     ap.add_argument("--loss", default="ntp")
     ap.add_argument("--lr", type=float, default=None, help="default: refine_rows' default")
     ap.add_argument("--warmup", type=int, default=0)
-    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    ap.add_argument("--precision", default="auto", choices=PRECISIONS)
     ap.add_argument("--rows", default="touched", choices=["touched", "all"])
     ap.add_argument("--head-steps", type=int, default=0)
     ap.add_argument("--shared", action="store_true", help="the default of refine_rows; kept for old commands")

@@ -60,7 +60,7 @@ def transplant(base, target, donor, method, aux_embedder, k, ridge, blend, globa
                  numbers=numbers, refine=refine, refine_steps=refine_steps, refine_text=refine_text,
                  refine_max_chars=refine_max_chars,
                  refine_options={k: v for k, v in (("lr", refine_lr), ("loss", refine_loss),
-                                                           ("precision", refine_precision)) if v is not None})
+                                                   ("precision", refine_precision)) if v is not None})
     if as_json:
         click.echo(json.dumps(report, indent=2, ensure_ascii=False))
         return

@@ -100,11 +100,8 @@ def native_bf16(device: str) -> bool:
         return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     if str(device) != "cpu":
         return False
-    probe = getattr(getattr(torch, "cpu", None), "_is_amx_tile_supported", None)
-    try:
-        return bool(probe()) if probe is not None else False
-    except Exception:  # a torch build without the probe: stay in float32
-        return False
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private: a torch without it stays in float32
+    return bool(probe()) if probe is not None else False
 
 
 def _starts(tok, text: str) -> tuple[list[int], np.ndarray]:
